@@ -1,0 +1,53 @@
+"""Stage 6: the tuned model against its base on held-out prompts: reward win-rates with 95% CIs,
+metrics/evaluate.json for DVC, the same numbers and a side-by-side image grid in MLflow."""
+
+from __future__ import annotations
+
+import mlflow
+import pandas as pd
+from prefect import flow
+from prefect.artifacts import create_markdown_artifact
+
+from models.evaluation import winrates
+from models.trainer import tuned_spec
+from synrank.config import EvaluateConfig, Paths, ScoreConfig, TrackingConfig
+from synrank.device import pick_device
+from synrank.stage import stage_run, write_json
+from tasks.evaluate import comparison_grid, summary_markdown
+from tasks.generate import generate_all
+from tasks.score import score_reward
+
+
+@flow(name="evaluate", log_prints=True)
+def evaluate_flow(cfg: EvaluateConfig, rewards: ScoreConfig, paths: Paths = Paths(),
+                  tracking: TrackingConfig = TrackingConfig()) -> str:
+    model_dir, prompts_dir, out = paths.resolve("model"), paths.resolve("prompts"), paths.resolve("eval")
+    base, tuned = tuned_spec(model_dir)
+    with stage_run("evaluate", {"evaluate": cfg, "rewards": rewards}, inputs=[model_dir, prompts_dir], out=out,
+                   tracking_cfg=tracking) as st:
+        if not st.up_to_date:
+            device = pick_device(rewards.device)
+            prompts = pd.read_parquet(prompts_dir / "prompts.parquet")
+            prompts = prompts[prompts["split"] == "eval"].head(cfg.max_prompts)
+            images = out / "images"
+            manifest = generate_all([base, tuned], prompts, images, cfg.images_per_prompt, cfg.seed,
+                                    shard_size=256, batch_size=8, device=device)
+            scores = pd.concat([pd.read_parquet(score_reward(r, str(images / "manifest.parquet"), str(images),
+                                                             str(out), rewards.batch_size, device))
+                                for r in rewards.rewards], ignore_index=True)
+            results = winrates(scores, manifest, base.name, tuned.name)
+            st.report = {"base": base.name, "tuned": tuned.name, "n_prompts": int(len(prompts)),
+                         "winrate": results}
+            for reward, r in results.items():
+                st.log(**{f"winrate_{reward}": r["winrate"], f"winrate_{reward}_ci_low": r["ci_low"],
+                          f"winrate_{reward}_ci_high": r["ci_high"]})
+            if cfg.grid_prompts:
+                grid = comparison_grid(manifest, str(images), [base.name, tuned.name], cfg.grid_prompts)
+                grid.save(out / "base_vs_tuned.png")
+                mlflow.log_image(grid, "base_vs_tuned.png")
+            md = summary_markdown(results, base.name, tuned.name)
+            (out / "summary.md").write_text(md)
+            create_markdown_artifact(md, key="evaluation", description="tuned vs base reward win-rates")
+            print(md)
+        write_json(paths.resolve("metrics") / "evaluate.json", st.report)
+    return str(out)

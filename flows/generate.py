@@ -1,0 +1,27 @@
+"""Stage 2: every train prompt through every generator, images in shards plus a parquet manifest."""
+
+from __future__ import annotations
+
+import pandas as pd
+from prefect import flow
+
+from synrank.config import GenerateConfig, Paths, TrackingConfig
+from synrank.device import pick_device
+from synrank.stage import stage_run
+from tasks.generate import generate_all
+
+
+@flow(name="generate", log_prints=True)
+def generate_flow(cfg: GenerateConfig, paths: Paths = Paths(), tracking: TrackingConfig = TrackingConfig()) -> str:
+    prompts_dir, out = paths.resolve("prompts"), paths.resolve("images")
+    with stage_run("generate", cfg, inputs=[prompts_dir], out=out, tracking_cfg=tracking) as st:
+        if st.up_to_date:
+            return str(out)
+        prompts = pd.read_parquet(prompts_dir / "prompts.parquet")
+        prompts = prompts[prompts["split"] == "train"]
+        manifest = generate_all(cfg.generators, prompts, out, cfg.images_per_prompt, cfg.seed, cfg.shard_size,
+                                cfg.batch_size, pick_device(cfg.device))
+        st.log(n_images=len(manifest), n_prompts=manifest["prompt_id"].nunique(), n_models=len(cfg.generators))
+        print(f"generated {len(manifest)} images for {manifest['prompt_id'].nunique()} prompts "
+              f"x {len(cfg.generators)} models")
+    return str(out)

@@ -1,0 +1,44 @@
+"""The parent flow: sample -> generate -> score -> rank -> train -> evaluate.
+
+It opens one MLflow parent run (git commit, DVC data version, the whole config) and every stage
+opens its own child run under it. Stages whose inputs, config and code did not change are skipped
+(see synrank.stage), so a second run with nothing changed is cheap."""
+
+from __future__ import annotations
+
+import os
+
+import mlflow
+from prefect import flow
+
+from flows.evaluate import evaluate_flow
+from flows.generate import generate_flow
+from flows.rank import rank_flow
+from flows.sample import sample_flow
+from flows.score import score_flow
+from flows.train import train_flow
+from synrank import tracking
+from synrank.config import Config
+
+
+@flow(name="pipeline", log_prints=True)
+def pipeline_flow(cfg: Config) -> str:
+    tracking.setup(cfg.tracking)
+    with mlflow.start_run(run_name="pipeline", tags={"synrank.stage": "pipeline"}) as run:
+        mlflow.set_tags({"git_commit": tracking.git_commit(), "dvc_data_version": tracking.data_version()})
+        mlflow.log_params(tracking.flatten("", cfg.model_dump(mode="json")))
+        previous = os.environ.get(tracking.PARENT_ENV)
+        os.environ[tracking.PARENT_ENV] = run.info.run_id
+        try:
+            sample_flow(cfg.sample, cfg.paths, cfg.tracking)
+            generate_flow(cfg.generate, cfg.paths, cfg.tracking)
+            score_flow(cfg.score, cfg.paths, cfg.tracking)
+            rank_flow(cfg.rank, cfg.paths, cfg.tracking)
+            train_flow(cfg.train, cfg.generate, cfg.paths, cfg.tracking)
+            evaluate_flow(cfg.evaluate, cfg.score, cfg.paths, cfg.tracking)
+        finally:
+            if previous is None:
+                os.environ.pop(tracking.PARENT_ENV, None)
+            else:
+                os.environ[tracking.PARENT_ENV] = previous
+        return run.info.run_id

@@ -1,0 +1,34 @@
+"""The sample stage: prompt corpora -> `prompts.parquet` with a seeded train/eval split."""
+
+from __future__ import annotations
+
+from prefect import flow
+
+from synrank.config import Paths, SampleConfig, TrackingConfig
+from synrank.prompts import SKIP_REASONS, source_path, split
+from synrank.stage import stage_run
+from tasks.sample import read_prompt_sources, write_prompt_table
+
+
+@flow(name="sample")
+def sample_flow(cfg: SampleConfig = SampleConfig(), paths: Paths = Paths(),
+                tracking: TrackingConfig = TrackingConfig()) -> str:
+    out = paths.resolve("prompts")
+    # The source files are the stage's inputs: editing one makes the stamp stale.
+    inputs = [source_path(s.path) for s in cfg.sources]
+    with stage_run("sample", cfg, inputs=inputs, out=out, tracking_cfg=tracking) as st:
+        if st.up_to_date:
+            return str(out)
+        rows, report = read_prompt_sources(cfg.sources)
+        if not rows:
+            raise ValueError(f"no usable prompts in {[s.path for s in cfg.sources]}: {report}")
+        splits = split(rows, cfg.eval_fraction, cfg.seed)
+        write_prompt_table(rows, splits, str(out))
+        n_eval = splits.count("eval")
+        skipped = {k: report[k] for k in SKIP_REASONS}
+        st.log(n_prompts=len(rows), n_train=len(rows) - n_eval, n_eval=n_eval, skipped=sum(skipped.values()))
+        st.report = report
+        print(f"[sample] {len(rows)} prompts ({len(rows) - n_eval} train, {n_eval} eval) from "
+              f"{len(cfg.sources)} source(s); skipped lines: "
+              + ", ".join(f"{k}={v}" for k, v in skipped.items()))
+    return str(out)

@@ -1,0 +1,58 @@
+"""Stage 5: preference fine-tuning (RankDPO by default) of one generator on the ranked images."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+from prefect import flow, task
+
+from synrank.config import GenerateConfig, Paths, TrackingConfig, TrainConfig
+from synrank.shards import load_images
+from synrank.stage import stage_run
+
+
+def base_generator(cfg: TrainConfig, generate: GenerateConfig):
+    names = [g.name for g in generate.generators]
+    if not cfg.base:
+        return generate.generators[0]
+    if cfg.base not in names:
+        raise ValueError(f"train.base '{cfg.base}' is not a generator; known: {', '.join(names)}")
+    return generate.generators[names.index(cfg.base)]
+
+
+@task(name="train-model")
+def train_model(cfg: TrainConfig, generate: GenerateConfig, rankings_path: str, images_root: str,
+                out_dir: str, run_id: str) -> dict[str, float]:
+    from mlflow.entities import Metric
+
+    from models.trainer import train
+
+    spec = base_generator(cfg, generate)
+    manifest = pd.read_parquet(Path(images_root) / "manifest.parquet").set_index("image_id")
+    ranked = pd.read_parquet(rankings_path).merge(manifest[["prompt"]], left_on="image_id", right_index=True)
+    client = mlflow.MlflowClient()
+
+    def images(ids: list[str]):
+        return load_images(Path(images_root), zip(manifest.loc[ids, "shard"], manifest.loc[ids, "member"]))
+
+    def log(metrics: dict[str, float], step: int) -> None:
+        client.log_batch(run_id, metrics=[Metric(f"train/{k}", float(v), 0, step) for k, v in metrics.items()])
+
+    return train(spec, cfg, ranked, images, Path(out_dir), log)
+
+
+@flow(name="train", log_prints=True)
+def train_flow(cfg: TrainConfig, generate: GenerateConfig, paths: Paths = Paths(),
+               tracking: TrackingConfig = TrackingConfig()) -> str:
+    rankings, images, out = paths.resolve("rankings"), paths.resolve("images"), paths.resolve("model")
+    spec = base_generator(cfg, generate)  # a bad base name fails here, before any compute
+    with stage_run("train", {"train": cfg, "base": spec}, inputs=[rankings, images], out=out, tracking_cfg=tracking) as st:
+        if st.up_to_date:
+            return str(out)
+        final = train_model(cfg, generate, str(rankings / "rankings.parquet"), str(images), str(out), st.run_id)
+        st.log(**{f"final_{k}": v for k, v in final.items()})
+        mlflow.log_artifacts(str(out), artifact_path="tuned_model")
+        print(f"trained {cfg.objective} for {cfg.steps} steps: " + ", ".join(f"{k}={v:.4g}" for k, v in final.items()))
+    return str(out)

@@ -1,0 +1,47 @@
+"""Algorithm 1 of RankDPO (arXiv 2410.18013): from several reward models' scores to one ranking.
+
+For each prompt with k images and n reward models, image i earns a win against every other image j
+whose reward it beats strictly (a tie is no win); C_i counts them over all rewards and
+phi_i = C_i / (n (k - 1)) is the fraction of pairwise comparisons it wins. Images are ranked by phi,
+descending; tau = 1 is the best, and equal phi share the lower rank number (1, 1, 3), so a tie never
+orders a pair. Images with a NaN or infinite reward under any model are left out of their prompt's
+ranking and counted, rather than poisoning every comparison."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+
+def phi_scores(rewards: np.ndarray) -> np.ndarray:
+    """rewards: (k images, n reward models) -> phi per image."""
+    k, n = rewards.shape
+    if k < 2:
+        return np.zeros(k)
+    wins = (rewards[:, None, :] > rewards[None, :, :]).sum(axis=(1, 2))  # [i, j, r]: i beats j under r
+    return wins / (n * (k - 1))
+
+
+def ranks(phi: np.ndarray) -> np.ndarray:
+    """tau: 1 + the number of images with a strictly higher phi ("competition" ranking)."""
+    return 1 + (phi[None, :] > phi[:, None]).sum(axis=1)
+
+
+def algorithm1(scores: pd.DataFrame, prompt_of: pd.Series) -> tuple[pd.DataFrame, dict[str, int]]:
+    """scores: long table (image_id, reward, score); prompt_of: image_id -> prompt_id.
+    Returns (image_id, prompt_id, phi, tau, k) and a report of what was left out."""
+    wide = scores.pivot(index="image_id", columns="reward", values="score")
+    finite = np.isfinite(wide.to_numpy(dtype=float)).all(axis=1)
+    report = {"images": int(len(wide)), "non_finite_left_out": int((~finite).sum())}
+    wide = wide[finite]
+    wide = wide.assign(prompt_id=prompt_of.reindex(wide.index).to_numpy())
+    rows = []
+    for pid, group in wide.groupby("prompt_id", sort=True):
+        r = group.drop(columns="prompt_id").to_numpy(dtype=float)
+        phi = phi_scores(r)
+        for image_id, p, t in zip(group.index, phi, ranks(phi)):
+            rows.append((image_id, pid, float(p), int(t), len(group)))
+    out = pd.DataFrame(rows, columns=["image_id", "prompt_id", "phi", "tau", "k"])
+    report["prompts"] = int(out["prompt_id"].nunique()) if len(out) else 0
+    report["prompts_single_image"] = int((out.groupby("prompt_id")["k"].first() < 2).sum()) if len(out) else 0
+    return out, report

@@ -1,0 +1,27 @@
+"""Reward models behind one batched interface: `score(images, prompts) -> np.ndarray` (higher = better).
+Each kind is one module registering a class in REWARDS; `load_reward(spec)` picks it by `spec.kind`."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+from PIL import Image
+
+from synrank.config import RewardSpec
+from synrank.registry import Registry
+
+
+class Reward(Protocol):
+    spec: RewardSpec
+
+    def score(self, images: list[Image.Image], prompts: list[str]) -> np.ndarray: ...
+
+
+REWARDS: Registry[type] = Registry("reward model")
+
+
+def load_reward(spec: RewardSpec, device: str = "cpu") -> Reward:
+    from models.rewards import clipscore  # noqa: F401  (registers "clipscore")
+
+    return REWARDS.get(spec.kind)(spec, device)

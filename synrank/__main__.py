@@ -1,0 +1,5 @@
+import sys
+
+from synrank.cli import main
+
+sys.exit(main())

@@ -1,0 +1,199 @@
+"""The one typed configuration of synrank.
+
+`params.yaml` is validated against `Config`; the CLI's `--set a.b=v` overrides and the Prefect flows'
+parameters are the same pydantic models, so the Prefect UI renders them as typed forms. Every model
+forbids unknown keys, so a typo is an error that names the key instead of a silently ignored setting.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+ROOT = Path(__file__).resolve().parent.parent
+PARAMS_FILE = ROOT / "params.yaml"
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class Paths(Strict):
+    """Where each stage writes; all relative paths are resolved against the project root."""
+
+    data: str = "data"
+    prompts: str = "outputs/prompts"
+    images: str = "outputs/images"
+    scores: str = "outputs/scores"
+    rankings: str = "outputs/rankings"
+    model: str = "outputs/model"
+    eval: str = "outputs/eval"
+    metrics: str = "metrics"
+
+    def resolve(self, name: str) -> Path:
+        p = Path(getattr(self, name))
+        return p if p.is_absolute() else ROOT / p
+
+
+class PromptSource(Strict):
+    path: str = Field(description="File with prompts, relative to the project root or absolute.")
+    format: Literal["auto", "text", "jsonl", "geneval", "partiprompts"] = "auto"
+    limit: int | None = Field(default=None, ge=1, description="Keep at most this many good prompts.")
+    split: Literal["auto", "train", "eval"] = Field(
+        default="auto", description="auto = the seeded split; train/eval pins the whole file (held-out sets).")
+
+
+class SampleConfig(Strict):
+    sources: list[PromptSource] = Field(default_factory=lambda: [PromptSource(path="data/prompts/train.txt")])
+    eval_fraction: float = Field(default=0.2, ge=0.0, lt=1.0)
+    seed: int = 0
+
+
+class GeneratorSpec(Strict):
+    name: str = Field(description="Short name used in manifests and MLflow.")
+    backend: str = Field(default="diffusers", description="Key in the generator registry.")
+    path: str = Field(description="Hugging Face id or local folder of a diffusers pipeline.")
+    steps: int = Field(default=20, ge=1)
+    guidance: float = 5.0
+    height: int = Field(default=512, ge=8)
+    width: int = Field(default=512, ge=8)
+    dtype: Literal["float32", "float16", "bfloat16"] = "float32"
+    lora: str = Field(default="", description="Optional folder with LoRA weights to load on top.")
+
+
+class GenerateConfig(Strict):
+    generators: list[GeneratorSpec] = Field(min_length=1)
+    images_per_prompt: int = Field(default=1, ge=1)
+    batch_size: int = Field(default=8, ge=1)
+    shard_size: int = Field(default=256, ge=1)
+    seed: int = 0
+    device: str = "auto"
+
+
+class RewardSpec(Strict):
+    name: str
+    kind: str = Field(default="clipscore", description="Key in the reward registry.")
+    arch: str = Field(default="ViT-B-32", description="open_clip architecture or a model-config JSON path.")
+    pretrained: str = Field(default="", description="open_clip pretrained tag or a local checkpoint file.")
+
+
+class ScoreConfig(Strict):
+    rewards: list[RewardSpec] = Field(min_length=1)
+    batch_size: int = Field(default=32, ge=1)
+    device: str = "auto"
+
+
+class RankConfig(Strict):
+    method: Literal["algorithm1"] = "algorithm1"
+
+
+class TrainConfig(Strict):
+    base: str = Field(default="", description="Generator name to tune; empty = the first generator.")
+    objective: str = Field(default="rankdpo", description="Key in the objective registry.")
+    beta: float = Field(default=2500.0, gt=0, description="logit = -beta*(s_w - s_l); = Diffusion-DPO's beta/2.")
+    learning_rate: float = Field(default=1e-4, gt=0)
+    steps: int = Field(default=100, ge=1)
+    prompts_per_step: int = Field(default=4, ge=1)
+    grad_accum: int = Field(default=1, ge=1)
+    lora_rank: int = Field(default=8, ge=0, description="0 = full fine-tune with a frozen reference copy.")
+    mixed_precision: Literal["no", "fp16", "bf16"] = "no"
+    gradient_checkpointing: bool = False
+    resolution: int = Field(default=0, ge=0, description="Training image size; 0 = the generator's.")
+    seed: int = 0
+    log_every: int = Field(default=10, ge=1)
+
+
+class EvaluateConfig(Strict):
+    images_per_prompt: int = Field(default=1, ge=1)
+    max_prompts: int | None = Field(default=None, ge=1)
+    seed: int = 1234
+    grid_prompts: int = Field(default=4, ge=0, description="Prompts shown in the base-vs-tuned image grid.")
+
+
+class TrackingConfig(Strict):
+    experiment: str = "synrank"
+    tracking_uri: str = Field(default="", description="Empty = $MLFLOW_TRACKING_URI or sqlite:///mlflow/mlflow.db.")
+
+
+class Config(Strict):
+    paths: Paths = Field(default_factory=Paths)
+    sample: SampleConfig = Field(default_factory=SampleConfig)
+    generate: GenerateConfig
+    score: ScoreConfig
+    rank: RankConfig = Field(default_factory=RankConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+
+
+class ConfigError(ValueError):
+    """A bad key or value; the message is one line and names the key."""
+
+
+def _describe(err: ValidationError) -> str:
+    first = err.errors()[0]
+    key = ".".join(str(p) for p in first["loc"])
+    if first["type"] == "extra_forbidden":
+        return f"unknown key '{key}'"
+    if first["type"] == "missing":
+        return f"missing key '{key}'"
+    return f"bad value for '{key}': {first['msg']} (got {first.get('input')!r})"
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """`train.beta=5000` -> (['train', 'beta'], 5000); the value is read as YAML (numbers, lists...)."""
+    if "=" not in item:
+        raise ConfigError(f"override '{item}' is not of the form key=value")
+    key, raw = item.split("=", 1)
+    if not key.strip():
+        raise ConfigError(f"override '{item}' has an empty key")
+    return key.strip().split("."), yaml.safe_load(raw) if raw.strip() else ""
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    for item in overrides:
+        keys, value = parse_override(item)
+        node = data
+        for i, k in enumerate(keys[:-1]):
+            if isinstance(node, list) and k.isdigit() and int(k) < len(node):
+                node = node[int(k)]
+            elif isinstance(node, dict) and isinstance(node.setdefault(k, {}), (dict, list)):
+                node = node[k]
+            else:
+                raise ConfigError(f"unknown key '{'.'.join(keys[: i + 1])}'")
+        last = keys[-1]
+        if isinstance(node, list):
+            if not (last.isdigit() and int(last) < len(node)):
+                raise ConfigError(f"unknown key '{'.'.join(keys)}'")
+            node[int(last)] = value
+        else:
+            node[last] = value
+    return data
+
+
+def validate(data: dict[str, Any]) -> Config:
+    try:
+        return Config.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_describe(err)) from None
+
+
+def load_config(path: str | Path = PARAMS_FILE, overrides: list[str] | None = None) -> Config:
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"params file '{path}' does not exist") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"params file '{path}' is not valid YAML: {str(err).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"params file '{path}' must hold a mapping at the top level")
+    return validate(apply_overrides(data, overrides or []))
+
+
+def dump_params(cfg: Config) -> str:
+    """params.yaml text for a config (used to write the committed default and by tests)."""
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,41 @@
+"""Evaluation tasks: base-vs-tuned comparison grids and the evaluation summary for Prefect."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+from PIL import Image, ImageDraw
+from prefect import task
+
+from synrank.shards import load_images
+
+
+@task(name="comparison-grid")
+def comparison_grid(manifest: pd.DataFrame, images_root: str, models: list[str], n_prompts: int,
+                    cell: int = 128) -> Image.Image:
+    """One row per prompt, one column per model, same seed across a row; prompt text under each row."""
+    prompt_ids = list(dict.fromkeys(manifest["prompt_id"]))[:n_prompts]
+    rows = manifest[(manifest["index"] == 0) & manifest["prompt_id"].isin(prompt_ids)]
+    label_h = 14
+    grid = Image.new("RGB", (cell * len(models), (cell + label_h) * len(prompt_ids) + label_h), "white")
+    draw = ImageDraw.Draw(grid)
+    for c, model in enumerate(models):
+        draw.text((c * cell + 2, 1), model, fill="black")
+    for r, pid in enumerate(prompt_ids):
+        y = label_h + r * (cell + label_h)
+        for c, model in enumerate(models):
+            row = rows[(rows["prompt_id"] == pid) & (rows["model"] == model)].iloc[0]
+            im = load_images(Path(images_root), [(row["shard"], row["member"])])[0]
+            grid.paste(im.resize((cell, cell), Image.NEAREST), (c * cell, y))
+        draw.text((2, y + cell + 1), str(rows[rows["prompt_id"] == pid]["prompt"].iloc[0])[:60], fill="black")
+    return grid
+
+
+def summary_markdown(results: dict[str, dict[str, float]], base: str, tuned: str) -> str:
+    lines = [f"# Evaluation: {tuned} vs {base}", "", "| reward | win-rate | 95% CI | pairs | mean delta |",
+             "|---|---|---|---|---|"]
+    for reward, r in results.items():
+        lines.append(f"| {reward} | {r['winrate']:.3f} | [{r['ci_low']:.3f}, {r['ci_high']:.3f}] | "
+                     f"{r['n_pairs']} | {r['mean_delta']:+.4f} |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,55 @@
+"""Prefect tasks of the sample stage: read prompt corpora, write the prompt table.
+
+They take and return paths and plain data, so Prefect can show their inputs and nothing heavy is
+serialised between tasks. Caching is off: the stage stamp (synrank.stage) already decides what to skip.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from synrank.config import PromptSource
+from synrank.prompts import prompt_id, read_sources
+
+TABLE = "prompts.parquet"
+# An explicit schema keeps the column types fixed even when, say, every category is null.
+SCHEMA = pa.schema([(name, pa.string()) for name in ("prompt_id", "prompt", "split", "category", "source", "meta")])
+
+
+@task(cache_policy=NO_CACHE)
+def read_prompt_sources(sources: list[PromptSource]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    result = read_sources(sources)
+    return result.rows, result.report
+
+
+@task(cache_policy=NO_CACHE)
+def write_prompt_table(rows: list[dict[str, Any]], splits: list[str], out_dir: str) -> str:
+    """Write `prompts.parquet` into out_dir atomically; returns its path."""
+    if len(rows) != len(splits):
+        raise ValueError(f"{len(rows)} rows but {len(splits)} split labels")
+    df = pd.DataFrame({
+        "prompt_id": [prompt_id(r["prompt"]) for r in rows],
+        "prompt": [r["prompt"] for r in rows],
+        "split": splits,
+        "category": [r["category"] for r in rows],
+        "source": [r["source"] for r in rows],
+        "meta": [r["meta"] for r in rows],
+    })
+    out = Path(out_dir) / TABLE
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # Same folder as the target so os.replace is a rename: readers never see half a file.
+    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
+    try:
+        pq.write_table(pa.Table.from_pandas(df, schema=SCHEMA, preserve_index=False), tmp)
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return str(out)

@@ -1,0 +1,24 @@
+"""Shared pytest fixtures."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+
+@pytest.fixture(autouse=True, scope="session")
+def prefect_harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """One throwaway Prefect server and home for the whole session, so tests never touch ~/.prefect."""
+    from prefect.settings import PREFECT_HOME, PREFECT_LOGGING_LEVEL, temporary_settings
+    from prefect.testing.utilities import prefect_test_harness
+
+    home = tmp_path_factory.mktemp("prefect_home")
+    with pytest.MonkeyPatch.context() as mp:
+        # The env reaches the harness's server subprocess; the settings reach this already-imported Prefect.
+        mp.setenv("PREFECT_HOME", str(home))
+        mp.setenv("PREFECT_LOGGING_LEVEL", "WARNING")
+        mp.setenv("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no telemetry calls from a sandbox
+        with temporary_settings(updates={PREFECT_HOME: home, PREFECT_LOGGING_LEVEL: "WARNING"}):
+            with prefect_test_harness():
+                yield

@@ -1,0 +1,111 @@
+"""The whole pipeline end to end on tiny random models, then a second run that skips everything."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+
+from models.tiny import build_tiny_clip, build_tiny_sd
+from synrank.config import Config, validate
+from synrank.shards import read_shard
+
+PROMPTS = ["a photo of a red circle", "a photo of two blue squares", "a photo of a star",
+           "a photo of a green ring left of a yellow cross", "a photo of three triangles",
+           "a photo of a purple star", "a photo of a white square", "a photo of four circles"]
+
+
+def tiny_config(root: Path) -> Config:
+    models = root / "models"
+    for name, seed in (("gen-a", 1), ("gen-b", 2)):
+        build_tiny_sd(models / name, seed=seed, channels=(16, 32))
+    build_tiny_clip(models / "clip", seed=3)
+    (root / "prompts.txt").write_text("\n".join(PROMPTS) + "\n")
+    out = root / "outputs"
+    return validate({
+        "paths": {k: str(out / k) for k in ("prompts", "images", "scores", "rankings", "model", "eval", "metrics")},
+        "sample": {"sources": [{"path": str(root / "prompts.txt")}], "eval_fraction": 0.25},
+        "generate": {"generators": [{"name": n, "path": str(models / n), "steps": 2, "height": 32, "width": 32}
+                                    for n in ("gen-a", "gen-b")], "batch_size": 4, "shard_size": 4},
+        "score": {"rewards": [{"name": "clip", "arch": f"local-dir:{models / 'clip'}"}]},
+        "train": {"steps": 3, "prompts_per_step": 2, "lora_rank": 2, "log_every": 1},
+        "evaluate": {"images_per_prompt": 1, "grid_prompts": 2},
+        "tracking": {"tracking_uri": f"sqlite:///{root / 'mlflow.db'}", "experiment": "e2e"},
+    })
+
+
+@pytest.fixture(scope="module")
+def ran(tmp_path_factory: pytest.TempPathFactory) -> tuple[Config, str]:
+    from flows.pipeline import pipeline_flow
+
+    cfg = tiny_config(tmp_path_factory.mktemp("world"))
+    return cfg, pipeline_flow(cfg)
+
+
+def test_stage_outputs(ran: tuple[Config, str]) -> None:
+    cfg, _ = ran
+    p = cfg.paths
+    prompts = pd.read_parquet(p.resolve("prompts") / "prompts.parquet")
+    assert sorted(prompts["prompt"]) == sorted(PROMPTS) and (prompts["split"] == "eval").sum() == 2
+    manifest = pd.read_parquet(p.resolve("images") / "manifest.parquet")
+    assert len(manifest) == 6 * 2  # 6 train prompts x 2 generators, one image each
+    assert set(manifest.columns) >= {"image_id", "prompt_id", "model", "seed", "shard", "member"}
+    # One seed per prompt, shared by both generators; shards of at most 4 images.
+    assert (manifest.groupby("prompt_id")["seed"].nunique() == 1).all()
+    assert manifest.groupby("shard").size().max() == 4
+    scores = pd.read_parquet(p.resolve("scores") / "scores.parquet")
+    assert len(scores) == 12 and np.isfinite(scores["score"]).all()
+    ranked = pd.read_parquet(p.resolve("rankings") / "rankings.parquet")
+    assert len(ranked) == 12 and set(ranked["phi"]) <= {0.0, 1.0}  # K = 2, one reward
+    assert (ranked.groupby("prompt_id")["phi"].sum() <= 1.0).all()
+    assert (p.resolve("model") / "pytorch_lora_weights.safetensors").exists()
+    metrics = json.loads((p.resolve("metrics") / "evaluate.json").read_text())
+    assert metrics["n_prompts"] == 2 and 0.0 <= metrics["winrate"]["clip"]["winrate"] <= 1.0
+
+
+def test_generation_is_deterministic(ran: tuple[Config, str], tmp_path: Path) -> None:
+    """The same plan rendered again gives byte-identical shards."""
+    from tasks.generate import generate_model
+
+    cfg, _ = ran
+    images = cfg.paths.resolve("images")
+    spec = cfg.generate.generators[0]
+    generate_model.fn(spec, str(images / "plans" / f"{spec.name}.parquet"), str(tmp_path), 3, "cpu")
+    first = sorted((images / "shards" / spec.name).glob("*.tar"))
+    again = sorted((tmp_path / "shards" / spec.name).glob("*.tar"))
+    assert [f.name for f in first] == [f.name for f in again]
+    assert all(a.read_bytes() == b.read_bytes() for a, b in zip(first, again))
+    assert len(list(read_shard(first[0]))) == 4
+
+
+def test_mlflow_parent_with_six_children(ran: tuple[Config, str]) -> None:
+    cfg, parent_id = ran
+    client = mlflow.MlflowClient(cfg.tracking.tracking_uri)
+    parent = client.get_run(parent_id)
+    assert parent.data.tags["dvc_data_version"] and parent.data.tags["git_commit"]
+    exp = client.get_experiment_by_name("e2e").experiment_id
+    children = client.search_runs([exp], f"tags.mlflow.parentRunId = '{parent_id}'")
+    assert sorted(r.info.run_name for r in children) == sorted(
+        ["sample", "generate", "score", "rank", "train", "evaluate"])
+    for run in children:
+        assert run.data.params and run.data.metrics, run.info.run_name
+    train = next(r for r in children if r.info.run_name == "train")
+    assert len(client.get_metric_history(train.info.run_id, "train/loss")) == 3
+
+
+def test_second_run_skips_every_stage(ran: tuple[Config, str]) -> None:
+    from flows.pipeline import pipeline_flow
+
+    cfg, _ = ran
+    stamps = {d: (cfg.paths.resolve(d) / "_stage.json").read_bytes()
+              for d in ("prompts", "images", "scores", "rankings", "model", "eval")}
+    parent_id = pipeline_flow(cfg)
+    client = mlflow.MlflowClient(cfg.tracking.tracking_uri)
+    exp = client.get_experiment_by_name("e2e").experiment_id
+    children = client.search_runs([exp], f"tags.mlflow.parentRunId = '{parent_id}'")
+    assert len(children) == 6 and all(r.data.tags["synrank.up_to_date"] == "True" for r in children)
+    assert all((cfg.paths.resolve(d) / "_stage.json").read_bytes() == b for d, b in stamps.items())
