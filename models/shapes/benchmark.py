@@ -1,0 +1,57 @@
+"""GenEval-shapes scoring: per-task accuracy, overall = mean of the task accuracies (GenEval's
+overall score), with seeded bootstrap 95% confidence intervals resampled within each task."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+
+from .specs import TASKS
+
+N_BOOTSTRAP = 1000
+
+
+def _interval(samples: np.ndarray) -> list[float]:
+    lo, hi = np.percentile(samples, [2.5, 97.5])
+    return [float(lo), float(hi)]
+
+
+def score(results: Iterable[tuple[str, bool]], n_boot: int = N_BOOTSTRAP, seed: int = 0) -> dict:
+    """results: (task tag, passed) pairs, e.g. from verify().
+
+    Returns {"overall": {"accuracy", "ci95", "n"}, "tasks": {tag: {"accuracy", "ci95", "n"}}}.
+    Tasks without results are left out and the overall mean is over the tasks present."""
+    by_task: dict[str, list[bool]] = {}
+    for tag, ok in results:
+        by_task.setdefault(tag, []).append(bool(ok))
+    if not by_task:
+        raise ValueError("no results to score")
+    # Known tasks first in their canonical order, any others after.
+    tags = [t for t in TASKS if t in by_task] + sorted(t for t in by_task if t not in TASKS)
+    rng = np.random.default_rng(seed)
+    tasks: dict[str, dict] = {}
+    boots = []
+    for tag in tags:
+        vals = np.asarray(by_task[tag], dtype=np.float64)
+        idx = rng.integers(0, len(vals), size=(n_boot, len(vals)))  # stratified: within the task
+        boot = vals[idx].mean(1)
+        boots.append(boot)
+        tasks[tag] = {"accuracy": float(vals.mean()), "ci95": _interval(boot), "n": len(vals)}
+    overall_boot = np.mean(boots, axis=0)
+    overall = {
+        "accuracy": float(np.mean([tasks[t]["accuracy"] for t in tags])),
+        "ci95": _interval(overall_boot),
+        "n": sum(tasks[t]["n"] for t in tags),
+    }
+    return {"overall": overall, "tasks": tasks}
+
+
+def format_table(scores: dict) -> str:
+    """A plain-text table of a score() result."""
+    lines = [f"{'task':<14}{'acc':>7}  {'95% CI':<15}{'n':>6}"]
+    rows = list(scores["tasks"].items()) + [("overall", scores["overall"])]
+    for tag, s in rows:
+        lo, hi = s["ci95"]
+        lines.append(f"{tag:<14}{s['accuracy']:>7.3f}  [{lo:.3f}, {hi:.3f}]{s['n']:>6}")
+    return "\n".join(lines)

@@ -1,0 +1,218 @@
+"""The shapes world: specs, renderer, exact verifier and benchmark scoring."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from models.shapes import RESERVED, TASKS, detect, make_specs, render, render_wrong, score, verify, verify_report
+from models.shapes.geometry import relation_holds
+from models.shapes.specs import COLORS, SHAPES, sample_spec, spec_combos
+
+GENEVAL = Path("/work/shared/benchmarks/geneval/evaluation_metadata.jsonl")
+
+
+def _specs_per_task(n: int, seed: int, split: str = "eval") -> list[dict]:
+    rng = np.random.default_rng(seed)
+    return [sample_spec(tag, rng, split) for tag in TASKS for _ in range(n)]  # type: ignore[arg-type]
+
+
+def _key_shapes(spec: dict) -> tuple:
+    return (
+        tuple(spec),
+        tuple(tuple(it) for it in spec["include"]),
+        tuple(tuple(it) for it in spec.get("exclude", [])),
+    )
+
+
+# --- verifier exactness ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("size", [32, 64])
+def test_verifier_exact_on_clean_renders(size: int) -> None:
+    rng = np.random.default_rng(100 + size)
+    hits: dict[str, list[bool]] = {}
+    for spec in _specs_per_task(100, seed=size):
+        hits.setdefault(spec["tag"], []).append(verify(render(spec, size, rng), spec))
+    acc = {tag: float(np.mean(v)) for tag, v in hits.items()}
+    assert set(acc) == set(TASKS)
+    assert all(a >= 0.99 for a in acc.values()), acc
+
+
+def test_detect_reports_every_object() -> None:
+    rng = np.random.default_rng(3)
+    spec = {"tag": "counting", "include": [{"class": "star", "count": 3}], "exclude": [{"class": "star", "count": 4}], "prompt": "a photo of three stars"}
+    dets = detect(render(spec, 32, rng))
+    assert [d.cls for d in dets] == ["star"] * 3
+    assert all(0 < d.cx < 32 and 0 < d.cy < 32 and d.area > 10 for d in dets)
+
+
+def test_blank_image_has_no_detections() -> None:
+    img = np.full((32, 32, 3), 60, np.uint8)
+    assert detect(img) == []
+    spec = make_specs(1, 0)[0]
+    assert not verify(img, spec)
+
+
+# --- hard negatives ----------------------------------------------------------------------------
+
+KIND_TASKS = {
+    "count": TASKS,
+    "color": ("colors", "color_attr"),
+    "relation": ("position",),
+    "shape": TASKS,
+}
+KIND_REASONS = {"count": {"count", "exclude"}, "color": {"color"}, "relation": {"position"}, "shape": {"count", "exclude"}}
+
+
+@pytest.mark.parametrize("kind", list(KIND_TASKS))
+def test_wrong_renders_fail_on_the_right_property(kind: str) -> None:
+    rng = np.random.default_rng(7)
+    for tag in KIND_TASKS[kind]:
+        for _ in range(12):
+            spec = sample_spec(tag, rng, "train")
+            img, wrong = render_wrong(spec, kind, 32, rng)
+            assert wrong != spec and wrong["tag"] == spec["tag"]
+            assert verify(img, wrong), (kind, wrong, verify_report(img, wrong))
+            report = verify_report(img, spec)
+            assert not report["ok"], (kind, spec, wrong)
+            reasons = {f["reason"] for f in report["failures"]}
+            assert reasons <= KIND_REASONS[kind], (kind, spec, wrong, report["failures"])
+            if kind == "shape":  # the replaced class is missing and the new one is there
+                changed = [k for k, (a, b) in enumerate(zip(spec["include"], wrong["include"])) if a["class"] != b["class"]]
+                assert len(changed) == 1
+                assert any(f.get("item") == changed[0] and f["found_class"] == 0 for f in report["failures"])
+            if kind == "count":
+                assert sum(it["count"] for it in wrong["include"]) - sum(it["count"] for it in spec["include"]) in (-1, 1)
+
+
+def test_wrong_kind_requires_the_property() -> None:
+    rng = np.random.default_rng(0)
+    spec = sample_spec("single_object", rng)
+    with pytest.raises(ValueError):
+        render_wrong(spec, "color", 32, rng)
+    with pytest.raises(ValueError):
+        render_wrong(spec, "relation", 32, rng)
+    with pytest.raises(ValueError):
+        render_wrong(spec, "texture", 32, rng)
+
+
+# --- held-out combinations ---------------------------------------------------------------------
+
+
+def test_reserved_combinations_are_a_fixed_quarter() -> None:
+    assert len(RESERVED) == 12
+    # Every shape and every color still occurs in training.
+    assert {s for c, s in RESERVED} == set(SHAPES) and all(sum(s == x for _, s in RESERVED) == 2 for x in SHAPES)
+    assert all(any((c, s) not in RESERVED for s in SHAPES) for c in COLORS)
+
+
+def test_train_and_eval_are_disjoint_on_reserved_combinations() -> None:
+    train = make_specs(1200, seed=1, split="train")
+    evals = make_specs(1200, seed=1, split="eval")
+    assert not any(set(spec_combos(s)) & RESERVED for s in train)
+    colored = [s for s in evals if s["tag"] in ("colors", "color_attr")]
+    assert colored and all(set(spec_combos(s)) & RESERVED for s in colored)
+    # Training renders never show a reserved combination, not even on uncolored objects.
+    rng = np.random.default_rng(5)
+    for spec in train[:120]:
+        assert not {(d.color, d.cls) for d in detect(render(spec, 32, rng))} & RESERVED
+    for kind in ("color", "shape"):
+        for spec in [s for s in train if s["tag"] == "color_attr"][:20]:
+            _, wrong = render_wrong(spec, kind, 32, rng)
+            assert not set(spec_combos(wrong)) & RESERVED
+
+
+# --- schema and grammar ------------------------------------------------------------------------
+
+
+def test_specs_follow_genevals_schema() -> None:
+    specs = make_specs(600, seed=2, split="train") + make_specs(600, seed=2, split="eval")
+    counts = Counter(s["tag"] for s in specs)
+    assert set(counts) == set(TASKS) and max(counts.values()) - min(counts.values()) <= 2
+    for s in specs:
+        assert list(s) in (["tag", "include", "prompt"], ["tag", "include", "exclude", "prompt"])
+        for it in s["include"]:
+            assert set(it) in ({"class", "count"}, {"class", "count", "color"}, {"class", "count", "position"})
+            assert it["class"] in SHAPES and 1 <= it["count"] <= 4
+        if s["tag"] == "counting":
+            (inc,), (exc,) = s["include"], s["exclude"]
+            assert 2 <= inc["count"] <= 4 and exc == {"class": inc["class"], "count": inc["count"] + 1}
+        if s["tag"] == "position":
+            assert s["include"][1]["position"][1] == 0 and s["include"][0]["class"] != s["include"][1]["class"]
+        json.dumps(s)
+    if GENEVAL.exists():  # every key layout we produce occurs in GenEval itself
+        real = {(r["tag"], _key_shapes(r)) for r in map(json.loads, GENEVAL.read_text().splitlines())}
+        assert {(s["tag"], _key_shapes(s)) for s in specs} <= real
+
+
+def test_prompts_are_phrased_like_geneval() -> None:
+    prompts = {s["prompt"] for s in make_specs(3000, seed=3, split="eval")}
+    for p in (
+        "a photo of a circle",
+        "a photo of an orange ring",
+        "a photo of two crosses",
+        "a photo of four stars",
+        "a photo of a circle and a star",
+        "a photo of a star left of a circle",
+        "a photo of a square below a ring",
+        "a photo of a red circle and a blue square",
+    ):
+        assert p in prompts, p
+    assert all(p.startswith("a photo of ") for p in prompts)
+
+
+# --- scoring -----------------------------------------------------------------------------------
+
+
+def _results(n: int, rate: float, seed: int) -> list[tuple[str, bool]]:
+    rng = np.random.default_rng(seed)
+    return [(tag, bool(rng.random() < rate)) for tag in TASKS for _ in range(n)]
+
+
+def test_score_is_the_mean_of_task_accuracies_with_bootstrap_cis() -> None:
+    res = [("colors", True)] * 3 + [("colors", False)] + [("position", True)] * 10
+    s = score(res)
+    assert s["tasks"]["colors"]["accuracy"] == 0.75 and s["tasks"]["position"]["accuracy"] == 1.0
+    assert s["overall"]["accuracy"] == pytest.approx(0.875) and s["overall"]["n"] == 14
+    for part in [s["overall"], *s["tasks"].values()]:
+        lo, hi = part["ci95"]
+        assert lo <= part["accuracy"] <= hi
+    assert score(res) == s  # seeded
+
+
+def test_bootstrap_ci_narrows_with_more_samples() -> None:
+    small, large = score(_results(30, 0.7, 0)), score(_results(600, 0.7, 0))
+    width = lambda s: s["ci95"][1] - s["ci95"][0]  # noqa: E731
+    assert width(large["overall"]) < width(small["overall"])
+    assert all(width(large["tasks"][t]) < width(small["tasks"][t]) for t in TASKS)
+    assert large["overall"]["ci95"][0] < 0.7 < large["overall"]["ci95"][1]
+
+
+# --- determinism and geometry ------------------------------------------------------------------
+
+
+def test_determinism() -> None:
+    assert make_specs(50, seed=9, split="eval") == make_specs(50, seed=9, split="eval")
+    assert make_specs(50, seed=9) != make_specs(50, seed=10)
+    assert make_specs(50, seed=9, split="train") != make_specs(50, seed=9, split="eval")
+    spec = make_specs(1, seed=4)[0]
+    a = render(spec, 32, np.random.default_rng(1))
+    assert a.shape == (32, 32, 3) and a.dtype == np.uint8
+    assert np.array_equal(a, render(spec, 32, np.random.default_rng(1)))
+    assert not np.array_equal(a, render(spec, 32, np.random.default_rng(2)))
+    w1 = render_wrong(spec, "shape", 64, np.random.default_rng(1))
+    w2 = render_wrong(spec, "shape", 64, np.random.default_rng(1))
+    assert np.array_equal(w1[0], w2[0]) and w1[1] == w2[1]
+
+
+def test_relations_use_image_coordinates_and_a_margin() -> None:
+    assert relation_holds((5, 16), (25, 16), "left of", 32)
+    assert relation_holds((16, 5), (16, 25), "above", 32)  # y grows downwards
+    assert not relation_holds((16, 5), (16, 25), "below", 32)
+    assert not relation_holds((14, 16), (16, 16), "left of", 32)  # within the 0.1 x size margin
+    assert not relation_holds((10, 2), (16, 30), "left of", 32)  # mostly above, not left
