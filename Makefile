@@ -47,3 +47,14 @@ test: env
 
 clean:
 	rm -rf outputs metrics mlflow/mlflow.db mlflow/artifacts
+
+# Local services in the background (pid files and logs in run/): Prefect server on 127.0.0.1:4200 with
+# one process worker per pool (cpu, gpu) and every flow deployed with params.yaml as its defaults,
+# MLflow server on 127.0.0.1:5000 over mlflow/mlflow.db. `make up` again starts only what is missing
+# and redeploys (after an edit of params.yaml); `make down` stops them all.
+.PHONY: up down
+up:
+	@scripts/services.sh up
+
+down:
+	@scripts/services.sh down

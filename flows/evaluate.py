@@ -10,34 +10,42 @@ from prefect.artifacts import create_markdown_artifact
 
 from models.evaluation import winrates
 from models.trainer import tuned_spec
-from synrank.config import EvaluateConfig, Paths, ScoreConfig, TrackingConfig
+from synrank.config import EvaluateConfig, GenerateConfig, Paths, ScoreConfig, TrackingConfig
 from synrank.device import pick_device
 from synrank.stage import stage_run, write_json
-from tasks.evaluate import comparison_grid, summary_markdown
+from tasks.evaluate import benchmark_table, comparison_grid, run_benchmark, summary_markdown
 from tasks.generate import generate_all
 from tasks.score import score_reward
 
 
 @flow(name="evaluate", log_prints=True)
-def evaluate_flow(cfg: EvaluateConfig, rewards: ScoreConfig, paths: Paths = Paths(),
+def evaluate_flow(cfg: EvaluateConfig, rewards: ScoreConfig, generate: GenerateConfig, paths: Paths = Paths(),
                   tracking: TrackingConfig = TrackingConfig()) -> str:
     model_dir, prompts_dir, out = paths.resolve("model"), paths.resolve("prompts"), paths.resolve("eval")
     base, tuned = tuned_spec(model_dir)
-    with stage_run("evaluate", {"evaluate": cfg, "rewards": rewards}, inputs=[model_dir, prompts_dir], out=out,
-                   tracking_cfg=tracking) as st:
+    others = [g for g in generate.generators if g.name != base.name] if cfg.all_generators else []
+    params = {"evaluate": cfg, "rewards": rewards, **{f"generator_{g.name}": g for g in others}}
+    with stage_run("evaluate", params, inputs=[model_dir, prompts_dir], out=out, tracking_cfg=tracking) as st:
         if not st.up_to_date:
             device = pick_device(rewards.device)
             prompts = pd.read_parquet(prompts_dir / "prompts.parquet")
             prompts = prompts[prompts["split"] == "eval"].head(cfg.max_prompts)
             images = out / "images"
-            manifest = generate_all([base, tuned], prompts, images, cfg.images_per_prompt, cfg.seed,
+            manifest = generate_all([base, tuned, *others], prompts, images, cfg.images_per_prompt, cfg.seed,
                                     shard_size=256, batch_size=8, device=device)
             scores = pd.concat([pd.read_parquet(score_reward(r, str(images / "manifest.parquet"), str(images),
                                                              str(out), rewards.batch_size, device))
                                 for r in rewards.rewards], ignore_index=True)
             results = winrates(scores, manifest, base.name, tuned.name)
+            benches = {b: run_benchmark(b, manifest, prompts, str(images)) for b in cfg.benchmarks}
             st.report = {"base": base.name, "tuned": tuned.name, "n_prompts": int(len(prompts)),
-                         "winrate": results}
+                         "winrate": results, "benchmarks": benches}
+            for bench, by_model in benches.items():
+                for model, s in by_model.items():
+                    role = {base.name: "base", tuned.name: "tuned"}.get(model, model)
+                    lo, hi = s["overall"]["ci95"]
+                    st.log(**{f"{bench}/{role}/overall": s["overall"]["accuracy"],
+                              f"{bench}/{role}/overall_ci_low": lo, f"{bench}/{role}/overall_ci_high": hi})
             for reward, r in results.items():
                 st.log(**{f"winrate_{reward}": r["winrate"], f"winrate_{reward}_ci_low": r["ci_low"],
                           f"winrate_{reward}_ci_high": r["ci_high"]})
@@ -45,7 +53,7 @@ def evaluate_flow(cfg: EvaluateConfig, rewards: ScoreConfig, paths: Paths = Path
                 grid = comparison_grid(manifest, str(images), [base.name, tuned.name], cfg.grid_prompts)
                 grid.save(out / "base_vs_tuned.png")
                 mlflow.log_image(grid, "base_vs_tuned.png")
-            md = summary_markdown(results, base.name, tuned.name)
+            md = summary_markdown(results, base.name, tuned.name) + "\n" + benchmark_table(st.report)
             (out / "summary.md").write_text(md)
             create_markdown_artifact(md, key="evaluation", description="tuned vs base reward win-rates")
             print(md)

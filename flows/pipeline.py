@@ -18,7 +18,10 @@ from flows.sample import sample_flow
 from flows.score import score_flow
 from flows.train import train_flow
 from synrank import tracking
-from synrank.config import Config
+from synrank.config import Config, flow_parameters
+
+STAGE_FLOWS = {"sample": sample_flow, "generate": generate_flow, "score": score_flow, "rank": rank_flow,
+               "train": train_flow, "evaluate": evaluate_flow}
 
 
 @flow(name="pipeline", log_prints=True)
@@ -30,12 +33,8 @@ def pipeline_flow(cfg: Config) -> str:
         previous = os.environ.get(tracking.PARENT_ENV)
         os.environ[tracking.PARENT_ENV] = run.info.run_id
         try:
-            sample_flow(cfg.sample, cfg.paths, cfg.tracking)
-            generate_flow(cfg.generate, cfg.paths, cfg.tracking)
-            score_flow(cfg.score, cfg.paths, cfg.tracking)
-            rank_flow(cfg.rank, cfg.paths, cfg.tracking)
-            train_flow(cfg.train, cfg.generate, cfg.paths, cfg.tracking)
-            evaluate_flow(cfg.evaluate, cfg.score, cfg.paths, cfg.tracking)
+            for stage, stage_flow in STAGE_FLOWS.items():
+                stage_flow(**flow_parameters(stage, cfg))
         finally:
             if previous is None:
                 os.environ.pop(tracking.PARENT_ENV, None)

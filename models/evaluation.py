@@ -5,15 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-
-def bootstrap_ci(values: np.ndarray, n_boot: int = 1000, seed: int = 0, alpha: float = 0.05) -> tuple[float, float]:
-    """Percentile bootstrap CI of the mean."""
-    values = np.asarray(values, dtype=float)
-    if len(values) == 0:
-        return float("nan"), float("nan")
-    rng = np.random.default_rng(seed)
-    means = values[rng.integers(0, len(values), size=(n_boot, len(values)))].mean(axis=1)
-    return float(np.quantile(means, alpha / 2)), float(np.quantile(means, 1 - alpha / 2))
+from models.stats import mean_ci
 
 
 def winrates(scores: pd.DataFrame, manifest: pd.DataFrame, base: str, tuned: str) -> dict[str, dict[str, float]]:
@@ -27,7 +19,7 @@ def winrates(scores: pd.DataFrame, manifest: pd.DataFrame, base: str, tuned: str
         wide = wide.dropna(subset=[base, tuned])
         win = (wide[tuned] > wide[base]).astype(float) + 0.5 * (wide[tuned] == wide[base])
         per_prompt = win.groupby(level="prompt_id").mean().to_numpy()
-        lo, hi = bootstrap_ci(per_prompt)
+        lo, hi = mean_ci(per_prompt)
         out[reward] = {"winrate": float(per_prompt.mean()) if len(per_prompt) else float("nan"),
                        "ci_low": lo, "ci_high": hi, "n_pairs": int(len(win)),
                        "mean_delta": float((wide[tuned] - wide[base]).mean())}

@@ -7,24 +7,15 @@ import argparse
 import sys
 from collections.abc import Callable
 
-from synrank.config import PARAMS_FILE, Config, ConfigError, load_config
+from synrank.config import PARAMS_FILE, Config, ConfigError, flow_parameters, load_config
 
 
 def _run(stage: str, cfg: Config) -> object:
     # Flows are imported lazily so that `synrank --help` and config errors stay instant.
     from importlib import import_module
 
-    args = {
-        "sample": lambda: (cfg.sample, cfg.paths, cfg.tracking),
-        "generate": lambda: (cfg.generate, cfg.paths, cfg.tracking),
-        "score": lambda: (cfg.score, cfg.paths, cfg.tracking),
-        "rank": lambda: (cfg.rank, cfg.paths, cfg.tracking),
-        "train": lambda: (cfg.train, cfg.generate, cfg.paths, cfg.tracking),
-        "evaluate": lambda: (cfg.evaluate, cfg.score, cfg.paths, cfg.tracking),
-        "pipeline": lambda: (cfg,),
-    }[stage]()
     flow = getattr(import_module(f"flows.{stage}"), f"{stage}_flow")
-    return flow(*args)
+    return flow(**flow_parameters(stage, cfg))
 
 
 STAGES: dict[str, str] = {
@@ -45,6 +36,22 @@ def _data(args: argparse.Namespace) -> int:
     return 0
 
 
+def _table(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from synrank.config import Paths
+
+    path = Path(args.metrics) if args.metrics else Paths().resolve("metrics") / "evaluate.json"
+    if not path.exists():
+        print(f"synrank: no evaluation yet: '{path}' is missing (run `make run`)", file=sys.stderr)
+        return 1
+    from tasks.evaluate import benchmark_table
+
+    print(benchmark_table(json.loads(path.read_text())))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="synrank", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -53,8 +60,10 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--params", default=str(PARAMS_FILE), help="params file (default: params.yaml)")
         p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                        help="override a param, e.g. --set train.beta=5000 (repeatable)")
-    extra: dict[str, Callable[[argparse.Namespace], int]] = {"data": _data}
+    extra: dict[str, Callable[[argparse.Namespace], int]] = {"data": _data, "table": _table}
     sub.add_parser("data", help="rebuild data/ if absent (deterministic), check it against data.dvc, cache it")
+    t = sub.add_parser("table", help="print the benchmark table (models x tasks) of the last evaluation")
+    t.add_argument("--metrics", default=None, help="evaluate.json (default: metrics/evaluate.json)")
     args = parser.parse_args(argv)
     if args.command in extra:
         return extra[args.command](args)

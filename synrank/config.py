@@ -111,6 +111,9 @@ class EvaluateConfig(Strict):
     max_prompts: int | None = Field(default=None, ge=1)
     seed: int = 1234
     grid_prompts: int = Field(default=4, ge=0, description="Prompts shown in the base-vs-tuned image grid.")
+    benchmarks: list[str] = Field(default_factory=lambda: ["geneval-shapes"],
+                                  description="Keys in the benchmark registry, run on prompts they apply to.")
+    all_generators: bool = Field(default=True, description="Also put every other generator on the benchmarks.")
 
 
 class TrackingConfig(Strict):
@@ -197,3 +200,23 @@ def load_config(path: str | Path = PARAMS_FILE, overrides: list[str] | None = No
 def dump_params(cfg: Config) -> str:
     """params.yaml text for a config (used to write the committed default and by tests)."""
     return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+
+
+STAGES = ("sample", "generate", "score", "rank", "train", "evaluate")
+
+
+def flow_parameters(stage: str, cfg: Config) -> dict[str, BaseModel]:
+    """The keyword arguments of `flows.<stage>.<stage>_flow` taken from one Config: the CLI, the parent
+    pipeline and the Prefect deployments all call the flows through this one mapping."""
+    common = {"paths": cfg.paths, "tracking": cfg.tracking}
+    own: dict[str, dict[str, BaseModel]] = {
+        "sample": {"cfg": cfg.sample},
+        "generate": {"cfg": cfg.generate},
+        "score": {"cfg": cfg.score},
+        "rank": {"cfg": cfg.rank},
+        "train": {"cfg": cfg.train, "generate": cfg.generate},
+        "evaluate": {"cfg": cfg.evaluate, "rewards": cfg.score, "generate": cfg.generate},
+    }
+    if stage == "pipeline":
+        return {"cfg": cfg}
+    return {**own[stage], **common}

@@ -8,6 +8,7 @@ import pandas as pd
 from PIL import Image, ImageDraw
 from prefect import task
 
+from models.shapes.specs import TASKS as GENEVAL_TASKS
 from synrank.shards import load_images
 
 
@@ -39,3 +40,36 @@ def summary_markdown(results: dict[str, dict[str, float]], base: str, tuned: str
         lines.append(f"| {reward} | {r['winrate']:.3f} | [{r['ci_low']:.3f}, {r['ci_high']:.3f}] | "
                      f"{r['n_pairs']} | {r['mean_delta']:+.4f} |")
     return "\n".join(lines) + "\n"
+
+
+@task(name="run-benchmark")
+def run_benchmark(name: str, manifest: pd.DataFrame, prompts: pd.DataFrame, images_root: str) -> dict:
+    """{model: summary} for the images whose prompt metadata the benchmark understands."""
+    import json
+
+    from models.benchmarks import load_benchmark
+
+    bench = load_benchmark(name)
+    meta = {pid: json.loads(m) for pid, m in zip(prompts["prompt_id"], prompts["meta"])}
+    rows = manifest[[bench.applies(meta[p]) for p in manifest["prompt_id"]]]
+    out = {}
+    for model, g in rows.groupby("model", sort=False):
+        images = load_images(Path(images_root), zip(g["shard"], g["member"]))
+        out[model] = bench.summarize([bench.judge(im, meta[p]) for im, p in zip(images, g["prompt_id"])])
+    return out
+
+
+def benchmark_table(report: dict) -> str:
+    """Markdown: one row per model, one column per task plus overall, accuracy [95% CI]."""
+    lines = []
+    for bench, by_model in report.get("benchmarks", {}).items():
+        found = {t for s in by_model.values() for t in s["tasks"]}
+        tasks = [t for t in GENEVAL_TASKS if t in found] + sorted(found - set(GENEVAL_TASKS))
+        lines += [f"### {bench}", "", "| model | " + " | ".join(tasks + ["overall"]) + " |",
+                  "|---" * (len(tasks) + 2) + "|"]
+        for model, s in by_model.items():
+            cells = [s["tasks"].get(t) for t in tasks] + [s["overall"]]
+            lines.append(f"| {model} | " + " | ".join(
+                f"{c['accuracy']:.3f} [{c['ci95'][0]:.2f}, {c['ci95'][1]:.2f}]" if c else "-" for c in cells) + " |")
+        lines.append("")
+    return "\n".join(lines)

@@ -22,3 +22,9 @@ def prefect_harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
         with temporary_settings(updates={PREFECT_HOME: home, PREFECT_LOGGING_LEVEL: "WARNING"}):
             with prefect_test_harness():
                 yield
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "integration: starts real Prefect/MLflow servers and workers (about a minute); "
+                   "leave out with -m 'not integration'")

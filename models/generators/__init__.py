@@ -8,7 +8,7 @@ from typing import Protocol
 from PIL import Image
 
 from synrank.config import GeneratorSpec
-from synrank.registry import Registry
+from synrank.registry import Registry, import_all
 
 
 class Generator(Protocol):
@@ -21,6 +21,6 @@ GENERATORS: Registry[type] = Registry("generator backend")
 
 
 def load_generator(spec: GeneratorSpec, device: str = "cpu") -> Generator:
-    from models.generators import diffusers_backend  # noqa: F401  (registers "diffusers")
+    import_all("models.generators")
 
     return GENERATORS.get(spec.backend)(spec, device)

@@ -9,7 +9,7 @@ import numpy as np
 from PIL import Image
 
 from synrank.config import RewardSpec
-from synrank.registry import Registry
+from synrank.registry import Registry, import_all
 
 
 class Reward(Protocol):
@@ -22,6 +22,6 @@ REWARDS: Registry[type] = Registry("reward model")
 
 
 def load_reward(spec: RewardSpec, device: str = "cpu") -> Reward:
-    from models.rewards import clipscore  # noqa: F401  (registers "clipscore")
+    import_all("models.rewards")
 
     return REWARDS.get(spec.kind)(spec, device)

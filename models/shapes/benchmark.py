@@ -7,14 +7,13 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from .specs import TASKS
+from models.stats import N_BOOTSTRAP, bootstrap_means, percentile_ci
 
-N_BOOTSTRAP = 1000
+from .specs import TASKS
 
 
 def _interval(samples: np.ndarray) -> list[float]:
-    lo, hi = np.percentile(samples, [2.5, 97.5])
-    return [float(lo), float(hi)]
+    return list(percentile_ci(samples))
 
 
 def score(results: Iterable[tuple[str, bool]], n_boot: int = N_BOOTSTRAP, seed: int = 0) -> dict:
@@ -34,8 +33,7 @@ def score(results: Iterable[tuple[str, bool]], n_boot: int = N_BOOTSTRAP, seed: 
     boots = []
     for tag in tags:
         vals = np.asarray(by_task[tag], dtype=np.float64)
-        idx = rng.integers(0, len(vals), size=(n_boot, len(vals)))  # stratified: within the task
-        boot = vals[idx].mean(1)
+        boot = bootstrap_means(vals, rng, n_boot)  # stratified: resampled within the task
         boots.append(boot)
         tasks[tag] = {"accuracy": float(vals.mean()), "ci95": _interval(boot), "n": len(vals)}
     overall_boot = np.mean(boots, axis=0)

@@ -1,0 +1,26 @@
+"""GenEval-shapes: GenEval's six tasks and rules on the shapes world, scored by its exact verifier."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from models.benchmarks import BENCHMARKS
+from models.shapes import SHAPES, score, verify
+
+
+@BENCHMARKS.register("geneval-shapes")
+class GenEvalShapes:
+    name = "geneval-shapes"
+
+    def applies(self, meta: dict[str, Any]) -> bool:
+        items = meta.get("include")
+        return isinstance(items, list) and bool(items) and all(i.get("class") in SHAPES for i in items)
+
+    def judge(self, image: Image.Image, meta: dict[str, Any]) -> tuple[str, bool]:
+        return meta["tag"], bool(verify(np.asarray(image.convert("RGB")), meta))
+
+    def summarize(self, results: list[tuple[str, bool]]) -> dict[str, Any]:
+        return score(results)

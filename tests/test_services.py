@@ -1,0 +1,199 @@
+"""`make up` / `make down` for real: scripts/services.sh starts a Prefect server, a process worker and an
+MLflow server on free ports with everything under a tmp dir, deploys the `sample` flow the way `make up`
+deploys every flow (synrank.deploy: prefect.yaml plus a params file), a run is created through the API
+with no parameters (as the UI's "Quick run" does), and it must complete, write its table and log its MLflow
+run through the server into an experiment that a sqlite client created (artifacts as plain files).
+
+Slow (about a minute): select with `-m integration`, leave out with `-m "not integration"`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+import pytest
+
+from synrank import tracking
+from synrank.config import ROOT, PromptSource, TrackingConfig, dump_params, load_config
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(not (shutil.which("setsid") and shutil.which("curl")), reason="needs setsid and curl"),
+]
+
+SCRIPT = ROOT / "scripts" / "services.sh"
+PROMPTS = ["a red circle", "a blue square", "a green triangle", "two red circles", "a big blue circle",
+           "a small green square", "three triangles", "a yellow star"]
+RUN_TIMEOUT = 120
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Services:
+    env: dict[str, str]
+    run_dir: Path
+    prefect_url: str
+    mlflow_url: str
+    out: Path
+    mlflow_dir: Path
+    experiment_id: str
+    up_output: str
+
+
+def script(cmd: list[str], env: dict[str, str], timeout: float) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(SCRIPT), *cmd], env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+
+
+def kill_leftovers(run_dir: Path) -> None:
+    """Last resort if `down` failed: SIGKILL every process group that still has a pid file."""
+    for f in run_dir.glob("*.pid"):
+        try:
+            os.killpg(int(f.read_text().strip()), signal.SIGKILL)
+        except (ValueError, ProcessLookupError, PermissionError):
+            pass
+        f.unlink(missing_ok=True)
+
+
+@pytest.fixture(scope="module")
+def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
+    tmp = tmp_path_factory.mktemp("services")
+    (tmp / "prompts.txt").write_text("\n".join(PROMPTS) + "\n")
+    out = tmp / "outputs"
+    cfg = load_config()
+    cfg.paths = cfg.paths.model_copy(update={k: str(out / k) for k in type(cfg.paths).model_fields
+                                                    if k != "data"})
+    cfg.sample = cfg.sample.model_copy(update={"sources": [PromptSource(path=str(tmp / "prompts.txt"))],
+                                               "eval_fraction": 0.25})
+    cfg.tracking = TrackingConfig(experiment="services-test", tracking_uri="")  # "" = the worker's server
+    params = tmp / "params.yaml"
+    params.write_text(dump_params(cfg))
+
+    # The experiment exists before the server does, made by the sqlite client: its artifact location is a
+    # file:// folder, and runs logged through the server must still work with it.
+    mlflow_dir = tmp / "mlflow"
+    previous_uri = mlflow.get_tracking_uri()
+    try:
+        exp_id = tracking.setup(TrackingConfig(experiment="services-test",
+                                               tracking_uri=f"sqlite:///{mlflow_dir / 'mlflow.db'}"))
+    finally:
+        mlflow.set_tracking_uri(previous_uri)
+
+    prefect_port, mlflow_port = free_port(), free_port()
+    env = {k: v for k, v in os.environ.items()
+           if k not in {"PREFECT_API_URL", "PREFECT_API_KEY", "PREFECT_PROFILE", "MLFLOW_TRACKING_URI",
+                        "SYNRANK_PARENT_RUN_ID"}}
+    env.update({
+        "SYNRANK_RUN_DIR": str(tmp / "run"),
+        "SYNRANK_PREFECT_HOME": str(tmp / "prefect_home"),
+        "SYNRANK_MLFLOW_DIR": str(mlflow_dir),
+        "PREFECT_PORT": str(prefect_port),
+        "MLFLOW_PORT": str(mlflow_port),
+        "SYNRANK_POOLS": "cpu",
+        "SYNRANK_DEPLOY_ARGS": f"--params {params} --only sample",
+        "PREFECT_WORKER_QUERY_SECONDS": "1",
+        "SYNRANK_UP_TIMEOUT": "150",
+        "SYNRANK_STOP_TIMEOUT": "10",
+    })
+    svc = Services(env, tmp / "run", f"http://127.0.0.1:{prefect_port}", f"http://127.0.0.1:{mlflow_port}",
+                   out, mlflow_dir, exp_id, "")
+    try:
+        up = script(["up"], env, timeout=240)
+        assert up.returncode == 0, f"services.sh up failed:\n{up.stdout}\n{up.stderr}"
+        svc.up_output = up.stdout
+        yield svc
+    finally:
+        try:
+            script(["down"], env, timeout=90)
+        finally:
+            kill_leftovers(tmp / "run")
+
+
+def get_json(url: str, body: dict | None = None) -> object:
+    req = urllib.request.Request(url, data=None if body is None else json.dumps(body).encode(),
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return json.load(r)
+
+
+def test_deployed_flow_runs_through_worker_and_logs_to_mlflow_server(services: Services) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    assert "created work pool 'cpu' (process)" in services.up_output
+    assert "deployed 'sample/sample' on pool 'cpu'" in services.up_output
+    assert get_json(f"{services.prefect_url}/api/health") is True
+
+    # This session's own server, not the test harness's.
+    with temporary_settings(updates={PREFECT_API_URL: f"{services.prefect_url}/api"}):
+        with get_client(sync_client=True) as client:
+            dep = client.read_deployment_by_name("sample/sample")
+            assert dep.work_pool_name == "cpu" and dep.entrypoint == "flows/sample.py:sample_flow"
+            assert dep.pull_steps == [{"prefect.deployments.steps.set_working_directory": {"directory": str(ROOT)}}]
+            # Defaults from the params file; typed form from the pydantic signature.
+            assert dep.parameters["cfg"]["sources"][0]["path"].endswith("prompts.txt")
+            assert dep.parameters["paths"]["prompts"] == str(services.out / "prompts")
+            assert "SampleConfig" in json.dumps(dep.parameter_openapi_schema)
+
+            run = client.create_flow_run_from_deployment(dep.id)  # no parameters: the deployment's defaults
+            deadline = time.monotonic() + RUN_TIMEOUT
+            while True:
+                run = client.read_flow_run(run.id)
+                if run.state is not None and run.state.is_final():
+                    break
+                assert time.monotonic() < deadline, f"flow run still {run.state_name} after {RUN_TIMEOUT}s"
+                time.sleep(1)
+            worker_log = (services.run_dir / "worker-cpu.log").read_text()
+            assert run.state.is_completed(), f"flow run {run.state_name}: {run.state.message}\n{worker_log[-3000:]}"
+
+    table = pd.read_parquet(services.out / "prompts" / "prompts.parquet")
+    assert sorted(table["prompt"]) == sorted(PROMPTS)
+    assert (table["split"] == "eval").sum() == 2
+
+    # The stage's MLflow run went through the server into the sqlite-made experiment.
+    found = get_json(f"{services.mlflow_url}/api/2.0/mlflow/runs/search",
+                     {"experiment_ids": [services.experiment_id], "max_results": 10})
+    runs = found.get("runs", [])
+    assert len(runs) == 1, found
+    data = runs[0]["data"]
+    metrics = {m["key"]: m["value"] for m in data.get("metrics", [])}
+    params = {p["key"]: p["value"] for p in data.get("params", [])}
+    assert metrics["n_prompts"] == len(PROMPTS) and metrics["n_eval"] == 2
+    assert params["sample.eval_fraction"] == "0.25"
+    artifact_uri = runs[0]["info"]["artifact_uri"]
+    assert artifact_uri.startswith((services.mlflow_dir / "artifacts").as_uri())
+    assert (Path(artifact_uri.removeprefix("file://")) / "sample_report.json").is_file()
+
+
+def test_up_again_starts_nothing_and_down_stops_everything(services: Services) -> None:
+    pids = {f.stem: f.read_text().strip() for f in services.run_dir.glob("*.pid")}
+    assert set(pids) == {"prefect", "mlflow", "worker-cpu"}
+
+    again = script(["up", "prefect"], services.env, timeout=180)
+    assert again.returncode == 0, again.stderr
+    assert "prefect already running" in again.stdout and "worker-cpu already running" in again.stdout
+    assert {f.stem: f.read_text().strip() for f in services.run_dir.glob("*.pid")} == pids
+
+    down = script(["down"], services.env, timeout=90)
+    assert down.returncode == 0, down.stderr
+    assert not list(services.run_dir.glob("*.pid"))
+    for pid in pids.values():
+        with pytest.raises(ProcessLookupError):
+            os.killpg(int(pid), 0)
+    assert script(["down"], services.env, timeout=30).returncode == 0  # nothing running is fine
