@@ -5,11 +5,12 @@ For image i of a group (the K images of one prompt, sharing one timestep t and o
     s_i = ||target - pred_theta(x_t^i, t, c)||^2 - ||target - pred_ref(x_t^i, t, c)||^2
 
 (mean over latent dims). Lower s_i means the tuned model, relative to the reference, prefers image i.
-Every objective is the same weighted pairwise logistic loss
+Every objective is the same loss
 
-    L = - sum_{i,j} W_ij * log sigmoid(-beta * (s_i - s_j))     (summed per group, averaged over groups)
+    L = - sum_{i,j} W_ij * log sigmoid(-beta * (s_i - s_j))  +  sum_i V_i * ||target - pred_theta^i||^2
 
-and differs only in W: which ordered pairs (i preferred over j) it forms and how it weights them.
+(summed per group, averaged over groups) and differs only in W, which ordered pairs (i preferred over
+j) it forms and how it weights them, and V, the weight of plain denoising on an image (SFT terms).
 
 beta convention: logit = -beta * (s_i - s_j). Diffusion-DPO's code writes -0.5 * beta with beta = 5000;
 ours equals that with beta = 2500 (and equals diffusers' SD1.5 DPO script, which uses 2500, no 0.5).
@@ -18,15 +19,26 @@ ours equals that with beta = 2500 (and equals diffusers' SD1.5 DPO script, which
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
 from synrank.registry import Registry
 
-# An objective maps a group's labels to pair weights: (phi, tau, mask) each (B, K) -> W (B, K, K).
-PairWeights = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
-OBJECTIVES: Registry[PairWeights] = Registry("objective")
+# Labels of a batch of groups, each (B, K): phi (Algorithm 1's win fraction, the group's reward),
+# tau (target rank, 1 = best) and mask (False = padding slot).
+Weights = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class Objective:
+    pairs: Weights | None = None  # -> W (B, K, K), W[b, i, j] > 0 iff i is preferred over j
+    sft: Weights | None = None  # -> V (B, K), weight of the plain denoising loss of each image
+    self_pairs: bool = False  # SUDO: groups are (dataset image, another batch image) under one caption
+
+
+OBJECTIVES: Registry[Objective] = Registry("objective")
 
 
 def implicit_scores(model_err: torch.Tensor, ref_err: torch.Tensor) -> torch.Tensor:
@@ -34,10 +46,22 @@ def implicit_scores(model_err: torch.Tensor, ref_err: torch.Tensor) -> torch.Ten
 
 
 def preference_loss(s: torch.Tensor, weights: torch.Tensor, beta: float) -> torch.Tensor:
-    """s: (B, K) implicit scores; weights: (B, K, K) with W[b, i, j] > 0 iff i is preferred over j."""
+    """s: (B, K) implicit scores; weights: (B, K, K). Summed over a group's pairs, mean over groups."""
     logits = -beta * (s[:, :, None] - s[:, None, :])
-    per_group = -(weights * F.logsigmoid(logits)).sum(dim=(1, 2))
-    return per_group.mean()
+    return -(weights * F.logsigmoid(logits)).sum(dim=(1, 2)).mean()
+
+
+def objective_loss(obj: Objective, model_err: torch.Tensor, ref_err: torch.Tensor | None, phi: torch.Tensor,
+                   tau: torch.Tensor, mask: torch.Tensor, beta: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(loss, W) for one batch of groups; W is zeros for objectives without pairs."""
+    w = obj.pairs(phi, tau, mask) if obj.pairs else torch.zeros(phi.shape + phi.shape[1:], dtype=phi.dtype)
+    w = w.to(model_err.device)
+    loss = model_err.new_zeros(())
+    if obj.pairs is not None:
+        loss = loss + preference_loss(implicit_scores(model_err, ref_err), w, beta)
+    if obj.sft is not None:
+        loss = loss + (obj.sft(phi, tau, mask).to(model_err) * model_err).sum(dim=1).mean()
+    return loss, w
 
 
 def pair_stats(s: torch.Tensor, weights: torch.Tensor, beta: float) -> dict[str, float]:
@@ -52,31 +76,82 @@ def pair_stats(s: torch.Tensor, weights: torch.Tensor, beta: float) -> dict[str,
             "pairs": float(n)}
 
 
-def _above(tau: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """(B, K, K) bool: i strictly better ranked than j, both real images (not padding)."""
-    valid = mask[:, :, None] & mask[:, None, :]
-    return (tau[:, :, None] < tau[:, None, :]) & valid
+def _valid_pairs(mask: torch.Tensor) -> torch.Tensor:
+    return mask[:, :, None] & mask[:, None, :]
 
 
-@OBJECTIVES.register("rankdpo")
-def rankdpo_weights(phi: torch.Tensor, tau: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def rankdpo_pairs(phi: torch.Tensor, tau: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """RankDPO (paper Eq. 5-7): Delta_ij = |G_i - G_j| * |1/D(tau_i) - 1/D(tau_j)| for i ranked above j,
     with gain G = 2^phi - 1 and discount D(tau) = log(1 + tau) on the target rank."""
     gain = torch.pow(2.0, phi) - 1.0
     inv_disc = 1.0 / torch.log1p(tau.float())
     delta = (gain[:, :, None] - gain[:, None, :]).abs() * (inv_disc[:, :, None] - inv_disc[:, None, :]).abs()
-    return delta * _above(tau, mask)
+    return delta * ((tau[:, :, None] < tau[:, None, :]) & _valid_pairs(mask))
 
 
-@OBJECTIVES.register("dpo")
-def dpo_weights(phi: torch.Tensor, tau: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Diffusion-DPO on ranked data: one pair per group, the best image over the worst (weight 1);
-    a group whose best and worst tie contributes nothing."""
+def _best_worst(phi: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     big = torch.finfo(phi.dtype).max
     best = torch.where(mask, phi, torch.full_like(phi, -big)).argmax(dim=1)
     worst = torch.where(mask, phi, torch.full_like(phi, big)).argmin(dim=1)
+    return best, worst
+
+
+def dpo_pairs(phi: torch.Tensor, tau: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Diffusion-DPO on ranked data: one pair per group, the best image over the worst (weight 1);
+    a group whose best and worst tie contributes nothing."""
+    best, worst = _best_worst(phi, mask)
     w = torch.zeros(phi.shape + phi.shape[1:], dtype=phi.dtype, device=phi.device)
     rows = torch.arange(phi.shape[0], device=phi.device)
-    strict = phi[rows, best] > phi[rows, worst]
-    w[rows, best, worst] = strict.to(phi.dtype)
+    w[rows, best, worst] = (phi[rows, best] > phi[rows, worst]).to(phi.dtype)
     return w
+
+
+def gpo_pairs(phi: torch.Tensor, tau: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """GPO-style group preference (arXiv 2505.11070; its exact form was not available to us): rewards
+    standardized within the group, A = (r - mean) / std, and every pair with r_i > r_j weighted by
+    A_i - A_j, so near-ties weigh little. Here r = phi. A group of equal rewards has std 0: weight 0."""
+    m = mask.to(phi.dtype)
+    n = m.sum(dim=1, keepdim=True).clamp(min=1)
+    mean = (phi * m).sum(dim=1, keepdim=True) / n
+    std = (((phi - mean) ** 2 * m).sum(dim=1, keepdim=True) / n).sqrt()
+    adv = torch.where(std > 0, (phi - mean) / std.clamp(min=1e-12), torch.zeros_like(phi))
+    gap = adv[:, :, None] - adv[:, None, :]
+    return gap.clamp(min=0) * ((phi[:, :, None] > phi[:, None, :]) & _valid_pairs(mask))
+
+
+def best_only(phi: torch.Tensor, tau: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """SFT on the winner: weight 1 on the best image of each group (the first one among ties)."""
+    best, _ = _best_worst(phi, mask)
+    return F.one_hot(best, phi.shape[1]).to(phi.dtype)
+
+
+def reward_weighted(phi: torch.Tensor, tau: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Reward-weighted SFT: each image's denoising loss weighted by its share of the group's phi."""
+    r = phi * mask
+    total = r.sum(dim=1, keepdim=True)
+    return torch.where(total > 0, r / total.clamp(min=1e-12), torch.zeros_like(r))
+
+
+def _half(w: Weights) -> Weights:
+    return lambda phi, tau, mask: 0.5 * w(phi, tau, mask)
+
+
+OBJECTIVES.register("rankdpo")(Objective(pairs=rankdpo_pairs))
+OBJECTIVES.register("dpo")(Objective(pairs=dpo_pairs))
+OBJECTIVES.register("gpo")(Objective(pairs=gpo_pairs))
+OBJECTIVES.register("sft")(Objective(sft=best_only))
+OBJECTIVES.register("rwr")(Objective(sft=reward_weighted))
+# SUDO / Self-DPO (arXiv 2504.14534): 0.5 DPO (dataset image over a deranged batch mate under the
+# dataset image's caption) + 0.5 denoising loss on the dataset image. No labels are used.
+OBJECTIVES.register("sudo")(Objective(pairs=_half(dpo_pairs), sft=_half(best_only), self_pairs=True))
+
+
+def derangement(n: int, generator: torch.Generator) -> torch.Tensor:
+    """A random permutation with no fixed point (Sattolo's cycle), so no image is paired with itself:
+    SUDO's public code uses randperm, which leaves about 1/B of a batch paired with itself (zero
+    gradient). n = 1 has no derangement: the identity is returned and its pair carries no signal."""
+    perm = torch.arange(n)
+    for i in range(n - 1, 0, -1):
+        j = int(torch.randint(0, i, (1,), generator=generator))
+        perm[i], perm[j] = perm[j].clone(), perm[i].clone()
+    return perm

@@ -104,6 +104,9 @@ class TrainConfig(Strict):
     resolution: int = Field(default=0, ge=0, description="Training image size; 0 = the generator's.")
     seed: int = 0
     log_every: int = Field(default=10, ge=1)
+    checkpoint_every: int = Field(default=0, ge=0, description="accelerate save_state every N steps; 0 = off.")
+    holdout_fraction: float = Field(default=0.1, ge=0.0, lt=1.0,
+                                    description="Ranked prompts kept out of training to measure implicit accuracy.")
 
 
 class EvaluateConfig(Strict):

@@ -1,0 +1,94 @@
+"""Training data for preference objectives: ranked images as padded per-prompt groups.
+
+The VAE encodes every image once and the text encoder every prompt once, before training; the
+result is cached on disk next to the checkpoints, so a resumed run does not encode again."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image
+from tqdm import tqdm
+
+
+@dataclass
+class RankedGroups:
+    """Group p holds latents[index[p, k]] for k with mask[p, k]; phi/tau are Algorithm 1's labels."""
+
+    index: torch.Tensor  # (P, K) long, -1 = padding
+    phi: torch.Tensor  # (P, K) float
+    tau: torch.Tensor  # (P, K) long
+    mask: torch.Tensor  # (P, K) bool
+    cond: dict[str, torch.Tensor]  # per prompt: encoder_hidden_states (P, L, D) [, pooled_projections (P, D)]
+    latents: torch.Tensor  # (N, C, h, w)
+
+    def __len__(self) -> int:
+        return self.index.shape[0]
+
+    def select(self, rows: torch.Tensor) -> RankedGroups:
+        return RankedGroups(self.index[rows], self.phi[rows], self.tau[rows], self.mask[rows],
+                            {k: v[rows] for k, v in self.cond.items()}, self.latents)
+
+    def latents_of(self, index: torch.Tensor) -> torch.Tensor:
+        return self.latents[index.clamp(min=0)]
+
+
+def _to_pixels(images: list[Image.Image], size: int) -> torch.Tensor:
+    arrs = [np.asarray(im.convert("RGB").resize((size, size), Image.BICUBIC), dtype=np.float32) for im in images]
+    return torch.from_numpy(np.stack(arrs)).permute(0, 3, 1, 2) / 127.5 - 1.0
+
+
+@torch.no_grad()
+def encode_prompts(pipe, prompts: list[str], device: str) -> dict[str, torch.Tensor]:
+    """The conditioning the denoiser takes, as the pipeline itself computes it (no CFG branch)."""
+    if hasattr(pipe, "transformer") and "pooled_projections" in pipe.transformer.forward.__code__.co_varnames:
+        embeds, _, pooled, _ = pipe.encode_prompt(prompt=prompts, prompt_2=None, prompt_3=None, device=device,
+                                                  do_classifier_free_guidance=False)
+        return {"encoder_hidden_states": embeds.float().cpu(), "pooled_projections": pooled.float().cpu()}
+    tok = pipe.tokenizer(prompts, padding="max_length", max_length=pipe.tokenizer.model_max_length,
+                         truncation=True, return_tensors="pt")
+    return {"encoder_hidden_states": pipe.text_encoder(tok.input_ids.to(device))[0].float().cpu()}
+
+
+@torch.no_grad()
+def build_groups(pipe, ranked: pd.DataFrame, images: Callable[[list[str]], list[Image.Image]], size: int,
+                 device: str, cache: Path | None = None, batch_size: int = 32) -> RankedGroups:
+    """ranked: image_id, prompt_id, prompt, phi, tau. Prompts with fewer than 2 images are dropped."""
+    counts = ranked.groupby("prompt_id")["image_id"].transform("size")
+    ranked = ranked[counts >= 2].sort_values(["prompt_id", "tau", "image_id"]).reset_index(drop=True)
+    key = hashlib.sha256("\n".join(ranked["image_id"]).encode() + str(size).encode()).hexdigest()[:16]
+    path = cache / f"groups-{key}.pt" if cache else None
+    if path is not None and path.exists():
+        return RankedGroups(**torch.load(path))
+    ids = list(ranked["image_id"])
+    lat = []
+    for start in tqdm(range(0, len(ids), batch_size), desc="encode latents", unit="batch"):
+        px = _to_pixels(images(ids[start:start + batch_size]), size).to(device, pipe.vae.dtype)
+        lat.append(pipe.vae.encode(px).latent_dist.mean.float().cpu())
+    vae_cfg = pipe.vae.config
+    latents = (torch.cat(lat) - (vae_cfg.get("shift_factor") or 0.0)) * vae_cfg.scaling_factor
+    groups = list(ranked.groupby("prompt_id", sort=True))
+    k_max = max(len(g) for _, g in groups)
+    n = len(groups)
+    index, phi = torch.full((n, k_max), -1, dtype=torch.long), torch.zeros(n, k_max)
+    tau = torch.full((n, k_max), k_max + 1, dtype=torch.long)
+    for p, (_, g) in enumerate(groups):
+        index[p, :len(g)] = torch.tensor(g.index.to_numpy())
+        phi[p, :len(g)] = torch.tensor(g["phi"].to_numpy(), dtype=torch.float32)
+        tau[p, :len(g)] = torch.tensor(g["tau"].to_numpy())
+    prompts = [g["prompt"].iloc[0] for _, g in groups]
+    parts = [encode_prompts(pipe, prompts[i:i + batch_size], device) for i in range(0, n, batch_size)]
+    cond = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+    out = RankedGroups(index, phi, tau, index >= 0, cond, latents)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        torch.save({f.name: getattr(out, f.name) for f in fields(out)}, tmp)
+        tmp.replace(path)
+    return out

@@ -1,0 +1,41 @@
+"""Synthetic ranked data and a runnable training entry point, shared by the trainer tests and the
+resume test's subprocess (`python -m tests.trainer_fixtures <model> <out> <steps> <ckpt_every>`)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from synrank.config import GeneratorSpec, TrainConfig
+
+
+def ranked_table(n_prompts: int = 8, k: int = 3, seed: int = 0) -> tuple[pd.DataFrame, dict[str, Image.Image]]:
+    """k images per prompt with distinct phi (a strict ranking) and random pixels."""
+    rng = np.random.default_rng(seed)
+    rows, images = [], {}
+    for p in range(n_prompts):
+        phi = rng.permutation(k) / (k - 1)
+        for i in range(k):
+            image_id = f"p{p}-{i}"
+            images[image_id] = Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8))
+            rows.append({"image_id": image_id, "prompt_id": f"p{p}", "prompt": f"a photo of {p} circles",
+                         "phi": float(phi[i]), "tau": int(k - phi[i] * (k - 1)), "k": k})
+    return pd.DataFrame(rows), images
+
+
+def run(model: str, out: Path, steps: int, checkpoint_every: int, objective: str = "rankdpo") -> dict[str, float]:
+    from models.trainer import train
+
+    ranked, images = ranked_table()
+    cfg = TrainConfig(steps=steps, prompts_per_step=3, lora_rank=2, log_every=1, checkpoint_every=checkpoint_every,
+                      objective=objective, holdout_fraction=0.25, learning_rate=1e-3)
+    spec = GeneratorSpec(name="tiny", path=model, height=32, width=32)
+    return train(spec, cfg, ranked, lambda ids: [images[i] for i in ids], out)
+
+
+if __name__ == "__main__":
+    run(sys.argv[1], Path(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]))
