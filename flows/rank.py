@@ -1,21 +1,28 @@
-"""Stage 4: Algorithm 1 over the reward scores -> rankings.parquet (image_id, prompt_id, phi, tau, k)."""
+"""Stage 4: per-prompt rankings from several reward models -> rankings.parquet (image_id, prompt_id,
+phi, tau, k, model), with how often each generator wins and how much the rewards agree."""
 
 from __future__ import annotations
 
+import mlflow
 import pandas as pd
 from prefect import flow, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from models.ranking import algorithm1
+from models.ranking import rank_groups, reward_agreement
 from synrank.config import Paths, RankConfig, TrackingConfig
 from synrank.stage import stage_run
+from tasks.evaluate import ranked_grid
 
 
 @task(name="rank-images")
-def rank_images(scores_path: str, manifest_path: str, out_path: str) -> dict[str, int]:
+def rank_images(scores_path: str, manifest_path: str, out_path: str, method: str) -> dict:
     manifest = pd.read_parquet(manifest_path)
-    ranked, report = algorithm1(pd.read_parquet(scores_path), manifest.set_index("image_id")["prompt_id"])
+    prompt_of = manifest.set_index("image_id")["prompt_id"]
+    scores = pd.read_parquet(scores_path)
+    ranked, report = rank_groups(scores, prompt_of, method)
     ranked = ranked.merge(manifest[["image_id", "model"]], on="image_id")
     ranked.to_parquet(out_path, index=False)
+    report["kendall_tau"] = reward_agreement(scores, prompt_of)
     return report
 
 
@@ -27,12 +34,26 @@ def rank_flow(cfg: RankConfig = RankConfig(), paths: Paths = Paths(),
         if st.up_to_date:
             return str(out)
         st.report = rank_images(str(scores / "scores.parquet"), str(images / "manifest.parquet"),
-                                str(out / "rankings.parquet"))
+                                str(out / "rankings.parquet"), cfg.method)
         ranked = pd.read_parquet(out / "rankings.parquet")
         # How often each generator wins: the mean phi per model (the paper's model-quality readout).
-        for model, phi in ranked.groupby("model")["phi"].mean().items():
-            st.log(**{f"phi_{model}": phi})
-        st.log(n_ranked=len(ranked), non_finite_left_out=st.report["non_finite_left_out"])
-        print(f"ranked {len(ranked)} images of {st.report['prompts']} prompts; "
-              f"left out {st.report['non_finite_left_out']} with non-finite rewards")
+        wins = ranked.groupby("model")["phi"].mean()
+        st.log(**{f"phi_{m}": v for m, v in wins.items()}, n_ranked=len(ranked),
+               non_finite_left_out=st.report["non_finite_left_out"],
+               **{f"kendall_tau/{k}": v for k, v in st.report["kendall_tau"].items()})
+        create_table_artifact([{"model": m, "mean_phi": round(float(v), 4)} for m, v in wins.items()],
+                              key="generator-wins", description="mean phi per generator (how often it wins)")
+        if cfg.examples:
+            manifest = pd.read_parquet(images / "manifest.parquet")
+            grid = ranked_grid(ranked.merge(manifest[["image_id", "prompt", "shard", "member"]], on="image_id"),
+                               str(images), cfg.examples)
+            grid.save(out / "ranked_examples.png")
+            mlflow.log_image(grid, "ranked_examples.png")
+            create_markdown_artifact(
+                f"# Ranked examples\n\nBest (tau = 1) on the left, {cfg.examples} prompts: "
+                f"`{out / 'ranked_examples.png'}`, also in MLflow run `{st.run_id}` "
+                f"({mlflow.get_tracking_uri()}) as `ranked_examples.png`.\n", key="ranked-examples")
+        print(f"ranked {len(ranked)} images of {st.report['prompts']} prompts ({cfg.method}); left out "
+              f"{st.report['non_finite_left_out']} with non-finite rewards; mean phi per model: "
+              + ", ".join(f"{m}={v:.3f}" for m, v in wins.items()))
     return str(out)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import mlflow
@@ -10,6 +11,7 @@ from prefect import flow, task
 
 from synrank.config import GenerateConfig, Paths, TrackingConfig, TrainConfig
 from synrank.shards import load_images
+from synrank.tracking import register
 from synrank.stage import stage_run
 
 
@@ -24,7 +26,7 @@ def base_generator(cfg: TrainConfig, generate: GenerateConfig):
 
 @task(name="train-model")
 def train_model(cfg: TrainConfig, generate: GenerateConfig, rankings_path: str, images_root: str,
-                out_dir: str, run_id: str) -> dict[str, float]:
+                out_dir: str, work_dir: str, run_id: str) -> dict[str, float]:
     from mlflow.entities import Metric
 
     from models.trainer import train
@@ -40,7 +42,7 @@ def train_model(cfg: TrainConfig, generate: GenerateConfig, rankings_path: str, 
     def log(metrics: dict[str, float], step: int) -> None:
         client.log_batch(run_id, metrics=[Metric(f"train/{k}", float(v), 0, step) for k, v in metrics.items()])
 
-    return train(spec, cfg, ranked, images, Path(out_dir), log)
+    return train(spec, cfg, ranked, images, Path(out_dir), log, Path(work_dir))
 
 
 @flow(name="train", log_prints=True)
@@ -48,11 +50,24 @@ def train_flow(cfg: TrainConfig, generate: GenerateConfig, paths: Paths = Paths(
                tracking: TrackingConfig = TrackingConfig()) -> str:
     rankings, images, out = paths.resolve("rankings"), paths.resolve("images"), paths.resolve("model")
     spec = base_generator(cfg, generate)  # a bad base name fails here, before any compute
-    with stage_run("train", {"train": cfg, "base": spec}, inputs=[rankings, images], out=out, tracking_cfg=tracking) as st:
+    with stage_run("train", {"train": cfg, "base": spec}, inputs=[rankings, images], out=out,
+                   tracking_cfg=tracking) as st:
         if st.up_to_date:
             return str(out)
-        final = train_model(cfg, generate, str(rankings / "rankings.parquet"), str(images), str(out), st.run_id)
+        # Checkpoints live beside the versioned output, keyed by this run's fingerprint: a rerun of
+        # the same config resumes, a different config starts fresh; removed once training is done.
+        work = out.parent / f".{out.name}-work" / st.fingerprint[:16]
+        final = train_model(cfg, generate, str(rankings / "rankings.parquet"), str(images), str(out), str(work),
+                            st.run_id)
+        shutil.rmtree(work, ignore_errors=True)
         st.log(**{f"final_{k}": v for k, v in final.items()})
-        mlflow.log_artifacts(str(out), artifact_path="tuned_model")
+        for f in out.iterdir():  # the tuned weights and tuned.json (the stamp is written later)
+            if f.is_dir():
+                mlflow.log_artifacts(str(f), artifact_path=f"tuned_model/{f.name}")
+            else:
+                mlflow.log_artifact(str(f), artifact_path="tuned_model")
+        version = register(f"synrank-{spec.name}", st.run_id, "tuned_model",
+                                    {"objective": cfg.objective, "steps": str(cfg.steps)})
+        st.report = {"registered_model": f"synrank-{spec.name}", "version": version}
         print(f"trained {cfg.objective} for {cfg.steps} steps: " + ", ".join(f"{k}={v:.4g}" for k, v in final.items()))
     return str(out)

@@ -27,9 +27,56 @@ def ranks(phi: np.ndarray) -> np.ndarray:
     return 1 + (phi[None, :] > phi[:, None]).sum(axis=1)
 
 
-def algorithm1(scores: pd.DataFrame, prompt_of: pd.Series) -> tuple[pd.DataFrame, dict[str, int]]:
+def bradley_terry(rewards: np.ndarray) -> np.ndarray:
+    """Mean Bradley-Terry win probability sigma(r_i - r_j) over the other images and the rewards.
+    Unlike Algorithm 1 it is scale-sensitive: reward models should be on comparable scales."""
+    k, n = rewards.shape
+    if k < 2:
+        return np.zeros(k)
+    p = 1.0 / (1.0 + np.exp(-(rewards[:, None, :] - rewards[None, :, :])))
+    return (p.sum(axis=(1, 2)) - 0.5 * n) / (n * (k - 1))  # drop the i == j terms (sigma(0) = 0.5)
+
+
+def zscore(rewards: np.ndarray) -> np.ndarray:
+    """Rewards standardized per model within the prompt's group, then averaged (a tie-free group of
+    equal rewards standardizes to 0)."""
+    std = rewards.std(axis=0)
+    z = np.where(std > 0, (rewards - rewards.mean(axis=0)) / np.where(std > 0, std, 1.0), 0.0)
+    return z.mean(axis=1)
+
+
+AGGREGATORS = {"algorithm1": phi_scores, "bradley_terry": bradley_terry, "zscore": zscore}
+
+
+def kendall_tau(a: np.ndarray, b: np.ndarray) -> float:
+    """Kendall's tau-a between two score vectors (ties count as neither concordant nor discordant)."""
+    n = len(a)
+    if n < 2:
+        return float("nan")
+    da, db = np.sign(a[:, None] - a[None, :]), np.sign(b[:, None] - b[None, :])
+    return float((da * db)[np.triu_indices(n, 1)].mean())
+
+
+def reward_agreement(scores: pd.DataFrame, prompt_of: pd.Series) -> dict[str, float]:
+    """Mean per-prompt Kendall tau for every pair of reward models: do they rank a prompt's images alike?"""
+    wide = scores.pivot(index="image_id", columns="reward", values="score")
+    wide = wide[np.isfinite(wide.to_numpy(dtype=float)).all(axis=1)]
+    groups = [g.to_numpy(dtype=float) for _, g in wide.groupby(prompt_of.reindex(wide.index).to_numpy())]
+    out = {}
+    names = list(wide.columns)
+    for i in range(len(names)):
+        for j in range(i + 1, len(names)):
+            taus = [kendall_tau(g[:, i], g[:, j]) for g in groups if len(g) >= 2]
+            out[f"{names[i]}~{names[j]}"] = float(np.mean(taus)) if taus else float("nan")
+    return out
+
+
+def rank_groups(scores: pd.DataFrame, prompt_of: pd.Series, method: str = "algorithm1"
+               ) -> tuple[pd.DataFrame, dict[str, int]]:
     """scores: long table (image_id, reward, score); prompt_of: image_id -> prompt_id.
-    Returns (image_id, prompt_id, phi, tau, k) and a report of what was left out."""
+    Returns (image_id, prompt_id, phi, tau, k) and a report of what was left out. `method` swaps
+    Algorithm 1's win fraction for another aggregate (AGGREGATORS); ranking and tau stay the same."""
+    aggregate = AGGREGATORS[method]
     wide = scores.pivot(index="image_id", columns="reward", values="score")
     finite = np.isfinite(wide.to_numpy(dtype=float)).all(axis=1)
     report = {"images": int(len(wide)), "non_finite_left_out": int((~finite).sum())}
@@ -38,7 +85,7 @@ def algorithm1(scores: pd.DataFrame, prompt_of: pd.Series) -> tuple[pd.DataFrame
     rows = []
     for pid, group in wide.groupby("prompt_id", sort=True):
         r = group.drop(columns="prompt_id").to_numpy(dtype=float)
-        phi = phi_scores(r)
+        phi = aggregate(r)
         for image_id, p, t in zip(group.index, phi, ranks(phi)):
             rows.append((image_id, pid, float(p), int(t), len(group)))
     out = pd.DataFrame(rows, columns=["image_id", "prompt_id", "phi", "tau", "k"])

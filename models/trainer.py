@@ -134,8 +134,12 @@ def _errors(model, ref, param, lat, cond, t, noise, raw=None) -> tuple[torch.Ten
 
 def train(spec: GeneratorSpec, cfg: TrainConfig, ranked: pd.DataFrame,
           images: Callable[[list[str]], list[Image.Image]], out_dir: Path,
-          log: Callable[[dict[str, float], int], None] = lambda m, s: None) -> dict[str, float]:
-    """Tune `spec`'s pipeline on ranked groups; saves LoRA weights or a full pipeline in out_dir."""
+          log: Callable[[dict[str, float], int], None] = lambda m, s: None,
+          work_dir: Path | None = None) -> dict[str, float]:
+    """Tune `spec`'s pipeline on ranked groups; saves LoRA weights or a full pipeline in out_dir.
+    Checkpoints and the latent cache go to work_dir (default out_dir): keep it outside versioned
+    outputs and keyed by the run's config, so that a resume never picks up another config's state."""
+    work_dir = work_dir or out_dir
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
@@ -143,7 +147,7 @@ def train(spec: GeneratorSpec, cfg: TrainConfig, ranked: pd.DataFrame,
     set_seed(cfg.seed)
     device = accelerator.device
     pipe, model, ref = load_for_training(spec, cfg, device)
-    groups = build_groups(pipe, ranked, images, cfg.resolution or spec.height, device, cache=out_dir / "cache")
+    groups = build_groups(pipe, ranked, images, cfg.resolution or spec.height, device, cache=work_dir / "cache")
     train_groups, held = split_holdout(groups, cfg.holdout_fraction, cfg.seed)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.learning_rate)
@@ -151,7 +155,7 @@ def train(spec: GeneratorSpec, cfg: TrainConfig, ranked: pd.DataFrame,
     param = Parametrization.from_scheduler(pipe.scheduler)
     obj = OBJECTIVES.get(cfg.objective)
     rng = torch.Generator().manual_seed(cfg.seed)
-    ckpts = out_dir / "checkpoints"
+    ckpts = work_dir / "checkpoints"
     start = resume(accelerator, ckpts, rng)
     last: dict[str, float] = {}
     raw = accelerator.unwrap_model(model)

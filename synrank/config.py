@@ -87,7 +87,9 @@ class ScoreConfig(Strict):
 
 
 class RankConfig(Strict):
-    method: Literal["algorithm1"] = "algorithm1"
+    method: Literal["algorithm1", "bradley_terry", "zscore"] = Field(
+        default="algorithm1", description="How per-reward scores become one phi per image.")
+    examples: int = Field(default=4, ge=0, description="Prompts shown ranked in the run's example grid.")
 
 
 class TrainConfig(Strict):

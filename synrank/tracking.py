@@ -71,3 +71,14 @@ def flatten(prefix: str, obj: object) -> dict[str, str]:
             out.update(flatten(f"{prefix}.{i}", v))
         return out
     return {prefix: str(obj)[:6000]}
+
+
+def register(name: str, run_id: str, artifact_path: str, tags: dict[str, str]) -> str:
+    """Register a run's artifact folder (diffusers weights, not an MLflow flavor) as a new version of
+    a registered model; returns the version. MLflow 3's register_model wants a logged MLflow model,
+    so the version is created from the artifact URI directly."""
+    client = mlflow.MlflowClient()
+    if not client.search_registered_models(f"name = '{name}'"):
+        client.create_registered_model(name)
+    source = f"{client.get_run(run_id).info.artifact_uri}/{artifact_path}"
+    return client.create_model_version(name, source=source, run_id=run_id, tags=tags).version

@@ -73,3 +73,21 @@ def benchmark_table(report: dict) -> str:
                 f"{c['accuracy']:.3f} [{c['ci95'][0]:.2f}, {c['ci95'][1]:.2f}]" if c else "-" for c in cells) + " |")
         lines.append("")
     return "\n".join(lines)
+
+
+def ranked_grid(ranked: pd.DataFrame, images_root: str, n_prompts: int, cell: int = 96) -> Image.Image:
+    """One row per prompt, its images ordered by tau (best first), each labelled with model and phi."""
+    prompt_ids = list(dict.fromkeys(ranked["prompt_id"]))[:n_prompts]
+    k = int(ranked[ranked["prompt_id"].isin(prompt_ids)].groupby("prompt_id").size().max())
+    label_h = 14
+    grid = Image.new("RGB", (cell * k, (cell + 2 * label_h) * len(prompt_ids)), "white")
+    draw = ImageDraw.Draw(grid)
+    for r, pid in enumerate(prompt_ids):
+        rows = ranked[ranked["prompt_id"] == pid].sort_values(["tau", "image_id"])
+        y = r * (cell + 2 * label_h)
+        draw.text((2, y + 1), str(rows["prompt"].iloc[0])[:70], fill="black")
+        ims = load_images(Path(images_root), zip(rows["shard"], rows["member"]))
+        for c, (im, (_, row)) in enumerate(zip(ims, rows.iterrows())):
+            grid.paste(im.resize((cell, cell), Image.NEAREST), (c * cell, y + label_h))
+            draw.text((c * cell + 2, y + label_h + cell + 1), f"{row['model']} {row['phi']:.2f}", fill="black")
+    return grid

@@ -102,6 +102,10 @@ def test_mlflow_parent_with_six_children(ran: tuple[Config, str]) -> None:
         assert run.data.params and run.data.metrics, run.info.run_name
     train = next(r for r in children if r.info.run_name == "train")
     assert len(client.get_metric_history(train.info.run_id, "train/loss")) == 3
+    version = client.get_model_version("synrank-gen-a", "1")
+    assert version.run_id == train.info.run_id and version.tags["objective"] == "rankdpo"
+    assert "pytorch_lora_weights.safetensors" in {a.path.split("/")[-1]
+                                                  for a in client.list_artifacts(train.info.run_id, "tuned_model")}
 
 
 def test_second_run_skips_every_stage(ran: tuple[Config, str]) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from models.ranking import algorithm1, phi_scores, ranks
+from models.ranking import bradley_terry, kendall_tau, phi_scores, rank_groups, ranks, reward_agreement, zscore
 
 
 def test_phi_by_hand_with_ties() -> None:
@@ -23,14 +23,14 @@ def test_all_tied_and_single_image() -> None:
     np.testing.assert_array_equal(phi_scores(np.ones((1, 2))), [0.0])
 
 
-def test_algorithm1_table_and_non_finite_rewards() -> None:
+def test_rank_groups_table_and_non_finite_rewards() -> None:
     scores = pd.DataFrame({
         "image_id": ["a0", "a1", "a2", "b0", "b1"] * 2,
         "reward": ["r1"] * 5 + ["r2"] * 5,
         "score": [3.0, 2.0, 1.0, 0.5, np.nan, 1.0, 3.0, 2.0, 0.1, 0.2],
     })
     prompt_of = pd.Series({"a0": "A", "a1": "A", "a2": "A", "b0": "B", "b1": "B"})
-    out, report = algorithm1(scores, prompt_of)
+    out, report = rank_groups(scores, prompt_of)
     out = out.set_index("image_id")
     # Prompt A: r1 order a0 > a1 > a2 (wins 2, 1, 0); r2 order a1 > a2 > a0 (wins 0, 2, 1).
     # C = [2, 3, 1] over n (k - 1) = 4.
@@ -39,3 +39,20 @@ def test_algorithm1_table_and_non_finite_rewards() -> None:
     # b1 has a NaN reward: left out and counted; b0 is alone, phi 0.
     assert "b1" not in out.index and out.loc["b0", "phi"] == 0.0 and out.loc["b0", "k"] == 1
     assert report["non_finite_left_out"] == 1 and report["prompts_single_image"] == 1
+
+
+def test_aggregation_variants_by_hand() -> None:
+    r = np.array([[1.0, 0.0], [0.0, 0.0]])
+    # Bradley-Terry: image 0 vs 1 is sigma(1) under reward 0 and sigma(0) = 0.5 under reward 1.
+    s1 = 1 / (1 + np.exp(-1.0))
+    np.testing.assert_allclose(bradley_terry(r), [(s1 + 0.5) / 2, (1 - s1 + 0.5) / 2])
+    # z-scores: reward 0 standardizes to (+1, -1), reward 1 is constant -> 0; averaged over 2 rewards.
+    np.testing.assert_allclose(zscore(r), [0.5, -0.5])
+
+
+def test_kendall_tau_between_rewards() -> None:
+    assert kendall_tau(np.array([1.0, 2.0, 3.0]), np.array([3.0, 2.0, 1.0])) == -1.0
+    assert kendall_tau(np.array([1.0, 2.0, 3.0]), np.array([1.0, 3.0, 2.0])) == 1 / 3
+    scores = pd.DataFrame({"image_id": ["a", "b", "c"] * 2, "reward": ["x"] * 3 + ["y"] * 3,
+                           "score": [1.0, 2.0, 3.0, 1.0, 2.0, 3.0]})
+    assert reward_agreement(scores, pd.Series({"a": "P", "b": "P", "c": "P"})) == {"x~y": 1.0}
