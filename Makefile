@@ -53,7 +53,7 @@ clean:
 # MLflow server on 127.0.0.1:5000 over mlflow/mlflow.db. `make up` again starts only what is missing
 # and redeploys (after an edit of params.yaml); `make down` stops them all.
 .PHONY: up down
-up:
+up: env
 	@scripts/services.sh up
 
 down:

@@ -67,7 +67,7 @@ def reward_agreement(scores: pd.DataFrame, prompt_of: pd.Series) -> dict[str, fl
     for i in range(len(names)):
         for j in range(i + 1, len(names)):
             taus = [kendall_tau(g[:, i], g[:, j]) for g in groups if len(g) >= 2]
-            out[f"{names[i]}~{names[j]}"] = float(np.mean(taus)) if taus else float("nan")
+            out[f"{names[i]}_vs_{names[j]}"] = float(np.mean(taus)) if taus else float("nan")
     return out
 
 

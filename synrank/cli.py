@@ -36,6 +36,12 @@ def _data(args: argparse.Namespace) -> int:
     return 0
 
 
+def _deploy(args: argparse.Namespace) -> int:
+    from synrank.deploy import run_deploy
+
+    return run_deploy(args.params, args.overrides, args.only)
+
+
 def _table(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
@@ -60,10 +66,14 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--params", default=str(PARAMS_FILE), help="params file (default: params.yaml)")
         p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                        help="override a param, e.g. --set train.beta=5000 (repeatable)")
-    extra: dict[str, Callable[[argparse.Namespace], int]] = {"data": _data, "table": _table}
+    extra: dict[str, Callable[[argparse.Namespace], int]] = {"data": _data, "table": _table, "deploy": _deploy}
     sub.add_parser("data", help="rebuild data/ if absent (deterministic), check it against data.dvc, cache it")
     t = sub.add_parser("table", help="print the benchmark table (models x tasks) of the last evaluation")
     t.add_argument("--metrics", default=None, help="evaluate.json (default: metrics/evaluate.json)")
+    d = sub.add_parser("deploy", help="register prefect.yaml's deployments with params.yaml as their defaults")
+    d.add_argument("--params", default=str(PARAMS_FILE), help="params file (default: params.yaml)")
+    d.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    d.add_argument("--only", action="append", default=[], metavar="NAME", help="only this deployment (repeatable)")
     args = parser.parse_args(argv)
     if args.command in extra:
         return extra[args.command](args)

@@ -55,4 +55,4 @@ def test_kendall_tau_between_rewards() -> None:
     assert kendall_tau(np.array([1.0, 2.0, 3.0]), np.array([1.0, 3.0, 2.0])) == 1 / 3
     scores = pd.DataFrame({"image_id": ["a", "b", "c"] * 2, "reward": ["x"] * 3 + ["y"] * 3,
                            "score": [1.0, 2.0, 3.0, 1.0, 2.0, 3.0]})
-    assert reward_agreement(scores, pd.Series({"a": "P", "b": "P", "c": "P"})) == {"x~y": 1.0}
+    assert reward_agreement(scores, pd.Series({"a": "P", "b": "P", "c": "P"})) == {"x_vs_y": 1.0}

@@ -4,7 +4,8 @@ deploys every flow (synrank.deploy: prefect.yaml plus a params file), a run is c
 with no parameters (as the UI's "Quick run" does), and it must complete, write its table and log its MLflow
 run through the server into an experiment that a sqlite client created (artifacts as plain files).
 
-Slow (about a minute): select with `-m integration`, leave out with `-m "not integration"`.
+Those two tests are slow (about a minute): select them with `-m integration`, leave them out with
+`-m "not integration"`. The rest checks prefect.yaml and the deployment defaults without a server.
 """
 
 from __future__ import annotations
@@ -26,14 +27,11 @@ import pandas as pd
 import pytest
 
 from synrank import tracking
-from synrank.config import ROOT, PromptSource, TrackingConfig, dump_params, load_config
+from synrank.config import ROOT, PromptSource, SampleConfig, TrackingConfig, dump_params, load_config
 
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.skipif(not (shutil.which("setsid") and shutil.which("curl")), reason="needs setsid and curl"),
-]
 
 SCRIPT = ROOT / "scripts" / "services.sh"
+needs_tools = pytest.mark.skipif(not (shutil.which("setsid") and shutil.which("curl")), reason="needs setsid and curl")
 PROMPTS = ["a red circle", "a blue square", "a green triangle", "two red circles", "a big blue circle",
            "a small green square", "three triangles", "a yellow star"]
 RUN_TIMEOUT = 120
@@ -43,6 +41,39 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def test_prefect_yaml_deploys_every_flow_from_the_repo_root() -> None:
+    from synrank.deploy import code_directory, read_spec
+
+    specs = {d["name"]: d for d in read_spec()}
+    assert set(specs) == {"sample", "generate", "score", "rank", "train", "evaluate", "pipeline"}
+    assert {n for n, d in specs.items() if d["work_pool"]["name"] == "gpu"} == {"train"}
+    assert {d["work_pool"]["name"] for d in specs.values()} == {"cpu", "gpu"}
+    for name, d in specs.items():
+        assert d["entrypoint"] == f"flows/{name}.py:{name}_flow"
+        assert code_directory(d["pull"], {"SYNRANK_ROOT": str(ROOT)}) == ROOT
+
+
+def test_deployment_defaults_are_the_cli_split_of_params_yaml() -> None:
+    import importlib
+    from types import SimpleNamespace
+
+    from synrank.config import flow_parameters
+    from synrank.deploy import DeployError, deployment_parameters
+
+    cfg = load_config()
+    for name in ("sample", "generate", "score", "rank", "train", "evaluate", "pipeline"):
+        flow = getattr(importlib.import_module(f"flows.{name}"), f"{name}_flow")
+        got = deployment_parameters(flow, cfg)
+        assert got == {k: v.model_dump(mode="json") for k, v in flow_parameters(name, cfg).items()}
+        json.dumps(got)  # plain JSON, as the API stores it
+    assert deployment_parameters(getattr(importlib.import_module("flows.pipeline"), "pipeline_flow"), cfg) == {
+        "cfg": cfg.model_dump(mode="json")}
+
+    def sample_flow(cfg: SampleConfig, seed: int) -> None: ...  # a required argument the mapping lacks
+    with pytest.raises(DeployError, match="seed"):
+        deployment_parameters(SimpleNamespace(name="sample", fn=sample_flow), cfg)
 
 
 @dataclass
@@ -132,6 +163,8 @@ def get_json(url: str, body: dict | None = None) -> object:
         return json.load(r)
 
 
+@pytest.mark.integration
+@needs_tools
 def test_deployed_flow_runs_through_worker_and_logs_to_mlflow_server(services: Services) -> None:
     from prefect.client.orchestration import get_client
     from prefect.settings import PREFECT_API_URL, temporary_settings
@@ -181,6 +214,8 @@ def test_deployed_flow_runs_through_worker_and_logs_to_mlflow_server(services: S
     assert (Path(artifact_uri.removeprefix("file://")) / "sample_report.json").is_file()
 
 
+@pytest.mark.integration
+@needs_tools
 def test_up_again_starts_nothing_and_down_stops_everything(services: Services) -> None:
     pids = {f.stem: f.read_text().strip() for f in services.run_dir.glob("*.pid")}
     assert set(pids) == {"prefect", "mlflow", "worker-cpu"}

@@ -1,0 +1,197 @@
+"""Register the Prefect deployments declared in prefect.yaml, with params.yaml as their defaults.
+
+    python -m synrank.deploy [--params FILE] [--set key=value ...] [--only NAME ...]
+
+talks to the Prefect server in $PREFECT_API_URL (`make up` runs it). prefect.yaml says which flows
+are deployed, under which names, on which work pool, and where the code lives (its pull step);
+params.yaml, validated as `synrank.config.Config`, gives each deployment its default parameters,
+split by `synrank.config.flow_parameters` exactly as for `synrank <stage>` and the pipeline. A run
+triggered with no parameters is therefore the run the CLI would do, and the UI shows the flows'
+pydantic parameters as typed forms.
+
+The defaults are a copy taken at deploy time: after editing params.yaml, deploy again (`make up`
+always does). Missing work pools are created as process pools.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import os
+import re
+import sys
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import yaml
+
+from synrank.config import PARAMS_FILE, ROOT, Config, ConfigError, flow_parameters, load_config
+
+DEPLOY_FILE = ROOT / "prefect.yaml"
+ROOT_ENV = "SYNRANK_ROOT"
+SET_WORKDIR = "prefect.deployments.steps.set_working_directory"
+
+_ENV_PLACEHOLDER = re.compile(r"{{\s*\$(\w+)\s*}}")
+
+
+class DeployError(RuntimeError):
+    """prefect.yaml and the flows disagree, or a deployment cannot be built; one line."""
+
+
+def deployment_parameters(flow: Any, cfg: Config) -> dict[str, Any]:
+    """The JSON default parameters of a flow: `synrank.config.flow_parameters`, the one mapping that the
+    CLI and the pipeline use too, checked against the flow's signature so a mismatch fails the deploy."""
+    try:
+        params = flow_parameters(flow.name, cfg)
+    except KeyError:
+        raise DeployError(f"synrank.config.flow_parameters knows no flow named '{flow.name}'") from None
+    signature = inspect.signature(flow.fn).parameters
+    required = {n for n, p in signature.items() if p.default is inspect.Parameter.empty}
+    if not set(params) <= set(signature) or not required <= set(params):
+        raise DeployError(f"flow '{flow.name}' takes {list(signature)} but flow_parameters gives {list(params)}")
+    return {name: value.model_dump(mode="json") for name, value in params.items()}
+
+
+def fill_env(value: Any, env: Mapping[str, str]) -> Any:
+    """Replace `{{ $NAME }}` in every string of `value`; an unset variable is an error."""
+    if isinstance(value, str):
+        def sub(m: re.Match[str]) -> str:
+            if m[1] not in env:
+                raise DeployError(f"prefect.yaml uses ${m[1]}, which is not set")
+            return env[m[1]]
+        return _ENV_PLACEHOLDER.sub(sub, value)
+    if isinstance(value, dict):
+        return {k: fill_env(v, env) for k, v in value.items()}
+    if isinstance(value, list):
+        return [fill_env(v, env) for v in value]
+    return value
+
+
+def read_spec(path: str | Path = DEPLOY_FILE) -> list[dict[str, Any]]:
+    """The deployments of prefect.yaml, each with its effective pull steps."""
+    spec = yaml.safe_load(Path(path).read_text()) or {}
+    deployments = spec.get("deployments") or []
+    if not deployments:
+        raise DeployError(f"{path} declares no deployments")
+    out = []
+    for d in deployments:
+        d = dict(d)
+        for key in ("name", "entrypoint"):
+            if not d.get(key):
+                raise DeployError(f"{path}: a deployment has no '{key}'")
+        if not (d.get("work_pool") or {}).get("name"):
+            raise DeployError(f"{path}: deployment '{d['name']}' has no work_pool.name")
+        d["pull"] = d.get("pull", spec.get("pull")) or []
+        out.append(d)
+    return out
+
+
+def code_directory(pull: list[dict[str, Any]], env: Mapping[str, str]) -> Path:
+    """The directory of the (single) set_working_directory pull step, env placeholders filled in."""
+    if len(pull) != 1 or SET_WORKDIR not in pull[0]:
+        raise DeployError(f"synrank.deploy supports exactly one '{SET_WORKDIR}' pull step, got {pull}")
+    directory = Path(fill_env(pull[0][SET_WORKDIR]["directory"], env)).expanduser()
+    if not directory.is_absolute():
+        raise DeployError(f"pull step directory '{directory}' must be absolute")
+    return directory
+
+
+def ensure_work_pools(names: list[str], pool_type: str = "process") -> list[str]:
+    """Create the work pools that do not exist yet; returns the names created."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+    from prefect.workers.process import ProcessWorker
+
+    created = []
+    with get_client(sync_client=True) as client:
+        for name in dict.fromkeys(names):
+            try:
+                client.read_work_pool(name)
+                continue
+            except ObjectNotFound:
+                pass
+            template = ProcessWorker.get_default_base_job_template() if pool_type == "process" else {}
+            try:
+                client.create_work_pool(WorkPoolCreate(name=name, type=pool_type, base_job_template=template))
+                created.append(name)
+            except ObjectAlreadyExists:  # created meanwhile by another deploy or a worker
+                pass
+    return created
+
+
+def deploy(params: str | Path = PARAMS_FILE, overrides: list[str] | None = None, only: list[str] | None = None,
+           spec_file: str | Path = DEPLOY_FILE, env: Mapping[str, str] | None = None,
+           log: Callable[[str], None] = print) -> dict[str, UUID]:
+    """Create or update the deployments of `spec_file` (all, or those named in `only`); returns their ids."""
+    from prefect import Flow
+    from prefect.runner.storage import LocalStorage
+    from prefect.settings import PREFECT_API_URL
+
+    cfg = load_config(params, overrides)
+    if not PREFECT_API_URL.value():  # else Prefect would deploy into a throwaway ephemeral server
+        raise DeployError("PREFECT_API_URL is not set: start the server (make up) or point it at one")
+    env = {ROOT_ENV: str(ROOT), **(os.environ if env is None else env)}
+    specs = read_spec(spec_file)
+    if only:
+        unknown = sorted(set(only) - {d["name"] for d in specs})
+        if unknown:
+            raise DeployError(f"no deployment named {unknown} in {spec_file}")
+        specs = [d for d in specs if d["name"] in only]
+
+    for name in ensure_work_pools([d["work_pool"]["name"] for d in specs]):
+        log(f"created work pool '{name}' (process)")
+    ids: dict[str, UUID] = {}
+    for d in specs:
+        directory = code_directory(d["pull"], env)
+        pool = fill_env(d["work_pool"], env)
+        # The flow is loaded from the code directory, exactly as a worker will load it.
+        flow = Flow.from_source(LocalStorage(str(directory)), d["entrypoint"])
+        deployment = flow.to_deployment(
+            name=d["name"],
+            parameters=deployment_parameters(flow, cfg),
+            description=d.get("description"),
+            tags=d.get("tags"),
+            version=d.get("version"),
+            work_pool_name=pool["name"],
+            work_queue_name=pool.get("work_queue_name"),
+            job_variables=pool.get("job_variables") or {},
+        )
+        ids[d["name"]] = deployment.apply()
+        log(f"deployed '{flow.name}/{d['name']}' on pool '{pool['name']}' ({ids[d['name']]}) from {directory}")
+    return ids
+
+
+def run_deploy(params: str | Path = PARAMS_FILE, overrides: list[str] | None = None,
+               only: list[str] | None = None, spec_file: str | Path = DEPLOY_FILE) -> int:
+    """`deploy` for a command line: a bad config or prefect.yaml is one line on stderr and exit code 2."""
+    import httpx
+    from prefect.settings import PREFECT_API_URL
+
+    try:
+        deploy(params, overrides, only or None, spec_file)
+    except (ConfigError, DeployError) as err:
+        print(f"synrank deploy: {err}", file=sys.stderr)
+        return 2
+    except httpx.TransportError as err:
+        print(f"synrank deploy: no Prefect server at {PREFECT_API_URL.value()} ({err})", file=sys.stderr)
+        return 1
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m synrank.deploy", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--params", default=str(PARAMS_FILE), help="params file (default: params.yaml)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a param in every deployment's defaults (repeatable)")
+    parser.add_argument("--only", action="append", default=[], metavar="NAME",
+                        help="deploy only this deployment of prefect.yaml (repeatable)")
+    parser.add_argument("--file", default=str(DEPLOY_FILE), help="deployment file (default: prefect.yaml)")
+    args = parser.parse_args(argv)
+    return run_deploy(args.params, args.overrides, args.only, args.file)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
