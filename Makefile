@@ -13,9 +13,11 @@ export TOKENIZERS_PARALLELISM := false
 export PYTHONWARNINGS := ignore::FutureWarning
 
 # After `make up`, flows and runs go to the local servers; without it, ephemeral Prefect + sqlite MLflow.
+S3_PORT ?= 8333
 ifneq ($(wildcard run/prefect.pid),)
 export PREFECT_API_URL := http://127.0.0.1:4200/api
 export MLFLOW_TRACKING_URI := http://127.0.0.1:5000
+export AWS_ENDPOINT_URL_S3 := http://127.0.0.1:$(S3_PORT)
 endif
 
 .PHONY: run test env data repro clean
@@ -50,11 +52,14 @@ clean:
 
 # Local services in the background (pid files and logs in run/): Prefect server on 127.0.0.1:4200 with
 # one process worker per pool (cpu, gpu) and every flow deployed with params.yaml as its defaults,
-# MLflow server on 127.0.0.1:5000 over mlflow/mlflow.db. `make up` again starts only what is missing
+# MLflow server on 127.0.0.1:5000 over mlflow/mlflow.db, and a SeaweedFS S3 server on 127.0.0.1:8333
+# (bucket `synrank`; set generate.store=s3://synrank/images, or use it as a DVC remote). `make up` again starts only what is missing
 # and redeploys (after an edit of params.yaml); `make down` stops them all.
 .PHONY: up down
 up: env
+	@$(RUN) python -m synrank.s3server start --dir run/s3 --port $(S3_PORT) --pidfile run/s3.pid --bucket synrank
 	@scripts/services.sh up
 
 down:
+	@$(RUN) python -m synrank.s3server stop --pidfile run/s3.pid
 	@scripts/services.sh down

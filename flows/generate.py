@@ -20,7 +20,7 @@ def generate_flow(cfg: GenerateConfig, paths: Paths = Paths(), tracking: Trackin
         prompts = pd.read_parquet(prompts_dir / "prompts.parquet")
         prompts = prompts[prompts["split"] == "train"]
         manifest = generate_all(cfg.generators, prompts, out, cfg.images_per_prompt, cfg.seed, cfg.shard_size,
-                                cfg.batch_size, pick_device(cfg.device))
+                                cfg.batch_size, pick_device(cfg.device), cfg.store)
         st.log(n_images=len(manifest), n_prompts=manifest["prompt_id"].nunique(), n_models=len(cfg.generators))
         print(f"generated {len(manifest)} images for {manifest['prompt_id'].nunique()} prompts "
               f"x {len(cfg.generators)} models")

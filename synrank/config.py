@@ -71,6 +71,8 @@ class GenerateConfig(Strict):
     shard_size: int = Field(default=256, ge=1)
     seed: int = 0
     device: str = "auto"
+    store: str = Field(default="", description="Where image shards go: empty = the images folder; "
+                       "s3://bucket/prefix = S3 (endpoint from AWS_ENDPOINT_URL_S3).")
 
 
 class RewardSpec(Strict):

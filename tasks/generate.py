@@ -13,6 +13,7 @@ from prefect import task
 from tqdm import tqdm
 
 from synrank.config import GeneratorSpec
+from synrank import storage
 from synrank.shards import png_bytes, write_shard
 
 
@@ -23,7 +24,10 @@ def image_seed(base_seed: int, prompt_id: str, index: int) -> int:
 
 
 def plan_images(prompts: pd.DataFrame, model: str, images_per_prompt: int, seed: int,
-                shard_size: int, shard_dir: str = "shards") -> pd.DataFrame:
+                shard_size: int, store: str = "") -> pd.DataFrame:
+    """Every image of one generator: id, prompt, seed, shard location and member name. Shards go
+    under `store` (e.g. s3://bucket/prefix) if given, else into the images folder; the per-shard
+    manifest pieces that mark a shard as done always stay in the local images folder."""
     rows = []
     for pid, prompt in zip(prompts["prompt_id"], prompts["prompt"]):
         for k in range(images_per_prompt):
@@ -31,7 +35,9 @@ def plan_images(prompts: pd.DataFrame, model: str, images_per_prompt: int, seed:
                          "index": k, "seed": image_seed(seed, pid, k)})
     plan = pd.DataFrame(rows, columns=["image_id", "prompt_id", "prompt", "model", "index", "seed"])
     n = len(plan)
-    plan["shard"] = [f"{shard_dir}/{model}/{i // shard_size:05d}.tar" for i in range(n)]
+    names = [f"shards/{model}/{i // shard_size:05d}" for i in range(n)]
+    plan["shard"] = [storage.join(store, f"{name}.tar") if store else f"{name}.tar" for name in names]
+    plan["piece"] = [f"{name}.parquet" for name in names]
     plan["member"] = plan["image_id"] + ".png"
     return plan
 
@@ -53,19 +59,20 @@ def generate_model(spec: GeneratorSpec, plan_path: str, out_dir: str, batch_size
 
     out = Path(out_dir)
     plan = pd.read_parquet(plan_path)
-    pending = [s for s, _ in plan.groupby("shard", sort=True) if not (out / s).with_suffix(".parquet").exists()]
+    pending = [p for p, _ in plan.groupby("piece", sort=True) if not (out / p).exists()]
     if pending:
         gen = load_generator(spec, device)
-        for shard in tqdm(pending, desc=f"generate {spec.name}", unit="shard"):
-            rows = plan[plan["shard"] == shard]
+        for piece_name in tqdm(pending, desc=f"generate {spec.name}", unit="shard"):
+            rows = plan[plan["piece"] == piece_name]
             members = []
             for start in range(0, len(rows), batch_size):
                 batch = rows.iloc[start:start + batch_size]
                 images = gen.generate(list(batch["prompt"]), [int(s) for s in batch["seed"]])
                 members += [(m, png_bytes(im)) for m, im in zip(batch["member"], images)]
-            write_shard(out / shard, members)
+            write_shard(rows["shard"].iloc[0], members, out)
             # The shard's manifest piece is written after the shard itself: its presence marks it done.
-            piece = (out / shard).with_suffix(".parquet")
+            piece = out / piece_name
+            piece.parent.mkdir(parents=True, exist_ok=True)
             tmp = piece.with_name(f".{piece.name}.tmp")
             rows.to_parquet(tmp, index=False)
             tmp.replace(piece)
@@ -73,12 +80,12 @@ def generate_model(spec: GeneratorSpec, plan_path: str, out_dir: str, batch_size
 
 
 def generate_all(specs: list[GeneratorSpec], prompts: pd.DataFrame, out: Path, images_per_prompt: int,
-                 seed: int, shard_size: int, batch_size: int, device: str) -> pd.DataFrame:
+                 seed: int, shard_size: int, batch_size: int, device: str, store: str = "") -> pd.DataFrame:
     """Plan, render and collect every generator's images; returns the manifest."""
     check_generators(specs)
     plan_paths = []
     for spec in specs:
-        plan = plan_images(prompts, spec.name, images_per_prompt, seed, shard_size)
+        plan = plan_images(prompts, spec.name, images_per_prompt, seed, shard_size, store)
         plan_path = out / "plans" / f"{spec.name}.parquet"
         plan_path.parent.mkdir(parents=True, exist_ok=True)
         plan.to_parquet(plan_path, index=False)
@@ -90,8 +97,7 @@ def generate_all(specs: list[GeneratorSpec], prompts: pd.DataFrame, out: Path, i
 @task(name="write-manifest")
 def write_manifest(plan_paths: list[str], out_dir: str) -> str:
     out = Path(out_dir)
-    frames = [pd.read_parquet((out / s).with_suffix(".parquet"))
-              for p in plan_paths for s in sorted(pd.read_parquet(p)["shard"].unique())]
+    frames = [pd.read_parquet(out / piece) for p in plan_paths for piece in sorted(pd.read_parquet(p)["piece"].unique())]
     manifest = pd.concat(frames, ignore_index=True)
     tmp = out / ".manifest.parquet.tmp"
     manifest.to_parquet(tmp, index=False)
