@@ -59,6 +59,8 @@ def train_flow(cfg: TrainConfig, generate: GenerateConfig, paths: Paths = Paths(
         work = out.parent / f".{out.name}-work" / st.fingerprint[:16]
         final = train_model(cfg, generate, str(rankings / "rankings.parquet"), str(images), str(out), str(work),
                             st.run_id)
+        if not st.run_id:  # a non-main process of a multi-GPU run: rank 0 records and registers
+            return str(out)
         shutil.rmtree(work, ignore_errors=True)
         st.log(**{f"final_{k}": v for k, v in final.items()})
         for f in out.iterdir():  # the tuned weights and tuned.json (the stamp is written later)

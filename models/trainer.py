@@ -154,7 +154,7 @@ def train(spec: GeneratorSpec, cfg: TrainConfig, ranked: pd.DataFrame,
     model, opt = accelerator.prepare(model, opt)
     param = Parametrization.from_scheduler(pipe.scheduler)
     obj = OBJECTIVES.get(cfg.objective)
-    rng = torch.Generator().manual_seed(cfg.seed)
+    rng = torch.Generator().manual_seed(cfg.seed + accelerator.process_index)  # each process its own groups
     ckpts = work_dir / "checkpoints"
     start = resume(accelerator, ckpts, rng)
     last: dict[str, float] = {}
@@ -179,9 +179,13 @@ def train(spec: GeneratorSpec, cfg: TrainConfig, ranked: pd.DataFrame,
             last = {"loss": loss.item(), "lr": opt.param_groups[0]["lr"],
                     "grad_norm": float(grad_norm) if grad_norm is not None else float("nan"),
                     **pair_stats(implicit_scores(model_err, ref_err).detach().cpu(), w.cpu(), cfg.beta)}
-            log(last, step)
+            if accelerator.is_main_process:
+                log(last, step)
         if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < cfg.steps:
             save_checkpoint(accelerator, ckpts, step, rng)
+    accelerator.wait_for_everyone()
+    if not accelerator.is_main_process:
+        return last
     if held is not None:
         last["heldout_implicit_acc"] = heldout_accuracy(raw, ref, param, held, obj, cfg.beta, device)
         log({"heldout_implicit_acc": last["heldout_implicit_acc"]}, cfg.steps)
@@ -190,15 +194,21 @@ def train(spec: GeneratorSpec, cfg: TrainConfig, ranked: pd.DataFrame,
 
 
 def save_checkpoint(accelerator, ckpts: Path, step: int, rng: torch.Generator) -> Path:
-    """accelerate's state plus our RNG and step, written to a temporary folder and renamed."""
+    """accelerate's state plus each process's sampling RNG and the step, written to a temporary
+    folder that the main process renames once every process has written its part."""
     final, tmp = ckpts / f"step-{step:07d}", ckpts / f".step-{step:07d}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
+    if accelerator.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)
+    accelerator.wait_for_everyone()
     accelerator.save_state(str(tmp))
-    torch.save(rng.get_state(), tmp / "sampler_rng.pt")
-    (tmp / "trainer_state.json").write_text(json.dumps({"step": step}))
-    tmp.rename(final)
-    for old in sorted(ckpts.glob("step-*"))[:-2]:  # keep the last two
-        shutil.rmtree(old)
+    torch.save(rng.get_state(), tmp / f"sampler_rng_{accelerator.process_index}.pt")
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        (tmp / "trainer_state.json").write_text(json.dumps({"step": step}))
+        tmp.rename(final)
+        for old in sorted(ckpts.glob("step-*"))[:-2]:  # keep the last two
+            shutil.rmtree(old)
+    accelerator.wait_for_everyone()
     return final
 
 
@@ -208,7 +218,7 @@ def resume(accelerator, ckpts: Path, rng: torch.Generator) -> int:
     if not done:
         return 0
     accelerator.load_state(str(done[-1]))
-    rng.set_state(torch.load(done[-1] / "sampler_rng.pt"))
+    rng.set_state(torch.load(done[-1] / f"sampler_rng_{accelerator.process_index}.pt"))
     step = json.loads((done[-1] / "trainer_state.json").read_text())["step"]
     print(f"resumed from {done[-1]} at step {step}")
     return step

@@ -107,6 +107,9 @@ def stage_run(name: str, params: Params, inputs: list[Path], out: Path,
     st = Stage(name, out, fp, up_to_date=bool(old and old.get("fingerprint") == fp and not force))
     if st.up_to_date:
         st.metrics, st.report = dict(old.get("metrics", {})), dict(old.get("report", {}))
+    if os.environ.get("RANK", "0") != "0":  # a non-main process of `accelerate launch`: compute only
+        yield st
+        return
     tracking.setup(tracking_cfg)
     parent = os.environ.get(tracking.PARENT_ENV) or None
     with mlflow.start_run(run_name=name, nested=parent is not None, parent_run_id=parent,
