@@ -26,6 +26,7 @@ STAGES: dict[str, str] = {
     "train": "preference fine-tuning (RankDPO, DPO, ...) of one generator",
     "evaluate": "tuned vs base on held-out prompts",
     "pipeline": "all six stages in order under one MLflow parent run",
+    "online": "GPO-style online self-improvement: rounds of generate, score, rank, train, evaluate",
 }
 
 

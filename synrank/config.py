@@ -123,6 +123,15 @@ class EvaluateConfig(Strict):
     all_generators: bool = Field(default=True, description="Also put every other generator on the benchmarks.")
 
 
+class OnlineConfig(Strict):
+    """GPO-style online self-improvement: each round samples G images per prompt from the current model,
+    scores and ranks them, trains on those groups, evaluates, and the tuned model starts the next round."""
+
+    rounds: int = Field(default=2, ge=1)
+    images_per_prompt: int = Field(default=4, ge=2, description="G, the group size per prompt.")
+    objective: str = "gpo"
+
+
 class TrackingConfig(Strict):
     experiment: str = "synrank"
     tracking_uri: str = Field(default="", description="Empty = $MLFLOW_TRACKING_URI or sqlite:///mlflow/mlflow.db.")
@@ -136,6 +145,7 @@ class Config(Strict):
     rank: RankConfig = Field(default_factory=RankConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
+    online: OnlineConfig = Field(default_factory=OnlineConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
 
 
@@ -224,6 +234,6 @@ def flow_parameters(stage: str, cfg: Config) -> dict[str, BaseModel]:
         "train": {"cfg": cfg.train, "generate": cfg.generate},
         "evaluate": {"cfg": cfg.evaluate, "rewards": cfg.score, "generate": cfg.generate},
     }
-    if stage == "pipeline":
+    if stage in ("pipeline", "online"):
         return {"cfg": cfg}
     return {**own[stage], **common}

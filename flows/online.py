@@ -1,0 +1,73 @@
+"""GPO's online self-improvement (arXiv 2505.11070) as a flow of the existing stages.
+
+Round r: the current model generates G images for every train prompt -> the reward models score them
+-> Algorithm 1 ranks each group -> the objective (GPO by default) tunes the current model on those
+groups -> evaluation against the round's starting model. The tuned weights are fused into a full
+pipeline that starts round r + 1. Every round keeps its own folders under outputs/online/round-<r>/
+and its own MLflow runs under one parent run."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import mlflow
+from prefect import flow, task
+
+from flows.evaluate import evaluate_flow
+from flows.generate import generate_flow
+from flows.rank import rank_flow
+from flows.sample import sample_flow
+from flows.score import score_flow
+from flows.train import train_flow
+from models.trainer import tuned_spec
+from synrank import tracking
+from synrank.config import Config, GeneratorSpec
+
+
+@task(name="fuse-tuned")
+def fuse_tuned(model_dir: str, out_dir: str) -> GeneratorSpec:
+    """The tuned model as one diffusers pipeline folder (LoRA fused into the weights)."""
+    from diffusers import DiffusionPipeline
+
+    from synrank.models_io import resolve_model_path
+
+    base, tuned = tuned_spec(Path(model_dir))
+    if not tuned.lora:
+        return tuned.model_copy(update={"name": base.name})
+    pipe = DiffusionPipeline.from_pretrained(resolve_model_path(base.path, f"generator '{base.name}'"))
+    pipe.load_lora_weights(tuned.lora)
+    pipe.fuse_lora()
+    pipe.unload_lora_weights()
+    pipe.save_pretrained(out_dir, safe_serialization=True)
+    return base.model_copy(update={"path": out_dir, "lora": ""})
+
+
+@flow(name="online", log_prints=True)
+def online_flow(cfg: Config) -> str:
+    tracking.setup(cfg.tracking)
+    sample_flow(cfg.sample, cfg.paths, cfg.tracking)
+    current = next(g for g in cfg.generate.generators if g.name == (cfg.train.base or cfg.generate.generators[0].name))
+    root, name = cfg.paths.resolve("model").parent / "online", current.name
+    with mlflow.start_run(run_name="online", tags={"synrank.stage": "online"}) as run:
+        mlflow.log_params(tracking.flatten("online", cfg.online.model_dump(mode="json")))
+        os.environ[tracking.PARENT_ENV] = run.info.run_id
+        try:
+            for r in range(1, cfg.online.rounds + 1):
+                d = root / f"round-{r}"
+                paths = cfg.paths.model_copy(update={k: str(d / k) for k in
+                                                     ("images", "scores", "rankings", "model", "eval", "metrics")})
+                spec = current.model_copy(update={"name": f"{name}-r{r - 1}"})
+                gen = cfg.generate.model_copy(update={"generators": [spec],
+                                                      "images_per_prompt": cfg.online.images_per_prompt})
+                train = cfg.train.model_copy(update={"base": spec.name, "objective": cfg.online.objective})
+                generate_flow(gen, paths, cfg.tracking)
+                score_flow(cfg.score, paths, cfg.tracking)
+                rank_flow(cfg.rank, paths, cfg.tracking)
+                train_flow(train, gen, paths, cfg.tracking)
+                evaluate_flow(cfg.evaluate, cfg.score, gen, paths, cfg.tracking)
+                current = fuse_tuned(paths.model, str(d / "fused"))
+                print(f"round {r}: tuned model -> {current.path}")
+        finally:
+            os.environ.pop(tracking.PARENT_ENV, None)
+    return current.path
