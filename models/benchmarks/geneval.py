@@ -1,0 +1,239 @@
+"""GenEval (Ghosh et al. 2023) on real images: its prompt file, and its scoring rules over detections.
+
+Prompt adapter: `evaluation_metadata.jsonl`, 553 prompts, one JSON object a line with `tag` (one of the
+six tasks), `include` ({class, count, color?, position?: [relation, index]}), optional `exclude`.
+
+Scorer: GenEval's rules, implemented here on a list of `Detection`s so any detector can feed them:
+- a detection counts when its score is above 0.3, or above 0.9 for `counting` prompts; per class the
+  most confident come first and at most 16 are kept;
+- include item: at least `count` detections of its class (the top `count` are the ones checked further);
+  exclude item: fewer than `count` (counting prompts cap "at least 3" with "fewer than 4");
+- color: each of those top `count` objects must be classified as the color (CLIP zero-shot on the crop);
+- position: each of them must stand in the relation to every object matched by the referenced item.
+  GenEval's margin is 0.1 x (sum of the two boxes' sizes) per axis, not 0.1 x the image size: each
+  center offset component shrinks by it, and the shrunk offset over the raw offset's length must
+  exceed 0.5 along the relation's axis. The rule is scale-free, so boxes may be in any units.
+Overall = mean of the six task accuracies (models.shapes.score).
+
+Protocol: 4 images per prompt (2212 images); the evaluate stage sets images per prompt. The reference
+detector is Mask2Former (mmdetection, COCO); here it is swappable (`Detector`), and the default is OWLv2
+queried with the prompt's class names. The thresholds are GenEval's and were tuned for Mask2Former, so
+numbers from another detector are comparable with each other, not with published GenEval scores."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+from PIL import Image
+
+from models.benchmarks import BENCHMARKS
+from models.shapes import SHAPES, score
+from models.shapes.specs import TASKS
+
+from .common import ADAPTERS, BenchmarkPrompt
+
+THRESHOLD = 0.3
+COUNTING_THRESHOLD = 0.9
+MAX_OBJECTS = 16
+POSITION_THRESHOLD = 0.1
+COLORS: tuple[str, ...] = ("red", "orange", "yellow", "green", "blue", "purple", "pink", "brown", "black", "white")
+RELATIONS: tuple[str, ...] = ("left of", "right of", "above", "below")
+IMAGES_PER_PROMPT = 4
+
+# Default weights; load_benchmark builds benchmarks without arguments, so these env vars override them.
+OWLV2_WEIGHTS = "google/owlv2-base-patch16-ensemble"
+CLIP_WEIGHTS = "openai/clip-vit-large-patch14"  # GenEval's color classifier is CLIP ViT-L/14
+OWLV2_ENV, CLIP_ENV = "SYNRANK_GENEVAL_OWLV2", "SYNRANK_GENEVAL_CLIP"
+
+Box = tuple[float, float, float, float]  # x0, y0, x1, y1
+
+
+@dataclass(frozen=True)
+class Detection:
+    label: str
+    score: float
+    box: Box
+    mask: np.ndarray | None = field(default=None, compare=False)  # HxW bool, for the color crop
+    color: str | None = None  # known color (synthetic tests); None: ask the color classifier
+
+
+class Detector(Protocol):
+    def detect(self, image: Image.Image, classes: list[str]) -> list[Detection]: ...
+
+
+class ColorClassifier(Protocol):
+    def classify(self, image: Image.Image, detections: list[Detection], classname: str) -> list[str]: ...
+
+
+@dataclass
+class Verdict:
+    passed: bool
+    reasons: list[str] = field(default_factory=list)
+
+
+def relative_position(a: Box, b: Box, margin: float = POSITION_THRESHOLD) -> set[str]:
+    """The relations in which box a stands to box b (GenEval's rule, see the module docstring)."""
+    boxes = np.asarray([a, b], dtype=np.float64).reshape(2, 2, 2)  # (box, corner, xy)
+    center_a, center_b = boxes.mean(axis=1)
+    dim_a, dim_b = np.abs(boxes[:, 1] - boxes[:, 0])
+    offset = center_a - center_b
+    revised = np.maximum(np.abs(offset) - margin * (dim_a + dim_b), 0) * np.sign(offset)
+    if np.all(np.abs(revised) < 1e-3):
+        return set()  # too close on both axes: no relation at all
+    dx, dy = revised / np.linalg.norm(offset)
+    out = set()
+    if dx < -0.5:
+        out.add("left of")
+    if dx > 0.5:
+        out.add("right of")
+    if dy < -0.5:  # image y grows downwards
+        out.add("above")
+    if dy > 0.5:
+        out.add("below")
+    return out
+
+
+def group_detections(detections: list[Detection], tag: str) -> dict[str, list[Detection]]:
+    """Per class, the detections above the task's threshold, most confident first, at most 16."""
+    threshold = COUNTING_THRESHOLD if tag == "counting" else THRESHOLD
+    out: dict[str, list[Detection]] = {}
+    for det in sorted(detections, key=lambda d: -d.score):
+        if det.score > threshold and len(out.setdefault(det.label, [])) < MAX_OBJECTS:
+            out[det.label].append(det)
+    return {k: v for k, v in out.items() if v}
+
+
+def _colors_of(found: list[Detection], image: Image.Image | None, classifier: ColorClassifier | None,
+               classname: str) -> list[str]:
+    if all(d.color is not None for d in found):
+        return [str(d.color) for d in found]
+    if classifier is None or image is None:
+        raise ValueError(f"a color check on '{classname}' needs the image and a color classifier")
+    return classifier.classify(image, found, classname)
+
+
+def evaluate(detections: list[Detection], meta: dict[str, Any], image: Image.Image | None = None,
+             classifier: ColorClassifier | None = None) -> Verdict:
+    """GenEval's verdict for one image: include clauses ANDed, exclude clauses ORed."""
+    objects = group_detections(detections, str(meta.get("tag", "")))
+    reasons: list[str] = []
+    matched: list[list[Detection] | None] = []  # per include item, its objects if it was satisfied
+    for item in meta.get("include", []):
+        cls, count = item["class"], int(item["count"])
+        found = objects.get(cls, [])[:count]  # only the most confident `count` are checked further
+        ok = len(found) >= count
+        if not ok:
+            reasons.append(f"expected {cls} >= {count}, found {len(found)}")
+        if ok and "color" in item:
+            colors = _colors_of(found, image, classifier, cls)
+            if colors.count(item["color"]) < count:
+                ok = False
+                reasons.append(f"expected {count} {item['color']} {cls}, found colors {sorted(colors)}")
+        if ok and "position" in item:
+            relation, target = item["position"]
+            targets = matched[target] if target < len(matched) else None
+            if targets is None:
+                ok = False
+                reasons.append(f"no target for {cls} to be {relation}")
+            else:
+                for obj in found:
+                    bad = [t for t in targets if relation not in relative_position(obj.box, t.box)]
+                    if bad:
+                        ok = False
+                        reasons.append(f"expected {cls} {relation} target, found "
+                                       f"{sorted(relative_position(obj.box, bad[0].box)) or 'no relation'}")
+                        break
+        matched.append(found if ok else None)
+    for item in meta.get("exclude", []):
+        cls, count = item["class"], int(item["count"])
+        if len(objects.get(cls, [])) >= count:
+            reasons.append(f"expected {cls} < {count}, found {len(objects[cls])}")
+    return Verdict(not reasons, reasons)
+
+
+def spec_classes(meta: dict[str, Any]) -> list[str]:
+    """The classes a spec names (include then exclude, no repeats): the detector's text queries."""
+    names = [i["class"] for i in meta.get("include", [])] + [i["class"] for i in meta.get("exclude", [])]
+    return list(dict.fromkeys(names))
+
+
+def _check_spec(obj: Any, where: str) -> dict[str, Any]:
+    if not isinstance(obj, dict) or not isinstance(obj.get("prompt"), str):
+        raise ValueError(f"{where}: not a GenEval record (an object with a string 'prompt')")
+    if obj.get("tag") not in TASKS:
+        raise ValueError(f"{where}: tag {obj.get('tag')!r} is not one of {', '.join(TASKS)}")
+    items = obj.get("include")
+    if not isinstance(items, list) or not items:
+        raise ValueError(f"{where}: 'include' must be a non-empty list")
+    for item in items + list(obj.get("exclude", [])):
+        if not isinstance(item, dict) or not isinstance(item.get("class"), str) or not isinstance(item.get("count"), int):
+            raise ValueError(f"{where}: include/exclude item without a string 'class' and an int 'count': {item!r}")
+        if "color" in item and item["color"] not in COLORS:
+            raise ValueError(f"{where}: color {item['color']!r} is not one of GenEval's colors")
+        if "position" in item:
+            rel, ref = item["position"]
+            if rel not in RELATIONS or not 0 <= int(ref) < len(items):
+                raise ValueError(f"{where}: bad position {item['position']!r}")
+    return obj
+
+
+@ADAPTERS.register("geneval")
+def read_geneval(path: Path) -> list[BenchmarkPrompt]:
+    """Every line of evaluation_metadata.jsonl, validated (a bad line is an error: the benchmark is fixed)."""
+    out = []
+    for n, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), start=1):
+        if line.strip():
+            spec = _check_spec(json.loads(line), f"{path}:{n}")
+            out.append(BenchmarkPrompt(spec["prompt"], spec["tag"], spec))
+    return out
+
+
+@BENCHMARKS.register("geneval")
+class GenEval:
+    """GenEval with a swappable detector and color classifier; the default models load on first use."""
+
+    name = "geneval"
+
+    def __init__(self, detector: Detector | None = None, colors: ColorClassifier | None = None,
+                 owlv2: str | None = None, clip: str | None = None, device: str = "cpu") -> None:
+        self._detector, self._colors = detector, colors
+        self.owlv2 = owlv2 or os.environ.get(OWLV2_ENV) or OWLV2_WEIGHTS
+        self.clip = clip or os.environ.get(CLIP_ENV) or CLIP_WEIGHTS
+        self.device = device
+
+    def applies(self, meta: dict[str, Any]) -> bool:
+        # The complement of geneval-shapes: a spec whose classes are all shapes-world shapes is scored
+        # by the exact verifier, any other GenEval spec by the detector.
+        items = meta.get("include")
+        return isinstance(items, list) and bool(items) and not all(i.get("class") in SHAPES for i in items)
+
+    def detector(self) -> Detector:
+        if self._detector is None:
+            from .vision import Owlv2Detector
+
+            self._detector = Owlv2Detector(self.owlv2, device=self.device)
+        return self._detector
+
+    def color_classifier(self) -> ColorClassifier:
+        if self._colors is None:
+            from .vision import ClipColorClassifier, ClipEncoder
+
+            self._colors = ClipColorClassifier(ClipEncoder(self.clip, "GenEval color classifier: CLIP", self.device))
+        return self._colors
+
+    def verdict(self, image: Image.Image, meta: dict[str, Any]) -> Verdict:
+        image = image.convert("RGB")
+        detections = self.detector().detect(image, spec_classes(meta))
+        needs_color = any("color" in i for i in meta.get("include", []))
+        return evaluate(detections, meta, image, self.color_classifier() if needs_color else None)
+
+    def judge(self, image: Image.Image, meta: dict[str, Any]) -> tuple[str, bool]:
+        return meta["tag"], self.verdict(image, meta).passed
+
+    def summarize(self, results: list[tuple[str, bool]]) -> dict[str, Any]:
+        return score(results)

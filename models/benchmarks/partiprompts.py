@@ -1,0 +1,84 @@
+"""PartiPrompts (Yu et al. 2022): 1632 prompts in 12 categories and 11 challenge aspects, no reference
+scorer. It is evaluated with reward models, as per-category win-rates of a tuned model over its base,
+so it registers a prompt adapter only (there is no per-image pass/fail to `judge`).
+
+`category_winrates` compares tuned and base images of the same prompt and seed index (win 1, tie 0.5,
+loss 0), averages per prompt first, then per category, with a bootstrap CI over the category's
+prompts (models.stats.mean_ci), the same unit-of-resampling choice as models.evaluation.winrates."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from models.stats import mean_ci
+
+from .common import ADAPTERS, BenchmarkPrompt
+
+COLUMNS: tuple[str, ...] = ("Prompt", "Category", "Challenge", "Note")
+
+
+@ADAPTERS.register("partiprompts")
+def read_partiprompts(path: Path) -> list[BenchmarkPrompt]:
+    """Every row of PartiPrompts.tsv. Cells are tab-separated and quotes are literal text (prompts quote
+    the words to render), so this is a plain split, not CSV parsing; trailing empty cells may be missing."""
+    lines = Path(path).read_text(encoding="utf-8-sig").splitlines()
+    if not lines:
+        raise ValueError(f"'{path}': empty PartiPrompts file")
+    header = [c.strip() for c in lines[0].split("\t")]
+    if "Prompt" not in header or "Category" not in header:
+        raise ValueError(f"'{path}': header {header} lacks 'Prompt' and 'Category' (expected {', '.join(COLUMNS)})")
+    out = []
+    for n, line in enumerate(lines[1:], start=2):
+        if not line.strip():
+            continue
+        cells = line.split("\t")
+        if len(cells) > len(header):
+            raise ValueError(f"'{path}':{n}: {len(cells)} cells for {len(header)} columns")
+        record = dict(zip(header, cells + [""] * (len(header) - len(cells))))
+        prompt = record.pop("Prompt").strip()
+        category = record.pop("Category").strip() or None
+        meta: dict[str, Any] = {"benchmark": "partiprompts", **{k.lower(): v.strip() for k, v in record.items()}}
+        out.append(BenchmarkPrompt(prompt, category, meta))
+    return out
+
+
+def category_winrates(scores_table: pd.DataFrame, categories: Mapping[str, str], base: str = "base",
+                      tuned: str = "tuned") -> dict[str, dict[str, float]]:
+    """scores_table: one reward's scores, columns prompt_id, index (seed index), model, score, e.g.
+    scores.parquet merged with the image manifest and filtered to one reward.
+    categories: prompt_id -> category.
+
+    Returns {category: {"winrate", "ci_low", "ci_high", "n" (prompts), "n_pairs"}}, categories sorted."""
+    need = {"prompt_id", "index", "model", "score"}
+    if missing := need - set(scores_table.columns):
+        raise ValueError(f"scores table lacks column(s) {', '.join(sorted(missing))}")
+    if "reward" in scores_table.columns and scores_table["reward"].nunique() > 1:
+        raise ValueError("scores table mixes rewards; filter it to one reward first")
+    keys = ["prompt_id", "index", "model"]
+    if scores_table.duplicated(keys).any():  # averaging repeats would hide a broken join upstream
+        raise ValueError("scores table has more than one score for some (prompt_id, index, model)")
+    wide = scores_table.pivot(index=["prompt_id", "index"], columns="model", values="score")
+    for model in (base, tuned):
+        if model not in wide.columns:
+            raise ValueError(f"model {model!r} has no scores (models: {', '.join(map(str, wide.columns))})")
+    wide = wide.dropna(subset=[base, tuned])  # only images with a partner of the same prompt and seed
+    win = (wide[tuned] > wide[base]).astype(float) + 0.5 * (wide[tuned] == wide[base])
+    per_prompt = win.groupby(level="prompt_id").mean()
+    pairs = win.groupby(level="prompt_id").size()
+    unknown = [p for p in per_prompt.index if p not in categories]
+    if unknown:
+        raise ValueError(f"{len(unknown)} prompt(s) without a category, e.g. {unknown[0]!r}")
+    cats = pd.Series({p: categories[p] for p in per_prompt.index})
+    out: dict[str, dict[str, float]] = {}
+    for category in sorted(set(cats)):
+        ids = cats.index[cats == category]
+        values = per_prompt.loc[ids].to_numpy(dtype=np.float64)
+        lo, hi = mean_ci(values)
+        out[category] = {"winrate": float(values.mean()), "ci_low": lo, "ci_high": hi, "n": int(len(values)),
+                         "n_pairs": int(pairs.loc[ids].sum())}
+    return out
