@@ -1,0 +1,105 @@
+"""What every diffusers-backed generator shares: resolving the path, loading the pipeline class in the
+spec's dtype, the optional LoRA, a silent progress bar, and one seeded torch.Generator per image.
+
+A backend module subclasses `DiffusersBackend`, names its pipeline class and its presets, and registers
+itself; this module registers nothing, so importing it (as `import_all` does) adds no backend.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from PIL import Image
+
+from synrank.config import GeneratorSpec
+from synrank.models_io import resolve_model_path
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+@dataclass(frozen=True)
+class Preset:
+    """The published checkpoint of a model family and the settings its authors recommend."""
+
+    path: str  # hub id (or, for two-part models, the id of the part `spec.path` names)
+    steps: int
+    guidance: float
+    height: int
+    width: int
+    dtype: str = "float16"  # the published weights are half precision; pass dtype="float32" on CPU
+
+    def spec(self, name: str, backend: str, **overrides: Any) -> GeneratorSpec:
+        """A GeneratorSpec with these defaults; keyword arguments win (e.g. dtype='float32' on CPU)."""
+        fields = dict(name=name, backend=backend, path=self.path, steps=self.steps, guidance=self.guidance,
+                      height=self.height, width=self.width, dtype=self.dtype)
+        return GeneratorSpec(**{**fields, **overrides})
+
+
+def seeded_generators(seeds: list[int]) -> list[torch.Generator]:
+    """One CPU generator per image: its noise then depends on its own seed only, not on its batch mates
+    or on the device (diffusers draws on the generator's device and moves the tensor)."""
+    return [torch.Generator(device="cpu").manual_seed(int(s)) for s in seeds]
+
+
+class DiffusersBackend:
+    """Base of the per-family backends. Subclasses set `pipeline_class` (the diffusers class name, imported
+    lazily so that listing backends does not import diffusers) and may override `load` or `call_kwargs`."""
+
+    pipeline_class: ClassVar[str] = "DiffusionPipeline"
+    presets: ClassVar[dict[str, Preset]] = {}
+
+    def __init__(self, spec: GeneratorSpec, device: str = "cpu") -> None:
+        self.spec, self.device = spec, device
+        self.dtype = DTYPES[spec.dtype]
+        # Resolve every path before loading anything: a typo fails in milliseconds with the path named.
+        source = resolve_model_path(spec.path, what=f"generator '{spec.name}'")
+        lora = resolve_model_path(spec.lora, what=f"LoRA of generator '{spec.name}'") if spec.lora else ""
+        if lora:
+            # The class tells before the (slow) load; the generic DiffusionPipeline only once loaded.
+            self._require_lora_support(self.pipeline_type())
+        self.pipe = self.load(source)
+        if lora:
+            self._require_lora_support(type(self.pipe))
+            self.pipe.load_lora_weights(lora)  # before .to(): the adapters then move with the weights
+        for pipe in self.pipelines():
+            pipe.to(device)
+            pipe.set_progress_bar_config(disable=True)
+
+    def _require_lora_support(self, cls: type) -> None:
+        if cls.__name__ != "DiffusionPipeline" and not hasattr(cls, "load_lora_weights"):
+            raise ValueError(f"generator '{self.spec.name}': {cls.__name__} cannot load LoRA weights "
+                             f"(spec.lora='{self.spec.lora}')")
+
+    @classmethod
+    def pipeline_type(cls) -> type:
+        import diffusers
+
+        return getattr(diffusers, cls.pipeline_class)
+
+    def load(self, source: str) -> Any:
+        return self.pipeline_type().from_pretrained(source, dtype=self.dtype)
+
+    def pipelines(self) -> list[Any]:
+        """Every pipeline this backend holds (two for prior + decoder models)."""
+        return [self.pipe]
+
+    def call_kwargs(self) -> dict[str, Any]:
+        """Extra keyword arguments of the pipeline call, for the family's own switches."""
+        return {}
+
+    @torch.no_grad()
+    def generate(self, prompts: list[str], seeds: list[int]) -> list[Image.Image]:
+        if len(prompts) != len(seeds):
+            raise ValueError(f"generator '{self.spec.name}': {len(prompts)} prompts but {len(seeds)} seeds")
+        if not prompts:
+            return []
+        return self.run(prompts, seeded_generators(seeds))
+
+    def run(self, prompts: list[str], generators: list[torch.Generator]) -> list[Image.Image]:
+        """One batched call over all prompts (the fast path; see scripts/bench_generate.py)."""
+        out = self.pipe(prompt=prompts, generator=generators, num_inference_steps=self.spec.steps,
+                        guidance_scale=self.spec.guidance, height=self.spec.height, width=self.spec.width,
+                        output_type="pil", **self.call_kwargs())
+        return list(out.images)

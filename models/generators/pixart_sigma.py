@@ -1,0 +1,32 @@
+"""PixArt-Σ (DiT + T5 encoder) through PixArtSigmaPipeline. The pipeline has no LoRA loader, so a spec
+with `lora` is refused before loading."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from models.generators import GENERATORS
+from models.generators.base import DiffusersBackend, Preset
+
+PRESETS = {
+    # Model-card settings (DPM-Solver, 20 steps, CFG 4.5).
+    "pixart-sigma": Preset(path="PixArt-alpha/PixArt-Sigma-XL-2-1024-MS", steps=20, guidance=4.5,
+                           height=1024, width=1024),
+}
+
+
+@GENERATORS.register("pixart-sigma")
+class PixArtSigmaGenerator(DiffusersBackend):
+    pipeline_class = "PixArtSigmaPipeline"
+    presets = PRESETS
+
+    def call_kwargs(self) -> dict[str, Any]:
+        from diffusers.utils import is_bs4_available, is_ftfy_available
+
+        return {
+            # Binning would silently sample at the nearest trained aspect ratio and resize back; the spec's
+            # height and width are what the rest of the pipeline (rewards, manifests) expects.
+            "use_resolution_binning": False,
+            # Caption cleaning needs bs4 + ftfy; without them the pipeline warns on every call and skips it.
+            "clean_caption": is_bs4_available() and is_ftfy_available(),
+        }

@@ -1,0 +1,18 @@
+"""Stable Diffusion 3 Medium (MMDiT + CLIP-L, CLIP-G and T5 encoders) through StableDiffusion3Pipeline."""
+
+from __future__ import annotations
+
+from models.generators import GENERATORS
+from models.generators.base import DiffusersBackend, Preset
+
+PRESETS = {
+    # Model-card settings (flow matching, 28 Euler steps, CFG 7).
+    "sd3-medium": Preset(path="stabilityai/stable-diffusion-3-medium-diffusers", steps=28, guidance=7.0,
+                         height=1024, width=1024),
+}
+
+
+@GENERATORS.register("sd3")
+class SD3Generator(DiffusersBackend):
+    pipeline_class = "StableDiffusion3Pipeline"
+    presets = PRESETS

@@ -1,0 +1,18 @@
+"""Stable Diffusion XL base (UNet + two CLIP text encoders) through StableDiffusionXLPipeline."""
+
+from __future__ import annotations
+
+from models.generators import GENERATORS
+from models.generators.base import DiffusersBackend, Preset
+
+PRESETS = {
+    # Model-card settings; the refiner stage is left out (base only, as in most preference work).
+    "sdxl": Preset(path="stabilityai/stable-diffusion-xl-base-1.0", steps=50, guidance=5.0,
+                   height=1024, width=1024),
+}
+
+
+@GENERATORS.register("sdxl")
+class SDXLGenerator(DiffusersBackend):
+    pipeline_class = "StableDiffusionXLPipeline"
+    presets = PRESETS

@@ -1,0 +1,89 @@
+"""Stable Cascade: a prior (text -> compressed image embedding) and a decoder (embedding -> image), two
+pipelines, StableCascadePriorPipeline + StableCascadeDecoderPipeline, run back to back.
+
+Where the two parts are (`spec.path` names the decoder):
+  - a local folder holding `prior/` and `decoder/` (what `models.tiny_pipelines` writes), or
+  - otherwise `spec.path` is the decoder and the prior is `<spec.path>-prior`, the hub's own naming
+    (`stabilityai/stable-cascade` + `stabilityai/stable-cascade-prior`), for ids and folders alike.
+
+`spec.steps` and `spec.guidance` drive the prior, which carries the prompt; the decoder runs
+`DECODER_STEPS` steps (never more than the prior) without guidance, as the model card does.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+
+from models.generators import GENERATORS
+from models.generators.base import DiffusersBackend, Preset
+from synrank.config import GeneratorSpec
+from synrank.models_io import resolve_model_path
+
+PRESETS = {
+    # Model-card settings: prior 20 steps at CFG 4, decoder 10 steps at CFG 0, bf16 weights.
+    "stable-cascade": Preset(path="stabilityai/stable-cascade", steps=20, guidance=4.0,
+                             height=1024, width=1024, dtype="bfloat16"),
+}
+PRIOR_SUFFIX = "-prior"
+DECODER_STEPS = 10
+DECODER_GUIDANCE = 0.0
+
+
+def prior_and_decoder(path: str, name: str) -> tuple[str, str]:
+    """Resolved (prior, decoder) locations for `spec.path`, following the module's convention."""
+    decoder = resolve_model_path(path, what=f"generator '{name}' (decoder)")
+    folder = Path(decoder)  # absolute when local; a hub id not yet downloaded stays relative
+    if folder.is_absolute() and (folder / "prior").is_dir() and (folder / "decoder").is_dir():
+        return str(folder / "prior"), str(folder / "decoder")
+    prior = resolve_model_path(path.rstrip("/") + PRIOR_SUFFIX, what=f"generator '{name}' (prior)")
+    return prior, decoder
+
+
+@GENERATORS.register("stable-cascade")
+class StableCascadeGenerator(DiffusersBackend):
+    pipeline_class = "StableCascadeDecoderPipeline"  # the part that makes images (and `.pipe`)
+    presets = PRESETS
+
+    def __init__(self, spec: GeneratorSpec, device: str = "cpu") -> None:
+        # Find both parts before the base class loads anything, so a missing prior is named at once.
+        self.prior_path, self.decoder_path = prior_and_decoder(spec.path, spec.name)
+        super().__init__(spec, device)
+
+    def load(self, source: str) -> Any:
+        from diffusers import (DDPMWuerstchenScheduler, StableCascadeDecoderPipeline, StableCascadePriorPipeline,
+                               StableCascadeUNet)
+        from diffusers.pipelines.stable_cascade.pipeline_stable_cascade import PaellaVQModel
+
+        self.prior = StableCascadePriorPipeline.from_pretrained(self.prior_path, dtype=self.dtype)
+        # The decoder is assembled from its parts: diffusers 0.42 cannot resolve PaellaVQModel from a
+        # model_index.json, neither the hub's ["wuerstchen", ...] nor the ["diffusers", ...] that its own
+        # save_pretrained writes, and it checks that entry even for a component passed in.
+        path = self.decoder_path
+        config = StableCascadeDecoderPipeline.load_config(path)
+        return StableCascadeDecoderPipeline(
+            decoder=StableCascadeUNet.from_pretrained(path, subfolder="decoder", dtype=self.dtype),
+            vqgan=PaellaVQModel.from_pretrained(path, subfolder="vqgan", dtype=self.dtype),
+            scheduler=DDPMWuerstchenScheduler.from_pretrained(path, subfolder="scheduler"),
+            # The decoder is fed the prior's text embeddings (as StableCascadeCombinedPipeline does), so its
+            # own CLIP text encoder would never run: share the prior's instead of loading a second copy.
+            text_encoder=self.prior.text_encoder, tokenizer=self.prior.tokenizer,
+            latent_dim_scale=config.get("latent_dim_scale", 10.67))
+
+    def pipelines(self) -> list[Any]:
+        return [self.prior, self.pipe]
+
+    def run(self, prompts: list[str], generators: list[torch.Generator]) -> list[Image.Image]:
+        # The same generators go through both stages: each advances by the same amount whatever the
+        # batch, so an image still depends on its own seed only.
+        prior = self.prior(prompt=prompts, generator=generators, num_inference_steps=self.spec.steps,
+                           guidance_scale=self.spec.guidance, height=self.spec.height, width=self.spec.width,
+                           output_type="pt")
+        out = self.pipe(image_embeddings=prior.image_embeddings, prompt_embeds=prior.prompt_embeds,
+                        prompt_embeds_pooled=prior.prompt_embeds_pooled, generator=generators,
+                        num_inference_steps=min(DECODER_STEPS, self.spec.steps),
+                        guidance_scale=DECODER_GUIDANCE, output_type="pil")
+        return list(out.images)

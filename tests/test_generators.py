@@ -1,0 +1,163 @@
+"""Generator backends, each on a tiny random pipeline of its own family (models.tiny_pipelines), loaded
+through `load_generator` exactly as a published checkpoint would be.
+
+Each family is built once per module, on first use, so `-k sdxl` builds and runs only SDXL.
+
+Batch vs alone: the noise is the same (one torch.Generator per image), but CPU kernels reduce in a
+batch-size-dependent order, so the float images differ in the last bits and a uint8 pixel can round the
+other way. Measured over 4 seed pairs x 2 prompts per family (2-prompt batch vs alone): max |diff| is 0
+in 34 of 40 comparisons and 1 in the other 6 (each family had at least one); a 16-prompt batch vs 16
+single calls (scripts/bench_generate.py) is also within 1. Hence BATCH_TOLERANCE = 1 level of 255.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from models.generators import GENERATORS, load_generator
+from models.generators.stable_cascade import prior_and_decoder
+from models.tiny_pipelines import BUILDERS, build_tiny_lora
+from synrank.config import GeneratorSpec
+from synrank.registry import import_all
+
+import_all("models.generators")  # register every backend, as load_generator does
+
+# diffusers' schedulers call np.array(tensor, copy=False) internally; not ours to fix.
+pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
+
+BACKENDS = list(BUILDERS)
+PROMPTS = ["a red cube", "a blue sphere left of a green cat"]
+SEEDS = [11, 12]
+SIZE = 32
+BATCH_TOLERANCE = 1  # uint8 levels; measured 0 or 1 (see the module docstring)
+REAL_IDS = {
+    "sd15": "stable-diffusion-v1-5/stable-diffusion-v1-5",
+    "sdxl": "stabilityai/stable-diffusion-xl-base-1.0",
+    "sd3": "stabilityai/stable-diffusion-3-medium-diffusers",
+    "pixart-sigma": "PixArt-alpha/PixArt-Sigma-XL-2-1024-MS",
+    "stable-cascade": "stabilityai/stable-cascade",
+}
+
+
+@pytest.fixture(scope="session")
+def prefect_harness() -> Iterator[None]:
+    """Overrides conftest's autouse Prefect server for this module only: nothing here imports Prefect
+    (generators are plain diffusers), and the server's start (~20 s on 2 cores) would be a third of the
+    file's time. Other modules still get the real harness."""
+    yield
+
+
+def tiny_spec(backend: str, path: Path | str, **overrides: object) -> GeneratorSpec:
+    fields = dict(name=f"tiny-{backend}", backend=backend, path=str(path), steps=2, guidance=5.0,
+                  height=SIZE, width=SIZE)
+    return GeneratorSpec(**{**fields, **overrides})
+
+
+def pixels(image: Image.Image) -> np.ndarray:
+    return np.asarray(image, dtype=np.int16)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
+    built: dict[str, Path] = {}
+
+    def get(backend: str) -> Path:
+        if backend not in built:
+            built[backend] = BUILDERS[backend](tmp_path_factory.mktemp(f"tiny-{backend}"))
+        return built[backend]
+
+    return get
+
+
+@pytest.fixture
+def no_loading(monkeypatch: pytest.MonkeyPatch) -> Callable[[str], None]:
+    """Make a backend's weight loading fail loudly, to prove an error came before it."""
+    def forbid(backend: str) -> None:
+        def load(self: object, source: str) -> None:
+            raise AssertionError(f"{backend} started loading {source}")
+
+        monkeypatch.setattr(GENERATORS.get(backend), "load", load)
+
+    return forbid
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_backend_generates_a_batch_where_each_image_depends_on_its_seed_only(
+        backend: str, tiny: Callable[[str], Path]) -> None:
+    gen = load_generator(tiny_spec(backend, tiny(backend)))
+    assert type(gen) is GENERATORS.get(backend)
+
+    images = gen.generate(PROMPTS, SEEDS)
+    assert len(images) == len(PROMPTS)
+    assert all(isinstance(im, Image.Image) and im.mode == "RGB" and im.size == (SIZE, SIZE) for im in images)
+    assert not np.array_equal(pixels(images[0]), pixels(images[1]))  # not a constant output
+
+    alone = gen.generate(PROMPTS[1:], SEEDS[1:])[0]
+    assert np.abs(pixels(alone) - pixels(images[1])).max() <= BATCH_TOLERANCE
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_missing_path_is_one_clear_error_before_loading(
+        backend: str, tmp_path: Path, no_loading: Callable[[str], None]) -> None:
+    no_loading(backend)
+    missing = tmp_path / "no-such-pipeline"
+    with pytest.raises(FileNotFoundError, match="no-such-pipeline"):
+        load_generator(tiny_spec(backend, missing))
+
+
+@pytest.mark.parametrize("backend", ["sd15", "sdxl", "sd3"])  # UNet and transformer LoRA keys
+def test_lora_is_loaded_on_top(backend: str, tiny: Callable[[str], Path], tmp_path: Path) -> None:
+    base_dir = tiny(backend)
+    lora_dir = build_tiny_lora(base_dir, tmp_path / "lora")
+    base = load_generator(tiny_spec(backend, base_dir)).generate(PROMPTS[:1], SEEDS[:1])[0]
+    tuned = load_generator(tiny_spec(backend, base_dir, lora=str(lora_dir))).generate(PROMPTS[:1], SEEDS[:1])[0]
+    assert tuned.size == base.size
+    assert not np.array_equal(pixels(tuned), pixels(base))
+
+
+@pytest.mark.parametrize("backend", ["pixart-sigma", "stable-cascade"])
+def test_lora_on_a_pipeline_without_lora_loader_is_refused_before_loading(
+        backend: str, tmp_path: Path, no_loading: Callable[[str], None]) -> None:
+    no_loading(backend)
+    (tmp_path / "model" / "prior").mkdir(parents=True)
+    (tmp_path / "model" / "decoder").mkdir()
+    (tmp_path / "lora").mkdir()
+    with pytest.raises(ValueError, match="cannot load LoRA"):
+        load_generator(tiny_spec(backend, tmp_path / "model", lora=str(tmp_path / "lora")))
+
+
+def test_stable_cascade_finds_its_prior(tmp_path: Path) -> None:
+    both = tmp_path / "both"
+    (both / "prior").mkdir(parents=True)
+    (both / "decoder").mkdir()
+    assert prior_and_decoder(str(both), "x") == (str(both / "prior"), str(both / "decoder"))
+
+    decoder = tmp_path / "cascade"
+    decoder.mkdir()
+    with pytest.raises(FileNotFoundError, match="cascade-prior"):  # the missing part is the one named
+        prior_and_decoder(str(decoder), "x")
+    (tmp_path / "cascade-prior").mkdir()
+    assert prior_and_decoder(str(decoder), "x") == (str(tmp_path / "cascade-prior"), str(decoder))
+
+
+def test_stable_cascade_preset_pairs_the_published_prior_and_decoder(monkeypatch: pytest.MonkeyPatch) -> None:
+    from models.generators import stable_cascade
+
+    monkeypatch.setattr(stable_cascade, "resolve_model_path", lambda path, what: path)  # no hub, no cache
+    preset = stable_cascade.PRESETS["stable-cascade"]
+    assert prior_and_decoder(preset.path, "x") == ("stabilityai/stable-cascade-prior", "stabilityai/stable-cascade")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_presets_name_the_published_checkpoint(backend: str) -> None:
+    presets = GENERATORS.get(backend).presets
+    assert REAL_IDS[backend] in {p.path for p in presets.values()}
+    for name, preset in presets.items():
+        spec = preset.spec(name, backend)
+        assert (spec.backend, spec.path, spec.steps) == (backend, preset.path, preset.steps)
+        assert spec.height % 64 == 0 and spec.width % 64 == 0
