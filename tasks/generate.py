@@ -59,6 +59,9 @@ def generate_model(spec: GeneratorSpec, plan_path: str, out_dir: str, batch_size
 
     out = Path(out_dir)
     plan = pd.read_parquet(plan_path)
+    # A killed run may have left half-written temporary files (never final names): clear them.
+    for stale in (out / "shards" / spec.name).glob(".*.tmp*"):
+        stale.unlink()
     pending = [p for p, _ in plan.groupby("piece", sort=True) if not (out / p).exists()]
     if pending:
         gen = load_generator(spec, device)

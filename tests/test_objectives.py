@@ -17,7 +17,7 @@ def _labels(phi: list[list[float]], tau: list[list[int]]) -> tuple[torch.Tensor,
 
 def test_rankdpo_weights_by_hand() -> None:
     phi, tau, mask = _labels([[1.0, 0.5, 0.0]], [[1, 2, 3]])
-    w = OBJECTIVES.get("rankdpo")(phi, tau, mask)[0]
+    w = OBJECTIVES.get("rankdpo").pairs(phi, tau, mask)[0]
     g = [1.0, math.sqrt(2) - 1, 0.0]  # 2^phi - 1
     d = [1 / math.log(2), 1 / math.log(3), 1 / math.log(4)]  # 1 / log(1 + tau)
     for i in range(3):
@@ -32,9 +32,9 @@ def test_rankdpo_k2_is_dpo_times_a_constant() -> None:
     beta = 2500.0
     dpo = -F.logsigmoid(-beta * (s[:, 0] - s[:, 1])).mean()
     const = 1 / math.log(2) - 1 / math.log(3)
-    rank = preference_loss(s, OBJECTIVES.get("rankdpo")(phi, tau, mask), beta)
+    rank = preference_loss(s, OBJECTIVES.get("rankdpo").pairs(phi, tau, mask), beta)
     assert torch.isclose(rank, const * dpo, rtol=1e-6)
-    assert torch.isclose(preference_loss(s, OBJECTIVES.get("dpo")(phi, tau, mask), beta), dpo, rtol=1e-6)
+    assert torch.isclose(preference_loss(s, OBJECTIVES.get("dpo").pairs(phi, tau, mask), beta), dpo, rtol=1e-6)
 
 
 def test_ties_and_padding_contribute_nothing() -> None:
@@ -43,7 +43,7 @@ def test_ties_and_padding_contribute_nothing() -> None:
     tau = torch.tensor([[1, 1, 4]])
     mask = torch.tensor([[True, True, False]])  # third slot is padding
     for name in ("rankdpo", "dpo"):
-        w = OBJECTIVES.get(name)(phi, tau, mask)
+        w = OBJECTIVES.get(name).pairs(phi, tau, mask)
         assert float(w.sum()) == 0.0
         loss = preference_loss(s, w, 2500.0)
         assert loss.item() == 0.0 and not torch.isnan(loss)

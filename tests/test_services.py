@@ -47,8 +47,8 @@ def test_prefect_yaml_deploys_every_flow_from_the_repo_root() -> None:
     from synrank.deploy import code_directory, read_spec
 
     specs = {d["name"]: d for d in read_spec()}
-    assert set(specs) == {"sample", "generate", "score", "rank", "train", "evaluate", "pipeline"}
-    assert {n for n, d in specs.items() if d["work_pool"]["name"] == "gpu"} == {"train"}
+    assert set(specs) == {"sample", "generate", "score", "rank", "train", "evaluate", "pipeline", "online"}
+    assert {n for n, d in specs.items() if d["work_pool"]["name"] == "gpu"} == {"train", "online"}
     assert {d["work_pool"]["name"] for d in specs.values()} == {"cpu", "gpu"}
     for name, d in specs.items():
         assert d["entrypoint"] == f"flows/{name}.py:{name}_flow"
