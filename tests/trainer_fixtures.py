@@ -27,11 +27,12 @@ def ranked_table(n_prompts: int = 8, k: int = 3, seed: int = 0) -> tuple[pd.Data
     return pd.DataFrame(rows), images
 
 
-def run(model: str, out: Path, steps: int, checkpoint_every: int, objective: str = "rankdpo") -> dict[str, float]:
+def run(model: str, out: Path, steps: int, checkpoint_every: int, objective: str = "rankdpo",
+        lora_rank: int = 2) -> dict[str, float]:
     from models.trainer import train
 
     ranked, images = ranked_table()
-    cfg = TrainConfig(steps=steps, prompts_per_step=3, lora_rank=2, log_every=1, checkpoint_every=checkpoint_every,
+    cfg = TrainConfig(steps=steps, prompts_per_step=3, lora_rank=lora_rank, log_every=1, checkpoint_every=checkpoint_every,
                       objective=objective, holdout_fraction=0.25, learning_rate=1e-3)
     spec = GeneratorSpec(name="tiny", path=model, height=32, width=32)
     return train(spec, cfg, ranked, lambda ids: [images[i] for i in ids], out)
