@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
-from itertools import islice
+from itertools import count, islice
 
 import numpy as np
 import torch
@@ -33,11 +33,10 @@ class Sample:
 def stream(seed: int) -> Iterator[Sample]:
     """Endless (spec, image, caption) samples of the train split; the same seed gives the same stream."""
     rng = np.random.default_rng([seed, 1])
-    for chunk in range(2**31):
+    for chunk in count():
         # A fresh make_specs seed per chunk: one call cannot be asked for "the next" specs.
         for spec in make_specs(CHUNK, seed=seed * 100_003 + chunk, split="train"):
             yield Sample(spec, render(spec, IMAGE_SIZE, rng), spec["prompt"])
-    raise AssertionError("unreachable")
 
 
 def applicable_kinds(spec: dict) -> tuple[str, ...]:

@@ -1,0 +1,154 @@
+"""Zoo generators: a CLIPTextModel and a UNet2DConditionModel trained together from scratch on the
+latents of rendered scenes, saved as a StableDiffusionPipeline that `DiffusionPipeline.from_pretrained`
+loads like any SD 1.x checkpoint.
+
+Training is SD's: epsilon prediction, DDPM noising with the scaled_linear betas, captions dropped to ""
+10% of the time so classifier-free guidance works. Two additions make CPU-length runs (a few thousand
+steps) worth more: Min-SNR-5 loss weights (Hang et al. 2023), which stop the low-noise timesteps from
+dominating the gradient, and an EMA of the weights, which is what gets saved.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from models.tiny import clip_tokenizer
+
+from .data import batch_indices
+from .train_utils import EMA, lr_at, seed_all, set_lr
+
+VOCAB = 49408  # CLIP's BPE vocabulary; the tokenizer is the real one, so ids go up to 49407
+SD_BETAS = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000)
+
+
+@dataclass(frozen=True)
+class GeneratorConfig:
+    name: str
+    unet_channels: tuple[int, ...] = (32, 64)
+    layers_per_block: int = 1
+    heads: int = 4  # diffusers' `attention_head_dim` is in fact the number of heads
+    text_hidden: int = 32
+    text_layers: int = 2
+    steps: int = 1000
+    batch_size: int = 64
+    lr: float = 2e-3
+    pool_size: int = 16000
+    seed: int = 0
+    caption_dropout: float = 0.1
+    ema_decay: float = 0.999
+    min_snr_gamma: float = 5.0
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def make_text_encoder(hidden: int, layers: int):
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    cfg = CLIPTextConfig(hidden_size=hidden, intermediate_size=4 * hidden, num_attention_heads=max(2, hidden // 16),
+                         num_hidden_layers=layers, vocab_size=VOCAB, max_position_embeddings=77,
+                         projection_dim=hidden, bos_token_id=49406, eos_token_id=49407, pad_token_id=49407)
+    return CLIPTextModel(cfg)
+
+
+def make_unet(cfg: GeneratorConfig):
+    from diffusers import UNet2DConditionModel
+
+    n = len(cfg.unet_channels)
+    # Cross-attention at every resolution (8x8 and below): binding a color to a shape and placing one
+    # object left of another are decided at the finest latent grid.
+    return UNet2DConditionModel(sample_size=8, in_channels=4, out_channels=4, layers_per_block=cfg.layers_per_block,
+                                block_out_channels=cfg.unet_channels, norm_num_groups=8,
+                                cross_attention_dim=cfg.text_hidden, attention_head_dim=cfg.heads,
+                                down_block_types=("CrossAttnDownBlock2D",) * n,
+                                up_block_types=("CrossAttnUpBlock2D",) * n)
+
+
+def make_scheduler():
+    from diffusers import DDIMScheduler
+
+    return DDIMScheduler(**SD_BETAS, clip_sample=False, set_alpha_to_one=False, steps_offset=1)
+
+
+def tokenize(tokenizer, captions: list[str]) -> torch.Tensor:
+    return tokenizer(captions, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
+                     return_tensors="pt").input_ids
+
+
+def _snr_weights(cfg: GeneratorConfig) -> torch.Tensor:
+    from diffusers import DDPMScheduler
+
+    ac = DDPMScheduler(**SD_BETAS).alphas_cumprod
+    snr = ac / (1 - ac)
+    return torch.clamp(snr, max=cfg.min_snr_gamma) / snr  # epsilon-prediction form of Min-SNR
+
+
+def train_generator(cfg: GeneratorConfig, lat_mean: torch.Tensor, lat_std: torch.Tensor, captions: list[str],
+                    tokenizer=None, progress: Callable[[int, float], None] | None = None):
+    """(unet, text_encoder), the EMA weights, trained on scaled VAE posteriors (N, 4, 8, 8) and captions."""
+    from diffusers import DDPMScheduler
+
+    seed_all(cfg.seed)
+    tokenizer = tokenizer or clip_tokenizer()
+    unet, text = make_unet(cfg).train(), make_text_encoder(cfg.text_hidden, cfg.text_layers).train()
+    ema_unet, ema_text = EMA(unet, cfg.ema_decay), EMA(text, cfg.ema_decay)
+    params = list(unet.parameters()) + list(text.parameters())
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
+    noise_sched = DDPMScheduler(**SD_BETAS)
+    weights = _snr_weights(cfg)
+    ids, empty = tokenize(tokenizer, captions), tokenize(tokenizer, [""])[0]
+    rng = np.random.default_rng([cfg.seed, 4])
+    gen = torch.Generator().manual_seed(cfg.seed)
+    batches = batch_indices(len(captions), cfg.batch_size, rng)
+    for step in range(cfg.steps):
+        set_lr(opt, lr_at(step, cfg.steps, cfg.lr, warmup=max(1, cfg.steps // 20)))
+        idx = torch.from_numpy(next(batches))
+        b = len(idx)
+        z0 = lat_mean[idx] + lat_std[idx] * torch.randn(lat_mean[idx].shape, generator=gen)
+        tok = ids[idx].clone()
+        tok[torch.rand(b, generator=gen) < cfg.caption_dropout] = empty
+        t = torch.randint(0, noise_sched.config.num_train_timesteps, (b,), generator=gen)
+        eps = torch.randn(z0.shape, generator=gen)
+        pred = unet(noise_sched.add_noise(z0, eps, t), t, text(tok).last_hidden_state).sample
+        loss = ((pred - eps) ** 2).mean((1, 2, 3)).mul(weights[t]).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        ema_unet.update(unet)
+        ema_text.update(text)
+        if progress:
+            progress(step, float(loss.detach()))
+    return ema_unet.shadow, ema_text.shadow
+
+
+def _minify_json(path: Path) -> None:
+    # tokenizer.json is pretty-printed (3.6 MB) and each pipeline carries one; the same JSON without
+    # whitespace is 1.7 MB and loads identically.
+    path.write_text(json.dumps(json.loads(path.read_text()), ensure_ascii=False, separators=(",", ":")))
+
+
+def save_pipeline(folder: Path, vae, unet, text_encoder, tokenizer=None) -> Path:
+    """Write a StableDiffusionPipeline (fp16 weights, DDIM scheduler) to `folder` with save_pretrained.
+
+    Copies are cast, so the caller's float32 modules stay usable. Loading with dtype=float32 upcasts."""
+    from diffusers import StableDiffusionPipeline
+
+    half = [copy.deepcopy(m).to(torch.float16) for m in (vae, unet, text_encoder)]
+    pipe = StableDiffusionPipeline(vae=half[0], unet=half[1], text_encoder=half[2],
+                                   tokenizer=tokenizer or clip_tokenizer(), scheduler=make_scheduler(),
+                                   safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    pipe.save_pretrained(folder, safe_serialization=True)
+    _minify_json(Path(folder) / "tokenizer" / "tokenizer.json")
+    # transformers loads with the dtype its config names when none is asked for, while diffusers loads
+    # float32: naming float32 keeps a plain from_pretrained(folder) from mixing fp16 and fp32 modules.
+    te_config = Path(folder) / "text_encoder" / "config.json"
+    te_config.write_text(te_config.read_text().replace('"dtype": "float16"', '"dtype": "float32"'))
+    return Path(folder)
