@@ -43,6 +43,13 @@ def _deploy(args: argparse.Namespace) -> int:
     return run_deploy(args.params, args.overrides, args.only)
 
 
+def _zoo(args: argparse.Namespace) -> int:
+    from models.zoo.build import main as build_zoo
+
+    return build_zoo(["--out", args.out, "--scale", str(args.scale), "--seed", str(args.seed),
+                      "--workers", str(args.workers)])
+
+
 def _table(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
@@ -67,8 +74,14 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--params", default=str(PARAMS_FILE), help="params file (default: params.yaml)")
         p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                        help="override a param, e.g. --set train.beta=5000 (repeatable)")
-    extra: dict[str, Callable[[argparse.Namespace], int]] = {"data": _data, "table": _table, "deploy": _deploy}
+    extra: dict[str, Callable[[argparse.Namespace], int]] = {"data": _data, "table": _table, "deploy": _deploy,
+                                                             "zoo": _zoo}
     sub.add_parser("data", help="rebuild data/ if absent (deterministic), check it against data.dvc, cache it")
+    z = sub.add_parser("zoo", help="train the shapes-world zoo from scratch: VAE, 4 generators, 3 CLIP rewards")
+    z.add_argument("--out", default="zoo", help="output folder (default: zoo)")
+    z.add_argument("--scale", type=float, default=1.0, help="multiplies every step count (0.01 = a smoke run)")
+    z.add_argument("--seed", type=int, default=0)
+    z.add_argument("--workers", type=int, default=2, help="single-threaded training processes")
     t = sub.add_parser("table", help="print the benchmark table (models x tasks) of the last evaluation")
     t.add_argument("--metrics", default=None, help="evaluate.json (default: metrics/evaluate.json)")
     d = sub.add_parser("deploy", help="register prefect.yaml's deployments with params.yaml as their defaults")

@@ -138,7 +138,8 @@ def build_zoo(out_dir: Path, scale: float = 1.0, seed: int = 0, progress: bool =
 
     pairs = rendered_pairs(_scaled(24, scale), seed + 2000)
     for entry in rewards:
-        entry["agreement"] = reward_agreement(out_dir / entry["name"], seed=seed + 2000, generated=eval_sets, pairs=pairs)
+        entry["agreement"] = reward_agreement(out_dir / entry["name"], seed=seed + 2000, generated=eval_sets,
+                                              pairs=pairs)
         _finish(out_dir / entry["name"], entry, cards.reward_card)
         say(f"{entry['name']}: agreement {entry['agreement']['rendered']['agreement']:.3f}")
     detector = ShapesDetectorReward(RewardSpec(name="shapes-detector", kind="shapes-detector"))
