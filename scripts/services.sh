@@ -124,21 +124,23 @@ stop() {
     for name in "$@"; do rm -f "$(pidfile "$name")"; done
 }
 
+# True (and says so) when the named service's pid file points at a live process.
+already_running() {
+    local pid
+    pid="$(running_pid "$1")"
+    [[ -n "$pid" ]] || return 1
+    log "$1 already running (pid $pid)"
+}
+
 start_prefect_server() {
-    if [[ -n "$(running_pid prefect)" ]]; then
-        log "prefect already running (pid $(running_pid prefect))"
-        return
-    fi
+    already_running prefect && return
     answers "$PREFECT_URL/api/health" && die "something else answers on $PREFECT_URL; stop it or set PREFECT_PORT"
     mkdir -p "$PREFECT_HOME"
     start prefect "$VENV/bin/prefect" server start --host "$HOST" --port "$PREFECT_PORT" --analytics-off
 }
 
 start_mlflow_server() {
-    if [[ -n "$(running_pid mlflow)" ]]; then
-        log "mlflow already running (pid $(running_pid mlflow))"
-        return
-    fi
+    already_running mlflow && return
     answers "$MLFLOW_URL/health" && die "something else answers on $MLFLOW_URL; stop it or set MLFLOW_PORT"
     mkdir -p "$MLFLOW_DIR/artifacts"
     # New experiments keep their artifacts as plain files under mlflow/artifacts, like the ones the
@@ -159,11 +161,8 @@ up_prefect() {
     local pool w
     for pool in $POOLS; do
         w="worker-$pool"
-        if [[ -n "$(running_pid "$w")" ]]; then
-            log "$w already running (pid $(running_pid "$w"))"
-        else
-            start "$w" "$VENV/bin/prefect" worker start --pool "$pool" --type process --name "synrank-$pool"
-        fi
+        already_running "$w" \
+            || start "$w" "$VENV/bin/prefect" worker start --pool "$pool" --type process --name "synrank-$pool"
     done
     for pool in $POOLS; do
         wait_for "worker-$pool" worker_ready "worker-$pool"

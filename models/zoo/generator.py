@@ -22,7 +22,7 @@ import torch
 from models.tiny import clip_tokenizer
 
 from .data import batch_indices
-from .train_utils import EMA, lr_at, seed_all, set_lr
+from .train_utils import EMA, lr_at, optimizer_step, seed_all, set_lr
 
 VOCAB = 49408  # CLIP's BPE vocabulary; the tokenizer is the real one, so ids go up to 49407
 SD_BETAS = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000)
@@ -118,10 +118,7 @@ def train_generator(cfg: GeneratorConfig, lat_mean: torch.Tensor, lat_std: torch
         eps = torch.randn(z0.shape, generator=gen)
         pred = unet(noise_sched.add_noise(z0, eps, t), t, text(tok).last_hidden_state).sample
         loss = ((pred - eps) ** 2).mean((1, 2, 3)).mul(weights[t]).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
+        optimizer_step(opt, loss, params)
         ema_unet.update(unet)
         ema_text.update(text)
         if progress:

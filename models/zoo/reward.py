@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from .data import Pool, batch_indices
-from .train_utils import lr_at, seed_all, set_lr
+from .train_utils import lr_at, optimizer_step, seed_all, set_lr
 
 MEAN = (0.48145466, 0.4578275, 0.40821073)  # CLIP's normalisation, as the saved preprocess_cfg says
 STD = (0.26862954, 0.26130258, 0.27577711)
@@ -112,10 +112,7 @@ def contrastive_train(model: torch.nn.Module, tokenize: Callable[[list[str]], to
         img = F.normalize(model.encode_image(pixels(images)), dim=-1)
         txt = F.normalize(model.encode_text(tokenize(captions)), dim=-1)
         loss = _contrastive_loss(img, txt, model.logit_scale.exp().clamp(max=100), captions, groups, hard_weight)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
+        optimizer_step(opt, loss, model.parameters())
         if progress:
             progress(step, float(loss.detach()))
     return model.eval().requires_grad_(False)

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from .data import batch_indices, to_tensor
-from .train_utils import lr_at, seed_all, set_lr
+from .train_utils import lr_at, optimizer_step, seed_all, set_lr
 
 
 @dataclass(frozen=True)
@@ -55,10 +55,7 @@ def train_vae(images: np.ndarray, cfg: VAEConfig, progress: Callable[[int, float
         rec = vae.decode(post.sample()).sample
         mse = torch.nn.functional.mse_loss(rec, x)
         loss = mse + cfg.kl_weight * post.kl().mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
-        opt.step()
+        optimizer_step(opt, loss, vae.parameters())
         if progress:
             progress(step, float(mse.detach()))
     vae.eval().requires_grad_(False)
