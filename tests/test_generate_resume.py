@@ -1,14 +1,12 @@
-"""A generation run killed with SIGKILL at a random point and resumed gives the same manifest and
+"""A generation run killed with SIGKILL in the middle of a shard and resumed gives the same manifest and
 the same image bytes as an uninterrupted run; a missing model fails before any image is made."""
 
 from __future__ import annotations
 
 import os
-import random
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -62,18 +60,13 @@ def test_sigkill_then_resume_equals_uninterrupted(world: Path) -> None:
     straight = _params(world, world / "straight", world / "model")
     subprocess.run(_cmd(straight), cwd=ROOT, env=_env(), check=True, capture_output=True)
     killed = _params(world, world / "killed", world / "model")
-    proc = subprocess.Popen(_cmd(killed), cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    # Killed right after the 5th shard's tar is written, before its manifest piece marks it done.
+    kill = [sys.executable, "-m", "tests.killpoint", "tasks.generate:write_shard", "5", *_cmd(killed)[2:]]
+    res = subprocess.run(kill, cwd=ROOT, env=_env(), capture_output=True)
+    assert res.returncode == -signal.SIGKILL, res.stderr[-2000:]
     pieces = world / "killed" / "images" / "shards" / "g"
-    deadline = time.time() + 300
-    while not list(pieces.glob("*.parquet")) and time.time() < deadline:
-        assert proc.poll() is None, "generation finished before it could be killed"
-        time.sleep(0.05)
-    time.sleep(random.uniform(0.0, 0.5))  # somewhere in the middle of a later shard
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    done = len(list(pieces.glob("*.parquet")))
-    assert 1 <= done < 12, done  # 12 prompts x 2 images / 2 per shard = 12 shards
+    assert len(list(pieces.glob("*.parquet"))) == 4  # 12 prompts x 2 images / 2 per shard = 12 shards
+    assert not (world / "killed" / "images" / "manifest.parquet").exists()
     subprocess.run(_cmd(killed), cwd=ROOT, env=_env(), check=True, capture_output=True)
     a, b = _files(world / "straight" / "images"), _files(world / "killed" / "images")
     assert a.keys() == b.keys() and "manifest.parquet" in a
