@@ -35,6 +35,8 @@ data: env
 run: data
 	$(RUN) synrank pipeline
 	@echo
+	@$(RUN) synrank table
+	@echo
 	@echo "Done. Where to look:"
 	@echo "  metrics:   metrics/evaluate.json   (dvc metrics show)"
 	@echo "  images:    outputs/images (generated shards), outputs/eval/base_vs_tuned.png (base vs tuned)"

@@ -32,7 +32,7 @@ def evaluate_flow(cfg: EvaluateConfig, rewards: ScoreConfig, generate: GenerateC
             prompts = prompts[prompts["split"] == "eval"].head(cfg.max_prompts)
             images = out / "images"
             manifest = generate_all([base, tuned, *others], prompts, images, cfg.images_per_prompt, cfg.seed,
-                                    shard_size=256, batch_size=8, device=device)
+                                    shard_size=256, batch_size=generate.batch_size, device=device)
             scores = pd.concat([pd.read_parquet(score_reward(r, str(images / "manifest.parquet"), str(images),
                                                              str(out), rewards.batch_size, device))
                                 for r in rewards.rewards], ignore_index=True)

@@ -30,5 +30,6 @@ def sample_flow(cfg: SampleConfig = SampleConfig(), paths: Paths = Paths(),
         st.report = report
         print(f"[sample] {len(rows)} prompts ({len(rows) - n_eval} train, {n_eval} eval) from "
               f"{len(cfg.sources)} source(s); skipped lines: "
-              + ", ".join(f"{k}={v}" for k, v in skipped.items()))
+              + ", ".join(f"{k}={v}" for k, v in skipped.items())
+              + (f"; {report['also_in_train']} eval prompts also in train" if report["also_in_train"] else ""))
     return str(out)

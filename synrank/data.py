@@ -1,8 +1,8 @@
 """`data/`, the raw inputs of the default run, rebuilt from code.
 
 A fresh clone has no DVC cache and no reachable remote, so `synrank data` regenerates data/
-deterministically (fixed seeds, CPU): the prompt corpora of the shapes world and the tiny models the
-default run uses. The bytes, and so the hash recorded in data.dvc, come out the same every time;
+deterministically (fixed seeds): the prompt corpora of the shapes world, in GenEval's metadata
+schema. The models the default run uses are the committed zoo (zoo/, the `zoo` DVC stage). The bytes, and so the hash recorded in data.dvc, come out the same every time;
 `dvc status data.dvc` confirms it."""
 
 from __future__ import annotations
@@ -13,31 +13,36 @@ from pathlib import Path
 
 from synrank.config import ROOT
 
-# Tiny random generators (different seeds and widths, so they differ) and CLIP rewards.
-TINY_GENERATORS = {"tiny-a": (1, (32, 64)), "tiny-b": (2, (32, 64)), "tiny-c": (3, (16, 32))}
-TINY_REWARDS = {"clip-a": 11, "clip-b": 12}
-N_TRAIN, N_EVAL = 48, 16
+# Distinct prompts per GenEval task, up to this many (the shapes grammar has only 6 single-object
+# prompts). Train prompts feed generation and ranking; eval prompts (held-out color-shape combinations
+# in the color tasks) are the benchmark, 4 images each.
+PER_TASK = {"train": 100, "eval": 48}
+
+
+def distinct_specs(split: str, per_task: int, seed: int = 0) -> list[dict]:
+    """The first `per_task` distinct prompts of each task in the seeded spec stream."""
+    from models.shapes.specs import make_specs
+
+    out, seen, counts = [], set(), {}
+    for spec in make_specs(40 * per_task, seed=seed, split=split):  # plenty for every task's quota
+        if spec["prompt"] not in seen and counts.get(spec["tag"], 0) < per_task:
+            seen.add(spec["prompt"])
+            counts[spec["tag"]] = counts.get(spec["tag"], 0) + 1
+            out.append(spec)
+    return out
 
 
 def write_prompt_files(dest: Path) -> None:
-    from models.shapes.specs import make_specs
-
     dest.mkdir(parents=True, exist_ok=True)
-    for split, n in (("train", N_TRAIN), ("eval", N_EVAL)):
-        specs = make_specs(n, seed=0, split=split)
+    for split, per_task in PER_TASK.items():
+        specs = distinct_specs(split, per_task)
         (dest / f"shapes_{split}.jsonl").write_text("".join(json.dumps(s, sort_keys=True) + "\n" for s in specs))
 
 
 def build_data(dest: Path = ROOT / "data") -> Path:
-    from models.tiny import build_tiny_clip, build_tiny_sd
-
     tmp = dest.with_name(dest.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     write_prompt_files(tmp / "prompts")
-    for name, (seed, channels) in TINY_GENERATORS.items():
-        build_tiny_sd(tmp / "models" / name, seed=seed, channels=channels)
-    for name, seed in TINY_REWARDS.items():
-        build_tiny_clip(tmp / "models" / name, seed=seed)
     shutil.rmtree(dest, ignore_errors=True)
     tmp.rename(dest)
     return dest

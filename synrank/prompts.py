@@ -136,10 +136,13 @@ def _parser(fmt: str, path: Path) -> Parser:
     return {"text": _parse_text, "jsonl": _parse_jsonl, "geneval": _parse_geneval}.get(fmt) or _PartiParser(path)
 
 
-def _read_one(src: PromptSource, path: Path, seen: set[str], out: list[dict[str, Any]]) -> dict[str, Any]:
+def _read_one(src: PromptSource, path: Path, seen: set[tuple[str, str]], out: list[dict[str, Any]]) -> dict[str, Any]:
     fmt = detect_format(path) if src.format == "auto" else src.format
     parse = _parser(fmt, path)
     counts = dict.fromkeys(COUNT_KEYS, 0)
+    # A benchmark list pinned to eval may repeat training prompts on purpose (its images get their own
+    # seeds); duplicates are judged within it, and separately within everything else.
+    group = "eval" if src.split == "eval" else "pool"
     for line in _lines(path):
         if src.limit is not None and counts["good"] >= src.limit:
             break  # the rest of the file is not wanted, so it is not judged either
@@ -162,10 +165,10 @@ def _read_one(src: PromptSource, path: Path, seen: set[str], out: list[dict[str,
         prompt = prompt.strip()
         if not prompt:
             counts["empty"] += 1
-        elif prompt in seen:
+        elif (group, prompt) in seen:
             counts["duplicate"] += 1
         else:
-            seen.add(prompt)
+            seen.add((group, prompt))
             out.append({"prompt": prompt, "category": category, "source": src.path, "meta": meta,
                         "split": src.split})
             counts["good"] += 1
@@ -173,9 +176,11 @@ def _read_one(src: PromptSource, path: Path, seen: set[str], out: list[dict[str,
 
 
 def read_sources(sources: list[PromptSource], root: Path = ROOT) -> Prompts:
-    """Read every source in order; a prompt already seen in any earlier line or source is a duplicate."""
+    """Read every source in order; a prompt already seen in an earlier line or source is a duplicate,
+    except that eval-pinned sources are judged only against each other (`also_in_train` counts their
+    prompts that the other sources contain too)."""
     result = Prompts(report={"sources": {}})
-    seen: set[str] = set()
+    seen: set[tuple[str, str]] = set()
     for src in sources:
         one = _read_one(src, source_path(src.path, root), seen, result.rows)
         key, n = src.path, 1
@@ -185,6 +190,7 @@ def read_sources(sources: list[PromptSource], root: Path = ROOT) -> Prompts:
         result.report["sources"][key] = one
     for k in COUNT_KEYS:
         result.report[k] = sum(s[k] for s in result.report["sources"].values())
+    result.report["also_in_train"] = sum(("eval", p) in seen for g, p in seen if g == "pool")
     return result
 
 

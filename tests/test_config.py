@@ -13,7 +13,8 @@ from synrank.config import PARAMS_FILE, ConfigError, dump_params, load_config
 
 def test_committed_params_validate_and_round_trip(tmp_path: Path) -> None:
     cfg = load_config(PARAMS_FILE)
-    assert [g.name for g in cfg.generate.generators] == ["tiny-a", "tiny-b", "tiny-c"]
+    assert [g.name for g in cfg.generate.generators] == [f"shapes-sd-{s}" for s in ("xs", "s", "m", "l")]
+    assert all(Path(g.path).parent.name == "zoo" for g in cfg.generate.generators)
     assert cfg.train.objective == "rankdpo"
     again = tmp_path / "params.yaml"
     again.write_text(dump_params(cfg))

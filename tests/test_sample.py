@@ -172,3 +172,13 @@ def test_flow_end_to_end_and_skip(tmp_path: Path, messy: list[PromptSource], mon
     Path(messy[0].path).write_bytes(TEXT + b"a new prompt\n")
     sample_flow(cfg, paths, tracking)
     assert pd.read_parquet(out / "prompts.parquet")["prompt"].tolist()[3] == "a new prompt"
+
+
+def test_an_eval_pinned_list_may_repeat_train_prompts(tmp_path: Path) -> None:
+    (tmp_path / "train.txt").write_text("a red circle\ntwo stars\na red circle\n")
+    (tmp_path / "eval.txt").write_text("two stars\na blue ring\ntwo stars\n")
+    res = read_sources([PromptSource(path=str(tmp_path / "train.txt"), split="train"),
+                        PromptSource(path=str(tmp_path / "eval.txt"), split="eval")], root=tmp_path)
+    assert [(r["prompt"], r["split"]) for r in res.rows] == [
+        ("a red circle", "train"), ("two stars", "train"), ("two stars", "eval"), ("a blue ring", "eval")]
+    assert res.report["duplicate"] == 2 and res.report["also_in_train"] == 1

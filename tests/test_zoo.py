@@ -158,3 +158,45 @@ def test_tiny_zoo_rewards_load_through_open_clip_and_the_registry(tiny_zoo: tupl
         reward = load_reward(RewardSpec(name=entry["name"], kind="clipscore", arch=f"local-dir:{folder}"))
         s = reward.score([image, image], [spec["prompt"], "a photo of four rings"])
         assert s.shape == (2,) and np.isfinite(s).all()
+
+
+def test_shapes_tokenizer_splits_every_word_as_clip_does() -> None:
+    from models.tiny import clip_tokenizer
+    from models.zoo.tokenizer import shapes_tokenizer, shapes_words
+
+    small, full = shapes_tokenizer(), clip_tokenizer()
+    assert len(small) < 200
+    for word in shapes_words():
+        assert small.tokenize(word) == full.tokenize(word), word
+    ids = small("a photo of two red triangles").input_ids
+    assert small.convert_ids_to_tokens(ids) == full.convert_ids_to_tokens(full("a photo of two red triangles").input_ids)
+    assert ids[0] == small.bos_token_id and ids[-1] == small.eos_token_id
+
+
+# --- the committed zoo, as the default run uses it ---------------------------------------------
+
+
+def test_committed_zoo_loads_through_the_real_model_paths() -> None:
+    from PIL import Image
+
+    from models.generators import load_generator
+    from models.rewards import load_reward
+    from models.zoo.train_utils import folder_bytes
+    from synrank.config import ROOT, load_config
+
+    cfg = load_config()
+    summary = json.loads((ROOT / "zoo" / "zoo.json").read_text())
+    assert summary["bytes"] == folder_bytes(ROOT / "zoo") <= 30e6
+    prompt = "a photo of a red circle left of a blue square"
+    for spec in cfg.generate.generators:
+        assert (ROOT / spec.path / "MODEL_CARD.md").exists()
+        gen = load_generator(spec.model_copy(update={"path": str(ROOT / spec.path), "steps": 2}))
+        tok = gen.pipe.tokenizer(prompt).input_ids
+        assert gen.pipe.text_encoder.config.vocab_size == len(gen.pipe.tokenizer) and max(tok) < len(gen.pipe.tokenizer)
+        assert gen.pipe.tokenizer.unk_token_id not in tok[1:-1]  # every shapes word is in the vocabulary
+        assert [im.size for im in gen.generate([prompt], [0])] == [(32, 32)]
+    image = Image.fromarray(render(make_specs(1, 0, "eval")[0], 32, np.random.default_rng(0)))
+    for spec in cfg.score.rewards:
+        arch = spec.arch.replace("local-dir:", f"local-dir:{ROOT}/") if spec.arch.startswith("local-dir:") else spec.arch
+        scores = load_reward(spec.model_copy(update={"arch": arch})).score([image], [prompt])
+        assert scores.shape == (1,) and np.isfinite(scores).all()

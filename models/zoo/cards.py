@@ -28,15 +28,15 @@ Load: `DiffusionPipeline.from_pretrained(folder, dtype=torch.float32)`, or in pa
 
 ## Model
 - UNet2DConditionModel: block_out_channels {tuple(g['unet_channels'])}, layers_per_block {g['layers_per_block']}, cross-attention at every level; {entry['params']['unet']:,} parameters
-- CLIPTextModel: hidden {g['text_hidden']}, {g['text_layers']} layers, vocab 49408 (CLIP BPE); {entry['params']['text_encoder']:,} parameters
+- CLIPTextModel: hidden {g['text_hidden']}, {g['text_layers']} layers, CLIP's BPE restricted to the shapes words; {entry['params']['text_encoder']:,} parameters
 - AutoencoderKL (shared by the zoo): 32x32x3 -> 4x8x8; {entry['params']['vae']:,} parameters; reconstruction passes the verifier on {entry['vae']['recon_verify']:.3f} of eval renders
 - Scheduler: DDIM, SD scaled_linear betas; size on disk {_mb(entry['bytes'])}
 
 ## Training
 - Data: {g['pool_size']:,} train-split renders (stream seed {entry['data_seed']}); held-out color combinations never drawn
-- {g['steps']} steps, batch {g['batch_size']}, AdamW lr {g['lr']} (warmup + cosine), seed {g['seed']}
+- EMA snapshot at step {entry['snapshot_step']} of run `{entry['run']}` ({g['steps']} steps), batch {g['batch_size']}, AdamW lr {g['lr']} (warmup + cosine), seed {g['seed']}
 - epsilon prediction, Min-SNR-{g['min_snr_gamma']} weights, caption dropout {g['caption_dropout']}, EMA {g['ema_decay']} (saved)
-- Wall time: training {entry['train_s']:.0f} s, evaluation {entry['eval_s']:.0f} s
+- Wall time: training {entry['train_s']:.0f} s (the run's time up to the snapshot), evaluation {entry['eval_s']:.0f} s
 
 ## GenEval-shapes (eval split, {entry['eval']['n_per_task']} prompts/task x {entry['eval']['images_per_prompt']} images, {entry['sample_steps']} steps, guidance {entry['guidance']})
 Overall (mean of tasks): **{_ci(s['overall'])}**

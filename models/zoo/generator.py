@@ -11,7 +11,6 @@ dominating the gradient, and an EMA of the weights, which is what gets saved.
 from __future__ import annotations
 
 import copy
-import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -19,12 +18,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from models.tiny import clip_tokenizer
-
 from .data import batch_indices
+from .tokenizer import shapes_tokenizer
 from .train_utils import EMA, lr_at, optimizer_step, seed_all, set_lr
 
-VOCAB = 49408  # CLIP's BPE vocabulary; the tokenizer is the real one, so ids go up to 49407
 SD_BETAS = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000)
 
 
@@ -44,17 +41,28 @@ class GeneratorConfig:
     caption_dropout: float = 0.1
     ema_decay: float = 0.999
     min_snr_gamma: float = 5.0
+    # (name, step) pairs: the EMA weights at each step become a model of their own, so one run gives a
+    # family graded by training length. Empty: only the final weights, under `name`.
+    snapshots: tuple[tuple[str, int], ...] = ()
+
+    def snapshot_steps(self) -> dict[int, str]:
+        steps = {step: name for name, step in self.snapshots} or {self.steps: self.name}
+        if len(steps) != max(1, len(self.snapshots)) or not all(0 < s <= self.steps for s in steps):
+            raise ValueError(f"{self.name}: snapshot steps must be distinct and within 1..{self.steps}: "
+                             f"{self.snapshots}")
+        return steps
 
     def as_dict(self) -> dict:
         return asdict(self)
 
 
-def make_text_encoder(hidden: int, layers: int):
+def make_text_encoder(hidden: int, layers: int, tokenizer):
     from transformers import CLIPTextConfig, CLIPTextModel
 
     cfg = CLIPTextConfig(hidden_size=hidden, intermediate_size=4 * hidden, num_attention_heads=max(2, hidden // 16),
-                         num_hidden_layers=layers, vocab_size=VOCAB, max_position_embeddings=77,
-                         projection_dim=hidden, bos_token_id=49406, eos_token_id=49407, pad_token_id=49407)
+                         num_hidden_layers=layers, vocab_size=len(tokenizer), max_position_embeddings=77,
+                         projection_dim=hidden, bos_token_id=tokenizer.bos_token_id,
+                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
     return CLIPTextModel(cfg)
 
 
@@ -91,13 +99,14 @@ def _snr_weights(cfg: GeneratorConfig) -> torch.Tensor:
 
 
 def train_generator(cfg: GeneratorConfig, lat_mean: torch.Tensor, lat_std: torch.Tensor, captions: list[str],
-                    tokenizer=None, progress: Callable[[int, float], None] | None = None):
-    """(unet, text_encoder), the EMA weights, trained on scaled VAE posteriors (N, 4, 8, 8) and captions."""
+                    tokenizer=None, progress: Callable[[int, float], None] | None = None) -> dict[str, tuple]:
+    """{name: (unet, text_encoder)}: the EMA weights at each snapshot step, trained on scaled VAE
+    posteriors (N, 4, 8, 8) and their captions."""
     from diffusers import DDPMScheduler
 
     seed_all(cfg.seed)
-    tokenizer = tokenizer or clip_tokenizer()
-    unet, text = make_unet(cfg).train(), make_text_encoder(cfg.text_hidden, cfg.text_layers).train()
+    tokenizer = tokenizer or shapes_tokenizer()
+    unet, text = make_unet(cfg).train(), make_text_encoder(cfg.text_hidden, cfg.text_layers, tokenizer).train()
     ema_unet, ema_text = EMA(unet, cfg.ema_decay), EMA(text, cfg.ema_decay)
     params = list(unet.parameters()) + list(text.parameters())
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
@@ -107,6 +116,7 @@ def train_generator(cfg: GeneratorConfig, lat_mean: torch.Tensor, lat_std: torch
     rng = np.random.default_rng([cfg.seed, 4])
     gen = torch.Generator().manual_seed(cfg.seed)
     batches = batch_indices(len(captions), cfg.batch_size, rng)
+    wanted, snapshots = cfg.snapshot_steps(), {}
     for step in range(cfg.steps):
         set_lr(opt, lr_at(step, cfg.steps, cfg.lr, warmup=max(1, cfg.steps // 20)))
         idx = torch.from_numpy(next(batches))
@@ -123,13 +133,9 @@ def train_generator(cfg: GeneratorConfig, lat_mean: torch.Tensor, lat_std: torch
         ema_text.update(text)
         if progress:
             progress(step, float(loss.detach()))
-    return ema_unet.shadow, ema_text.shadow
-
-
-def _minify_json(path: Path) -> None:
-    # tokenizer.json is pretty-printed (3.6 MB) and each pipeline carries one; the same JSON without
-    # whitespace is 1.7 MB and loads identically.
-    path.write_text(json.dumps(json.loads(path.read_text()), ensure_ascii=False, separators=(",", ":")))
+        if step + 1 in wanted:
+            snapshots[wanted[step + 1]] = (copy.deepcopy(ema_unet.shadow), copy.deepcopy(ema_text.shadow))
+    return snapshots
 
 
 def save_pipeline(folder: Path, vae, unet, text_encoder, tokenizer=None) -> Path:
@@ -140,10 +146,9 @@ def save_pipeline(folder: Path, vae, unet, text_encoder, tokenizer=None) -> Path
 
     half = [copy.deepcopy(m).to(torch.float16) for m in (vae, unet, text_encoder)]
     pipe = StableDiffusionPipeline(vae=half[0], unet=half[1], text_encoder=half[2],
-                                   tokenizer=tokenizer or clip_tokenizer(), scheduler=make_scheduler(),
+                                   tokenizer=tokenizer or shapes_tokenizer(), scheduler=make_scheduler(),
                                    safety_checker=None, feature_extractor=None, requires_safety_checker=False)
     pipe.save_pretrained(folder, safe_serialization=True)
-    _minify_json(Path(folder) / "tokenizer" / "tokenizer.json")
     # transformers loads with the dtype its config names when none is asked for, while diffusers loads
     # float32: naming float32 keeps a plain from_pretrained(folder) from mixing fp16 and fp32 modules.
     te_config = Path(folder) / "text_encoder" / "config.json"
