@@ -37,10 +37,15 @@ def evaluate_flow(cfg: EvaluateConfig, rewards: ScoreConfig, generate: GenerateC
                                                              str(out), rewards.batch_size, device))
                                 for r in rewards.rewards], ignore_index=True)
             results = winrates(scores, manifest, base.name, tuned.name)
-            benches = {b: run_benchmark(b, manifest, prompts, str(images)) for b in cfg.benchmarks}
+            benches, paired = {}, {}
+            for b in cfg.benchmarks:
+                benches[b], paired[b] = run_benchmark(b, manifest, prompts, str(images), pair=(base.name, tuned.name))
             st.report = {"base": base.name, "tuned": tuned.name, "n_prompts": int(len(prompts)),
-                         "winrate": results, "benchmarks": benches}
+                         "winrate": results, "benchmarks": benches, "paired": paired}
             for bench, by_model in benches.items():
+                if d := paired[bench]:
+                    st.log(**{f"{bench}/tuned_minus_base": d["delta"], f"{bench}/tuned_minus_base_ci_low": d["ci95"][0],
+                              f"{bench}/tuned_minus_base_ci_high": d["ci95"][1]})
                 for model, s in by_model.items():
                     role = {base.name: "base", tuned.name: "tuned"}.get(model, model)
                     lo, hi = s["overall"]["ci95"]

@@ -24,3 +24,17 @@ def mean_ci(values: np.ndarray, seed: int = 0, n_boot: int = N_BOOTSTRAP) -> tup
     if len(values) == 0:
         return float("nan"), float("nan")
     return percentile_ci(bootstrap_means(values, np.random.default_rng(seed), n_boot))
+
+
+def paired_task_delta(tasks: np.ndarray, diffs: np.ndarray, seed: int = 0, n_boot: int = N_BOOTSTRAP) -> dict:
+    """Mean over tasks of the mean per-image difference (tuned - base, the same prompt and seed), with
+    a 95% CI from resampling the image pairs within each task. Pairing removes the prompt-to-prompt
+    spread that both models share, so it resolves differences that two separate CIs cannot."""
+    tasks, diffs = np.asarray(tasks), np.asarray(diffs, dtype=np.float64)
+    if len(diffs) == 0:
+        raise ValueError("no image pairs to compare")
+    rng = np.random.default_rng(seed)
+    names = sorted(set(tasks.tolist()))
+    boots = [bootstrap_means(diffs[tasks == t], rng, n_boot) for t in names]
+    return {"delta": float(np.mean([diffs[tasks == t].mean() for t in names])),
+            "ci95": list(percentile_ci(np.mean(boots, axis=0))), "n_pairs": int(len(diffs))}

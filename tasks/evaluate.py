@@ -43,20 +43,30 @@ def summary_markdown(results: dict[str, dict[str, float]], base: str, tuned: str
 
 
 @task(name="run-benchmark")
-def run_benchmark(name: str, manifest: pd.DataFrame, prompts: pd.DataFrame, images_root: str) -> dict:
-    """{model: summary} for the images whose prompt metadata the benchmark understands."""
+def run_benchmark(name: str, manifest: pd.DataFrame, prompts: pd.DataFrame, images_root: str,
+                  pair: tuple[str, str] | None = None) -> tuple[dict, dict | None]:
+    """({model: summary}, paired) for the images whose prompt metadata the benchmark understands;
+    paired = tuned minus base on the same prompts and seeds when pair=(base, tuned) are both there."""
     import json
 
     from models.benchmarks import load_benchmark
+    from models.stats import paired_task_delta
 
     bench = load_benchmark(name)
     meta = {pid: json.loads(m) for pid, m in zip(prompts["prompt_id"], prompts["meta"])}
     rows = manifest[[bench.applies(meta[p]) for p in manifest["prompt_id"]]]
-    out = {}
+    out, judged = {}, {}
     for model, g in rows.groupby("model", sort=False):
         images = load_images(Path(images_root), zip(g["shard"], g["member"]))
-        out[model] = bench.summarize([bench.judge(im, meta[p]) for im, p in zip(images, g["prompt_id"])])
-    return out
+        results = [bench.judge(im, meta[p]) for im, p in zip(images, g["prompt_id"])]
+        out[model] = bench.summarize(results)
+        judged[model] = pd.DataFrame({"prompt_id": g["prompt_id"].values, "index": g["index"].values,
+                                      "task": [t for t, _ in results], "value": [float(v) for _, v in results]})
+    if not (pair and all(m in judged for m in pair)):
+        return out, None
+    both = judged[pair[0]].merge(judged[pair[1]], on=["prompt_id", "index", "task"], suffixes=("_base", "_tuned"))
+    return out, {"base": pair[0], "tuned": pair[1], **paired_task_delta(
+        both["task"].to_numpy(), (both["value_tuned"] - both["value_base"]).to_numpy())}
 
 
 def benchmark_table(report: dict) -> str:
@@ -67,10 +77,15 @@ def benchmark_table(report: dict) -> str:
         tasks = [t for t in GENEVAL_TASKS if t in found] + sorted(found - set(GENEVAL_TASKS))
         lines += [f"### {bench}", "", "| model | " + " | ".join(tasks + ["overall"]) + " |",
                   "|---" * (len(tasks) + 2) + "|"]
+        delta = report.get("paired", {}).get(bench)
         for model, s in by_model.items():
             cells = [s["tasks"].get(t) for t in tasks] + [s["overall"]]
             lines.append(f"| {model} | " + " | ".join(
                 f"{c['accuracy']:.3f} [{c['ci95'][0]:.2f}, {c['ci95'][1]:.2f}]" if c else "-" for c in cells) + " |")
+        if delta:
+            lo, hi = delta["ci95"]
+            lines += ["", f"{delta['tuned']} - {delta['base']}, paired on the same prompts and seeds: "
+                          f"{delta['delta']:+.3f} [{lo:+.3f}, {hi:+.3f}] (95% CI, {delta['n_pairs']} image pairs)"]
         lines.append("")
     return "\n".join(lines)
 

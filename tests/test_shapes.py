@@ -216,3 +216,27 @@ def test_relations_use_image_coordinates_and_a_margin() -> None:
     assert not relation_holds((16, 5), (16, 25), "below", 32)
     assert not relation_holds((14, 16), (16, 16), "left of", 32)  # within the 0.1 x size margin
     assert not relation_holds((10, 2), (16, 30), "left of", 32)  # mostly above, not left
+
+
+def test_paired_delta_is_the_mean_of_task_differences() -> None:
+    from models.stats import paired_task_delta
+
+    # task a: one of two pairs gained (+0.5), task b: no change; the tasks weigh equally.
+    d = paired_task_delta(np.array(["a", "a", "b", "b", "b"]), np.array([1.0, 0.0, 0.0, 0.0, 0.0]))
+    assert d["delta"] == 0.25 and d["n_pairs"] == 5
+    assert d["ci95"][0] <= 0.25 <= d["ci95"][1] and d["ci95"][0] >= 0.0
+    same = paired_task_delta(np.array(["a", "b"]), np.array([1.0, -1.0]))
+    assert same["delta"] == 0.0 and same["ci95"] == [0.0, 0.0]  # constant within each task
+
+
+def test_benchmark_table_shows_the_paired_difference() -> None:
+    from tasks.evaluate import benchmark_table
+
+    cell = {"accuracy": 0.5, "ci95": [0.4, 0.6], "n": 8}
+    report = {"benchmarks": {"geneval-shapes": {"b": {"tasks": {"colors": cell}, "overall": cell},
+                                                "t": {"tasks": {"colors": cell}, "overall": cell}}},
+              "paired": {"geneval-shapes": {"base": "b", "tuned": "t", "delta": 0.031, "ci95": [0.012, 0.05],
+                                            "n_pairs": 8}}}
+    table = benchmark_table(report)
+    assert "| t | 0.500 [0.40, 0.60] | 0.500 [0.40, 0.60] |" in table
+    assert "t - b, paired on the same prompts and seeds: +0.031 [+0.012, +0.050] (95% CI, 8 image pairs)" in table
