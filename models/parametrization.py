@@ -54,7 +54,10 @@ class Parametrization:
 
 def predict(model: Any, x_t: torch.Tensor, timestep: torch.Tensor, cond: dict[str, torch.Tensor]) -> torch.Tensor:
     """One forward of a UNet2DConditionModel or an SD3-style transformer (the same conditioning dict:
-    encoder_hidden_states, plus pooled_projections for SD3)."""
+    encoder_hidden_states, plus pooled_projections for SD3, or text_embeds and time_ids for SDXL)."""
     if "pooled_projections" in cond:
         return model(hidden_states=x_t, timestep=timestep, **cond).sample
+    if "time_ids" in cond:
+        added = {"text_embeds": cond["text_embeds"], "time_ids": cond["time_ids"]}
+        return model(x_t, timestep, encoder_hidden_states=cond["encoder_hidden_states"], added_cond_kwargs=added).sample
     return model(x_t, timestep, **cond).sample

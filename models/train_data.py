@@ -6,6 +6,7 @@ result is cached on disk next to the checkpoints, so a resumed run does not enco
 from __future__ import annotations
 
 import hashlib
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -45,12 +46,20 @@ def _to_pixels(images: list[Image.Image], size: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def encode_prompts(pipe, prompts: list[str], device: str) -> dict[str, torch.Tensor]:
-    """The conditioning the denoiser takes, as the pipeline itself computes it (no CFG branch)."""
-    if hasattr(pipe, "transformer") and "pooled_projections" in pipe.transformer.forward.__code__.co_varnames:
+def encode_prompts(pipe, prompts: list[str], device: str, size: int) -> dict[str, torch.Tensor]:
+    """The conditioning the denoiser takes, as the pipeline itself computes it (no CFG branch); size is
+    the training resolution in pixels, which SDXL's micro-conditioning names."""
+    # inspect.signature sees through diffusers' LoRA-scale decorator (forward.__code__ would not).
+    if hasattr(pipe, "transformer") and "pooled_projections" in inspect.signature(pipe.transformer.forward).parameters:
         embeds, _, pooled, _ = pipe.encode_prompt(prompt=prompts, prompt_2=None, prompt_3=None, device=device,
                                                   do_classifier_free_guidance=False)
         return {"encoder_hidden_states": embeds.float().cpu(), "pooled_projections": pooled.float().cpu()}
+    if getattr(pipe, "text_encoder_2", None) is not None and getattr(pipe, "unet", None) is not None:  # SDXL
+        embeds, _, pooled, _ = pipe.encode_prompt(prompt=prompts, device=device, do_classifier_free_guidance=False)
+        # (original size, crop top-left, target size): uncropped images at the training resolution.
+        time_ids = torch.tensor([[size, size, 0, 0, size, size]], dtype=torch.float32).repeat(len(prompts), 1)
+        return {"encoder_hidden_states": embeds.float().cpu(), "text_embeds": pooled.float().cpu(),
+                "time_ids": time_ids}
     tok = pipe.tokenizer(prompts, padding="max_length", max_length=pipe.tokenizer.model_max_length,
                          truncation=True, return_tensors="pt")
     return {"encoder_hidden_states": pipe.text_encoder(tok.input_ids.to(device))[0].float().cpu()}
@@ -83,7 +92,7 @@ def build_groups(pipe, ranked: pd.DataFrame, images: Callable[[list[str]], list[
         phi[p, :len(g)] = torch.tensor(g["phi"].to_numpy(), dtype=torch.float32)
         tau[p, :len(g)] = torch.tensor(g["tau"].to_numpy())
     prompts = [g["prompt"].iloc[0] for _, g in groups]
-    parts = [encode_prompts(pipe, prompts[i:i + batch_size], device) for i in range(0, n, batch_size)]
+    parts = [encode_prompts(pipe, prompts[i:i + batch_size], device, size) for i in range(0, n, batch_size)]
     cond = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
     out = RankedGroups(index, phi, tau, index >= 0, cond, latents)
     if path is not None:
