@@ -26,6 +26,21 @@ def mean_ci(values: np.ndarray, seed: int = 0, n_boot: int = N_BOOTSTRAP) -> tup
     return percentile_ci(bootstrap_means(values, np.random.default_rng(seed), n_boot))
 
 
+def stratified_means(groups: dict[str, np.ndarray], seed: int = 0, n_boot: int = N_BOOTSTRAP) -> tuple[dict, dict]:
+    """Per group: mean, 95% CI (resampled within the group), n; overall: the mean of the group means
+    (so large groups do not dominate, as GenEval averages its tasks) with its CI. The seeded draws
+    follow the groups' order, so the same order gives the same intervals."""
+    rng = np.random.default_rng(seed)
+    per, boots = {}, []
+    for name, values in groups.items():
+        values = np.asarray(values, dtype=np.float64)
+        boots.append(bootstrap_means(values, rng, n_boot))
+        per[name] = {"mean": float(values.mean()), "ci95": list(percentile_ci(boots[-1])), "n": len(values)}
+    overall = {"mean": float(np.mean([g["mean"] for g in per.values()])),
+               "ci95": list(percentile_ci(np.mean(boots, axis=0))), "n": sum(g["n"] for g in per.values())}
+    return per, overall
+
+
 def paired_task_delta(tasks: np.ndarray, diffs: np.ndarray, seed: int = 0, n_boot: int = N_BOOTSTRAP) -> dict:
     """Mean over tasks of the mean per-image difference (tuned - base, the same prompt and seed), with
     a 95% CI from resampling the image pairs within each task. Pairing removes the prompt-to-prompt
@@ -33,8 +48,5 @@ def paired_task_delta(tasks: np.ndarray, diffs: np.ndarray, seed: int = 0, n_boo
     tasks, diffs = np.asarray(tasks), np.asarray(diffs, dtype=np.float64)
     if len(diffs) == 0:
         raise ValueError("no image pairs to compare")
-    rng = np.random.default_rng(seed)
-    names = sorted(set(tasks.tolist()))
-    boots = [bootstrap_means(diffs[tasks == t], rng, n_boot) for t in names]
-    return {"delta": float(np.mean([diffs[tasks == t].mean() for t in names])),
-            "ci95": list(percentile_ci(np.mean(boots, axis=0))), "n_pairs": int(len(diffs))}
+    _, overall = stratified_means({t: diffs[tasks == t] for t in sorted(set(tasks.tolist()))}, seed, n_boot)
+    return {"delta": overall["mean"], "ci95": overall["ci95"], "n_pairs": overall["n"]}

@@ -17,10 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-import numpy as np
 from PIL import Image
 
-from models.stats import N_BOOTSTRAP, bootstrap_means, percentile_ci
+from models.stats import N_BOOTSTRAP, stratified_means
 from synrank.models_io import resolve_model_path
 from synrank.registry import Registry
 
@@ -66,16 +65,7 @@ def summarize_scores(results: Iterable[tuple[str, float]], n_boot: int = N_BOOTS
         by_cat.setdefault(cat, []).append(float(value))
     if not by_cat:
         raise ValueError("no results to summarize")
-    rng = np.random.default_rng(seed)
-    tasks: dict[str, dict] = {}
-    boots = []
-    for cat in sorted(by_cat):
-        vals = np.asarray(by_cat[cat], dtype=np.float64)
-        boot = bootstrap_means(vals, rng, n_boot)
-        boots.append(boot)
-        tasks[cat] = {"mean": float(vals.mean()), "ci95": list(percentile_ci(boot)), "n": len(vals)}
-    overall = {"mean": float(np.mean([t["mean"] for t in tasks.values()])),
-               "ci95": list(percentile_ci(np.mean(boots, axis=0))), "n": sum(t["n"] for t in tasks.values())}
+    tasks, overall = stratified_means({cat: by_cat[cat] for cat in sorted(by_cat)}, seed, n_boot)
     return {"overall": overall, "tasks": tasks}
 
 

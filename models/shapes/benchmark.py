@@ -5,15 +5,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-import numpy as np
-
-from models.stats import N_BOOTSTRAP, bootstrap_means, percentile_ci
+from models.stats import N_BOOTSTRAP, stratified_means
 
 from .specs import TASKS
 
 
-def _interval(samples: np.ndarray) -> list[float]:
-    return list(percentile_ci(samples))
+def _as_accuracy(group: dict) -> dict:
+    return {"accuracy": group["mean"], "ci95": group["ci95"], "n": group["n"]}
 
 
 def score(results: Iterable[tuple[str, bool]], n_boot: int = N_BOOTSTRAP, seed: int = 0) -> dict:
@@ -28,21 +26,8 @@ def score(results: Iterable[tuple[str, bool]], n_boot: int = N_BOOTSTRAP, seed: 
         raise ValueError("no results to score")
     # Known tasks first in their canonical order, any others after.
     tags = [t for t in TASKS if t in by_task] + sorted(t for t in by_task if t not in TASKS)
-    rng = np.random.default_rng(seed)
-    tasks: dict[str, dict] = {}
-    boots = []
-    for tag in tags:
-        vals = np.asarray(by_task[tag], dtype=np.float64)
-        boot = bootstrap_means(vals, rng, n_boot)  # stratified: resampled within the task
-        boots.append(boot)
-        tasks[tag] = {"accuracy": float(vals.mean()), "ci95": _interval(boot), "n": len(vals)}
-    overall_boot = np.mean(boots, axis=0)
-    overall = {
-        "accuracy": float(np.mean([tasks[t]["accuracy"] for t in tags])),
-        "ci95": _interval(overall_boot),
-        "n": sum(tasks[t]["n"] for t in tags),
-    }
-    return {"overall": overall, "tasks": tasks}
+    per, overall = stratified_means({t: by_task[t] for t in tags}, seed, n_boot)
+    return {"overall": _as_accuracy(overall), "tasks": {t: _as_accuracy(g) for t, g in per.items()}}
 
 
 def format_table(scores: dict) -> str:
