@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,8 +11,9 @@ import pytest
 from models.shapes import RESERVED, TASKS, detect, make_specs, render, render_wrong, score, verify, verify_report
 from models.shapes.geometry import relation_holds
 from models.shapes.specs import COLORS, SHAPES, sample_spec, spec_combos
+from synrank.config import ROOT
 
-GENEVAL = Path("/work/shared/benchmarks/geneval/evaluation_metadata.jsonl")
+GENEVAL = ROOT.parent / "shared" / "benchmarks" / "geneval" / "evaluation_metadata.jsonl"
 
 
 def _specs_per_task(n: int, seed: int, split: str = "eval") -> list[dict]:
