@@ -13,7 +13,7 @@ from models.trainer import tuned_spec
 from synrank.config import EvaluateConfig, GenerateConfig, Paths, ScoreConfig, TrackingConfig
 from synrank.device import pick_device
 from synrank.stage import stage_run, write_json
-from tasks.evaluate import benchmark_table, comparison_grid, run_benchmark, summary_markdown
+from tasks.evaluate import benchmark_table, comparison_grid, run_benchmark, summary_markdown, task_rows
 from tasks.generate import generate_all
 from tasks.score import score_reward
 
@@ -39,7 +39,9 @@ def evaluate_flow(cfg: EvaluateConfig, rewards: ScoreConfig, generate: GenerateC
             results = winrates(scores, manifest, base.name, tuned.name)
             benches, paired = {}, {}
             for b in cfg.benchmarks:
-                benches[b], paired[b] = run_benchmark(b, manifest, prompts, str(images), pair=(base.name, tuned.name))
+                benches[b], paired[b], judged = run_benchmark(b, manifest, prompts, str(images),
+                                                              pair=(base.name, tuned.name))
+                judged.to_parquet(out / f"judged_{b}.parquet", index=False)
             st.report = {"base": base.name, "tuned": tuned.name, "n_prompts": int(len(prompts)),
                          "winrate": results, "benchmarks": benches, "paired": paired}
             for bench, by_model in benches.items():
@@ -58,6 +60,7 @@ def evaluate_flow(cfg: EvaluateConfig, rewards: ScoreConfig, generate: GenerateC
                 grid = comparison_grid(manifest, str(images), [base.name, tuned.name], cfg.grid_prompts)
                 grid.save(out / "base_vs_tuned.png")
                 mlflow.log_image(grid, "base_vs_tuned.png")
+            task_rows(st.report).to_csv(out / "benchmark_tasks.csv", index=False, float_format="%.6g")
             md = summary_markdown(results, base.name, tuned.name) + "\n" + benchmark_table(st.report)
             (out / "summary.md").write_text(md)
             create_markdown_artifact(md, key="evaluation", description="tuned vs base reward win-rates")

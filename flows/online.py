@@ -8,7 +8,6 @@ and its own MLflow runs under one parent run."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import mlflow
@@ -51,8 +50,7 @@ def online_flow(cfg: Config) -> str:
     root, name = cfg.paths.resolve("model").parent / "online", current.name
     with mlflow.start_run(run_name="online", tags={"synrank.stage": "online"}) as run:
         mlflow.log_params(tracking.flatten("online", cfg.online.model_dump(mode="json")))
-        os.environ[tracking.PARENT_ENV] = run.info.run_id
-        try:
+        with tracking.children_of(run.info.run_id):
             for r in range(1, cfg.online.rounds + 1):
                 d = root / f"round-{r}"
                 paths = cfg.paths.model_copy(update={k: str(d / k) for k in
@@ -68,6 +66,4 @@ def online_flow(cfg: Config) -> str:
                 evaluate_flow(cfg.evaluate, cfg.score, gen, paths, cfg.tracking)
                 current = fuse_tuned(paths.model, str(d / "fused"))
                 print(f"round {r}: tuned model -> {current.path}")
-        finally:
-            os.environ.pop(tracking.PARENT_ENV, None)
     return current.path

@@ -6,8 +6,6 @@ opens its own child run under it. Stages whose inputs, config and code did not c
 
 from __future__ import annotations
 
-import os
-
 import mlflow
 from prefect import flow
 
@@ -30,14 +28,7 @@ def pipeline_flow(cfg: Config) -> str:
     with mlflow.start_run(run_name="pipeline", tags={"synrank.stage": "pipeline"}) as run:
         mlflow.set_tags({"git_commit": tracking.git_commit(), "dvc_data_version": tracking.data_version()})
         mlflow.log_params(tracking.flatten("", cfg.model_dump(mode="json")))
-        previous = os.environ.get(tracking.PARENT_ENV)
-        os.environ[tracking.PARENT_ENV] = run.info.run_id
-        try:
+        with tracking.children_of(run.info.run_id):
             for stage, stage_flow in STAGE_FLOWS.items():
                 stage_flow(**flow_parameters(stage, cfg))
-        finally:
-            if previous is None:
-                os.environ.pop(tracking.PARENT_ENV, None)
-            else:
-                os.environ[tracking.PARENT_ENV] = previous
         return run.info.run_id

@@ -15,10 +15,16 @@ from tasks.evaluate import ranked_grid
 
 
 @task(name="rank-images")
-def rank_images(scores_path: str, manifest_path: str, out_path: str, method: str) -> dict:
+def rank_images(scores_path: str, manifest_path: str, out_path: str, method: str,
+                rewards: list[str] | None = None) -> dict:
     manifest = pd.read_parquet(manifest_path)
     prompt_of = manifest.set_index("image_id")["prompt_id"]
     scores = pd.read_parquet(scores_path)
+    if rewards:
+        known = sorted(scores["reward"].unique())
+        if missing := [r for r in rewards if r not in known]:
+            raise ValueError(f"rank.rewards: {', '.join(missing)} not scored; scored rewards: {', '.join(known)}")
+        scores = scores[scores["reward"].isin(rewards)]
     ranked, report = rank_groups(scores, prompt_of, method)
     ranked = ranked.merge(manifest[["image_id", "model"]], on="image_id")
     ranked.to_parquet(out_path, index=False)
@@ -34,7 +40,7 @@ def rank_flow(cfg: RankConfig = RankConfig(), paths: Paths = Paths(),
         if st.up_to_date:
             return str(out)
         st.report = rank_images(str(scores / "scores.parquet"), str(images / "manifest.parquet"),
-                                str(out / "rankings.parquet"), cfg.method)
+                                str(out / "rankings.parquet"), cfg.method, cfg.rewards)
         ranked = pd.read_parquet(out / "rankings.parquet")
         # How often each generator wins: the mean phi per model (the paper's model-quality readout).
         wins = ranked.groupby("model")["phi"].mean()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -35,14 +36,30 @@ def train_model(cfg: TrainConfig, generate: GenerateConfig, rankings_path: str, 
     manifest = pd.read_parquet(Path(images_root) / "manifest.parquet").set_index("image_id")
     ranked = pd.read_parquet(rankings_path).merge(manifest[["prompt"]], left_on="image_id", right_index=True)
     client = mlflow.MlflowClient()
+    # Every logged row also goes to a file beside the checkpoints, so the curve survives a resume;
+    # train_curve.csv in the output is what `dvc plots show` draws.
+    curve = Path(work_dir) / "curve.jsonl"
+    curve.parent.mkdir(parents=True, exist_ok=True)
 
     def images(ids: list[str]):
         return load_images(Path(images_root), zip(manifest.loc[ids, "shard"], manifest.loc[ids, "member"]))
 
     def log(metrics: dict[str, float], step: int) -> None:
         client.log_batch(run_id, metrics=[Metric(f"train/{k}", float(v), 0, step) for k, v in metrics.items()])
+        with curve.open("a") as f:
+            f.write(json.dumps({"step": step, **metrics}) + "\n")
 
-    return train(spec, cfg, ranked, images, Path(out_dir), log, Path(work_dir))
+    final = train(spec, cfg, ranked, images, Path(out_dir), log, Path(work_dir))
+    if curve.exists():  # absent on a non-main process
+        write_curve(curve, Path(out_dir) / "train_curve.csv")
+    return final
+
+
+def write_curve(rows_path: Path, out: Path) -> None:
+    """One row per logged step; a step logged twice (before a crash and again after the resume, or
+    the held-out accuracy logged after the last step) keeps the latest value of each column."""
+    rows = pd.read_json(rows_path, lines=True)
+    rows.groupby("step", sort=True).last().reset_index().to_csv(out, index=False, float_format="%.6g")
 
 
 @flow(name="train", log_prints=True)

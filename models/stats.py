@@ -50,3 +50,33 @@ def paired_task_delta(tasks: np.ndarray, diffs: np.ndarray, seed: int = 0, n_boo
         raise ValueError("no image pairs to compare")
     _, overall = stratified_means({t: diffs[tasks == t] for t in sorted(set(tasks.tolist()))}, seed, n_boot)
     return {"delta": overall["mean"], "ci95": overall["ci95"], "n_pairs": overall["n"]}
+
+
+def seeds_and_units_bootstrap(arms: list[np.ndarray], signs: list[float], strata: np.ndarray, null: float = 0.0,
+                              seed: int = 0, n_boot: int = N_BOOTSTRAP) -> dict:
+    """A study's estimate with both sources of noise: sum over arms of sign * overall, where an arm is a
+    (training seeds, units) matrix of per-unit values (an image's pass/fail, a prompt's win-rate) on the
+    same units in the same order, and overall is the mean over strata of the stratum's mean over units of
+    the mean over seeds. Each replicate resamples every arm's seeds (with replacement, independently:
+    the arms were trained apart) and one resample of the units within each stratum, shared by all arms
+    (they were judged on the same prompts and noise, which is what makes a difference paired).
+    With one arm and sign 1 it is that arm's mean; with (a, b) and (1, -1) the paired difference a - b.
+    p: the two-sided bootstrap p-value of the estimate against `null` (twice the smaller tail beyond it,
+    so its resolution is 2 / n_boot)."""
+    strata = np.asarray(strata)
+    arms = [np.atleast_2d(np.asarray(a, dtype=np.float64)) for a in arms]
+    if any(a.shape[1] != len(strata) for a in arms):
+        raise ValueError(f"every arm needs one value per unit ({len(strata)}); got {[a.shape for a in arms]}")
+    groups = [np.flatnonzero(strata == s) for s in sorted(set(strata.tolist()))]
+
+    def overall(arm_means: list[np.ndarray], units: list[np.ndarray]) -> float:
+        return sum(sign * np.mean([m[u].mean() for u in units]) for sign, m in zip(signs, arm_means))
+
+    rng = np.random.default_rng(seed)
+    boots = np.empty(n_boot)
+    for b in range(n_boot):
+        units = [g[rng.integers(0, len(g), len(g))] for g in groups]
+        boots[b] = overall([a[rng.integers(0, len(a), len(a))].mean(axis=0) for a in arms], units)
+    p = min(1.0, 2 * min(float((boots <= null).mean()), float((boots >= null).mean())))
+    return {"mean": float(overall([a.mean(axis=0) for a in arms], groups)), "ci95": list(percentile_ci(boots)),
+            "p": p, "n_units": int(len(strata)), "n_seeds": [int(len(a)) for a in arms]}

@@ -26,6 +26,7 @@ STAGES: dict[str, str] = {
     "train": "preference fine-tuning (RankDPO, DPO, ...) of one generator",
     "evaluate": "tuned vs base on held-out prompts",
     "pipeline": "all six stages in order under one MLflow parent run",
+    "study": "the ablation study: base/SFT/DPO/RankDPO/GPO/SUDO x seeds, one table with CIs (docs/study.md)",
     "online": "GPO-style online self-improvement: rounds of generate, score, rank, train, evaluate",
 }
 

@@ -92,6 +92,8 @@ class RankConfig(Strict):
     method: Literal["algorithm1", "bradley_terry", "zscore"] = Field(
         default="algorithm1", description="How per-reward scores become one phi per image.")
     examples: int = Field(default=4, ge=0, description="Prompts shown ranked in the run's example grid.")
+    rewards: list[str] = Field(default_factory=list,
+                               description="Rank with only these reward models (names in score.rewards); empty = all.")
 
 
 class TrainConfig(Strict):
@@ -132,6 +134,28 @@ class OnlineConfig(Strict):
     objective: str = "gpo"
 
 
+class StudyArm(Strict):
+    name: str = Field(description="Row name in the study table and the MLflow tag `method`.")
+    objective: str = Field(default="", description="Key in the objective registry; empty = the untrained base.")
+    rewards: list[str] = Field(default_factory=list,
+                               description="Rank the shared images with only these rewards; empty = all of them.")
+
+
+def _default_arms() -> list[StudyArm]:
+    return [StudyArm(name="base"), *(StudyArm(name=o, objective=o) for o in ("sft", "dpo", "rankdpo", "gpo", "sudo"))]
+
+
+class StudyConfig(Strict):
+    """`synrank study`: every arm trained from the same ranked data with `train`'s settings, once per seed,
+    and evaluated on the same held-out prompts and noise, so that all differences are paired."""
+
+    arms: list[StudyArm] = Field(default_factory=_default_arms, min_length=2)
+    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
+    reference: str = Field(default="rankdpo", description="Arm every other arm is also compared with.")
+    benchmark: str = Field(default="geneval-shapes", description="Pass/fail benchmark of the table.")
+    out: str = "outputs/study"
+
+
 class TrackingConfig(Strict):
     experiment: str = "synrank"
     tracking_uri: str = Field(default="", description="Empty = $MLFLOW_TRACKING_URI or sqlite:///mlflow/mlflow.db.")
@@ -146,6 +170,7 @@ class Config(Strict):
     train: TrainConfig = Field(default_factory=TrainConfig)
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
     online: OnlineConfig = Field(default_factory=OnlineConfig)
+    study: StudyConfig = Field(default_factory=StudyConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
 
 
@@ -234,6 +259,6 @@ def flow_parameters(stage: str, cfg: Config) -> dict[str, BaseModel]:
         "train": {"cfg": cfg.train, "generate": cfg.generate},
         "evaluate": {"cfg": cfg.evaluate, "rewards": cfg.score, "generate": cfg.generate},
     }
-    if stage in ("pipeline", "online"):
+    if stage in ("pipeline", "online", "study"):
         return {"cfg": cfg}
     return {**own[stage], **common}

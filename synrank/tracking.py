@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import mlflow
@@ -12,6 +14,20 @@ from synrank.config import ROOT, TrackingConfig
 
 # The pipeline flow sets this so that every stage run, even one in a worker process, nests under it.
 PARENT_ENV = "SYNRANK_PARENT_RUN_ID"
+
+
+@contextmanager
+def children_of(run_id: str) -> Iterator[None]:
+    """Stage runs started inside (in this process or its workers) nest under run_id."""
+    previous = os.environ.get(PARENT_ENV)
+    os.environ[PARENT_ENV] = run_id
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(PARENT_ENV, None)
+        else:
+            os.environ[PARENT_ENV] = previous
 
 
 def tracking_uri(cfg: TrackingConfig) -> str:

@@ -44,9 +44,10 @@ def summary_markdown(results: dict[str, dict[str, float]], base: str, tuned: str
 
 @task(name="run-benchmark")
 def run_benchmark(name: str, manifest: pd.DataFrame, prompts: pd.DataFrame, images_root: str,
-                  pair: tuple[str, str] | None = None) -> tuple[dict, dict | None]:
-    """({model: summary}, paired) for the images whose prompt metadata the benchmark understands;
-    paired = tuned minus base on the same prompts and seeds when pair=(base, tuned) are both there."""
+                  pair: tuple[str, str] | None = None) -> tuple[dict, dict | None, pd.DataFrame]:
+    """({model: summary}, paired, judged) for the images whose prompt metadata the benchmark understands;
+    paired = tuned minus base on the same prompts and seeds when pair=(base, tuned) are both there;
+    judged = one row per image (model, prompt_id, index, task, value), what the study compares."""
     import json
 
     from models.benchmarks import load_benchmark
@@ -62,19 +63,36 @@ def run_benchmark(name: str, manifest: pd.DataFrame, prompts: pd.DataFrame, imag
         out[model] = bench.summarize(results)
         judged[model] = pd.DataFrame({"prompt_id": g["prompt_id"].values, "index": g["index"].values,
                                       "task": [t for t, _ in results], "value": [float(v) for _, v in results]})
+    table = pd.concat([j.assign(model=m) for m, j in judged.items()], ignore_index=True) if judged else \
+        pd.DataFrame(columns=["prompt_id", "index", "task", "value", "model"])
     if not (pair and all(m in judged for m in pair)):
-        return out, None
+        return out, None, table
     both = judged[pair[0]].merge(judged[pair[1]], on=["prompt_id", "index", "task"], suffixes=("_base", "_tuned"))
     return out, {"base": pair[0], "tuned": pair[1], **paired_task_delta(
-        both["task"].to_numpy(), (both["value_tuned"] - both["value_base"]).to_numpy())}
+        both["task"].to_numpy(), (both["value_tuned"] - both["value_base"]).to_numpy())}, table
+
+
+def task_rows(report: dict) -> pd.DataFrame:
+    """The benchmark summaries as one row per (benchmark, model, task) with a `label` for DVC's bar plot."""
+    rows = []
+    for bench, by_model in report.get("benchmarks", {}).items():
+        for model, s in by_model.items():
+            for task_name, c in [*s["tasks"].items(), ("overall", s["overall"])]:
+                rows.append({"benchmark": bench, "model": model, "task": task_name, "label": f"{task_name} | {model}",
+                             "accuracy": c["accuracy"], "ci_low": c["ci95"][0], "ci_high": c["ci95"][1]})
+    return pd.DataFrame(rows, columns=["benchmark", "model", "task", "label", "accuracy", "ci_low", "ci_high"])
+
+
+def task_order(found: set[str]) -> list[str]:
+    """GenEval's task order first, then any other task alphabetically."""
+    return [t for t in GENEVAL_TASKS if t in found] + sorted(found - set(GENEVAL_TASKS))
 
 
 def benchmark_table(report: dict) -> str:
     """Markdown: one row per model, one column per task plus overall, accuracy [95% CI]."""
     lines = []
     for bench, by_model in report.get("benchmarks", {}).items():
-        found = {t for s in by_model.values() for t in s["tasks"]}
-        tasks = [t for t in GENEVAL_TASKS if t in found] + sorted(found - set(GENEVAL_TASKS))
+        tasks = task_order({t for s in by_model.values() for t in s["tasks"]})
         lines += [f"### {bench}", "", "| model | " + " | ".join(tasks + ["overall"]) + " |",
                   "|---" * (len(tasks) + 2) + "|"]
         delta = report.get("paired", {}).get(bench)

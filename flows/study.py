@@ -1,0 +1,120 @@
+"""`synrank study`: the paper's ablations at CPU scale (base / SFT / DPO with one reward / DPO / RankDPO /
+GPO / SUDO, several seeds each) from the same Syn-Pic-style data, in one table with significance.
+
+The shared stages (sample, generate, score) run once; each distinct reward subset is ranked once; then
+every (arm, seed) trains with `train`'s settings and is evaluated against the base on the held-out
+prompts with the same noise. Each (arm, seed) is an MLflow run tagged `method` and `seed` (its train
+and evaluate stage runs nest under it) below one `study` run, so MLflow's compare view shows the study.
+Finished runs are skipped on a rerun (their stage stamps match), so an interrupted study resumes."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import mlflow
+from prefect import flow
+from prefect.artifacts import create_markdown_artifact
+
+from flows.evaluate import evaluate_flow
+from flows.pipeline import STAGE_FLOWS
+from flows.rank import rank_flow
+from flows.train import train_flow
+from synrank import tracking
+from synrank.config import ROOT, Config, Paths, StudyArm, flow_parameters
+from synrank.stage import write_json
+from tasks.study import load_runs, study_markdown, study_results
+
+
+def check_study(cfg: Config) -> None:
+    """Every name the study refers to exists, before any compute."""
+    from models.benchmarks import BENCHMARKS
+    from models.objectives import OBJECTIVES
+    from synrank.registry import import_all
+
+    study, rewards = cfg.study, [r.name for r in cfg.score.rewards]
+    names = [a.name for a in study.arms]
+    if len(set(names)) != len(names):
+        raise ValueError(f"study.arms: arm names must be unique, got {names}")
+    if sum(not a.objective for a in study.arms) != 1:
+        raise ValueError("study.arms: exactly one arm must be the untrained base (no objective)")
+    for arm in study.arms:
+        if arm.objective:
+            OBJECTIVES.get(arm.objective)
+        if bad := [r for r in arm.rewards if r not in rewards]:
+            raise ValueError(f"study arm '{arm.name}': rewards {bad} are not in score.rewards {rewards}")
+    if study.reference not in names:
+        raise ValueError(f"study.reference '{study.reference}' is not an arm; arms: {', '.join(names)}")
+    import_all("models.benchmarks")
+    BENCHMARKS.get(study.benchmark)
+
+
+def arm_paths(cfg: Config, arm: StudyArm, out: Path) -> Paths:
+    """The shared ranking, or one of the arm's reward subset under the study folder."""
+    if not arm.rewards:
+        return cfg.paths
+    return cfg.paths.model_copy(update={"rankings": str(out / "rankings" / "+".join(sorted(arm.rewards)))})
+
+
+@flow(name="study", log_prints=True)
+def study_flow(cfg: Config) -> str:
+    check_study(cfg)
+    study, t0 = cfg.study, time.time()
+    out = Path(study.out) if Path(study.out).is_absolute() else ROOT / study.out
+    evaluate = cfg.evaluate.model_copy(update={"all_generators": False, "benchmarks": [study.benchmark]})
+    tracking.setup(cfg.tracking)
+    with mlflow.start_run(run_name="study", tags={"synrank.stage": "study"}) as parent:
+        mlflow.set_tags({"git_commit": tracking.git_commit(), "dvc_data_version": tracking.data_version()})
+        mlflow.log_params(tracking.flatten("", {"study": study.model_dump(mode="json"),
+                                                "train": cfg.train.model_dump(mode="json")}))
+        with tracking.children_of(parent.info.run_id):
+            for stage in ("sample", "generate", "score"):
+                STAGE_FLOWS[stage](**flow_parameters(stage, cfg))
+        runs = []
+        for arm in (a for a in study.arms if a.objective):
+            paths = arm_paths(cfg, arm, out)
+            with tracking.children_of(parent.info.run_id):
+                rank_flow(cfg.rank.model_copy(update={"rewards": arm.rewards}), paths, cfg.tracking)
+            for seed in study.seeds:
+                d = out / "runs" / f"{arm.name}-seed{seed}"
+                paths_run = paths.model_copy(update={k: str(d / k) for k in ("model", "eval", "metrics")})
+                tags = {"synrank.stage": "study-run", "method": arm.name, "seed": str(seed),
+                        "objective": arm.objective, "rewards": ",".join(arm.rewards) or "all"}
+                with mlflow.start_run(run_name=f"{arm.name} seed {seed}", nested=True, tags=tags) as run:
+                    with tracking.children_of(run.info.run_id):
+                        train = cfg.train.model_copy(update={"objective": arm.objective, "seed": seed})
+                        train_flow(train, cfg.generate, paths_run, cfg.tracking)
+                        evaluate_flow(evaluate, cfg.score, cfg.generate, paths_run, cfg.tracking)
+                    _log_headline(d / "metrics" / "evaluate.json", study.benchmark)
+                runs.append((arm.name, seed, d / "eval"))
+        base_arm = next(a.name for a in study.arms if not a.objective)
+        data = load_runs(runs, study.benchmark, [r.name for r in cfg.score.rewards], base_arm)
+        results = study_results(data, study.reference)
+        with mlflow.start_run(run_name=f"{base_arm}", nested=True,
+                              tags={"synrank.stage": "study-run", "method": base_arm, "seed": "-"}):
+            mlflow.log_metric(f"{study.benchmark}/overall", results["arms"][base_arm]["overall"]["mean"])
+        minutes = (time.time() - t0) / 60
+        md = (f"# Study: {len(study.arms)} arms x {len(study.seeds)} seeds\n\n" + study_markdown(results, study.benchmark)
+              + f"\nWall time {minutes:.1f} min; MLflow run `{parent.info.run_id}` (experiment "
+                f"`{cfg.tracking.experiment}`), its children tagged `method` and `seed`.\n")
+        (out / "study.md").write_text(md)
+        write_json(out / "study.json", results)
+        mlflow.log_text(md, "study.md")
+        mlflow.log_dict(results, "study.json")
+        mlflow.log_metric("minutes", minutes)
+        create_markdown_artifact(md, key="study", description="ablation study: arms x seeds")
+        print(md)
+    return str(out / "study.md")
+
+
+def _log_headline(metrics_file: Path, benchmark: str) -> None:
+    """The run's own numbers on its tagged run, so that MLflow's compare view lines the study up."""
+    report = json.loads(metrics_file.read_text())
+    by_model = report["benchmarks"][benchmark]
+    mlflow.log_metric(f"{benchmark}/overall", by_model[report["tuned"]]["overall"]["accuracy"])
+    mlflow.log_metric(f"{benchmark}/base/overall", by_model[report["base"]]["overall"]["accuracy"])
+    if d := report["paired"].get(benchmark):
+        mlflow.log_metric(f"{benchmark}/tuned_minus_base", d["delta"])
+    for reward, r in report["winrate"].items():
+        mlflow.log_metric(f"winrate_{reward}", r["winrate"])
