@@ -106,6 +106,13 @@ def test_mlflow_parent_with_six_children(ran: tuple[Config, str]) -> None:
     assert version.run_id == train.info.run_id and version.tags["objective"] == "rankdpo"
     assert "pytorch_lora_weights.safetensors" in {a.path.split("/")[-1]
                                                   for a in client.list_artifacts(train.info.run_id, "tuned_model")}
+    curve = pd.read_csv(cfg.paths.resolve("model") / "train_curve.csv")  # what `dvc plots show` draws
+    assert list(curve["step"]) == [1, 2, 3] and np.isfinite(curve["loss"]).all()
+    # Base and tuned side by side in MLflow: one 128-px column per model, a row per grid prompt.
+    evaluate = next(r for r in children if r.info.run_name == "evaluate")
+    mlflow.set_tracking_uri(cfg.tracking.tracking_uri)
+    grid = mlflow.artifacts.load_image(f"runs:/{evaluate.info.run_id}/base_vs_tuned.png")
+    assert grid.size == (2 * 128, 14 + 2 * (128 + 14))
 
 
 def test_second_run_skips_every_stage(ran: tuple[Config, str]) -> None:
