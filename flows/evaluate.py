@@ -36,7 +36,10 @@ def evaluate_flow(cfg: EvaluateConfig, rewards: ScoreConfig, generate: GenerateC
             scores = pd.concat([pd.read_parquet(score_reward(r, str(images / "manifest.parquet"), str(images),
                                                              str(out), rewards.batch_size, device))
                                 for r in rewards.rewards], ignore_index=True)
-            results = winrates(scores, manifest, base.name, tuned.name)
+            # Per-category win-rates when the prompts have categories (PartiPrompts, GenEval tasks).
+            categories = {p: c or "(none)" for p, c in zip(prompts["prompt_id"], prompts["category"])}
+            results = winrates(scores, manifest, base.name, tuned.name,
+                               categories if set(categories.values()) != {"(none)"} else None)
             benches, paired = {}, {}
             for b in cfg.benchmarks:
                 benches[b], paired[b], judged = run_benchmark(b, manifest, prompts, str(images),
@@ -55,7 +58,8 @@ def evaluate_flow(cfg: EvaluateConfig, rewards: ScoreConfig, generate: GenerateC
                               f"{bench}/{role}/overall_ci_low": lo, f"{bench}/{role}/overall_ci_high": hi})
             for reward, r in results.items():
                 st.log(**{f"winrate_{reward}": r["winrate"], f"winrate_{reward}_ci_low": r["ci_low"],
-                          f"winrate_{reward}_ci_high": r["ci_high"]})
+                          f"winrate_{reward}_ci_high": r["ci_high"]},
+                       **{f"winrate_{reward}/{c}": v["winrate"] for c, v in r.get("categories", {}).items()})
             if cfg.grid_prompts:
                 grid = comparison_grid(manifest, str(images), [base.name, tuned.name], cfg.grid_prompts)
                 grid.save(out / "base_vs_tuned.png")

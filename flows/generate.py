@@ -8,7 +8,7 @@ from prefect import flow
 from synrank.config import GenerateConfig, Paths, TrackingConfig
 from synrank.device import pick_device
 from synrank.stage import stage_run
-from tasks.generate import generate_all
+from tasks.generate import generate_all, truncation_report
 
 
 @flow(name="generate", log_prints=True)
@@ -22,6 +22,12 @@ def generate_flow(cfg: GenerateConfig, paths: Paths = Paths(), tracking: Trackin
         manifest = generate_all(cfg.generators, prompts, out, cfg.images_per_prompt, cfg.seed, cfg.shard_size,
                                 cfg.batch_size, pick_device(cfg.device), cfg.store)
         st.log(n_images=len(manifest), n_prompts=manifest["prompt_id"].nunique(), n_models=len(cfg.generators))
+        st.report["prompt_fit"] = fits = truncation_report(out)
+        st.log(**{f"prompts_truncated/{m}": r["n_truncated"] for m, r in fits.items()})
+        for m, r in fits.items():
+            if r["n_truncated"]:
+                print(f"{m}: {r['n_truncated']} of {r['n_prompts']} prompts were longer than its {r['max_tokens']}-token "
+                      f"text window and cut at the last whole word that fits ({r['tokens_dropped']} tokens dropped)")
         print(f"generated {len(manifest)} images for {manifest['prompt_id'].nunique()} prompts "
               f"x {len(cfg.generators)} models")
     return str(out)

@@ -127,7 +127,7 @@ def stage_run(name: str, params: Params, inputs: list[Path], out: Path,
             write_json(out / STAMP, {"stage": name, "fingerprint": fp, "metrics": st.metrics,
                                      "report": st.report})
         if st.metrics:
-            mlflow.log_metrics(st.metrics)
+            mlflow.log_metrics({tracking.metric_key(k): v for k, v in st.metrics.items()})
         if st.report:
             mlflow.log_dict(st.report, f"{name}_report.json")
     print(f"[{name}] {'up to date, skipped' if st.up_to_date else 'done'} -> {out}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -72,6 +73,12 @@ def data_version() -> str:
         return "none"
     outs = (yaml.safe_load(dvc_file.read_text()) or {}).get("outs", [{}])
     return str(outs[0].get("md5", "unknown"))
+
+
+def metric_key(name: str) -> str:
+    """MLflow accepts letters, digits and `_-. /` in metric names; anything else (a PartiPrompts
+    category such as 'Food & Beverage') becomes '_'."""
+    return re.sub(r"[^\w\-. /]", "_", name)
 
 
 def flatten(prefix: str, obj: object) -> dict[str, str]:

@@ -33,12 +33,22 @@ def comparison_grid(manifest: pd.DataFrame, images_root: str, models: list[str],
     return grid
 
 
-def summary_markdown(results: dict[str, dict[str, float]], base: str, tuned: str) -> str:
+def summary_markdown(results: dict[str, dict], base: str, tuned: str) -> str:
     lines = [f"# Evaluation: {tuned} vs {base}", "", "| reward | win-rate | 95% CI | pairs | mean delta |",
              "|---|---|---|---|---|"]
     for reward, r in results.items():
         lines.append(f"| {reward} | {r['winrate']:.3f} | [{r['ci_low']:.3f}, {r['ci_high']:.3f}] | "
                      f"{r['n_pairs']} | {r['mean_delta']:+.4f} |")
+    cats = task_order({c for r in results.values() for c in r.get("categories", {})})
+    if cats:
+        lines += ["", "Win-rate per prompt category:", "", "| category | prompts | " + " | ".join(results) + " |",
+                  "|---" * (len(results) + 2) + "|"]
+        for c in cats:
+            n = next(r["categories"][c]["n"] for r in results.values() if c in r.get("categories", {}))
+            lines.append(f"| {c} | {n} | " + " | ".join(
+                f"{r['categories'][c]['winrate']:.3f} [{r['categories'][c]['ci_low']:.2f}, "
+                f"{r['categories'][c]['ci_high']:.2f}]" if c in r.get("categories", {}) else "-"
+                for r in results.values()) + " |")
     return "\n".join(lines) + "\n"
 
 

@@ -65,12 +65,13 @@ def generate_model(spec: GeneratorSpec, plan_path: str, out_dir: str, batch_size
     pending = [p for p, _ in plan.groupby("piece", sort=True) if not (out / p).exists()]
     if pending:
         gen = load_generator(spec, device)
+        text = fit_to_window(gen, list(dict.fromkeys(plan["prompt"])), out / "prompt_fit" / f"{spec.name}.json")
         for piece_name in tqdm(pending, desc=f"generate {spec.name}", unit="shard"):
             rows = plan[plan["piece"] == piece_name]
             members = []
             for start in range(0, len(rows), batch_size):
                 batch = rows.iloc[start:start + batch_size]
-                images = gen.generate(list(batch["prompt"]), [int(s) for s in batch["seed"]])
+                images = gen.generate([text[p] for p in batch["prompt"]], [int(s) for s in batch["seed"]])
                 members += [(m, png_bytes(im)) for m, im in zip(batch["member"], images)]
             write_shard(rows["shard"].iloc[0], members, out)
             # The shard's manifest piece is written after the shard itself: its presence marks it done.
@@ -80,6 +81,28 @@ def generate_model(spec: GeneratorSpec, plan_path: str, out_dir: str, batch_size
             rows.to_parquet(tmp, index=False)
             tmp.replace(piece)
     return str(out / "shards" / spec.name)
+
+
+def fit_to_window(gen, prompts: list[str], report_path: Path) -> dict[str, str]:
+    """prompt -> the text the generator is given: the prompt, or its longest whole-word prefix that fits the
+    generator's text window. What was cut is counted in report_path (and the stage's report), never silent."""
+    from models.prompt_fit import fit_prompts
+    from synrank.stage import write_json
+
+    window = gen.text_window()
+    if window is None:
+        return {p: p for p in prompts}
+    fitted, report = fit_prompts(prompts, *window, mode="truncate")
+    summary = {k: v for k, v in report.as_dict().items() if k != "over_limit_ids"}
+    write_json(report_path, {**summary, "examples": [prompts[i] for i in report.over_limit_ids[:10]]})
+    return {p: f.texts[0] for p, f in zip(prompts, fitted)}
+
+
+def truncation_report(out: Path) -> dict[str, dict]:
+    """The generators' prompt-fit reports of an images folder: {model: report}."""
+    import json
+
+    return {f.stem: json.loads(f.read_text()) for f in sorted((out / "prompt_fit").glob("*.json"))}
 
 
 def generate_all(specs: list[GeneratorSpec], prompts: pd.DataFrame, out: Path, images_per_prompt: int,

@@ -16,7 +16,8 @@ from PIL import Image
 
 from models.benchmarks import BENCHMARKS, load_benchmark
 from models.benchmarks.common import ADAPTERS, SCORED, summarize_scores
-from models.benchmarks.dpg_bench import count_tokens, fit_prompt, fit_prompts, read_dpg_bench
+from models.benchmarks.dpg_bench import read_dpg_bench
+from models.prompt_fit import count_tokens, fit_prompt, fit_prompts
 from models.benchmarks.geneval import COLORS, Detection, GenEval, evaluate, read_geneval, relative_position
 from models.benchmarks.geneval_shapes import GenEvalShapes
 from models.benchmarks.partiprompts import category_winrates, read_partiprompts

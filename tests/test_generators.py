@@ -161,3 +161,37 @@ def test_presets_name_the_published_checkpoint(backend: str) -> None:
         spec = preset.spec(name, backend)
         assert (spec.backend, spec.path, spec.steps) == (backend, preset.path, preset.steps)
         assert spec.height % 64 == 0 and spec.width % 64 == 0
+
+
+@pytest.mark.parametrize("backend, window", [("sd15", 77), ("sd3", 256)])
+def test_long_prompts_are_cut_at_a_whole_word_and_counted(backend: str, window: int, tiny: Callable[[str], Path],
+                                                          tmp_path: Path) -> None:
+    """A prompt past the generator's text window is given as its longest whole-word prefix that fits
+    (SD3: T5's 256 tokens, not CLIP's 77), and the stage's report counts it."""
+    import pandas as pd
+
+    from synrank.shards import load_images
+    from tasks.generate import generate_model, plan_images, truncation_report
+
+    spec = tiny_spec(backend, tiny(backend))
+    gen = load_generator(spec)
+    tok, size = gen.text_window()
+    assert size == window
+    words = ("a red cube left of a blue sphere " * 60).split()
+    budget = size - tok.num_special_tokens_to_add()
+    n_tokens = [len(tok(" ".join(words[:k]), add_special_tokens=False)["input_ids"]) for k in range(len(words) + 1)]
+    assert n_tokens[-1] > budget  # the prompt really is too long for this window
+    keep = max(k for k in range(len(words) + 1) if n_tokens[k] <= budget)
+    long = " ".join(words)
+    prompts = pd.DataFrame({"prompt_id": ["short", "long"], "prompt": [PROMPTS[0], long]})
+    plan_images(prompts, spec.name, 1, 0, 8).to_parquet(tmp_path / "plan.parquet")
+    generate_model.fn(spec, str(tmp_path / "plan.parquet"), str(tmp_path), 2, "cpu")
+    report = truncation_report(tmp_path)[spec.name]
+    assert (report["n_prompts"], report["n_truncated"], report["max_tokens"]) == (2, 1, size)
+    assert report["tokens_dropped"] == n_tokens[-1] - n_tokens[keep] and report["examples"] == [long]
+    manifest = pd.read_parquet(tmp_path / "shards" / spec.name / "00000.parquet")
+    row = manifest[manifest["prompt_id"] == "long"].iloc[0]
+    assert row["prompt"] == long  # the manifest keeps the prompt as written
+    made = load_images(tmp_path, [(row["shard"], row["member"])])[0]
+    expected = gen.generate([" ".join(words[:keep])], [int(row["seed"])])[0]
+    assert np.abs(pixels(made) - pixels(expected)).max() <= BATCH_TOLERANCE

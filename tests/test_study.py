@@ -14,6 +14,8 @@ import pytest
 from models.evaluation import win_outcomes, winrates
 from models.stats import seeds_and_units_bootstrap
 from synrank.config import load_config, validate
+from synrank.tracking import metric_key
+from tasks.evaluate import summary_markdown
 from tasks.study import StudyData, load_runs, study_markdown, study_results
 
 
@@ -48,6 +50,16 @@ def test_win_outcomes_and_winrates_by_hand() -> None:
     assert list(w["win"]) == [1.0, 0.5, 0.0, 1.0] and list(w["delta"]) == [1.0, 0.0, -2.0, 1.0]
     r = winrates(scores, manifest, "base", "tuned")["r"]
     assert r["winrate"] == (0.75 + 0.5) / 2 and r["n_pairs"] == 4 and r["mean_delta"] == 0.0
+    assert "categories" not in r
+    cats = winrates(scores, manifest, "base", "tuned", {"P": "Food & Beverage", "Q": "Arts"})["r"]["categories"]
+    assert list(cats) == ["Arts", "Food & Beverage"]
+    assert (cats["Arts"]["winrate"], cats["Food & Beverage"]["winrate"]) == (0.5, 0.75)
+    assert cats["Arts"]["n"] == 1 and cats["Arts"]["n_pairs"] == 2 and cats["Arts"]["mean_delta"] == -0.5
+    md = summary_markdown({"r": {"winrate": 0.625, "ci_low": 0.5, "ci_high": 0.75, "n_pairs": 4, "mean_delta": 0.0,
+                                 "categories": cats}}, "base", "tuned")
+    assert "| Arts | 1 | 0.500 [0.50, 0.50] |\n| Food & Beverage | 1 | 0.750 [0.75, 0.75] |" in md
+    # MLflow refuses '&' in a metric name: the stage logs it as '_'.
+    assert metric_key("winrate_r/Food & Beverage") == "winrate_r/Food _ Beverage"
 
 
 def synthetic_study() -> StudyData:

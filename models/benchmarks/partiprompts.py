@@ -4,7 +4,7 @@ so it registers a prompt adapter only (there is no per-image pass/fail to `judge
 
 `category_winrates` compares tuned and base images of the same prompt and seed index (win 1, tie 0.5,
 loss 0), averages per prompt first, then per category, with a bootstrap CI over the category's
-prompts (models.stats.mean_ci), the same unit-of-resampling choice as models.evaluation.winrates."""
+prompts: models.evaluation's win-rates, which the evaluate stage also reports per category."""
 
 from __future__ import annotations
 
@@ -12,10 +12,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
-from models.stats import mean_ci
+from models.evaluation import by_category, paired_wins
 
 from .common import ADAPTERS, BenchmarkPrompt
 
@@ -53,7 +52,7 @@ def category_winrates(scores_table: pd.DataFrame, categories: Mapping[str, str],
     scores.parquet merged with the image manifest and filtered to one reward.
     categories: prompt_id -> category.
 
-    Returns {category: {"winrate", "ci_low", "ci_high", "n" (prompts), "n_pairs"}}, categories sorted."""
+    Returns {category: {"winrate", "ci_low", "ci_high", "n" (prompts), "n_pairs", "mean_delta"}}, sorted."""
     need = {"prompt_id", "index", "model", "score"}
     if missing := need - set(scores_table.columns):
         raise ValueError(f"scores table lacks column(s) {', '.join(sorted(missing))}")
@@ -63,22 +62,4 @@ def category_winrates(scores_table: pd.DataFrame, categories: Mapping[str, str],
     if scores_table.duplicated(keys).any():  # averaging repeats would hide a broken join upstream
         raise ValueError("scores table has more than one score for some (prompt_id, index, model)")
     wide = scores_table.pivot(index=["prompt_id", "index"], columns="model", values="score")
-    for model in (base, tuned):
-        if model not in wide.columns:
-            raise ValueError(f"model {model!r} has no scores (models: {', '.join(map(str, wide.columns))})")
-    wide = wide.dropna(subset=[base, tuned])  # only images with a partner of the same prompt and seed
-    win = (wide[tuned] > wide[base]).astype(float) + 0.5 * (wide[tuned] == wide[base])
-    per_prompt = win.groupby(level="prompt_id").mean()
-    pairs = win.groupby(level="prompt_id").size()
-    unknown = [p for p in per_prompt.index if p not in categories]
-    if unknown:
-        raise ValueError(f"{len(unknown)} prompt(s) without a category, e.g. {unknown[0]!r}")
-    cats = pd.Series({p: categories[p] for p in per_prompt.index})
-    out: dict[str, dict[str, float]] = {}
-    for category in sorted(set(cats)):
-        ids = cats.index[cats == category]
-        values = per_prompt.loc[ids].to_numpy(dtype=np.float64)
-        lo, hi = mean_ci(values)
-        out[category] = {"winrate": float(values.mean()), "ci_low": lo, "ci_high": hi, "n": int(len(values)),
-                         "n_pairs": int(pairs.loc[ids].sum())}
-    return out
+    return by_category(paired_wins(wide, base, tuned).reset_index(), categories)

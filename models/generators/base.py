@@ -93,6 +93,13 @@ class DiffusersBackend:
         """Extra keyword arguments of the pipeline call, for the family's own switches."""
         return {}
 
+    def text_window(self) -> tuple[Any, int] | None:
+        """(tokenizer, tokens with the special ones) of the text encoder that reads furthest into a prompt:
+        CLIP's 77 for SD1.5, SDXL, Stable Cascade and the shapes zoo. The generate stage fits prompts into
+        it on purpose (models.prompt_fit) instead of leaving the cut to the pipeline."""
+        tok = getattr(self.pipelines()[0], "tokenizer", None)
+        return (tok, int(tok.model_max_length)) if tok is not None else None
+
     @torch.no_grad()
     def generate(self, prompts: list[str], seeds: list[int]) -> list[Image.Image]:
         if len(prompts) != len(seeds):

@@ -20,6 +20,9 @@ class PixArtSigmaGenerator(DiffusersBackend):
     pipeline_class = "PixArtSigmaPipeline"
     presets = PRESETS
 
+    def text_window(self) -> tuple[Any, int] | None:
+        return self.pipe.tokenizer, 300  # T5, the pipeline's default max_sequence_length
+
     def call_kwargs(self) -> dict[str, Any]:
         from diffusers.utils import is_bs4_available, is_ftfy_available
 

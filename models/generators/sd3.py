@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from models.generators import GENERATORS
 from models.generators.base import DiffusersBackend, Preset
 
@@ -16,3 +18,8 @@ PRESETS = {
 class SD3Generator(DiffusersBackend):
     pipeline_class = "StableDiffusion3Pipeline"
     presets = PRESETS
+
+    def text_window(self) -> tuple[Any, int] | None:
+        # T5 reads 256 tokens (the pipeline's default max_sequence_length), past the CLIPs' 77.
+        t5 = getattr(self.pipe, "tokenizer_3", None)
+        return (t5, 256) if t5 is not None else super().text_window()
