@@ -106,7 +106,10 @@ def benchmark_table(report: dict) -> str:
         lines += [f"### {bench}", "", "| model | " + " | ".join(tasks + ["overall"]) + " |",
                   "|---" * (len(tasks) + 2) + "|"]
         delta = report.get("paired", {}).get(bench)
-        for model, s in by_model.items():
+        # Base and tuned first, then the other generators (a JSON round trip has sorted the names).
+        first = [m for m in (report.get("base"), report.get("tuned")) if m in by_model]
+        for model in first + sorted(set(by_model) - set(first)):
+            s = by_model[model]
             cells = [s["tasks"].get(t) for t in tasks] + [s["overall"]]
             lines.append(f"| {model} | " + " | ".join(
                 f"{c['accuracy']:.3f} [{c['ci95'][0]:.2f}, {c['ci95'][1]:.2f}]" if c else "-" for c in cells) + " |")
