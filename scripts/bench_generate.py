@@ -5,7 +5,7 @@ same seeds: "batched" is the sd15 generator backend, i.e. one pipe call over all
 torch.Generator per image; "naive" is `pipe(prompt, generator=...)` once per prompt. The script also
 checks that both give the same pixels, so the speed-up is not bought with different images.
 
-    .venv/bin/python scripts/bench_generate.py            # tiny + mid, 16 prompts, 10 steps
+    .venv/bin/python scripts/bench_generate.py            # tiny + mid + zoo, 16 prompts, 10 steps
     .venv/bin/python scripts/bench_generate.py --configs tiny --repeats 1
 
 Prints a markdown table on stdout (progress goes to stderr).
@@ -40,6 +40,7 @@ class UNetConfig:
     image_size: int
     channels: tuple[int, ...]
     layers_per_block: int
+    path: str = ""  # a committed pipeline to load instead of building a random one
 
 
 CONFIGS = {
@@ -47,6 +48,8 @@ CONFIGS = {
     # Mid-size: three UNet levels, two layers each, 64 px (16x16 latents): ~100x the tiny UNet's
     # parameters, still a few seconds per 16-image batch on a laptop CPU.
     "mid": UNetConfig("mid SD (random UNet)", 64, (64, 128, 256), 2),
+    # The embedded default: the committed zoo generator that `make run` tunes.
+    "zoo": UNetConfig("zoo shapes-sd-s (trained)", 32, (), 0, path="zoo/shapes-sd-s"),
 }
 COLORS = ["red", "green", "blue", "yellow"]
 SHAPES = ["cube", "sphere", "cone", "cylinder"]
@@ -67,8 +70,8 @@ def timed(fn: Callable[[], list]) -> tuple[float, float, list]:
 
 
 def bench(cfg: UNetConfig, n: int, steps: int, repeats: int, folder: Path) -> dict[str, object]:
-    path = build_tiny_sd(folder, image_size=cfg.image_size, channels=cfg.channels,
-                         layers_per_block=cfg.layers_per_block)
+    path = (Path(__file__).resolve().parent.parent / cfg.path if cfg.path else
+            build_tiny_sd(folder, image_size=cfg.image_size, channels=cfg.channels, layers_per_block=cfg.layers_per_block))
     spec = GeneratorSpec(name=f"bench-{cfg.image_size}", backend="sd15", path=str(path), steps=steps,
                          guidance=5.0, height=cfg.image_size, width=cfg.image_size)
     gen = load_generator(spec)
@@ -118,7 +121,7 @@ def markdown(rows: list[dict[str, object]]) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--configs", default="tiny,mid", help=f"comma-separated, from {', '.join(CONFIGS)}")
+    ap.add_argument("--configs", default="tiny,mid,zoo", help=f"comma-separated, from {', '.join(CONFIGS)}")
     ap.add_argument("--prompts", type=int, default=16)
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--repeats", type=int, default=3)
