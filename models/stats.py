@@ -52,6 +52,20 @@ def paired_task_delta(tasks: np.ndarray, diffs: np.ndarray, seed: int = 0, n_boo
     return {"delta": overall["mean"], "ci95": overall["ci95"], "n_pairs": overall["n"]}
 
 
+def _strata_mean(values: np.ndarray, groups: list[np.ndarray]) -> float:
+    return float(np.mean([values[g].mean() for g in groups]))
+
+
+def _strata_groups(strata: np.ndarray) -> list[np.ndarray]:
+    strata = np.asarray(strata)
+    return [np.flatnonzero(strata == s) for s in sorted(set(strata.tolist()))]
+
+
+def mean_of_strata(values: np.ndarray, strata: np.ndarray) -> float:
+    """The mean over strata of each stratum's mean (GenEval's overall: every task weighs the same)."""
+    return _strata_mean(np.asarray(values, dtype=np.float64), _strata_groups(strata))
+
+
 def seeds_and_units_bootstrap(arms: list[np.ndarray], signs: list[float], strata: np.ndarray, null: float = 0.0,
                               seed: int = 0, n_boot: int = N_BOOTSTRAP) -> dict:
     """A study's estimate with both sources of noise: sum over arms of sign * overall, where an arm is a
@@ -67,10 +81,10 @@ def seeds_and_units_bootstrap(arms: list[np.ndarray], signs: list[float], strata
     arms = [np.atleast_2d(np.asarray(a, dtype=np.float64)) for a in arms]
     if any(a.shape[1] != len(strata) for a in arms):
         raise ValueError(f"every arm needs one value per unit ({len(strata)}); got {[a.shape for a in arms]}")
-    groups = [np.flatnonzero(strata == s) for s in sorted(set(strata.tolist()))]
+    groups = _strata_groups(strata)
 
     def overall(arm_means: list[np.ndarray], units: list[np.ndarray]) -> float:
-        return sum(sign * np.mean([m[u].mean() for u in units]) for sign, m in zip(signs, arm_means))
+        return sum(sign * _strata_mean(m, units) for sign, m in zip(signs, arm_means))
 
     rng = np.random.default_rng(seed)
     boots = np.empty(n_boot)

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from models.evaluation import win_outcomes
-from models.stats import seeds_and_units_bootstrap
+from models.stats import mean_of_strata, seeds_and_units_bootstrap
 from tasks.evaluate import task_order
 
 KEY = ["prompt_id", "index", "task"]
@@ -76,7 +76,7 @@ def study_results(data: StudyData, reference: str, n_boot: int = N_BOOT) -> dict
     rows, n_tests = {}, 0
     for arm, m in data.values.items():
         row = {"seeds": data.seeds[arm], "overall": boot([m], [1.0], data.tasks),
-               "per_seed": [boot([s], [1.0], data.tasks)["mean"] for s in m] if data.seeds[arm] else [],
+               "per_seed": [mean_of_strata(s, data.tasks) for s in m] if data.seeds[arm] else [],
                "tasks": {t: float(m[:, data.tasks == t].mean()) for t in sorted(set(data.tasks.tolist()))}}
         if arm != data.base_arm:
             row["vs_base"] = boot([m, base], [1.0, -1.0], data.tasks)
