@@ -44,11 +44,10 @@ def summary_markdown(results: dict[str, dict], base: str, tuned: str) -> str:
         lines += ["", "Win-rate per prompt category:", "", "| category | prompts | " + " | ".join(results) + " |",
                   "|---" * (len(results) + 2) + "|"]
         for c in cats:
-            n = next(r["categories"][c]["n"] for r in results.values() if c in r.get("categories", {}))
+            cells = [r.get("categories", {}).get(c) for r in results.values()]
+            n = next(x["n"] for x in cells if x)
             lines.append(f"| {c} | {n} | " + " | ".join(
-                f"{r['categories'][c]['winrate']:.3f} [{r['categories'][c]['ci_low']:.2f}, "
-                f"{r['categories'][c]['ci_high']:.2f}]" if c in r.get("categories", {}) else "-"
-                for r in results.values()) + " |")
+                f"{x['winrate']:.3f} [{x['ci_low']:.2f}, {x['ci_high']:.2f}]" if x else "-" for x in cells) + " |")
     return "\n".join(lines) + "\n"
 
 
