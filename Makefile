@@ -13,10 +13,16 @@ export TOKENIZERS_PARALLELISM := false
 export PYTHONWARNINGS := ignore::FutureWarning
 
 # After `make up`, flows and runs go to the local servers; without it, ephemeral Prefect + sqlite MLflow.
+# Ports: `make up PREFECT_PORT=4300 MLFLOW_PORT=5001 S3_PORT=9000` picks others than the defaults; `make up`
+# records the ports in use in run/ports.env and every later make reads them from there.
+-include run/ports.env
+PREFECT_PORT ?= 4200
+MLFLOW_PORT ?= 5000
 S3_PORT ?= 8333
+export PREFECT_PORT MLFLOW_PORT S3_PORT
 ifneq ($(wildcard run/prefect.pid),)
-export PREFECT_API_URL := http://127.0.0.1:4200/api
-export MLFLOW_TRACKING_URI := http://127.0.0.1:5000
+export PREFECT_API_URL := http://127.0.0.1:$(PREFECT_PORT)/api
+export MLFLOW_TRACKING_URI := http://127.0.0.1:$(MLFLOW_PORT)
 export AWS_ENDPOINT_URL_S3 := http://127.0.0.1:$(S3_PORT)
 endif
 
@@ -40,8 +46,8 @@ run: data
 	@echo "Done. Where to look:"
 	@echo "  metrics:   metrics/evaluate.json   (dvc metrics show)"
 	@echo "  images:    outputs/images (generated shards), outputs/eval/base_vs_tuned.png (base vs tuned)"
-	@echo "  MLflow:    $${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlflow/mlflow.db}  (make up, then http://127.0.0.1:5000)"
-	@echo "  Prefect:   flow runs 'pipeline' and its six stages (make up, then http://127.0.0.1:4200)"
+	@echo "  MLflow:    $${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlflow/mlflow.db}  (make up, then http://127.0.0.1:$(MLFLOW_PORT))"
+	@echo "  Prefect:   flow runs 'pipeline' and its six stages (make up, then http://127.0.0.1:$(PREFECT_PORT))"
 
 repro: data
 	$(RUN) dvc repro
@@ -52,8 +58,8 @@ test: env
 clean:
 	rm -rf outputs metrics mlflow/mlflow.db mlflow/artifacts
 
-# Local services in the background (pid files and logs in run/): Prefect server on 127.0.0.1:4200 with
-# one process worker per pool (cpu, gpu) and every flow deployed with params.yaml as its defaults,
+# Local services in the background (pid files, logs and ports.env in run/): Prefect server on 127.0.0.1:4200
+# with one process worker per pool (cpu, gpu) and every flow deployed with params.yaml as its defaults,
 # MLflow server on 127.0.0.1:5000 over mlflow/mlflow.db, and a SeaweedFS S3 server on 127.0.0.1:8333
 # (bucket `synrank`; set generate.store=s3://synrank/images, or use it as a DVC remote). `make up` again starts only what is missing
 # and redeploys (after an edit of params.yaml); `make down` stops them all.

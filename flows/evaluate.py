@@ -12,10 +12,11 @@ from models.evaluation import winrates
 from models.trainer import tuned_spec
 from synrank.config import EvaluateConfig, GenerateConfig, Paths, ScoreConfig, TrackingConfig
 from synrank.device import pick_device
+from synrank.fingerprint import generator_id, reward_id
 from synrank.stage import stage_run, write_json
 from tasks.evaluate import benchmark_table, comparison_grid, run_benchmark, summary_markdown, task_rows
 from tasks.generate import generate_all
-from tasks.score import score_reward
+from tasks.score import remove_stale_scores, score_reward
 
 
 @flow(name="evaluate", log_prints=True)
@@ -25,17 +26,24 @@ def evaluate_flow(cfg: EvaluateConfig, rewards: ScoreConfig, generate: GenerateC
     base, tuned = tuned_spec(model_dir)
     others = [g for g in generate.generators if g.name != base.name] if cfg.all_generators else []
     params = {"evaluate": cfg, "rewards": rewards, **{f"generator_{g.name}": g for g in others}}
-    with stage_run("evaluate", params, inputs=[model_dir, prompts_dir], out=out, tracking_cfg=tracking) as st:
+    # The tuned weights are an input folder; the base's and the other generators' and rewards' weights
+    # are content ids, so a model retrained under the same name is evaluated again.
+    weights = {**{f"generator:{g.name}": generator_id(g) for g in [base, *others]},
+               **{f"reward:{r.name}": reward_id(r) for r in rewards.rewards}}
+    with stage_run("evaluate", params, inputs=[model_dir, prompts_dir], out=out, tracking_cfg=tracking,
+                   extra=weights) as st:
         if not st.up_to_date:
             device = pick_device(rewards.device)
             prompts = pd.read_parquet(prompts_dir / "prompts.parquet")
             prompts = prompts[prompts["split"] == "eval"].head(cfg.max_prompts)
             images = out / "images"
-            manifest = generate_all([base, tuned, *others], prompts, images, cfg.images_per_prompt, cfg.seed,
+            manifest, stale = generate_all([base, tuned, *others], prompts, images, cfg.images_per_prompt, cfg.seed,
                                     shard_size=256, batch_size=generate.batch_size, device=device)
             scores = pd.concat([pd.read_parquet(score_reward(r, str(images / "manifest.parquet"), str(images),
                                                              str(out), rewards.batch_size, device))
                                 for r in rewards.rewards], ignore_index=True)
+            stale += remove_stale_scores(out, manifest, rewards.rewards, tables=False)
+            st.log(stale_removed=stale)
             # Per-category win-rates when the prompts have categories (PartiPrompts, GenEval tasks).
             categories = {p: c or "(none)" for p, c in zip(prompts["prompt_id"], prompts["category"])}
             results = winrates(scores, manifest, base.name, tuned.name,

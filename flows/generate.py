@@ -7,6 +7,7 @@ from prefect import flow
 
 from synrank.config import GenerateConfig, Paths, TrackingConfig
 from synrank.device import pick_device
+from synrank.fingerprint import generator_id
 from synrank.stage import stage_run
 from tasks.generate import generate_all, truncation_report
 
@@ -14,14 +15,16 @@ from tasks.generate import generate_all, truncation_report
 @flow(name="generate", log_prints=True)
 def generate_flow(cfg: GenerateConfig, paths: Paths = Paths(), tracking: TrackingConfig = TrackingConfig()) -> str:
     prompts_dir, out = paths.resolve("prompts"), paths.resolve("images")
-    with stage_run("generate", cfg, inputs=[prompts_dir], out=out, tracking_cfg=tracking) as st:
+    weights = {g.name: generator_id(g) for g in cfg.generators}  # a retrained model under the same name is new
+    with stage_run("generate", cfg, inputs=[prompts_dir], out=out, tracking_cfg=tracking, extra=weights) as st:
         if st.up_to_date:
             return str(out)
         prompts = pd.read_parquet(prompts_dir / "prompts.parquet")
         prompts = prompts[prompts["split"] == "train"]
-        manifest = generate_all(cfg.generators, prompts, out, cfg.images_per_prompt, cfg.seed, cfg.shard_size,
+        manifest, stale = generate_all(cfg.generators, prompts, out, cfg.images_per_prompt, cfg.seed, cfg.shard_size,
                                 cfg.batch_size, pick_device(cfg.device), cfg.store)
-        st.log(n_images=len(manifest), n_prompts=manifest["prompt_id"].nunique(), n_models=len(cfg.generators))
+        st.log(n_images=len(manifest), n_prompts=manifest["prompt_id"].nunique(), n_models=len(cfg.generators),
+               stale_removed=stale)
         st.report["prompt_fit"] = fits = truncation_report(out)
         st.log(**{f"prompts_truncated/{m}": r["n_truncated"] for m, r in fits.items()})
         for m, r in fits.items():
@@ -29,5 +32,6 @@ def generate_flow(cfg: GenerateConfig, paths: Paths = Paths(), tracking: Trackin
                 print(f"{m}: {r['n_truncated']} of {r['n_prompts']} prompts were longer than its {r['max_tokens']}-token "
                       f"text window and cut at the last whole word that fits ({r['tokens_dropped']} tokens dropped)")
         print(f"generated {len(manifest)} images for {manifest['prompt_id'].nunique()} prompts "
-              f"x {len(cfg.generators)} models")
+              f"x {len(cfg.generators)} models" + (f"; removed {stale} files of earlier runs that no longer "
+                                                      f"match the prompts, settings or weights" if stale else ""))
     return str(out)

@@ -18,10 +18,11 @@ from flows.generate import generate_flow
 from flows.rank import rank_flow
 from flows.sample import sample_flow
 from flows.score import score_flow
-from flows.train import train_flow
+from flows.train import base_generator, train_flow
 from models.trainer import tuned_spec
 from synrank import tracking
 from synrank.config import Config, GeneratorSpec
+from synrank.validate import validate_config
 
 
 @task(name="fuse-tuned")
@@ -44,9 +45,10 @@ def fuse_tuned(model_dir: str, out_dir: str) -> GeneratorSpec:
 
 @flow(name="online", log_prints=True)
 def online_flow(cfg: Config) -> str:
+    validate_config(cfg)  # a bad train.base (once a bare StopIteration) or key fails here, before any compute
+    current = base_generator(cfg.train, cfg.generate)
     tracking.setup(cfg.tracking)
     sample_flow(cfg.sample, cfg.paths, cfg.tracking)
-    current = next(g for g in cfg.generate.generators if g.name == (cfg.train.base or cfg.generate.generators[0].name))
     root, name = cfg.paths.resolve("model").parent / "online", current.name
     with mlflow.start_run(run_name="online", tags={"synrank.stage": "online"}) as run:
         mlflow.log_params(tracking.flatten("online", cfg.online.model_dump(mode="json")))

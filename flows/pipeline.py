@@ -15,8 +15,11 @@ from flows.rank import rank_flow
 from flows.sample import sample_flow
 from flows.score import score_flow
 from flows.train import train_flow
-from synrank import tracking
+from synrank import runlock, tracking
+from synrank.config import stage_outputs
+from synrank.stage import note_runs
 from synrank.config import Config, flow_parameters
+from synrank.validate import validate_config
 
 STAGE_FLOWS = {"sample": sample_flow, "generate": generate_flow, "score": score_flow, "rank": rank_flow,
                "train": train_flow, "evaluate": evaluate_flow}
@@ -24,11 +27,18 @@ STAGE_FLOWS = {"sample": sample_flow, "generate": generate_flow, "score": score_
 
 @flow(name="pipeline", log_prints=True)
 def pipeline_flow(cfg: Config) -> str:
+    validate_config(cfg)  # a run triggered with a bad value fails here, before any compute
     tracking.setup(cfg.tracking)
-    with mlflow.start_run(run_name="pipeline", tags={"synrank.stage": "pipeline"}) as run:
-        mlflow.set_tags({"git_commit": tracking.git_commit(), "dvc_data_version": tracking.data_version()})
-        mlflow.log_params(tracking.flatten("", cfg.model_dump(mode="json")))
-        with tracking.children_of(run.info.run_id):
-            for stage, stage_flow in STAGE_FLOWS.items():
-                stage_flow(**flow_parameters(stage, cfg))
-        return run.info.run_id
+    # All six output folders are held for the whole run: a second pipeline on the same folders stops
+    # at once instead of interleaving with this one (synrank.runlock).
+    with runlock.hold(stage_outputs(cfg.paths)) as killed:
+        if marked := runlock.mark_crashed(killed):
+            print("the previous run on these outputs was killed; marked " + ", ".join(marked))
+        with mlflow.start_run(run_name="pipeline", tags={"synrank.stage": "pipeline"}) as run:
+            note_runs(run.info.run_id)
+            mlflow.set_tags({"git_commit": tracking.git_commit(), "dvc_data_version": tracking.data_version()})
+            mlflow.log_params(tracking.flatten("", cfg.model_dump(mode="json")))
+            with tracking.children_of(run.info.run_id):
+                for stage, stage_flow in STAGE_FLOWS.items():
+                    stage_flow(**flow_parameters(stage, cfg))
+            return run.info.run_id

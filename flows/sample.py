@@ -19,14 +19,15 @@ def sample_flow(cfg: SampleConfig = SampleConfig(), paths: Paths = Paths(),
     with stage_run("sample", cfg, inputs=inputs, out=out, tracking_cfg=tracking) as st:
         if st.up_to_date:
             return str(out)
-        rows, report = read_prompt_sources(cfg.sources)
+        rows, report = read_prompt_sources(cfg.sources, cfg.max_prompt_chars)
         if not rows:
             raise ValueError(f"no usable prompts in {[s.path for s in cfg.sources]}: {report}")
         splits = split(rows, cfg.eval_fraction, cfg.seed)
         write_prompt_table(rows, splits, str(out))
         n_eval = splits.count("eval")
         skipped = {k: report[k] for k in SKIP_REASONS}
-        st.log(n_prompts=len(rows), n_train=len(rows) - n_eval, n_eval=n_eval, skipped=sum(skipped.values()))
+        st.log(n_prompts=len(rows), n_train=len(rows) - n_eval, n_eval=n_eval, skipped=sum(skipped.values()),
+               **{f"skipped_{k}": v for k, v in skipped.items()})  # every reason, zeros too
         st.report = report
         print(f"[sample] {len(rows)} prompts ({len(rows) - n_eval} train, {n_eval} eval) from "
               f"{len(cfg.sources)} source(s); skipped lines: "

@@ -24,6 +24,7 @@ from flows.train import train_flow
 from synrank import tracking
 from synrank.config import ROOT, Config, Paths, StudyArm, flow_parameters
 from synrank.stage import write_json
+from synrank.validate import validate_config
 from tasks.study import load_runs, study_markdown, study_results
 
 
@@ -59,7 +60,7 @@ def arm_paths(cfg: Config, arm: StudyArm, out: Path) -> Paths:
 
 @flow(name="study", log_prints=True)
 def study_flow(cfg: Config) -> str:
-    check_study(cfg)
+    validate_config(cfg)  # every name the study refers to (arms, rewards, reference, benchmark), before any compute
     study, t0 = cfg.study, time.time()
     out = Path(study.out) if Path(study.out).is_absolute() else ROOT / study.out
     evaluate = cfg.evaluate.model_copy(update={"all_generators": False, "benchmarks": [study.benchmark]})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -10,10 +11,20 @@ import mlflow
 import pandas as pd
 from prefect import flow, task
 
-from synrank.config import GenerateConfig, Paths, TrackingConfig, TrainConfig
+from synrank.fingerprint import generator_id
+from synrank.config import ConfigError, GenerateConfig, Paths, TrackingConfig, TrainConfig
 from synrank.shards import load_images
 from synrank.tracking import register
 from synrank.stage import stage_run
+
+
+def check_objective(name: str) -> None:
+    """Raise ConfigError naming the registered objectives if `name` is not one."""
+    from models.objectives import OBJECTIVES
+
+    if name not in OBJECTIVES.names():
+        raise ConfigError(f"bad value for 'train.objective': {name!r} is not a registered objective; "
+                          f"allowed: {', '.join(OBJECTIVES.names())}")
 
 
 def base_generator(cfg: TrainConfig, generate: GenerateConfig):
@@ -21,7 +32,8 @@ def base_generator(cfg: TrainConfig, generate: GenerateConfig):
     if not cfg.base:
         return generate.generators[0]
     if cfg.base not in names:
-        raise ValueError(f"train.base '{cfg.base}' is not a generator; known: {', '.join(names)}")
+        raise ConfigError(f"bad value for 'train.base': {cfg.base!r} is not a generator in generate.generators; "
+                          f"allowed: {', '.join(names)}")
     return generate.generators[names.index(cfg.base)]
 
 
@@ -34,7 +46,7 @@ def train_model(cfg: TrainConfig, generate: GenerateConfig, rankings_path: str, 
 
     spec = base_generator(cfg, generate)
     manifest = pd.read_parquet(Path(images_root) / "manifest.parquet").set_index("image_id")
-    ranked = pd.read_parquet(rankings_path).merge(manifest[["prompt"]], left_on="image_id", right_index=True)
+    ranked = pd.read_parquet(rankings_path).merge(manifest[["prompt", "sha256"]], left_on="image_id", right_index=True)
     client = mlflow.MlflowClient()
     # Every logged row also goes to a file beside the checkpoints, so the curve survives a resume;
     # train_curve.csv in the output is what `dvc plots show` draws.
@@ -62,22 +74,50 @@ def write_curve(rows_path: Path, out: Path) -> None:
     rows.groupby("step", sort=True).last().reset_index().to_csv(out, index=False, float_format="%.6g")
 
 
+def publish_dir(new: Path, out: Path) -> None:
+    """Move every file of `new` into `out` (each rename atomic) and remove what `new` does not have;
+    the stamp and hidden files (the lock) stay. A crash half-way leaves a folder whose content id no
+    longer matches the old stamp, so the next run trains again rather than trusting it."""
+    from synrank.stage import STAMP
+
+    keep = {f.relative_to(new) for f in new.rglob("*")}
+    out.mkdir(parents=True, exist_ok=True)
+    for rel in sorted(keep):
+        if (new / rel).is_file():
+            (out / rel).parent.mkdir(parents=True, exist_ok=True)
+            os.replace(new / rel, out / rel)
+    for f in sorted(out.rglob("*"), reverse=True):  # a folder's files before the folder
+        rel = f.relative_to(out)
+        if rel in keep or rel.as_posix() == STAMP or rel.parts[0].startswith("."):
+            continue
+        if f.is_file():
+            f.unlink()
+        elif not any(f.iterdir()):
+            f.rmdir()
+
+
 @flow(name="train", log_prints=True)
 def train_flow(cfg: TrainConfig, generate: GenerateConfig, paths: Paths = Paths(),
                tracking: TrackingConfig = TrackingConfig()) -> str:
     rankings, images, out = paths.resolve("rankings"), paths.resolve("images"), paths.resolve("model")
-    spec = base_generator(cfg, generate)  # a bad base name fails here, before any compute
+    # A bad base or objective (a typo in the Prefect form) fails here, before any model loads.
+    spec = base_generator(cfg, generate)
+    check_objective(cfg.objective)
     with stage_run("train", {"train": cfg, "base": spec}, inputs=[rankings, images], out=out,
-                   tracking_cfg=tracking) as st:
+                   tracking_cfg=tracking, extra={"base_weights": generator_id(spec)}) as st:
         if st.up_to_date:
             return str(out)
-        # Checkpoints live beside the versioned output, keyed by this run's fingerprint: a rerun of
-        # the same config resumes, a different config starts fresh; removed once training is done.
+        # Checkpoints, the latent cache and the new model live beside the versioned output, keyed by
+        # this run's fingerprint (the full train config, the data's and the base weights' content, the
+        # code): a rerun of the same config resumes, any other starts fresh. The model is trained into
+        # work/result and moved into `out` only once training has succeeded, so a failed run (a
+        # non-finite loss, a crash) leaves the previous model and its stamp as they were.
         work = out.parent / f".{out.name}-work" / st.fingerprint[:16]
-        final = train_model(cfg, generate, str(rankings / "rankings.parquet"), str(images), str(out), str(work),
-                            st.run_id)
+        final = train_model(cfg, generate, str(rankings / "rankings.parquet"), str(images), str(work / "result"),
+                            str(work), st.run_id)
         if not st.run_id:  # a non-main process of a multi-GPU run: rank 0 records and registers
             return str(out)
+        publish_dir(work / "result", out)
         shutil.rmtree(work, ignore_errors=True)
         st.log(**{f"final_{k}": v for k, v in final.items()})
         for f in out.iterdir():  # the tuned weights and tuned.json (the stamp is written later)

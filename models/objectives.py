@@ -126,8 +126,19 @@ def best_only(phi: torch.Tensor, tau: torch.Tensor, mask: torch.Tensor) -> torch
 
 
 def reward_weighted(phi: torch.Tensor, tau: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Reward-weighted SFT: each image's denoising loss weighted by its share of the group's phi."""
-    r = phi * mask
+    """Reward-weighted SFT: each image's denoising loss weighted by its share of the group's phi, after
+    shifting phi by the group's minimum over valid images, w_i = (phi_i - min phi) / sum_j (phi_j - min phi).
+
+    Why the shift: a weight is only a share of the group when every term is non-negative. Algorithm 1's
+    phi is in [0, 1], but `rank.method: zscore` gives phi that sums to about 0 per group, so the plain
+    share phi_i / sum phi divides by a near-zero total (weights of +-1e7, negative ones that push the
+    model away from images). Shifting keeps the order, puts every weight in [0, 1] summing to 1, and
+    gives the group's worst image weight 0 (as sft does to all but the best); the weights do not change
+    when phi is shifted or scaled, so algorithm1, bradley_terry and zscore are treated alike. A group whose valid images all tie has no
+    preference to learn from and gets zero weights; padding slots always get 0."""
+    big = torch.finfo(phi.dtype).max
+    low = torch.where(mask, phi, torch.full_like(phi, big)).amin(dim=1, keepdim=True)
+    r = torch.where(mask, phi - low, torch.zeros_like(phi))
     total = r.sum(dim=1, keepdim=True)
     return torch.where(total > 0, r / total.clamp(min=1e-12), torch.zeros_like(r))
 

@@ -1,7 +1,9 @@
 """Training data for preference objectives: ranked images as padded per-prompt groups.
 
 The VAE encodes every image once and the text encoder every prompt once, before training; the
-result is cached on disk next to the checkpoints, so a resumed run does not encode again."""
+result is cached on disk next to the checkpoints, so a resumed run does not encode again. Images keep
+their generator's aspect: training runs at its height x width (`training_size`), and an image of another
+size is scaled to cover that and center-cropped (`fit_image`), never squashed."""
 
 from __future__ import annotations
 
@@ -40,15 +42,52 @@ class RankedGroups:
         return self.latents[index.clamp(min=0)]
 
 
-def _to_pixels(images: list[Image.Image], size: int) -> torch.Tensor:
-    arrs = [np.asarray(im.convert("RGB").resize((size, size), Image.BICUBIC), dtype=np.float32) for im in images]
+Size = tuple[int, int]  # (height, width) in pixels
+
+
+def _hw(size: int | Size) -> Size:
+    return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+
+
+def training_size(height: int, width: int, resolution: int = 0) -> Size:
+    """(height, width) in pixels that training encodes images at; the generator's aspect is always kept.
+
+    resolution 0: the generator's own height x width (a 48x32 generator trains at 32 x 48). Otherwise the
+    shorter side becomes `resolution` and the longer one follows the aspect; both are then rounded down
+    to a multiple of 8 (the VAE's downsampling), at least 8, so the aspect is kept up to that rounding
+    (48x32 at resolution 64 -> 64 x 96)."""
+    if not resolution:
+        return height, width
+    scale = resolution / min(height, width)
+    h, w = (max(8, int(round(d * scale)) // 8 * 8) for d in (height, width))
+    return h, w
+
+
+def fit_image(image: Image.Image, size: int | Size) -> Image.Image:
+    """`image` in RGB at `size` = (height, width) without distortion: scaled (bicubic) until it covers
+    the target with its aspect kept, then center-cropped. An image of the target's aspect is only scaled;
+    one of another aspect loses its margins instead of being squashed."""
+    height, width = _hw(size)
+    im = image.convert("RGB")
+    if im.size == (width, height):
+        return im
+    scale = max(width / im.width, height / im.height)
+    w, h = max(width, round(im.width * scale)), max(height, round(im.height * scale))
+    im = im.resize((w, h), Image.BICUBIC)
+    left, top = (w - width) // 2, (h - height) // 2
+    return im.crop((left, top, left + width, top + height))
+
+
+def _to_pixels(images: list[Image.Image], size: int | Size) -> torch.Tensor:
+    """(N, 3, height, width) in [-1, 1] for size = (height, width) (an int: square); see fit_image."""
+    arrs = [np.asarray(fit_image(im, size), dtype=np.float32) for im in images]
     return torch.from_numpy(np.stack(arrs)).permute(0, 3, 1, 2) / 127.5 - 1.0
 
 
 @torch.no_grad()
-def encode_prompts(pipe, prompts: list[str], device: str, size: int) -> dict[str, torch.Tensor]:
+def encode_prompts(pipe, prompts: list[str], device: str, size: int | Size) -> dict[str, torch.Tensor]:
     """The conditioning the denoiser takes, as the pipeline itself computes it (no CFG branch); size is
-    the training resolution in pixels, which SDXL's micro-conditioning names."""
+    the training (height, width) in pixels (an int: square), which SDXL's micro-conditioning names."""
     # inspect.signature sees through diffusers' LoRA-scale decorator (forward.__code__ would not).
     if hasattr(pipe, "transformer") and "pooled_projections" in inspect.signature(pipe.transformer.forward).parameters:
         embeds, _, pooled, _ = pipe.encode_prompt(prompt=prompts, prompt_2=None, prompt_3=None, device=device,
@@ -56,8 +95,10 @@ def encode_prompts(pipe, prompts: list[str], device: str, size: int) -> dict[str
         return {"encoder_hidden_states": embeds.float().cpu(), "pooled_projections": pooled.float().cpu()}
     if getattr(pipe, "text_encoder_2", None) is not None and getattr(pipe, "unet", None) is not None:  # SDXL
         embeds, _, pooled, _ = pipe.encode_prompt(prompt=prompts, device=device, do_classifier_free_guidance=False)
-        # (original size, crop top-left, target size): uncropped images at the training resolution.
-        time_ids = torch.tensor([[size, size, 0, 0, size, size]], dtype=torch.float32).repeat(len(prompts), 1)
+        # (original size, crop top-left, target size), sizes as (h, w) like diffusers' _get_add_time_ids:
+        # uncropped images at the training size.
+        h, w = _hw(size)
+        time_ids = torch.tensor([[h, w, 0, 0, h, w]], dtype=torch.float32).repeat(len(prompts), 1)
         return {"encoder_hidden_states": embeds.float().cpu(), "text_embeds": pooled.float().cpu(),
                 "time_ids": time_ids}
     tok = pipe.tokenizer(prompts, padding="max_length", max_length=pipe.tokenizer.model_max_length,
@@ -66,12 +107,19 @@ def encode_prompts(pipe, prompts: list[str], device: str, size: int) -> dict[str
 
 
 @torch.no_grad()
-def build_groups(pipe, ranked: pd.DataFrame, images: Callable[[list[str]], list[Image.Image]], size: int,
-                 device: str, cache: Path | None = None, batch_size: int = 32) -> RankedGroups:
-    """ranked: image_id, prompt_id, prompt, phi, tau. Prompts with fewer than 2 images are dropped."""
+def build_groups(pipe, ranked: pd.DataFrame, images: Callable[[list[str]], list[Image.Image]],
+                 size: int | Size, device: str, cache: Path | None = None, batch_size: int = 32) -> RankedGroups:
+    """ranked: image_id, prompt_id, prompt, phi, tau. Prompts with fewer than 2 images are dropped.
+    size: the training (height, width) (see training_size; an int: square); every image is fitted to it
+    with its aspect kept (fit_image), so latents are (N, C, height/f, width/f) for the VAE's factor f."""
     counts = ranked.groupby("prompt_id")["image_id"].transform("size")
     ranked = ranked[counts >= 2].sort_values(["prompt_id", "tau", "image_id"]).reset_index(drop=True)
-    key = hashlib.sha256("\n".join(ranked["image_id"]).encode() + str(size).encode()).hexdigest()[:16]
+    # Keyed by content: each image's content id (`sha256`, from the manifest; else its id), prompt and
+    # labels, and the size. The cache folder itself is keyed by the train stage's fingerprint (the base
+    # weights, the config), so latents of other weights or settings are never met.
+    content = ranked["sha256"] if "sha256" in ranked else ranked["image_id"]
+    rows = (f"{c}\t{p}\t{f}\t{t}" for c, p, f, t in zip(content, ranked["prompt"], ranked["phi"], ranked["tau"]))
+    key = hashlib.sha256(("\n".join(rows) + str(size)).encode("utf-8", "surrogatepass")).hexdigest()[:16]
     path = cache / f"groups-{key}.pt" if cache else None
     if path is not None and path.exists():
         return RankedGroups(**torch.load(path))

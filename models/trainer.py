@@ -5,6 +5,11 @@ noise draw and go through the denoiser in one batched forward. The reference is 
 with its LoRA adapters disabled (no second copy), or a frozen copy for a full fine-tune. Every
 `checkpoint_every` steps the accelerate state (weights, optimizer) plus the sampling RNG is saved
 atomically, and a restarted run resumes from the newest checkpoint on the same curve.
+
+A run never publishes a broken result: a NaN or infinite loss or gradient norm raises
+NonFiniteLossError naming the step before anything is saved (`nonfinite: fail`), or, with
+`nonfinite: skip`, that optimizer step is skipped and counted (`skipped_steps`); more than
+MAX_SKIPPED_FRACTION of the steps skipped still fails.
 """
 
 from __future__ import annotations
@@ -13,7 +18,9 @@ import copy
 import json
 import shutil
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import torch
@@ -21,13 +28,19 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm import tqdm
 
+from models.generators.base import pickle_policy
 from models.objectives import OBJECTIVES, Objective, derangement, implicit_scores, objective_loss, pair_stats
 from models.parametrization import Parametrization, predict
-from models.train_data import RankedGroups, build_groups
+from models.train_data import RankedGroups, build_groups, training_size
 from synrank.config import GeneratorSpec, TrainConfig
 from synrank.models_io import resolve_model_path
 
 LORA_TARGETS = ["to_k", "to_q", "to_v", "to_out.0"]
+MAX_SKIPPED_FRACTION = 0.5  # nonfinite=skip: a run that skips more of its steps than this fails
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training met a NaN or infinite loss or gradient norm; raised before anything is saved."""
 
 
 def denoise_errors(model, param: Parametrization, latents: torch.Tensor, cond: dict[str, torch.Tensor],
@@ -44,26 +57,41 @@ def denoise_errors(model, param: Parametrization, latents: torch.Tensor, cond: d
     return F.mse_loss(pred.float(), target.float(), reduction="none").mean(dim=(1, 2, 3)).view(B, K)
 
 
+def draw_rows(n_groups: int, n: int, obj: Objective, rng: torch.Generator) -> torch.Tensor:
+    """The rows (groups) of one batch, (min(n, n_groups),) long. Ranked objectives draw with replacement;
+    self-pair objectives (SUDO) without, so that the deranged batch mate always comes from another prompt
+    (with replacement about 1/P of SUDO's negatives would share the prompt of their positive)."""
+    n = min(n, n_groups)
+    if obj.self_pairs:
+        return torch.randperm(n_groups, generator=rng)[:n]
+    return torch.randint(0, n_groups, (n,), generator=rng)
+
+
 def make_batch(groups: RankedGroups, obj: Objective, rows: torch.Tensor, rng: torch.Generator) -> tuple:
-    """(latents (B, K, ...), cond, phi, tau, mask). SUDO pairs each group's image (a random member)
-    with a deranged batch mate's image under the first one's caption, labelled (1, 0)."""
+    """(latents (B, K, ...), cond, phi, tau, mask), all (B, K) but latents and cond. SUDO pairs each
+    group's image (a random member) with a deranged batch mate's image under the first one's caption,
+    labelled (1, 0), K = 2. A pair whose two images share a prompt (the same row, or the same text
+    conditioning) has its second slot masked out: no preference pair, only the SFT term on the first."""
     g = groups.select(rows)
     if not obj.self_pairs:
         return groups.latents_of(g.index), g.cond, g.phi, g.tau, g.mask
     counts = g.mask.sum(dim=1)
     pick = (torch.rand(len(rows), generator=rng) * counts).long()
     own = g.index[torch.arange(len(rows)), pick]
-    other = own[derangement(len(rows), rng)]
-    pair = torch.stack([own, other], dim=1)
+    perm = derangement(len(rows), rng)
+    pair = torch.stack([own, own[perm]], dim=1)
+    text = g.cond["encoder_hidden_states"]
+    same_prompt = (rows == rows[perm]) | (text == text[perm]).flatten(1).all(dim=1)
+    mask = torch.stack([torch.ones(len(rows), dtype=torch.bool), ~same_prompt], dim=1)
     ones = torch.ones(len(rows), 2)
-    return (groups.latents_of(pair), g.cond, ones * torch.tensor([1.0, 0.0]), (ones * torch.tensor([1, 2])).long(),
-            (pair[:, 0] != pair[:, 1])[:, None].expand(-1, 2).clone())
+    return groups.latents_of(pair), g.cond, ones * torch.tensor([1.0, 0.0]), (ones * torch.tensor([1, 2])).long(), mask
 
 
 def load_for_training(spec: GeneratorSpec, cfg: TrainConfig, device) -> tuple:
     from diffusers import DiffusionPipeline
 
-    pipe = DiffusionPipeline.from_pretrained(resolve_model_path(spec.path, what=f"generator '{spec.name}'"))
+    source = resolve_model_path(spec.path, what=f"generator '{spec.name}'")
+    pipe = DiffusionPipeline.from_pretrained(source, **pickle_policy(spec, [source]))
     pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
     model = pipe.transformer if getattr(pipe, "transformer", None) is not None else pipe.unet
@@ -132,13 +160,106 @@ def _errors(model, ref, param, lat, cond, t, noise, raw=None) -> tuple[torch.Ten
     return model_err, ref_err
 
 
+@dataclass
+class _StepResult:
+    """One step's outputs: loss (scalar), grad_norm (None between accumulation syncs or when the loss was
+    not finite), implicit scores s and pair weights w (B, K) and (B, K, K) on the CPU, and whether the
+    optimizer step was skipped for a non-finite value."""
+
+    loss: torch.Tensor
+    grad_norm: torch.Tensor | None
+    s: torch.Tensor
+    w: torch.Tensor
+    skipped: bool
+
+    def metrics(self, lr: float, beta: float) -> dict[str, float]:
+        grad = float(self.grad_norm) if self.grad_norm is not None else float("nan")
+        return {"loss": float(self.loss), "lr": lr, "grad_norm": grad, **pair_stats(self.s, self.w, beta)}
+
+
+def _finite_everywhere(accelerator, value: torch.Tensor) -> bool:
+    """Whether `value` is finite on every process (one all-reduce when there are several), so that all
+    processes take the same branch and none waits for a backward another one skipped."""
+    bad = (~torch.isfinite(value.detach().float())).float().sum().reshape(1)
+    if accelerator.num_processes > 1:
+        bad = accelerator.reduce(bad, reduction="sum")
+    return float(bad.sum()) == 0
+
+
+@dataclass
+class _Loop:
+    """What one optimisation step needs (the prepared model and optimizer, the raw model for its adapters)."""
+
+    accelerator: Any
+    model: Any
+    ref: Any
+    raw: Any
+    opt: Any
+    params: list[torch.nn.Parameter]
+    param: Parametrization
+    obj: Objective
+    groups: RankedGroups
+    cfg: TrainConfig
+
+    def step(self, step: int, rng: torch.Generator) -> _StepResult:
+        """Draw a batch, compute the objective, update (or skip/raise on a non-finite value)."""
+        acc, cfg, dev = self.accelerator, self.cfg, self.accelerator.device
+        with acc.accumulate(self.model):
+            rows = draw_rows(len(self.groups), cfg.prompts_per_step, self.obj, rng)
+            lat, cond, phi, tau, mask = make_batch(self.groups, self.obj, rows, rng)
+            t = self.param.sample_t(len(rows), rng)
+            noise = torch.randn(lat.shape[:1] + lat.shape[2:], generator=rng)
+            lat, cond = lat.to(dev), {k: v.to(dev) for k, v in cond.items()}
+            model_err, ref_err = _errors(self.model, self.ref, self.param, lat, cond, t.to(dev), noise.to(dev),
+                                         self.raw)
+            loss, w = objective_loss(self.obj, model_err, ref_err, phi.to(dev), tau.to(dev), mask.to(dev), cfg.beta)
+            grad_norm, skipped = self._update(loss, step)
+        s = implicit_scores(model_err, ref_err).detach().cpu()
+        return _StepResult(loss.detach(), grad_norm, s, w.detach().cpu(), skipped)
+
+    def _update(self, loss: torch.Tensor, step: int) -> tuple[torch.Tensor | None, bool]:
+        """Backward, clip, optimizer step: (grad_norm, skipped). A non-finite loss is never back-propagated;
+        under fp16 the grad scaler handles inf gradients itself (it skips the step and lowers its scale)."""
+        acc = self.accelerator
+        if not _finite_everywhere(acc, loss):
+            return None, self._nonfinite("loss", loss, step)
+        acc.backward(loss)
+        grad_norm = acc.clip_grad_norm_(self.params, 1.0) if acc.sync_gradients else None
+        if grad_norm is not None and acc.scaler is None and not _finite_everywhere(acc, grad_norm):
+            return grad_norm, self._nonfinite("gradient norm", grad_norm, step)
+        self.opt.step()
+        self.opt.zero_grad()
+        return grad_norm, False
+
+    def _nonfinite(self, what: str, value: torch.Tensor, step: int) -> bool:
+        """nonfinite=fail: raise NonFiniteLossError; skip: drop the gradients (also those accumulated so far
+        in this accumulation window) and report the step as skipped."""
+        cfg = self.cfg
+        if cfg.nonfinite == "fail":
+            raise NonFiniteLossError(f"train: {what} is {float(value.detach())} at step {step} (objective "
+                                     f"{cfg.objective}, learning_rate {cfg.learning_rate:g}); no model was saved")
+        self.opt.zero_grad()
+        return True
+
+
+def _check_skipped(cfg: TrainConfig, skipped: int, step: int) -> None:
+    if skipped > MAX_SKIPPED_FRACTION * cfg.steps:
+        raise NonFiniteLossError(
+            f"train: {skipped} steps up to step {step} of {cfg.steps} had a non-finite loss or gradient norm "
+            f"and were skipped (nonfinite=skip tolerates at most {MAX_SKIPPED_FRACTION:.0%} of the steps; "
+            f"objective {cfg.objective}, learning_rate {cfg.learning_rate:g}); no model was saved")
+
+
 def train(spec: GeneratorSpec, cfg: TrainConfig, ranked: pd.DataFrame,
           images: Callable[[list[str]], list[Image.Image]], out_dir: Path,
           log: Callable[[dict[str, float], int], None] = lambda m, s: None,
           work_dir: Path | None = None) -> dict[str, float]:
-    """Tune `spec`'s pipeline on ranked groups; saves LoRA weights or a full pipeline in out_dir.
+    """Tune `spec`'s pipeline on ranked groups; saves LoRA weights or a full pipeline in out_dir and returns
+    the last logged metrics plus `skipped_steps` (and `heldout_implicit_acc` with a holdout). Images are
+    encoded at training_size(spec.height, spec.width, cfg.resolution), the generator's aspect kept.
     Checkpoints and the latent cache go to work_dir (default out_dir): keep it outside versioned
-    outputs and keyed by the run's config, so that a resume never picks up another config's state."""
+    outputs and keyed by the run's config, so that a resume never picks up another config's state.
+    Raises NonFiniteLossError (see the module docstring) before out_dir is written."""
     work_dir = work_dir or out_dir
     from accelerate import Accelerator
     from accelerate.utils import set_seed
@@ -147,43 +268,33 @@ def train(spec: GeneratorSpec, cfg: TrainConfig, ranked: pd.DataFrame,
     set_seed(cfg.seed)
     device = accelerator.device
     pipe, model, ref = load_for_training(spec, cfg, device)
-    groups = build_groups(pipe, ranked, images, cfg.resolution or spec.height, device, cache=work_dir / "cache")
+    size = training_size(spec.height, spec.width, cfg.resolution)
+    groups = build_groups(pipe, ranked, images, size, device, cache=work_dir / "cache")
     train_groups, held = split_holdout(groups, cfg.holdout_fraction, cfg.seed)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.learning_rate)
     model, opt = accelerator.prepare(model, opt)
-    param = Parametrization.from_scheduler(pipe.scheduler)
-    obj = OBJECTIVES.get(cfg.objective)
+    param, obj = Parametrization.from_scheduler(pipe.scheduler), OBJECTIVES.get(cfg.objective)
+    raw = accelerator.unwrap_model(model)
+    loop = _Loop(accelerator, model, ref, raw, opt, params, param, obj, train_groups, cfg)
     rng = torch.Generator().manual_seed(cfg.seed + accelerator.process_index)  # each process its own groups
     ckpts = work_dir / "checkpoints"
-    start = resume(accelerator, ckpts, rng)
+    start, skipped = resume(accelerator, ckpts, rng)
     last: dict[str, float] = {}
-    raw = accelerator.unwrap_model(model)
     model.train()
     for step in tqdm(range(start + 1, cfg.steps + 1), desc=f"train {cfg.objective}", unit="step",
                      initial=start, total=cfg.steps):
-        with accelerator.accumulate(model):
-            rows = torch.randint(0, len(train_groups), (min(cfg.prompts_per_step, len(train_groups)),), generator=rng)
-            lat, cond, phi, tau, mask = make_batch(train_groups, obj, rows, rng)
-            t = param.sample_t(len(rows), rng)
-            noise = torch.randn(lat.shape[:1] + lat.shape[2:], generator=rng)
-            lat, cond = lat.to(device), {k: v.to(device) for k, v in cond.items()}
-            model_err, ref_err = _errors(model, ref, param, lat, cond, t.to(device), noise.to(device), raw)
-            loss, w = objective_loss(obj, model_err, ref_err, phi.to(device), tau.to(device), mask.to(device),
-                                     cfg.beta)
-            accelerator.backward(loss)
-            grad_norm = accelerator.clip_grad_norm_(params, 1.0) if accelerator.sync_gradients else None
-            opt.step()
-            opt.zero_grad()
+        result = loop.step(step, rng)
+        skipped += result.skipped
+        _check_skipped(cfg, skipped, step)
         if step % cfg.log_every == 0 or step == cfg.steps:
-            last = {"loss": loss.item(), "lr": opt.param_groups[0]["lr"],
-                    "grad_norm": float(grad_norm) if grad_norm is not None else float("nan"),
-                    **pair_stats(implicit_scores(model_err, ref_err).detach().cpu(), w.cpu(), cfg.beta)}
+            last = {**result.metrics(opt.param_groups[0]["lr"], cfg.beta), "skipped_steps": float(skipped)}
             if accelerator.is_main_process:
                 log(last, step)
         if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < cfg.steps:
-            save_checkpoint(accelerator, ckpts, step, rng)
+            save_checkpoint(accelerator, ckpts, step, rng, skipped)
     accelerator.wait_for_everyone()
+    last["skipped_steps"] = float(skipped)
     if not accelerator.is_main_process:
         return last
     if held is not None:
@@ -193,9 +304,9 @@ def train(spec: GeneratorSpec, cfg: TrainConfig, ranked: pd.DataFrame,
     return last
 
 
-def save_checkpoint(accelerator, ckpts: Path, step: int, rng: torch.Generator) -> Path:
-    """accelerate's state plus each process's sampling RNG and the step, written to a temporary
-    folder that the main process renames once every process has written its part."""
+def save_checkpoint(accelerator, ckpts: Path, step: int, rng: torch.Generator, skipped: int = 0) -> Path:
+    """accelerate's state plus each process's sampling RNG, the step and the skipped-step count, written
+    to a temporary folder that the main process renames once every process has written its part."""
     final, tmp = ckpts / f"step-{step:07d}", ckpts / f".step-{step:07d}.tmp"
     if accelerator.is_main_process:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -204,7 +315,7 @@ def save_checkpoint(accelerator, ckpts: Path, step: int, rng: torch.Generator) -
     torch.save(rng.get_state(), tmp / f"sampler_rng_{accelerator.process_index}.pt")
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        (tmp / "trainer_state.json").write_text(json.dumps({"step": step}))
+        (tmp / "trainer_state.json").write_text(json.dumps({"step": step, "skipped_steps": skipped}))
         tmp.rename(final)
         for old in sorted(ckpts.glob("step-*"))[:-2]:  # keep the last two
             shutil.rmtree(old)
@@ -212,16 +323,17 @@ def save_checkpoint(accelerator, ckpts: Path, step: int, rng: torch.Generator) -
     return final
 
 
-def resume(accelerator, ckpts: Path, rng: torch.Generator) -> int:
-    """Load the newest complete checkpoint (unfinished ones never got their final name); the step."""
+def resume(accelerator, ckpts: Path, rng: torch.Generator) -> tuple[int, int]:
+    """Load the newest complete checkpoint (unfinished ones never got their final name);
+    (step, skipped steps so far), (0, 0) without one."""
     done = sorted(ckpts.glob("step-*")) if ckpts.exists() else []
     if not done:
-        return 0
+        return 0, 0
     accelerator.load_state(str(done[-1]))
     rng.set_state(torch.load(done[-1] / f"sampler_rng_{accelerator.process_index}.pt"))
-    step = json.loads((done[-1] / "trainer_state.json").read_text())["step"]
-    print(f"resumed from {done[-1]} at step {step}")
-    return step
+    state = json.loads((done[-1] / "trainer_state.json").read_text())
+    print(f"resumed from {done[-1]} at step {state['step']}")
+    return state["step"], state.get("skipped_steps", 0)
 
 
 def save_tuned(model, pipe, spec: GeneratorSpec, cfg: TrainConfig, out_dir: Path) -> None:

@@ -11,6 +11,12 @@
 # default parameters (python -m synrank.deploy $SYNRANK_DEPLOY_ARGS). Each process runs in its own session
 # (setsid), so its whole process group can be stopped; pid files and logs live in $SYNRANK_RUN_DIR (<repo>/run).
 #
+# Ports: `up` records the ports in use in $SYNRANK_RUN_DIR/ports.env (PREFECT_PORT, MLFLOW_PORT and S3_PORT,
+# the SeaweedFS port that `make up` passes in), which the Makefile reads, so that every later `make` target
+# talks to the servers `make up` started, on whatever ports it chose; `down` removes the file. A service
+# that is still running keeps its recorded port; one that is not takes $PREFECT_PORT / $MLFLOW_PORT /
+# $S3_PORT, else the recorded port, else the default (4200, 5000, 8333).
+#
 # usage: scripts/services.sh up [prefect|mlflow]   start what is not running yet (both by default), redeploy
 #        scripts/services.sh down                  stop everything that has a pid file
 #        scripts/services.sh status                what is running
@@ -19,27 +25,13 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${SYNRANK_VENV:-$ROOT/.venv}"
 RUN_DIR="$(realpath -m "${SYNRANK_RUN_DIR:-$ROOT/run}")"
+PORTS_FILE="$RUN_DIR/ports.env"
 HOST=127.0.0.1
-PREFECT_PORT="${PREFECT_PORT:-4200}"
-MLFLOW_PORT="${MLFLOW_PORT:-5000}"
 MLFLOW_DIR="$(realpath -m "${SYNRANK_MLFLOW_DIR:-$ROOT/mlflow}")"
 POOLS="${SYNRANK_POOLS:-cpu gpu}"
 UP_TIMEOUT="${SYNRANK_UP_TIMEOUT:-180}"      # seconds a server or worker may take to answer
 STOP_TIMEOUT="${SYNRANK_STOP_TIMEOUT:-20}"   # seconds between SIGTERM and SIGKILL
 read -r -a DEPLOY_ARGS <<< "${SYNRANK_DEPLOY_ARGS:-}"
-
-PREFECT_URL="http://$HOST:$PREFECT_PORT"
-MLFLOW_URL="http://$HOST:$MLFLOW_PORT"
-
-# What every process started here sees: its own Prefect home and server, no telemetry.
-export PREFECT_HOME="$(realpath -m "${SYNRANK_PREFECT_HOME:-$ROOT/.prefect}")"
-export PREFECT_API_URL="$PREFECT_URL/api"
-export PREFECT_SERVER_ANALYTICS_ENABLED=false
-export DO_NOT_TRACK=1
-export SYNRANK_ROOT="$ROOT"
-export MLFLOW_TRACKING_URI="$MLFLOW_URL"
-export MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false  # the server's GenAI job runner: 7 idle processes here
-unset SYNRANK_PARENT_RUN_ID
 
 log() { printf '%s\n' "$*"; }
 die() { printf 'services: %s\n' "$*" >&2; exit 1; }
@@ -96,6 +88,31 @@ wait_for() {
         fi
         sleep 0.5
     done
+}
+
+# The port recorded for VAR in ports.env (digits only), or "".
+recorded_port() {
+    [[ -f "$PORTS_FILE" ]] || return 0
+    sed -n "s/^$1=\([0-9][0-9]*\)\$/\1/p" "$PORTS_FILE" | tail -n 1
+}
+
+# port_for NAME VAR DEFAULT: the recorded port while NAME runs (a running server does not move), else
+# $VAR from the environment, else the recorded one, else DEFAULT.
+port_for() {
+    local recorded
+    recorded="$(recorded_port "$2")"
+    if [[ -n "$recorded" && -n "$(running_pid "$1")" ]]; then
+        printf '%s' "$recorded"
+    else
+        printf '%s' "${!2:-${recorded:-$3}}"
+    fi
+}
+
+# Written whole, then renamed: a make reading it never sees half a file.
+record_ports() {
+    printf 'PREFECT_PORT=%s\nMLFLOW_PORT=%s\nS3_PORT=%s\n' "$PREFECT_PORT" "$MLFLOW_PORT" "$S3_PORT" \
+        > "$PORTS_FILE.tmp"
+    mv -f "$PORTS_FILE.tmp" "$PORTS_FILE"
 }
 
 answers() { curl -fsS --max-time 2 -o /dev/null "$1" 2>/dev/null; }
@@ -193,7 +210,8 @@ cmd_up() {
         mlflow) start_mlflow_server; up_mlflow ;;
         *) die "unknown service '$what' (prefect or mlflow)" ;;
     esac
-    log "up: Prefect UI $PREFECT_URL, MLflow UI $MLFLOW_URL (stop with: make down)"
+    record_ports
+    log "up: Prefect UI $PREFECT_URL, MLflow UI $MLFLOW_URL (ports in $PORTS_FILE; stop with: make down)"
 }
 
 cmd_down() {
@@ -208,6 +226,7 @@ cmd_down() {
         name="$(basename "$f" .pid)"
         stop "$name"
     done
+    rm -f "$PORTS_FILE"
     log "down"
 }
 
@@ -222,6 +241,22 @@ cmd_status() {
     done
     ((any)) || log "nothing running"
 }
+
+PREFECT_PORT="$(port_for prefect PREFECT_PORT 4200)"
+MLFLOW_PORT="$(port_for mlflow MLFLOW_PORT 5000)"
+S3_PORT="$(port_for s3 S3_PORT 8333)"
+PREFECT_URL="http://$HOST:$PREFECT_PORT"
+MLFLOW_URL="http://$HOST:$MLFLOW_PORT"
+
+# What every process started here sees: its own Prefect home and server, no telemetry.
+export PREFECT_HOME="$(realpath -m "${SYNRANK_PREFECT_HOME:-$ROOT/.prefect}")"
+export PREFECT_API_URL="$PREFECT_URL/api"
+export PREFECT_SERVER_ANALYTICS_ENABLED=false
+export DO_NOT_TRACK=1
+export SYNRANK_ROOT="$ROOT"
+export MLFLOW_TRACKING_URI="$MLFLOW_URL"
+export MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false  # the server's GenAI job runner: 7 idle processes here
+unset SYNRANK_PARENT_RUN_ID
 
 case "${1:-}" in
     up) cmd_up "${2:-all}" ;;

@@ -1,17 +1,35 @@
 """`synrank <stage>`: validate params.yaml plus `--set key=value` overrides, then run that stage's
-Prefect flow. A bad key or value stops here, before any import of torch or any file written."""
+Prefect flow. A bad key or value (a type, a registry key, a name that refers to nothing) stops here,
+before Prefect is imported, any model is loaded or any file written."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
-from synrank.config import PARAMS_FILE, Config, ConfigError, flow_parameters, load_config
+from synrank.config import PARAMS_FILE, ROOT, Config, ConfigError, flow_parameters
+from synrank.validate import load_checked_config
+
+# Prefect 3's setting `server.ephemeral.startup_timeout_seconds` (default 20 s).
+EPHEMERAL_TIMEOUT_ENV = "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"
+
+
+def prefect_env(environ: Mapping[str, str]) -> dict[str, str]:
+    """The variables to add before Prefect is imported, never overriding what the user set.
+
+    Without `make up` (no PREFECT_API_URL) each run starts an ephemeral Prefect server: its state goes
+    to the project's git-ignored .prefect/ rather than ~/.prefect, and it may take 120 s to start,
+    since the default 20 s is too little on a busy 2-core machine (the run failed before any work)."""
+    env = {EPHEMERAL_TIMEOUT_ENV: "120"}
+    if not environ.get("PREFECT_API_URL"):
+        env["PREFECT_HOME"] = str(ROOT / ".prefect")
+    return {k: v for k, v in env.items() if not environ.get(k)}
 
 
 def _run(stage: str, cfg: Config) -> object:
-    # Flows are imported lazily so that `synrank --help` and config errors stay instant.
+    # Flows (and Prefect) are imported lazily so that `synrank --help` and config errors stay fast.
     from importlib import import_module
 
     flow = getattr(import_module(f"flows.{stage}"), f"{stage}_flow")
@@ -93,12 +111,28 @@ def main(argv: list[str] | None = None) -> int:
     if args.command in extra:
         return extra[args.command](args)
     try:
-        cfg = load_config(args.params, args.overrides)
+        cfg = load_checked_config(args.params, args.overrides)
     except ConfigError as err:
         print(f"synrank: invalid config: {err}", file=sys.stderr)
         return 2
-    _run(args.command, cfg)
+    from synrank.runlock import LockHeld
+
+    try:
+        _check_outputs_free(args.command, cfg)  # a second run on the same outputs stops before Prefect starts
+        os.environ.update(prefect_env(os.environ))  # before _run imports Prefect
+        _run(args.command, cfg)
+    except LockHeld as err:
+        print(f"synrank: {err}", file=sys.stderr)
+        return 3
     return 0
+
+
+def _check_outputs_free(command: str, cfg: Config) -> None:
+    from synrank.runlock import check_free
+    from synrank.config import STAGE_OUTPUT, stage_outputs
+
+    stages = list(STAGE_OUTPUT) if command == "pipeline" else [command] if command in STAGE_OUTPUT else []
+    check_free(stage_outputs(cfg.paths, stages))
 
 
 if __name__ == "__main__":

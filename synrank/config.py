@@ -7,8 +7,10 @@ forbids unknown keys, so a typo is an error that names the key instead of a sile
 
 from __future__ import annotations
 
+import types
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -50,6 +52,9 @@ class SampleConfig(Strict):
     sources: list[PromptSource] = Field(default_factory=lambda: [PromptSource(path="data/prompts/train.txt")])
     eval_fraction: float = Field(default=0.2, ge=0.0, lt=1.0)
     seed: int = 0
+    max_prompt_chars: int = Field(default=2000, ge=1, description="Longer prompts (in characters, after "
+                                  "cleaning) are dropped and counted as too_long: no text encoder reads that "
+                                  "far, and one runaway line must not bloat every later table.")
 
 
 class GeneratorSpec(Strict):
@@ -62,6 +67,8 @@ class GeneratorSpec(Strict):
     width: int = Field(default=512, ge=8)
     dtype: Literal["float32", "float16", "bfloat16"] = "float32"
     lora: str = Field(default="", description="Optional folder with LoRA weights to load on top.")
+    allow_pickle: bool = Field(default=False, description="Also load pickled weight files (.bin/.pt/.ckpt) of "
+                               "this model and its LoRA; they can run code when loaded. Off: safetensors only.")
 
 
 class GenerateConfig(Strict):
@@ -80,6 +87,9 @@ class RewardSpec(Strict):
     kind: str = Field(default="clipscore", description="Key in the reward registry.")
     arch: str = Field(default="ViT-B-32", description="open_clip architecture or a model-config JSON path.")
     pretrained: str = Field(default="", description="open_clip pretrained tag or a local checkpoint file.")
+    allow_pickle: bool = Field(default=False, description="Also load pickled checkpoints (.pt/.pth/.bin, e.g. the "
+                               "released HPS, aesthetic and ImageReward files); they can run code when loaded. "
+                               "Off: safetensors only.")
 
 
 class ScoreConfig(Strict):
@@ -113,6 +123,9 @@ class TrainConfig(Strict):
     checkpoint_every: int = Field(default=0, ge=0, description="accelerate save_state every N steps; 0 = off.")
     holdout_fraction: float = Field(default=0.1, ge=0.0, lt=1.0,
                                     description="Ranked prompts kept out of training to measure implicit accuracy.")
+    nonfinite: Literal["fail", "skip"] = Field(
+        default="fail", description="A NaN/inf loss or gradient norm: fail = stop before saving anything; skip = "
+        "skip that optimizer step and count it (skipped_steps); more than half the steps skipped still fails.")
 
 
 class EvaluateConfig(Strict):
@@ -188,14 +201,73 @@ def _describe(err: ValidationError) -> str:
     return f"bad value for '{key}': {first['msg']} (got {first.get('input')!r})"
 
 
+def field_type(keys: list[str], model: type[BaseModel] = Config) -> Any:
+    """The annotation of the Config field at `keys` (list items by index), or None for an unknown key
+    (left for validation to report by name)."""
+    tp: Any = model
+    for k in keys:
+        if isinstance(tp, type) and issubclass(tp, BaseModel) and k in tp.model_fields:
+            tp = tp.model_fields[k].annotation
+        elif get_origin(tp) is list and k.isdigit():
+            tp = get_args(tp)[0]
+        else:
+            return None
+    return tp
+
+
+def _members(tp: Any) -> tuple[list[Any], bool]:
+    """(the non-None members of a union, whether None is one of them); a plain type is its own member."""
+    if get_origin(tp) in (Union, types.UnionType):
+        args = get_args(tp)
+        return [a for a in args if a is not type(None)], type(None) in args
+    return [tp], False
+
+
+def _string_typed(tp: Any) -> bool:
+    """True for str, a Literal of strings, and lists of those (optionally `| None`)."""
+    members, _ = _members(tp)
+    for m in members:
+        if get_origin(m) is Literal:
+            ok = all(isinstance(a, str) for a in get_args(m))
+        elif get_origin(m) is list:
+            ok = _string_typed(get_args(m)[0])
+        else:
+            ok = m is str
+        if not ok:
+            return False
+    return bool(members)
+
+
+def parse_value(keys: list[str], raw: str) -> Any:
+    """The override's text as the target field expects it. Numbers, lists, null... are read as YAML,
+    except for string fields: YAML 1.1 reads `no` as False and `123` as an int, so `train.mixed_precision=no`
+    or a generator named `123` would fail as "got False"; there every scalar stays the text written."""
+    key = ".".join(keys)
+    if not raw.strip():
+        return ""
+    tp = field_type(keys)
+    strings = tp is not None and _string_typed(tp)
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError as err:
+        if strings:
+            return raw
+        raise ConfigError(f"bad value for '{key}': {raw!r} is not valid YAML ({str(err).splitlines()[0]})") from None
+    if not strings or (value is None and _members(tp)[1]):  # null stays null where the field allows it
+        return value
+    text = yaml.load(raw, Loader=yaml.BaseLoader)  # the same YAML with every scalar a string
+    return text if isinstance(text, (str, list)) else raw
+
+
 def parse_override(item: str) -> tuple[list[str], Any]:
-    """`train.beta=5000` -> (['train', 'beta'], 5000); the value is read as YAML (numbers, lists...)."""
+    """`train.beta=5000` -> (['train', 'beta'], 5000): see `parse_value` for how the text is read."""
     if "=" not in item:
         raise ConfigError(f"override '{item}' is not of the form key=value")
     key, raw = item.split("=", 1)
     if not key.strip():
         raise ConfigError(f"override '{item}' has an empty key")
-    return key.strip().split("."), yaml.safe_load(raw) if raw.strip() else ""
+    keys = key.strip().split(".")
+    return keys, parse_value(keys, raw)
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
@@ -245,6 +317,14 @@ def dump_params(cfg: Config) -> str:
 
 
 STAGES = ("sample", "generate", "score", "rank", "train", "evaluate")
+# The `Paths` field each stage writes (and locks while it runs, synrank.runlock).
+STAGE_OUTPUT = {"sample": "prompts", "generate": "images", "score": "scores", "rank": "rankings",
+                "train": "model", "evaluate": "eval"}
+
+
+def stage_outputs(paths: Paths, stages: Iterable[str] = STAGES) -> list[Path]:
+    """The output folders of these stages."""
+    return [paths.resolve(STAGE_OUTPUT[s]) for s in stages]
 
 
 def flow_parameters(stage: str, cfg: Config) -> dict[str, BaseModel]:

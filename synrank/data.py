@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 from pathlib import Path
 
 from synrank.config import ROOT
@@ -57,6 +58,20 @@ def check_data(root: Path = ROOT) -> tuple[str, str]:
         return out.hash_info.value, out.get_hash().value
 
 
+def dvc_executable() -> str:
+    """The `dvc` installed beside this Python (the project's .venv/bin), else the one on PATH: `synrank data`
+    run as `.venv/bin/synrank` without an activated venv has no .venv/bin on PATH, so a bare `dvc` failed.
+    sys.executable is not resolved: a venv's python is a symlink to the base interpreter."""
+    beside = Path(sys.executable).parent / ("dvc.exe" if sys.platform == "win32" else "dvc")
+    if beside.is_file():
+        return str(beside)
+    found = shutil.which("dvc")
+    if found is None:
+        raise RuntimeError(f"no dvc executable beside {sys.executable} or on PATH: install the project's "
+                           "environment (make env)")
+    return found
+
+
 def ensure_data(root: Path = ROOT) -> str:
     """Rebuild data/ if absent, verify it against data.dvc, and put it into the DVC cache so that
     `dvc status` is clean; a mismatch is an error that names both hashes and changes nothing."""
@@ -68,5 +83,5 @@ def ensure_data(root: Path = ROOT) -> str:
     if recorded != actual:
         raise RuntimeError(f"data/ hashes to {actual} but data.dvc records {recorded}: rebuild with "
                            "`rm -rf data && synrank data`, or `dvc add data` if the change is intended")
-    subprocess.run(["dvc", "commit", "--force", "--quiet", "data.dvc"], cwd=root, check=True)
+    subprocess.run([dvc_executable(), "commit", "--force", "--quiet", "data.dvc"], cwd=root, check=True)
     return f"data/ matches data.dvc ({recorded})"

@@ -2,7 +2,9 @@
 
 Real prompt files are messy (blank lines, stray Latin-1 bytes, half-written JSONL), and one bad line
 must not sink a run, so every line is judged on its own and counted under the reason it was dropped.
-Files are read as bytes so that a non-UTF-8 line costs that line, not the whole file.
+Files are read as bytes so that a non-UTF-8 line costs that line, not the whole file, and no line
+can crash the stage: deep JSON, lone surrogates, NUL runs, stray BOMs and runaway lengths are each
+dropped and counted too (tests/test_prompt_readers.py throws random bytes at every format).
 """
 
 from __future__ import annotations
@@ -14,11 +16,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from synrank.config import ROOT, PromptSource
+from synrank.config import ROOT, PromptSource, SampleConfig
 
-SKIP_REASONS = ("empty", "duplicate", "bad_utf8", "malformed")
+# The one list of reasons a line is dropped; reports and the stage's summary show every one of them.
+# bad_unicode: text that decodes but cannot be written back as UTF-8 (a JSON "\ud800" escape).
+SKIP_REASONS = ("empty", "duplicate", "bad_utf8", "malformed", "bad_unicode", "too_long")
 COUNT_KEYS = ("good", *SKIP_REASONS)
-BOM = b"\xef\xbb\xbf"
+BOM = "\ufeff"
+DEFAULT_MAX_PROMPT_CHARS: int = SampleConfig.model_fields["max_prompt_chars"].default
+
+# Line-ish whitespace becomes a space (a prompt is one line); every other C0/C1 control and every BOM
+# (files glued together keep theirs mid-file) disappear, so they neither reach a prompt nor split duplicates.
+_SPACES = "\t\n\v\f\r\x85\u2028\u2029"
+_CLEAN: dict[int, str | None] = dict.fromkeys((*range(0x20), *range(0x7F, 0xA0), ord(BOM)))
+_CLEAN.update({ord(c): " " for c in _SPACES})
 
 Parsed = tuple[str, str | None, str]  # prompt, category, meta as a JSON string
 Parser = Callable[[str], Parsed | None]
@@ -35,8 +46,26 @@ class Prompts:
 
 
 def prompt_id(prompt: str) -> str:
-    """Stable across runs and machines, so downstream stages can key images and scores by it."""
-    return hashlib.sha1(prompt.encode("utf-8")).hexdigest()[:12]
+    """Stable across runs and machines, so downstream stages can key images and scores by it.
+    surrogatepass: the same bytes as plain UTF-8 for every valid string, and no crash on a lone surrogate."""
+    return hashlib.sha1(prompt.encode("utf-8", "surrogatepass")).hexdigest()[:12]
+
+
+def clean(text: str) -> str:
+    """The normal form prompts are kept and de-duplicated in: controls and BOMs out, ends stripped.
+    Inner spaces are left as they are, so benchmark prompts stay byte-identical to their files."""
+    return text.translate(_CLEAN).strip()
+
+
+def _encodable(*texts: str | None) -> bool:
+    """Parquet and sha1 need UTF-8; a lone surrogate from a JSON escape cannot be written as UTF-8."""
+    try:
+        for t in texts:
+            if t is not None:
+                t.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def source_path(path: str | Path, root: Path = ROOT) -> Path:
@@ -49,14 +78,19 @@ def _lines(path: Path) -> Iterator[bytes]:
         raw = path.read_bytes()
     except FileNotFoundError:
         raise FileNotFoundError(f"prompt source '{path}' does not exist") from None
-    yield from raw.removeprefix(BOM).splitlines()
+    yield from raw.splitlines()
+
+
+def _decode(line: bytes) -> str:
+    """UTF-8 text without BOMs (raises UnicodeDecodeError, which costs the line as bad_utf8)."""
+    return line.decode("utf-8").replace(BOM, "")
 
 
 def _json_object(text: str) -> dict[str, Any]:
     try:
         obj = json.loads(text)
-    except ValueError as err:
-        raise Malformed(f"not JSON: {err}") from None
+    except (ValueError, RecursionError) as err:  # RecursionError: nesting deeper than the stack
+        raise Malformed(f"not JSON: {type(err).__name__}") from None
     if not isinstance(obj, dict):
         raise Malformed("not a JSON object")
     return obj
@@ -77,7 +111,7 @@ def detect_format(path: Path) -> str:
     if suffix == ".jsonl":
         for line in _lines(path):
             try:
-                obj = _json_object(line.decode("utf-8"))
+                obj = _json_object(_decode(line))
             except (UnicodeDecodeError, Malformed):
                 continue
             return "geneval" if "tag" in obj and "include" in obj else "jsonl"
@@ -87,7 +121,8 @@ def detect_format(path: Path) -> str:
     return "text"
 
 
-# Each parser turns one decoded, non-blank line into (prompt, category, meta-JSON) or raises Malformed.
+# Each parser turns one decoded, non-blank, BOM-free line into (prompt, category, meta-JSON) or raises
+# Malformed.
 def _parse_text(text: str) -> Parsed:
     return text, None, "{}"
 
@@ -110,7 +145,9 @@ def _parse_geneval(text: str) -> Parsed:
 
 
 class _PartiParser:
-    """PartiPrompts TSV: the first line names the columns; quotes are literal text, not CSV quoting."""
+    """PartiPrompts TSV: the first line names the columns; quotes are literal text, not CSV quoting.
+    The header is not a prompt line and is not counted; a header without a 'Prompt' column is
+    malformed, and so is every line after it, since their cells cannot be named."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -119,10 +156,12 @@ class _PartiParser:
     def __call__(self, text: str) -> Parsed | None:
         cells = text.split("\t")
         if self.columns is None:  # the header line yields no prompt
-            self.columns = [c.strip() for c in cells]
+            self.columns = [clean(c) for c in cells]
             if "Prompt" not in self.columns:
-                raise ValueError(f"'{self.path}': PartiPrompts header without a 'Prompt' column: {text!r}")
+                raise Malformed("PartiPrompts header without a 'Prompt' column")
             return None
+        if "Prompt" not in self.columns:
+            raise Malformed("no 'Prompt' column in this file's header")
         if len(cells) > len(self.columns):
             raise Malformed("more cells than header columns")
         # Editors often strip trailing tabs, so missing trailing cells are read as empty.
@@ -136,7 +175,34 @@ def _parser(fmt: str, path: Path) -> Parser:
     return {"text": _parse_text, "jsonl": _parse_jsonl, "geneval": _parse_geneval}.get(fmt) or _PartiParser(path)
 
 
-def _read_one(src: PromptSource, path: Path, seen: set[tuple[str, str]], out: list[dict[str, Any]]) -> dict[str, Any]:
+def _judge(line: bytes, parse: Parser, max_chars: int) -> Parsed | str | None:
+    """One line -> (clean prompt, category, meta), None for a header, or the reason it is dropped.
+    Duplicates are judged by the caller, which holds what was seen."""
+    try:
+        text = _decode(line)
+    except UnicodeDecodeError:
+        return "bad_utf8"
+    if not clean(text):  # blank, or only NULs, controls and BOMs
+        return "empty"
+    try:
+        parsed = parse(text)
+    except (Malformed, RecursionError):  # RecursionError: a meta object too deep to re-serialise
+        return "malformed"
+    if parsed is None:
+        return None
+    prompt, category, meta = parsed
+    if not _encodable(prompt, category, meta):
+        return "bad_unicode"
+    prompt = clean(prompt)
+    if not prompt:
+        return "empty"
+    if len(prompt) > max_chars:
+        return "too_long"
+    return prompt, category, meta
+
+
+def _read_one(src: PromptSource, path: Path, seen: set[tuple[str, str]], out: list[dict[str, Any]],
+              max_chars: int) -> dict[str, Any]:
     fmt = detect_format(path) if src.format == "auto" else src.format
     parse = _parser(fmt, path)
     counts = dict.fromkeys(COUNT_KEYS, 0)
@@ -146,26 +212,14 @@ def _read_one(src: PromptSource, path: Path, seen: set[tuple[str, str]], out: li
     for line in _lines(path):
         if src.limit is not None and counts["good"] >= src.limit:
             break  # the rest of the file is not wanted, so it is not judged either
-        try:
-            text = line.decode("utf-8")
-        except UnicodeDecodeError:
-            counts["bad_utf8"] += 1
+        verdict = _judge(line, parse, max_chars)
+        if verdict is None:
             continue
-        if not text.strip():
-            counts["empty"] += 1
+        if isinstance(verdict, str):
+            counts[verdict] += 1
             continue
-        try:
-            parsed = parse(text)
-        except Malformed:
-            counts["malformed"] += 1
-            continue
-        if parsed is None:
-            continue
-        prompt, category, meta = parsed
-        prompt = prompt.strip()
-        if not prompt:
-            counts["empty"] += 1
-        elif (group, prompt) in seen:
+        prompt, category, meta = verdict
+        if (group, prompt) in seen:
             counts["duplicate"] += 1
         else:
             seen.add((group, prompt))
@@ -175,14 +229,18 @@ def _read_one(src: PromptSource, path: Path, seen: set[tuple[str, str]], out: li
     return {"path": src.path, "format": fmt, **counts}
 
 
-def read_sources(sources: list[PromptSource], root: Path = ROOT) -> Prompts:
+def read_sources(sources: list[PromptSource], root: Path = ROOT,
+                 max_prompt_chars: int = DEFAULT_MAX_PROMPT_CHARS) -> Prompts:
     """Read every source in order; a prompt already seen in an earlier line or source is a duplicate,
     except that eval-pinned sources are judged only against each other (`also_in_train` counts their
-    prompts that the other sources contain too)."""
+    prompts that the other sources contain too). Each line is good or counted under one SKIP_REASONS
+    entry (a PartiPrompts header is neither); prompts longer than max_prompt_chars are too_long."""
+    if max_prompt_chars < 1:
+        raise ValueError(f"max_prompt_chars must be at least 1, got {max_prompt_chars}")
     result = Prompts(report={"sources": {}})
     seen: set[tuple[str, str]] = set()
     for src in sources:
-        one = _read_one(src, source_path(src.path, root), seen, result.rows)
+        one = _read_one(src, source_path(src.path, root), seen, result.rows, max_prompt_chars)
         key, n = src.path, 1
         while key in result.report["sources"]:  # the same file listed twice keeps both reports
             n += 1
@@ -208,6 +266,7 @@ def split(rows: list[dict[str, Any]], eval_fraction: float, seed: int) -> list[s
     if eval_fraction > 0 and n >= 2:
         n_eval = max(n_eval, 1)
     n_eval = min(n_eval, max(n - 1, 0))  # keep at least one training prompt
-    order = sorted(range(n), key=lambda i: (hashlib.sha1(f"{seed}:{rows[i]['prompt']}".encode()).digest(), i))
+    order = sorted(range(n), key=lambda i: (
+        hashlib.sha1(f"{seed}:{rows[i]['prompt']}".encode("utf-8", "surrogatepass")).digest(), i))
     eval_idx = set(order[:n_eval])
     return ["eval" if i in eval_idx else "train" for i in range(n)]

@@ -12,8 +12,12 @@ The process runs in its own session, so stopping kills its whole process group; 
 <dir>/weed.log. "Ready" means a CreateBucket succeeds: the S3 port answers before the filer behind it
 does, and until then CreateBucket fails with InternalError (dial unix /tmp/seaweedfs-filer-grpc-*.sock).
 
-Without an identity configuration SeaweedFS accepts any credentials; `SeaweedServer.env` gives the
-variables a client needs (endpoint, and placeholder keys and region where none are set).
+Credentials: weed reads AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY from its environment. With both set
+its S3 gateway turns authentication on with exactly that identity; without them it accepts any
+credentials. `start` records which case applies (`SeaweedServer.credentials`), and the readiness check
+and `client()` sign with the same keys, so the server starts either way and a client in the environment
+it was started from is let in. `SeaweedServer.env` gives the variables a client needs (endpoint, and
+placeholder keys and region where none are set).
 """
 
 from __future__ import annotations
@@ -131,6 +135,13 @@ def weed_binary() -> str:
     return found
 
 
+def env_credentials() -> tuple[str, str] | None:
+    """(access key id, secret key) when AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY are both set in the
+    environment, the pair weed turns authentication on with; else None (weed accepts any keys)."""
+    key, secret = os.environ.get("AWS_ACCESS_KEY_ID"), os.environ.get("AWS_SECRET_ACCESS_KEY")
+    return (key, secret) if key and secret else None
+
+
 def _log_tail(log: Path, lines: int = 15) -> str:
     try:
         text = log.read_text(errors="replace").splitlines()[-lines:]
@@ -165,12 +176,14 @@ def _remove_stale_sockets(ports: Ports) -> None:
 
 @dataclass
 class SeaweedServer:
-    """A running `weed server`; `pid` is also its process group and session id."""
+    """A running `weed server`; `pid` is also its process group and session id. `credentials`: the keys
+    its S3 gateway requires (from its environment at start), None when it accepts any."""
 
     pid: int
     data_dir: Path
     ports: Ports
     host: str = HOST
+    credentials: tuple[str, str] | None = field(default=None, repr=False)
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)  # None: not our child
 
     @property
@@ -192,10 +205,12 @@ class SeaweedServer:
         return env
 
     def client(self) -> Any:  # boto3's clients have no static type without boto3-stubs
-        """A client for this server alone, with short timeouts and no retries (the caller retries)."""
+        """A client for this server alone, with short timeouts and no retries (the caller retries); it signs
+        with the server's credentials, or placeholder keys when it accepts any."""
+        key, secret = self.credentials or (PLACEHOLDER_KEY, PLACEHOLDER_KEY)
         return boto3.client(
             "s3", endpoint_url=self.endpoint_url, region_name=DEFAULT_REGION,
-            aws_access_key_id=PLACEHOLDER_KEY, aws_secret_access_key=PLACEHOLDER_KEY,
+            aws_access_key_id=key, aws_secret_access_key=secret,
             config=BotoConfig(connect_timeout=2, read_timeout=10, retries={"total_max_attempts": 1}))
 
     def alive(self) -> bool:
@@ -271,7 +286,9 @@ def start(data_dir: Path, s3_port: int = 0, *, buckets: Sequence[str] = (), time
     and return once it serves S3 requests. On any failure the process group is killed again.
 
     Volumes are sparse files of at most `volume_size_mb`; a new bucket takes several at once, so
-    `volume_max` bounds the buckets and data (100 x 64 MB) more than it reserves disk.
+    `volume_max` bounds the buckets and data (100 x 64 MB) more than it reserves disk. weed inherits this
+    process's environment: AWS keys set there become the server's required credentials (see the module
+    docstring). Raises S3ServerError (naming the log) when it is not ready within `timeout` seconds.
     """
     data_dir = data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -288,7 +305,8 @@ def start(data_dir: Path, s3_port: int = 0, *, buckets: Sequence[str] = (), time
     with open(log, "wb") as out:
         process = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                    cwd=data_dir, start_new_session=True)
-    server = SeaweedServer(pid=process.pid, data_dir=data_dir, ports=ports, process=process)
+    server = SeaweedServer(pid=process.pid, data_dir=data_dir, ports=ports, process=process,
+                           credentials=env_credentials())
     try:
         server.wait_ready(timeout, buckets)
     except BaseException:
@@ -311,7 +329,7 @@ def attach(pid: int) -> SeaweedServer | None:
     flags = {a.split("=", 1)[0]: a.split("=", 1)[1] for a in args if "=" in a}
     try:
         return SeaweedServer(pid=pid, data_dir=Path(flags["-dir"]), ports=Ports.from_flags(flags),
-                             host=flags.get("-ip", HOST))
+                             host=flags.get("-ip", HOST), credentials=env_credentials())
     except (KeyError, ValueError):
         return None
 

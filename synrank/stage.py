@@ -1,9 +1,11 @@
-"""What every stage flow shares: an MLflow run, an up-to-date check, and a stamp written last.
+"""What every stage flow shares: a lock, an MLflow run, an up-to-date check, and a stamp written last.
 
 A stage writes into its output folder and, only when it has finished, `_stage.json`: the stage's
-fingerprint (its config, the fingerprints of its inputs, the code) and its metrics. A second run with
-the same fingerprint skips the work and logs the stored metrics, which is what makes a second
-`make run` cheap; a missing stamp means the work is incomplete (resumable stages keep their shards).
+fingerprint (its config, the content ids of its inputs and of the code it runs) and the content id
+of what it wrote, plus its metrics. A later run skips the work only when both still match: the same
+inputs, config and code, and outputs nobody has touched since. A failed or killed run never writes
+a stamp and never removes the previous one, so the last good result stays recorded; whatever it left
+in the folder changes the output id, so the old stamp no longer vouches for it.
 `dvc repro` removes a stage's outs before running it, so the two ways of running never disagree.
 """
 
@@ -22,33 +24,15 @@ from typing import Any
 import mlflow
 from pydantic import BaseModel
 
-from synrank import tracking
-from synrank.config import ROOT, TrackingConfig
-
-STAMP = "_stage.json"
-CODE_DIRS = ("synrank", "flows", "tasks", "models")
-
-
-def _hash_path(path: Path, h: Any) -> None:
-    stamp = path / STAMP
-    if stamp.exists():  # an upstream stage: its fingerprint stands for its whole folder
-        h.update(json.loads(stamp.read_text())["fingerprint"].encode())
-    elif path.is_dir():
-        for p in sorted(path.rglob("*")):
-            if p.is_file() and "__pycache__" not in p.parts:
-                h.update(str(p.relative_to(path)).encode())
-                h.update(p.read_bytes())
-    elif path.exists():
-        h.update(path.read_bytes())
-    else:
-        h.update(b"<missing>")
+from synrank import runlock, tracking
+from synrank.codehash import stage_code_id
+from synrank.config import STAGE_OUTPUT, TrackingConfig, stage_outputs  # noqa: F401
+from synrank.fingerprint import STAMP, path_id, save_cache
 
 
-def code_hash() -> str:
-    h = hashlib.sha256()
-    for d in CODE_DIRS:
-        _hash_path(ROOT / d, h)
-    return h.hexdigest()
+def code_hash(stage: str) -> str:
+    """Content id of the code the stage runs (synrank.codehash: its flow's import closure)."""
+    return stage_code_id(stage)
 
 
 Params = BaseModel | dict[str, BaseModel]
@@ -60,13 +44,21 @@ def dump_params(params: Params) -> dict[str, Any]:
     return {k: v.model_dump(mode="json") for k, v in params.items()}
 
 
-def fingerprint(name: str, params: Params, inputs: list[Path]) -> str:
+def fingerprint(name: str, params: Params, inputs: list[Path], extra: dict[str, str] | None = None) -> str:
+    """sha256 of the stage name, its params, the content of its inputs, `extra` content ids (model
+    weights) and its code."""
     h = hashlib.sha256(name.encode())
     h.update(json.dumps(dump_params(params), sort_keys=True).encode())
     for p in inputs:
-        _hash_path(Path(p), h)
-    h.update(code_hash().encode())
+        h.update(path_id(Path(p)).encode())
+    h.update(json.dumps(extra or {}, sort_keys=True).encode())
+    h.update(code_hash(name).encode())
     return h.hexdigest()
+
+
+def output_id(out: Path) -> str:
+    """Content id of a stage's output folder, its stamp and hidden files (temporaries, lock) left out."""
+    return path_id(out)
 
 
 def read_stamp(out: Path) -> dict[str, Any] | None:
@@ -78,10 +70,12 @@ def read_stamp(out: Path) -> dict[str, Any] | None:
 
 def write_json(path: Path, obj: Any) -> None:
     """Write JSON atomically: a reader sees the old file or the new one, never half of one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    from synrank.storage import write_bytes
+
+    # Through JSON once first: non-string keys become strings before sorting, so a report written
+    # fresh and the same report read back from a stamp give the same bytes.
+    plain = json.loads(json.dumps(obj))
+    write_bytes(str(path), (json.dumps(plain, indent=2, sort_keys=True) + "\n").encode(), path.parent)
 
 
 @dataclass
@@ -98,36 +92,57 @@ class Stage:
         self.metrics.update({k: float(v) for k, v in metrics.items()})
 
 
+def _is_current(old: dict[str, Any] | None, fp: str, out: Path) -> bool:
+    return bool(old and old.get("fingerprint") == fp and old.get("outputs") == output_id(out))
+
+
+def note_runs(run_id: str) -> None:
+    """Record this stage's MLflow run and Prefect flow run in the lock, for `runlock.mark_crashed`."""
+    runlock.note("mlflow", {"uri": mlflow.get_tracking_uri(), "run_id": run_id})
+    from prefect.runtime import flow_run
+
+    if flow_run.id:
+        runlock.note("prefect", {"id": str(flow_run.id)})
+
+
 @contextmanager
-def stage_run(name: str, params: Params, inputs: list[Path], out: Path,
-              tracking_cfg: TrackingConfig, force: bool = False) -> Iterator[Stage]:
-    """Run a stage body inside an MLflow run; skip it (`stage.up_to_date`) if its stamp matches."""
-    fp = fingerprint(name, params, inputs)
-    old = read_stamp(out)
-    st = Stage(name, out, fp, up_to_date=bool(old and old.get("fingerprint") == fp and not force))
-    if st.up_to_date:
-        st.metrics, st.report = dict(old.get("metrics", {})), dict(old.get("report", {}))
+def stage_run(name: str, params: Params, inputs: list[Path], out: Path, tracking_cfg: TrackingConfig,
+              force: bool = False, extra: dict[str, str] | None = None) -> Iterator[Stage]:
+    """Run a stage body inside an MLflow run, holding the output folder's lock; skip the body
+    (`stage.up_to_date`) if the stamp matches the fingerprint and the folder's content.
+    `extra`: content ids of inputs that are not paths (model weights). Raises runlock.LockHeld at once
+    if another run holds the folder."""
     if os.environ.get("RANK", "0") != "0":  # a non-main process of `accelerate launch`: compute only
-        yield st
+        fp = fingerprint(name, params, inputs, extra)
+        yield Stage(name, out, fp, up_to_date=_is_current(read_stamp(out), fp, out) and not force)
         return
-    tracking.setup(tracking_cfg)
-    parent = os.environ.get(tracking.PARENT_ENV) or None
-    with mlflow.start_run(run_name=name, nested=parent is not None, parent_run_id=parent,
-                          tags={"synrank.stage": name, "synrank.up_to_date": str(st.up_to_date)}) as run:
-        st.run_id = run.info.run_id
-        mlflow.log_params(tracking.flatten(name, dump_params(params)))
-        mlflow.log_param(f"{name}.fingerprint", fp[:16])
-        t0 = time.time()
-        if not st.up_to_date:
+    with runlock.hold([out]) as killed:
+        fp = fingerprint(name, params, inputs, extra)
+        old = read_stamp(out)
+        st = Stage(name, out, fp, up_to_date=_is_current(old, fp, out) and not force)
+        if st.up_to_date and old:
+            st.metrics, st.report = dict(old.get("metrics", {})), dict(old.get("report", {}))
+        tracking.setup(tracking_cfg)
+        if marked := runlock.mark_crashed(killed):
+            print(f"[{name}] the previous run on {out} was killed; marked " + ", ".join(marked))
+        parent = os.environ.get(tracking.PARENT_ENV) or None
+        with mlflow.start_run(run_name=name, nested=parent is not None, parent_run_id=parent,
+                              tags={"synrank.stage": name, "synrank.up_to_date": str(st.up_to_date)}) as run:
+            st.run_id = run.info.run_id
+            note_runs(st.run_id)
+            mlflow.log_params(tracking.flatten(name, dump_params(params)))
+            mlflow.log_param(f"{name}.fingerprint", fp[:16])
+            t0 = time.time()
             out.mkdir(parents=True, exist_ok=True)
-            (out / STAMP).unlink(missing_ok=True)
-        yield st
-        if not st.up_to_date:
-            st.metrics.setdefault("seconds", time.time() - t0)
-            write_json(out / STAMP, {"stage": name, "fingerprint": fp, "metrics": st.metrics,
-                                     "report": st.report})
-        if st.metrics:
-            mlflow.log_metrics({tracking.metric_key(k): v for k, v in st.metrics.items()})
-        if st.report:
-            mlflow.log_dict(st.report, f"{name}_report.json")
+            yield st
+            if not st.up_to_date:
+                st.metrics.setdefault("seconds", time.time() - t0)
+                # Written last: only a run that got here vouches for the folder's content.
+                write_json(out / STAMP, {"stage": name, "fingerprint": fp, "outputs": output_id(out),
+                                         "metrics": st.metrics, "report": st.report})
+            save_cache()
+            if st.metrics:
+                mlflow.log_metrics({tracking.metric_key(k): v for k, v in st.metrics.items()})
+            if st.report:
+                mlflow.log_dict(st.report, f"{name}_report.json")
     print(f"[{name}] {'up to date, skipped' if st.up_to_date else 'done'} -> {out}")

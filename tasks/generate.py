@@ -1,19 +1,24 @@
 """Generation tasks: plan every image (id, prompt, seed, shard) up front, then render shard by shard.
 
-The plan is a pure function of the prompts and the config, so a resumed run plans the same shards
-and skips those already published."""
+The plan is a pure function of the prompts, the config and the generators' weights. Each shard is
+named by its content id (synrank.fingerprint.shard_id: the generator's spec and weights, and the
+prompt, seed and index of every row), so a resumed run skips exactly the shards whose inputs are
+unchanged, and a changed prompt, seed, step count or weights file gets a new shard instead of meeting
+an old one. Shards that no longer belong to the plan are removed once the new manifest is written."""
 
 from __future__ import annotations
 
 import hashlib
+import shutil
 from pathlib import Path
 
 import pandas as pd
 from prefect import task
 from tqdm import tqdm
 
-from synrank.config import GeneratorSpec
 from synrank import storage
+from synrank.config import GeneratorSpec
+from synrank.fingerprint import generator_id, shard_id
 from synrank.shards import png_bytes, write_shard
 
 
@@ -24,8 +29,9 @@ def image_seed(base_seed: int, prompt_id: str, index: int) -> int:
 
 
 def plan_images(prompts: pd.DataFrame, model: str, images_per_prompt: int, seed: int,
-                shard_size: int, store: str = "") -> pd.DataFrame:
-    """Every image of one generator: id, prompt, seed, shard location and member name. Shards go
+                shard_size: int, store: str = "", generator: str = "") -> pd.DataFrame:
+    """Every image of one generator: id, prompt, seed, shard location, member name and the shard's
+    content id (`generator` is the generator's content id, synrank.fingerprint.generator_id). Shards go
     under `store` (e.g. s3://bucket/prefix) if given, else into the images folder; the per-shard
     manifest pieces that mark a shard as done always stay in the local images folder."""
     rows = []
@@ -34,8 +40,11 @@ def plan_images(prompts: pd.DataFrame, model: str, images_per_prompt: int, seed:
             rows.append({"image_id": f"{model}-{pid}-{k}", "prompt_id": pid, "prompt": prompt, "model": model,
                          "index": k, "seed": image_seed(seed, pid, k)})
     plan = pd.DataFrame(rows, columns=["image_id", "prompt_id", "prompt", "model", "index", "seed"])
-    n = len(plan)
-    names = [f"shards/{model}/{i // shard_size:05d}" for i in range(n)]
+    number = [i // shard_size for i in range(len(plan))]
+    ids = {n: shard_id(generator, zip(g["image_id"], g["prompt"], g["index"], g["seed"]))
+           for n, g in plan.groupby(pd.Series(number, dtype="int64"), sort=True)}
+    plan["shard_id"] = [ids[n] for n in number]
+    names = [f"shards/{model}/{n:05d}-{ids[n][:16]}" for n in number]
     plan["shard"] = [storage.join(store, f"{name}.tar") if store else f"{name}.tar" for name in names]
     plan["piece"] = [f"{name}.parquet" for name in names]
     plan["member"] = plan["image_id"] + ".png"
@@ -75,11 +84,9 @@ def generate_model(spec: GeneratorSpec, plan_path: str, out_dir: str, batch_size
                 members += [(m, png_bytes(im)) for m, im in zip(batch["member"], images)]
             write_shard(rows["shard"].iloc[0], members, out)
             # The shard's manifest piece is written after the shard itself: its presence marks it done.
-            piece = out / piece_name
-            piece.parent.mkdir(parents=True, exist_ok=True)
-            tmp = piece.with_name(f".{piece.name}.tmp")
-            rows.to_parquet(tmp, index=False)
-            tmp.replace(piece)
+            # It records each image's own content id, which keys the score cache.
+            rows = rows.assign(sha256=[hashlib.sha256(data).hexdigest() for _, data in members])
+            storage.write_bytes(str(out / piece_name), rows.to_parquet(index=False), out)
     return str(out / "shards" / spec.name)
 
 
@@ -106,26 +113,48 @@ def truncation_report(out: Path) -> dict[str, dict]:
 
 
 def generate_all(specs: list[GeneratorSpec], prompts: pd.DataFrame, out: Path, images_per_prompt: int,
-                 seed: int, shard_size: int, batch_size: int, device: str, store: str = "") -> pd.DataFrame:
-    """Plan, render and collect every generator's images; returns the manifest."""
+                 seed: int, shard_size: int, batch_size: int, device: str, store: str = ""
+                 ) -> tuple[pd.DataFrame, int]:
+    """Plan, render and collect every generator's images; returns the manifest and how many files of
+    earlier runs that the manifest no longer uses were removed."""
     check_generators(specs)
     plan_paths = []
     for spec in specs:
-        plan = plan_images(prompts, spec.name, images_per_prompt, seed, shard_size, store)
+        plan = plan_images(prompts, spec.name, images_per_prompt, seed, shard_size, store, generator_id(spec))
         plan_path = out / "plans" / f"{spec.name}.parquet"
         plan_path.parent.mkdir(parents=True, exist_ok=True)
         plan.to_parquet(plan_path, index=False)
         generate_model(spec, str(plan_path), str(out), batch_size, device)
         plan_paths.append(str(plan_path))
-    return pd.read_parquet(write_manifest(plan_paths, str(out)))
+    manifest = pd.read_parquet(write_manifest(plan_paths, str(out)))
+    return manifest, remove_stale(out, manifest)
 
 
 @task(name="write-manifest")
 def write_manifest(plan_paths: list[str], out_dir: str) -> str:
+    """Concatenate the plans' manifest pieces into manifest.parquet (atomically)."""
     out = Path(out_dir)
     frames = [pd.read_parquet(out / piece) for p in plan_paths for piece in sorted(pd.read_parquet(p)["piece"].unique())]
     manifest = pd.concat(frames, ignore_index=True)
-    tmp = out / ".manifest.parquet.tmp"
-    manifest.to_parquet(tmp, index=False)
-    tmp.replace(out / "manifest.parquet")
+    storage.write_bytes(str(out / "manifest.parquet"), manifest.to_parquet(index=False), out)
     return str(out / "manifest.parquet")
+
+
+def remove_stale(out: Path, manifest: pd.DataFrame) -> int:
+    """Remove the local shards, pieces and plans that the new manifest does not use (earlier prompts,
+    settings or weights); returns how many files went. Run only after the manifest is written, so a
+    failed run never loses the previous result. Shards in an S3 store are left in place."""
+    keep = {out / p for p in manifest["piece"]} | {storage.local_path(s, out) for s in manifest["shard"]
+                                                     if not storage.is_s3(s)}
+    models = set(manifest["model"])
+    removed = 0
+    for f in sorted((out / "shards").rglob("*")) if (out / "shards").exists() else []:
+        if f.is_file() and f not in keep:
+            f.unlink()
+            removed += 1
+    for folder in ("shards", "plans", "prompt_fit"):
+        for f in sorted((out / folder).iterdir()) if (out / folder).exists() else []:
+            if (f.name if f.is_dir() else f.stem) not in models:
+                removed += sum(1 for x in f.rglob("*") if x.is_file()) if f.is_dir() else 1
+                shutil.rmtree(f) if f.is_dir() else f.unlink()
+    return removed

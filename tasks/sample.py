@@ -17,7 +17,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from synrank.config import PromptSource
-from synrank.prompts import prompt_id, read_sources
+from synrank.prompts import DEFAULT_MAX_PROMPT_CHARS, prompt_id, read_sources
 
 TABLE = "prompts.parquet"
 # An explicit schema keeps the column types fixed even when, say, every category is null.
@@ -25,8 +25,10 @@ SCHEMA = pa.schema([(name, pa.string()) for name in ("prompt_id", "prompt", "spl
 
 
 @task(cache_policy=NO_CACHE)
-def read_prompt_sources(sources: list[PromptSource]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    result = read_sources(sources)
+def read_prompt_sources(sources: list[PromptSource], max_prompt_chars: int = DEFAULT_MAX_PROMPT_CHARS,
+                        ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Rows and a report with a count for every reason in SKIP_REASONS (longer prompts are too_long)."""
+    result = read_sources(sources, max_prompt_chars=max_prompt_chars)
     return result.rows, result.report
 
 

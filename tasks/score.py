@@ -1,12 +1,14 @@
-"""Scoring tasks: one reward model at a time over all shards, scores cached per (image, reward).
+"""Scoring tasks: one reward model at a time, shard by shard, each (reward, shard) cached by content.
 
-Each reward writes `<reward>.parquet` tagged with its spec; a later run with more rewards scores only
-the new ones, and a changed spec or image set re-scores that reward alone."""
+A shard's scores are cached in `cache/<reward>/<key>.parquet`, where the key hashes the reward's
+content id (its spec and weights, synrank.fingerprint.reward_id) and the content id and prompt of
+every image in the shard. A resumed run scores only the shards it had not finished; a later run with
+more rewards scores only the new ones; a changed reward spec, weights file, image or prompt gets a
+new key and so is scored again. Cache files no key of the current run names are removed at the end.
+"""
 
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
 
 import numpy as np
@@ -14,36 +16,71 @@ import pandas as pd
 from prefect import task
 from tqdm import tqdm
 
+from synrank import storage
 from synrank.config import RewardSpec
+from synrank.fingerprint import reward_id, sha256_text
 from synrank.shards import load_images
 
 
-def _key(spec: RewardSpec, manifest: pd.DataFrame) -> str:
-    h = hashlib.sha256(json.dumps(spec.model_dump(mode="json"), sort_keys=True).encode())
-    h.update("\n".join(manifest["image_id"]).encode())
-    return h.hexdigest()
+def shard_keys(rid: str, manifest: pd.DataFrame) -> dict[str, str]:
+    """shard location -> cache key (reward id + each image's content id and prompt, in manifest order)."""
+    return {shard: sha256_text("scores", rid, *(f"{h}\t{p}" for h, p in zip(g["sha256"], g["prompt"])))
+            for shard, g in manifest.groupby("shard", sort=False)}
+
+
+def score_shard(reward, rows: pd.DataFrame, images_root: Path, batch_size: int) -> np.ndarray:
+    """Scores of one shard's images (one value per row), in batches of batch_size."""
+    scores = np.empty(len(rows))
+    for start in range(0, len(rows), batch_size):
+        batch = rows.iloc[start:start + batch_size]
+        images = load_images(images_root, zip(batch["shard"], batch["member"]))
+        scores[start:start + len(batch)] = reward.score(images, list(batch["prompt"]))
+    return scores
+
+
+def write_scores(path: Path, table: pd.DataFrame) -> None:
+    """One scores file, written atomically (the presence of a cache file means its shard is done)."""
+    storage.write_bytes(str(path), table.to_parquet(index=False), path.parent)
 
 
 @task(name="score-reward")
 def score_reward(spec: RewardSpec, manifest_path: str, images_root: str, out_dir: str,
                  batch_size: int, device: str = "cpu") -> str:
-    from models.rewards import load_reward
-
+    """Score every image of the manifest under one reward -> `<out_dir>/<reward>.parquet` with columns
+    image_id, reward, score (manifest order). Shards whose cache key exists are not scored again."""
     manifest = pd.read_parquet(manifest_path)
+    cache = Path(out_dir) / "cache" / spec.name
+    keys = shard_keys(reward_id(spec), manifest)
+    pending = [s for s, k in keys.items() if not (cache / f"{k}.parquet").exists()]
+    if pending:
+        from models.rewards import load_reward
+
+        reward = load_reward(spec, device)
+        for shard in tqdm(pending, desc=f"score {spec.name}", unit="shard"):
+            rows = manifest[manifest["shard"] == shard]
+            scores = score_shard(reward, rows, Path(images_root), batch_size)
+            write_scores(cache / f"{keys[shard]}.parquet", pd.DataFrame({"image_id": rows["image_id"], "score": scores}))
+    print(f"reward {spec.name}: scored {len(pending)} shards, {len(keys) - len(pending)} cached")
+    parts = [pd.read_parquet(cache / f"{keys[s]}.parquet") for s in keys]
+    table = pd.concat(parts, ignore_index=True).set_index("image_id").loc[manifest["image_id"]].reset_index()
+    table.insert(1, "reward", spec.name)
     out = Path(out_dir) / f"{spec.name}.parquet"
-    key = _key(spec, manifest)
-    if out.exists() and pd.read_parquet(out).attrs.get("key") == key:
-        print(f"reward {spec.name}: cached")
-        return str(out)
-    reward = load_reward(spec, device)
-    scores = np.empty(len(manifest))
-    for start in tqdm(range(0, len(manifest), batch_size), desc=f"score {spec.name}", unit="batch"):
-        batch = manifest.iloc[start:start + batch_size]
-        images = load_images(Path(images_root), zip(batch["shard"], batch["member"]))
-        scores[start:start + len(batch)] = reward.score(images, list(batch["prompt"]))
-    table = pd.DataFrame({"image_id": manifest["image_id"], "reward": spec.name, "score": scores})
-    table.attrs["key"] = key
-    tmp = out.with_name(f".{out.name}.tmp")
-    table.to_parquet(tmp, index=False)
-    tmp.replace(out)
+    write_scores(out, table[["image_id", "reward", "score"]])
     return str(out)
+
+
+def remove_stale_scores(out_dir: Path, manifest: pd.DataFrame, specs: list[RewardSpec], tables: bool = True) -> int:
+    """Remove cache files that no current (reward, shard) key names and, with `tables`, per-reward
+    tables of rewards no longer scored (every parquet beside scores.parquet); the count."""
+    keep = {out_dir / "cache" / s.name / f"{k}.parquet" for s in specs for k in shard_keys(reward_id(s), manifest).values()}
+    keep |= {out_dir / f"{s.name}.parquet" for s in specs}
+    removed = 0
+    for f in sorted((out_dir / "cache").rglob("*.parquet")) if (out_dir / "cache").exists() else []:
+        if f not in keep:
+            f.unlink()
+            removed += 1
+    for f in sorted(out_dir.glob("*.parquet")) if tables else []:
+        if f.name != "scores.parquet" and f not in keep:
+            f.unlink()
+            removed += 1
+    return removed

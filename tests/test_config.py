@@ -62,3 +62,70 @@ def test_cli_rejects_before_any_work(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert code == 2
     assert err.count("\n") == 0 and "train.lora_rank" in err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_overrides_parse_as_the_field_expects() -> None:
+    """String fields keep the text (YAML 1.1 would read `no` as False, `123` as an int); other fields
+    are YAML: numbers, null, lists."""
+    cfg = load_config(PARAMS_FILE, ["train.mixed_precision=no", "generate.generators.1.name=123", "train.base=123",
+                                    "generate.generators.0.name=off", "train.beta=5000", "evaluate.max_prompts=null",
+                                    "rank.rewards=[clip-p4, detector]", "evaluate.benchmarks=[geneval-shapes]",
+                                    "score.rewards.0.arch='local-dir:zoo/shapes-clip-p4'"])
+    assert cfg.train.mixed_precision == "no"
+    assert cfg.train.base == "123" and cfg.generate.generators[1].name == "123"
+    assert cfg.generate.generators[0].name == "off"
+    assert cfg.train.beta == 5000.0 and isinstance(cfg.train.beta, float)
+    assert cfg.evaluate.max_prompts is None
+    assert cfg.rank.rewards == ["clip-p4", "detector"] and cfg.evaluate.benchmarks == ["geneval-shapes"]
+    assert cfg.score.rewards[0].arch == "local-dir:zoo/shapes-clip-p4"
+
+
+def test_override_values_by_field_type() -> None:
+    from synrank.config import parse_override
+
+    assert parse_override("train.mixed_precision=no") == (["train", "mixed_precision"], "no")
+    assert parse_override("train.base=[") == (["train", "base"], "[")  # a string field takes any text
+    assert parse_override("rank.rewards=[no, 1]")[1] == ["no", "1"]
+    assert parse_override("train.gradient_checkpointing=no")[1] is False  # a bool field: YAML's bool
+    assert parse_override("sample.sources.0.limit=null")[1] is None
+    assert parse_override("generate.generators.0.steps=3")[1] == 3
+    assert parse_override("train.nosuchkey=no")[1] is False  # unknown: YAML, and validation names the key
+    with pytest.raises(ConfigError, match=r"bad value for 'train.beta': '\[' is not valid YAML"):
+        parse_override("train.beta=[")
+
+
+def test_prefect_env_keeps_state_in_the_project_unless_told_otherwise() -> None:
+    from synrank.cli import EPHEMERAL_TIMEOUT_ENV, prefect_env
+    from synrank.config import ROOT
+
+    assert prefect_env({}) == {"PREFECT_HOME": str(ROOT / ".prefect"), EPHEMERAL_TIMEOUT_ENV: "120"}
+    assert prefect_env({"PREFECT_HOME": "/x", EPHEMERAL_TIMEOUT_ENV: "5"}) == {}
+    # With `make up` the server is elsewhere: Prefect's home is the user's business.
+    assert prefect_env({"PREFECT_API_URL": "http://127.0.0.1:4200/api"}) == {EPHEMERAL_TIMEOUT_ENV: "120"}
+    # The env var is the one Prefect 3 reads for server.ephemeral.startup_timeout_seconds.
+    from prefect.settings import Settings
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(EPHEMERAL_TIMEOUT_ENV, "120")
+        assert Settings().server.ephemeral.startup_timeout_seconds == 120
+
+
+def test_dvc_is_the_one_beside_python(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`.venv/bin/synrank data` without .venv/bin on PATH still finds the venv's dvc."""
+    import sys
+
+    from synrank.data import dvc_executable
+
+    (tmp_path / "bin").mkdir()
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "bin" / "python"))
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    with pytest.raises(RuntimeError, match="no dvc executable"):
+        dvc_executable()
+    (tmp_path / "bin" / "dvc").write_text("#!/bin/sh\n")
+    assert dvc_executable() == str(tmp_path / "bin" / "dvc")
+    (tmp_path / "bin" / "dvc").unlink()
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "dvc").write_text("#!/bin/sh\n")
+    (tmp_path / "other" / "dvc").chmod(0o755)
+    monkeypatch.setenv("PATH", str(tmp_path / "other"))
+    assert dvc_executable() == str(tmp_path / "other" / "dvc")

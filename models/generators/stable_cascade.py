@@ -58,20 +58,24 @@ class StableCascadeGenerator(DiffusersBackend):
                                StableCascadeUNet)
         from diffusers.pipelines.stable_cascade.pipeline_stable_cascade import PaellaVQModel
 
-        self.prior = StableCascadePriorPipeline.from_pretrained(self.prior_path, dtype=self.dtype)
+        safe = self.weights_kwargs
+        self.prior = StableCascadePriorPipeline.from_pretrained(self.prior_path, dtype=self.dtype, **safe)
         # The decoder is assembled from its parts: diffusers 0.42 cannot resolve PaellaVQModel from a
         # model_index.json, neither the hub's ["wuerstchen", ...] nor the ["diffusers", ...] that its own
         # save_pretrained writes, and it checks that entry even for a component passed in.
         path = self.decoder_path
         config = StableCascadeDecoderPipeline.load_config(path)
         return StableCascadeDecoderPipeline(
-            decoder=StableCascadeUNet.from_pretrained(path, subfolder="decoder", dtype=self.dtype),
-            vqgan=PaellaVQModel.from_pretrained(path, subfolder="vqgan", dtype=self.dtype),
+            decoder=StableCascadeUNet.from_pretrained(path, subfolder="decoder", dtype=self.dtype, **safe),
+            vqgan=PaellaVQModel.from_pretrained(path, subfolder="vqgan", dtype=self.dtype, **safe),
             scheduler=DDPMWuerstchenScheduler.from_pretrained(path, subfolder="scheduler"),
             # The decoder is fed the prior's text embeddings (as StableCascadeCombinedPipeline does), so its
             # own CLIP text encoder would never run: share the prior's instead of loading a second copy.
             text_encoder=self.prior.text_encoder, tokenizer=self.prior.tokenizer,
             latent_dim_scale=config.get("latent_dim_scale", 10.67))
+
+    def weight_paths(self, source: str) -> list[str]:
+        return [self.prior_path, self.decoder_path]
 
     def pipelines(self) -> list[Any]:
         return [self.prior, self.pipe]

@@ -77,7 +77,7 @@ class Aesthetic:
                              f"(sac+logos+ava1-l14-linearMSE.pth)")
         self.spec, self.device = spec, device
         self.clip, _ = create_open_clip(spec, spec.arch, None, device)
-        state = load_state_dict_file(resolve_model_path(spec.pretrained, what), what)
+        state = load_state_dict_file(resolve_model_path(spec.pretrained, what), what, spec.allow_pickle)
         self.mlp = AestheticMLP.from_state_dict(state, what).to(device)
         embed_dim = self.clip.visual.output_dim
         if self.mlp.layers[0].in_features != embed_dim:

@@ -42,7 +42,7 @@ class HPSv2:
         # Random init (pretrained=None): every weight comes from the HPS checkpoint below.
         self.model, self.tokenizer = create_open_clip(spec, spec.arch, None, device, weights_later=True)
         path = resolve_model_path(spec.pretrained, f"reward '{spec.name}'")
-        state = load_state_dict_file(path, f"reward '{spec.name}'")
+        state = load_state_dict_file(path, f"reward '{spec.name}'", spec.allow_pickle)
         try:
             self.model.load_state_dict(state, strict=True)
         except RuntimeError as err:

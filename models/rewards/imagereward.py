@@ -12,7 +12,9 @@ Here: transformers' `BlipVisionModel` (same maths, fused qkv) and `BlipTextModel
 
 Files (hub repo THUDM/ImageReward): `ImageReward.pt`, a bare state_dict (the package loads it with
 strict=False), and `med_config.json`, a BertConfig with `add_cross_attention: true`, vocab 30524.
-Spec: `arch` = that folder (or hub id); `pretrained` = the .pt file if not `<arch>/ImageReward.pt`.
+Spec: `arch` = that folder (or hub id); `pretrained` = the .pt file if not `<arch>/ImageReward.pt`
+(or `<arch>/ImageReward.safetensors`, preferred when present). The .pt file is a pickle: it loads only
+with `allow_pickle: true` on the reward.
 The tokenizer comes from the folder if it holds one, else google-bert/bert-base-uncased.
 
 Reconstructed, hence uncertain: the checkpoint's key set beyond the modules above. BLIP_Pretrain also
@@ -136,6 +138,13 @@ class ImageRewardNet(nn.Module):
         return self.mlp(text.last_hidden_state[:, 0, :].float()).squeeze(-1)
 
 
+def default_checkpoint(folder: Path) -> str:
+    """`ImageReward.safetensors` in the folder if there is one (a converted checkpoint), else the
+    released `ImageReward.pt` (a pickle: it needs allow_pickle)."""
+    safe = folder / "ImageReward.safetensors"
+    return str(safe if safe.is_file() else folder / "ImageReward.pt")
+
+
 @REWARDS.register("imagereward")
 class ImageReward:
     def __init__(self, spec: RewardSpec, device: str = "cpu") -> None:
@@ -147,8 +156,8 @@ class ImageReward:
         if not (folder / "med_config.json").is_file():
             raise FileNotFoundError(f"{what}: '{folder}' has no med_config.json (ImageReward's text-encoder config, "
                                     f"from the THUDM/ImageReward repo)")
-        ckpt = resolve_model_path(spec.pretrained, what) if spec.pretrained else str(folder / "ImageReward.pt")
-        state = load_state_dict_file(ckpt, what)
+        ckpt = resolve_model_path(spec.pretrained, what) if spec.pretrained else default_checkpoint(folder)
+        state = load_state_dict_file(ckpt, what, spec.allow_pickle)
         med = json.loads((folder / "med_config.json").read_text())
         vision = vision_config(state)
         mapped, skipped = remap_imagereward(state)

@@ -1,24 +1,44 @@
 """Loading helpers shared by the reward modules: checkpoint files, open_clip models, pooled features,
-and the prompt de-duplication that lets a batch encode each distinct prompt once."""
+and the prompt de-duplication that lets a batch encode each distinct prompt once.
+
+Weights load from safetensors only unless the reward's spec sets `allow_pickle` (the released HPS,
+aesthetic and ImageReward checkpoints are pickles: opt in for them, or convert them to safetensors)."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from models.generators.base import PickleWeightsError, pickle_error
 from synrank.config import RewardSpec
 from synrank.models_io import resolve_model_path
 
 
-def load_state_dict_file(path: str, what: str) -> dict[str, torch.Tensor]:
-    """A `torch.save`d state_dict, bare or wrapped as {'state_dict': ...} (HPS's training checkpoints),
-    with a DistributedDataParallel 'module.' prefix removed. `weights_only=True`: these files come from
+REWARD_SETTING = "this reward (score.rewards[].allow_pickle)"
+
+
+def load_state_dict_file(path: str, what: str, allow_pickle: bool = False) -> dict[str, torch.Tensor]:
+    """A state_dict from a .safetensors file or, only with allow_pickle, a `torch.save`d one, bare or
+    wrapped as {'state_dict': ...} (HPS's training checkpoints), with a DistributedDataParallel 'module.'
+    prefix removed. Raises PickleWeightsError for any other file without allow_pickle, ValueError for a
+    file that holds no state_dict. Even with allow_pickle, `weights_only=True`: these files come from
     the internet and must not run code when unpickled."""
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        if Path(path).suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            obj = load_file(path, device="cpu")
+        elif not allow_pickle:
+            raise pickle_error(what, path, REWARD_SETTING)
+        else:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+    except PickleWeightsError:
+        raise
     except Exception as err:  # a pickled object (not a state_dict) or a corrupt file
         raise ValueError(f"{what}: '{path}' is not a loadable state_dict file ({type(err).__name__}: "
                          f"{str(err).splitlines()[0] if str(err) else ''})") from None
@@ -52,7 +72,9 @@ def create_open_clip(spec: RewardSpec, arch: str, pretrained: str | None, device
     """(model in eval mode, tokenizer) for an open_clip `arch`: a built-in name (`ViT-H-14`), a
     `local-dir:`/`hf-hub:` source, or a model-config JSON file (registered under its file stem, the way
     open_clip's own `add_model_config` names configs). `pretrained` is a tag or a checkpoint file.
-    `weights_later`: the caller loads the weights itself, so open_clip's random-init warning is noise."""
+    `weights_later`: the caller loads the weights itself, so open_clip's random-init warning is noise.
+    Any checkpoint open_clip would load that is not .safetensors raises PickleWeightsError unless
+    spec.allow_pickle (see _safetensors_only)."""
     import open_clip
 
     if arch.endswith(".json") and not arch.startswith(("local-dir:", "hf-hub:")):
@@ -64,10 +86,36 @@ def create_open_clip(spec: RewardSpec, arch: str, pretrained: str | None, device
     if weights_later:
         logging.getLogger().addFilter(quiet)   # open_clip logs through the root logger
     try:
-        model = open_clip.create_model(arch, pretrained=pretrained, device=device)
+        with _safetensors_only(f"reward '{spec.name}'", spec.allow_pickle):
+            model = open_clip.create_model(arch, pretrained=pretrained, device=device)
     finally:
         logging.getLogger().removeFilter(quiet)
     return model.eval(), open_clip.get_tokenizer(arch)
+
+
+@contextmanager
+def _safetensors_only(what: str, allow_pickle: bool) -> Iterator[None]:
+    """While open_clip builds a model, its checkpoint reader (`open_clip.factory.load_state_dict`, which
+    every full-model and tower checkpoint goes through: a pretrained tag's or hf-hub: download, a
+    local-dir: folder's file, a checkpoint path) refuses any file but .safetensors, unless allow_pickle.
+    Checked here, where the file is known, because a tag's file is only known once open_clip resolves it."""
+    import open_clip.factory as factory
+
+    original = factory.load_state_dict
+    if allow_pickle:
+        yield
+        return
+
+    def checked(checkpoint_path: str, *args: Any, **kwargs: Any) -> Any:
+        if not str(checkpoint_path).endswith(".safetensors"):
+            raise pickle_error(what, checkpoint_path, REWARD_SETTING)
+        return original(checkpoint_path, *args, **kwargs)
+
+    factory.load_state_dict = checked
+    try:
+        yield
+    finally:
+        factory.load_state_dict = original
 
 
 def pooled(out: Any) -> torch.Tensor:

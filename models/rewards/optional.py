@@ -7,7 +7,9 @@ installed, and otherwise failing at construction with one message that says what
   (`MPS_overall_checkpoint.pth`) is a pickled whole model whose classes live in the `trainer` package
   of the Kwai-Kolors/MPS repository, which must be importable. `pretrained` = that file, `arch` = the
   processor (`laion/CLIP-ViT-H-14-laion2B-s32B-b79K`). It is unpickled with weights_only=False, i.e.
-  it runs code from the file: only use a checkpoint you trust.
+  it runs code from the file: only use a checkpoint you trust, and say so with `allow_pickle: true`
+  (refused otherwise). `vqascore` needs `allow_pickle: true` too: t2v_metrics loads its weights itself,
+  so that they are safetensors cannot be checked.
 
 Neither scoring path can be exercised here (no package, no weights); they follow the reference
 inference code and are marked as such.
@@ -24,8 +26,9 @@ import numpy as np
 import torch
 from PIL import Image
 
+from models.generators.base import PickleWeightsError, pickle_error
 from models.rewards import REWARDS
-from models.rewards.loading import check_batch, pooled
+from models.rewards.loading import REWARD_SETTING, check_batch, pooled
 from models.rewards.preprocess import from_hf_image_processor
 from synrank.config import RewardSpec
 from synrank.models_io import resolve_model_path
@@ -52,6 +55,10 @@ class VQAScore:
     def __init__(self, spec: RewardSpec, device: str = "cpu") -> None:
         t2v = require("vqascore", "t2v_metrics", "pip install t2v-metrics (the VQAScore package; not in synrank's lock)")
         self.spec, self.device = spec, device
+        if not spec.allow_pickle:
+            raise PickleWeightsError(f"reward '{spec.name}' (vqascore): t2v_metrics loads the weights of "
+                                     f"'{spec.arch}' itself, so that they are not pickles cannot be checked; "
+                                     f"set allow_pickle: true on {REWARD_SETTING} if you trust them")
         self.model = t2v.VQAScore(model=spec.arch, device=device)
 
     @torch.no_grad()
@@ -79,8 +86,10 @@ class MPS:
 
         what = f"reward '{spec.name}'"
         self.spec, self.device = spec, device
-        self.model = torch.load(resolve_model_path(spec.pretrained, what), map_location="cpu",
-                                weights_only=False).float().to(device).eval()
+        checkpoint = resolve_model_path(spec.pretrained, what)
+        if not spec.allow_pickle:  # a pickled whole model: it runs code from the file when loaded
+            raise pickle_error(what, checkpoint, REWARD_SETTING)
+        self.model = torch.load(checkpoint, map_location="cpu", weights_only=False).float().to(device).eval()
         processor = AutoProcessor.from_pretrained(resolve_model_path(spec.arch, what))
         self.tokenizer = processor.tokenizer
         self.preprocess = from_hf_image_processor(processor.image_processor)

@@ -22,8 +22,9 @@ import numpy as np
 import torch
 from PIL import Image
 
+from models.generators.base import refuse_pickle
 from models.rewards import REWARDS
-from models.rewards.loading import check_batch, pooled, unique_prompts
+from models.rewards.loading import REWARD_SETTING, check_batch, pooled, unique_prompts
 from models.rewards.preprocess import from_hf_image_processor
 from synrank.config import RewardSpec
 from synrank.models_io import resolve_model_path
@@ -49,7 +50,11 @@ class PickScore:
         processor = AutoProcessor.from_pretrained(source)
         self.tokenizer = processor.tokenizer
         self.preprocess = from_hf_image_processor(processor.image_processor)
-        self.model = CLIPModel.from_pretrained(model_path).to(device).eval()
+        # safetensors only unless allow_pickle: a clear message for a local folder, transformers' own
+        # check (use_safetensors=True) for a hub id.
+        refuse_pickle([model_path], spec.allow_pickle, what, REWARD_SETTING)
+        safe = None if spec.allow_pickle else True
+        self.model = CLIPModel.from_pretrained(model_path, use_safetensors=safe).to(device).eval()
 
     @torch.no_grad()
     def score(self, images: list[Image.Image], prompts: list[str]) -> np.ndarray:

@@ -3,7 +3,8 @@ reward-model counterpart of `models/tiny.py`), so tests and the benchmark go thr
 loading code that the released files use. Each builder returns the `RewardSpec` that loads it.
 
 The checkpoint layouts are written out here independently of the loaders: the aesthetic MLP as its
-repository declares it, ImageReward's keys listed by hand from the package's modules.
+repository declares it, ImageReward's keys listed by hand from the package's modules. The released HPS,
+aesthetic-MLP and ImageReward files are pickles (torch.save), so their specs opt in with allow_pickle.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ def build_hps(root: Path, kind: str = "hpsv2", wrapped: bool = True, seed: int =
     state = open_clip.CLIP(**HPS_ARCH).state_dict()
     ckpt = root / ("HPS_compressed.pt" if wrapped else "HPS_bare.pt")
     torch.save({"state_dict": state} if wrapped else state, ckpt)
-    return RewardSpec(name=kind, kind=kind, arch=str(arch), pretrained=str(ckpt))
+    return RewardSpec(name=kind, kind=kind, arch=str(arch), pretrained=str(ckpt), allow_pickle=True)
 
 
 def build_pickscore(root: Path, seed: int = 2, logit_scale: float = 100.0) -> RewardSpec:
@@ -73,7 +74,8 @@ def build_aesthetic(root: Path, seed: int = 3) -> RewardSpec:
     clip = build_tiny_clip(root / "clip")
     torch.manual_seed(seed)
     torch.save(aesthetic_layers(32).state_dict(), root / "mlp.pth")
-    return RewardSpec(name="aesthetic", kind="aesthetic", arch=f"local-dir:{clip}", pretrained=str(root / "mlp.pth"))
+    return RewardSpec(name="aesthetic", kind="aesthetic", arch=f"local-dir:{clip}", pretrained=str(root / "mlp.pth"),
+                      allow_pickle=True)
 
 
 def imagereward_checkpoint(vocab: int, width: int = 64, depth: int = 2, patch: int = 8, grid: int = 4,
@@ -133,4 +135,4 @@ def build_imagereward(root: Path) -> RewardSpec:
         "attention_probs_dropout_prob": 0.1, "pad_token_id": 0, "type_vocab_size": 2, "encoder_width": 768,
         "add_cross_attention": True}, indent=2))
     torch.save(imagereward_checkpoint(n_vocab), root / "ImageReward.pt")
-    return RewardSpec(name="imagereward", kind="imagereward", arch=str(root))
+    return RewardSpec(name="imagereward", kind="imagereward", arch=str(root), allow_pickle=True)

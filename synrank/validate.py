@@ -1,0 +1,137 @@
+"""One pass over the whole config for what pydantic's types cannot see: registry keys, names that refer
+to other entries, duplicate names and group sizes.
+
+Why here and not in the stages: a Prefect run, a model load or a finished generate stage used to be
+what found out that `train.objective` had a typo or that `train.base` named no generator (the online
+flow died with a bare StopIteration). `load_checked_config` (the CLI's and `synrank deploy`'s way in)
+runs it after `load_config`, so they refuse a bad value with exit code 2, and at the start of the pipeline, online and
+study flows (so a run triggered from the Prefect UI fails before any compute). It imports the registries
+(the same ones `load_generator`, `load_reward`, `load_benchmark` and the trainer look keys up in) but
+loads no weights and writes nothing.
+
+Every error is a `ConfigError` of one line that names the key, the value and what is allowed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from functools import cache
+
+from pathlib import Path
+
+from synrank.config import PARAMS_FILE, Config, ConfigError, load_config
+
+
+@cache
+def registries() -> dict[str, list[str]]:
+    """The registered keys of each registry, filled exactly as the loaders fill them (`import_all`)."""
+    from models.benchmarks import BENCHMARKS
+    from models.generators import GENERATORS
+    from models.objectives import OBJECTIVES
+    from models.rewards import REWARDS
+    from synrank.registry import import_all
+
+    for package in ("models.generators", "models.rewards", "models.benchmarks"):
+        import_all(package)
+    return {"objective": OBJECTIVES.names(), "generator backend": GENERATORS.names(),
+            "reward kind": REWARDS.names(), "benchmark": BENCHMARKS.names()}
+
+
+def pair_objectives() -> list[str]:
+    """Objectives whose pairs are formed inside a prompt's group, so they need K >= 2 images per prompt.
+    SUDO pairs an image with a batch mate instead, and sft / rwr only weigh single images."""
+    from models.objectives import OBJECTIVES
+
+    return [n for n in OBJECTIVES.names() if OBJECTIVES.get(n).pairs is not None and not OBJECTIVES.get(n).self_pairs]
+
+
+def _refuse(key: str, value: object, problem: str, allowed: Iterable[str]) -> ConfigError:
+    return ConfigError(f"bad value for '{key}': {value!r} {problem}; allowed: {', '.join(allowed) or '(none)'}")
+
+
+def _one_of(key: str, value: str, allowed: list[str], what: str) -> None:
+    if value not in allowed:
+        raise _refuse(key, value, f"is not {what}", allowed)
+
+
+def check_registry_keys(cfg: Config) -> None:
+    """Every key that picks an implementation names a registered one."""
+    reg = registries()
+    _one_of("train.objective", cfg.train.objective, reg["objective"], "a registered objective")
+    _one_of("online.objective", cfg.online.objective, reg["objective"], "a registered objective")
+    for i, arm in enumerate(cfg.study.arms):
+        if arm.objective:  # empty = the untrained base
+            _one_of(f"study.arms.{i}.objective", arm.objective, reg["objective"],
+                    "a registered objective (or empty for the untrained base)")
+    for i, g in enumerate(cfg.generate.generators):
+        _one_of(f"generate.generators.{i}.backend", g.backend, reg["generator backend"], "a generator backend")
+    for i, r in enumerate(cfg.score.rewards):
+        _one_of(f"score.rewards.{i}.kind", r.kind, reg["reward kind"], "a reward kind")
+    for i, b in enumerate(cfg.evaluate.benchmarks):
+        _one_of(f"evaluate.benchmarks.{i}", b, reg["benchmark"], "a pass/fail benchmark")
+    _one_of("study.benchmark", cfg.study.benchmark, reg["benchmark"], "a pass/fail benchmark")
+
+
+def _unique(key: str, names: list[str]) -> None:
+    seen: set[str] = set()
+    for i, name in enumerate(names):
+        if name in seen:
+            raise ConfigError(f"bad value for '{key}.{i}.name': {name!r} is used twice; names in {key} must be "
+                              f"unique, taken: {', '.join(names[:i])}")
+        seen.add(name)
+
+
+def check_names(cfg: Config) -> None:
+    """Names are unique where they are looked up, and every name that refers to another entry exists."""
+    generators = [g.name for g in cfg.generate.generators]
+    rewards = [r.name for r in cfg.score.rewards]
+    arms = [a.name for a in cfg.study.arms]
+    _unique("generate.generators", generators)
+    _unique("score.rewards", rewards)
+    _unique("study.arms", arms)
+    if cfg.train.base:  # empty = the first generator
+        _one_of("train.base", cfg.train.base, generators, "a generator in generate.generators (or empty = the first)")
+    for i, name in enumerate(cfg.rank.rewards):
+        _one_of(f"rank.rewards.{i}", name, rewards, "a reward in score.rewards")
+    for i, arm in enumerate(cfg.study.arms):
+        for j, name in enumerate(arm.rewards):
+            _one_of(f"study.arms.{i}.rewards.{j}", name, rewards, "a reward in score.rewards")
+    _one_of("study.reference", cfg.study.reference, arms, "a study arm")
+    bases = [a.name for a in cfg.study.arms if not a.objective]
+    if len(bases) != 1:
+        raise ConfigError(f"bad value for 'study.arms': exactly one arm must be the untrained base (no objective), "
+                          f"got {len(bases)}: {', '.join(bases) or '(none)'}")
+
+
+def check_group_size(cfg: Config) -> None:
+    """A pair objective on groups of one image has no pair to learn from: every loss would be 0."""
+    g = cfg.generate
+    k = len(g.generators) * g.images_per_prompt
+    if k >= 2:
+        return
+    pairs = pair_objectives()
+    problem = (f"forms pairs within a prompt's images, but generate gives K = {len(g.generators)} generator(s) x "
+               f"{g.images_per_prompt} image(s) per prompt = {k}; add a generator or raise "
+               "generate.images_per_prompt, or pick an objective without pairs")
+    allowed = [o for o in registries()["objective"] if o not in pairs]
+    if cfg.train.objective in pairs:
+        raise _refuse("train.objective", cfg.train.objective, problem, allowed)
+    for i, arm in enumerate(cfg.study.arms):
+        if arm.objective in pairs:
+            raise _refuse(f"study.arms.{i}.objective", arm.objective, problem, allowed)
+
+
+def validate_config(cfg: Config) -> None:
+    """Raise ConfigError (one line: key, value, allowed values) at the first problem; cheap checks first."""
+    check_names(cfg)
+    check_registry_keys(cfg)
+    check_group_size(cfg)
+
+
+def load_checked_config(path: str | Path = PARAMS_FILE, overrides: list[str] | None = None) -> Config:
+    """`load_config` (types, unknown keys) and then `validate_config` (registries, cross-references).
+    Kept apart from synrank.config so that the stages' code, which imports the config models, does not
+    import every registry (synrank.codehash: a stage's fingerprint covers what it imports)."""
+    cfg = load_config(path, overrides)
+    validate_config(cfg)
+    return cfg
