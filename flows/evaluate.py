@@ -45,7 +45,9 @@ def evaluate_flow(cfg: EvaluateConfig, rewards: ScoreConfig, generate: GenerateC
             stale += remove_stale_scores(out, manifest, rewards.rewards, tables=False)
             st.log(stale_removed=stale)
             # Per-category win-rates when the prompts have categories (PartiPrompts, GenEval tasks).
-            categories = {p: c or "(none)" for p, c in zip(prompts["prompt_id"], prompts["category"])}
+            # A prompt without a category (a plain text file) reads back from parquet as None or NaN.
+            categories = {p: c if isinstance(c, str) and c else "(none)"
+                          for p, c in zip(prompts["prompt_id"], prompts["category"])}
             results = winrates(scores, manifest, base.name, tuned.name,
                                categories if set(categories.values()) != {"(none)"} else None)
             benches, paired = {}, {}

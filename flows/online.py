@@ -45,7 +45,7 @@ def fuse_tuned(model_dir: str, out_dir: str) -> GeneratorSpec:
 
 @flow(name="online", log_prints=True)
 def online_flow(cfg: Config) -> str:
-    validate_config(cfg)  # a bad train.base (once a bare StopIteration) or key fails here, before any compute
+    validate_config(cfg, command="online")  # a bad train.base (once a bare StopIteration) or key fails here, before any compute
     current = base_generator(cfg.train, cfg.generate)
     tracking.setup(cfg.tracking)
     sample_flow(cfg.sample, cfg.paths, cfg.tracking)

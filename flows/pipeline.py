@@ -31,8 +31,8 @@ def pipeline_flow(cfg: Config) -> str:
     tracking.setup(cfg.tracking)
     # All six output folders are held for the whole run: a second pipeline on the same folders stops
     # at once instead of interleaving with this one (synrank.runlock).
-    with runlock.hold(stage_outputs(cfg.paths)) as killed:
-        if marked := runlock.mark_crashed(killed):
+    with runlock.hold(stage_outputs(cfg.paths)):
+        if marked := runlock.mark_crashed(runlock.pop_killed()):
             print("the previous run on these outputs was killed; marked " + ", ".join(marked))
         with mlflow.start_run(run_name="pipeline", tags={"synrank.stage": "pipeline"}) as run:
             note_runs(run.info.run_id)

@@ -60,7 +60,7 @@ def arm_paths(cfg: Config, arm: StudyArm, out: Path) -> Paths:
 
 @flow(name="study", log_prints=True)
 def study_flow(cfg: Config) -> str:
-    validate_config(cfg)  # every name the study refers to (arms, rewards, reference, benchmark), before any compute
+    validate_config(cfg, command="study")  # every name the study refers to (arms, rewards, reference, benchmark), before any compute
     study, t0 = cfg.study, time.time()
     out = Path(study.out) if Path(study.out).is_absolute() else ROOT / study.out
     evaluate = cfg.evaluate.model_copy(update={"all_generators": False, "benchmarks": [study.benchmark]})

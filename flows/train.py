@@ -18,6 +18,10 @@ from synrank.tracking import register
 from synrank.stage import stage_run
 
 
+# Keys of train()'s result that name a setting rather than measure the run (logged as MLflow params).
+EFFECTIVE_SETTINGS = ("effective_mixed_precision", "timestep_density", "timestep_shift")
+
+
 def check_objective(name: str) -> None:
     """Raise ConfigError naming the registered objectives if `name` is not one."""
     from models.objectives import OBJECTIVES
@@ -39,7 +43,7 @@ def base_generator(cfg: TrainConfig, generate: GenerateConfig):
 
 @task(name="train-model")
 def train_model(cfg: TrainConfig, generate: GenerateConfig, rankings_path: str, images_root: str,
-                out_dir: str, work_dir: str, run_id: str) -> dict[str, float]:
+                out_dir: str, work_dir: str, run_id: str) -> dict[str, float | str]:
     from mlflow.entities import Metric
 
     from models.trainer import train
@@ -119,6 +123,10 @@ def train_flow(cfg: TrainConfig, generate: GenerateConfig, paths: Paths = Paths(
             return str(out)
         publish_dir(work / "result", out)
         shutil.rmtree(work, ignore_errors=True)
+        # What training really ran with (accelerate's mixed precision, the timestep sampling): MLflow params
+        # train.effective_*, beside the configured train.* ones ("auto" says only who decided).
+        settings = {k.removeprefix("effective_"): final.pop(k) for k in EFFECTIVE_SETTINGS if k in final}
+        mlflow.log_params({f"train.effective_{k}": v for k, v in settings.items()})
         st.log(**{f"final_{k}": v for k, v in final.items()})
         for f in out.iterdir():  # the tuned weights and tuned.json (the stamp is written later)
             if f.is_dir():
@@ -128,5 +136,6 @@ def train_flow(cfg: TrainConfig, generate: GenerateConfig, paths: Paths = Paths(
         version = register(f"synrank-{spec.name}", st.run_id, "tuned_model",
                                     {"objective": cfg.objective, "steps": str(cfg.steps)})
         st.report = {"registered_model": f"synrank-{spec.name}", "version": version}
-        print(f"trained {cfg.objective} for {cfg.steps} steps: " + ", ".join(f"{k}={v:.4g}" for k, v in final.items()))
+        print(f"trained {cfg.objective} for {cfg.steps} steps: " + ", ".join(f"{k}={v:.4g}" for k, v in final.items())
+              + "; " + ", ".join(f"{k}={v}" for k, v in settings.items()))
     return str(out)

@@ -36,6 +36,7 @@ class Objective:
     pairs: Weights | None = None  # -> W (B, K, K), W[b, i, j] > 0 iff i is preferred over j
     sft: Weights | None = None  # -> V (B, K), weight of the plain denoising loss of each image
     self_pairs: bool = False  # SUDO: groups are (dataset image, another batch image) under one caption
+    label: str = "phi"  # which per-image value `pairs`/`sft` weigh: "phi" (Algorithm 1) or "advantage" (GPO)
 
 
 OBJECTIVES: Registry[Objective] = Registry("objective")
@@ -106,17 +107,24 @@ def dpo_pairs(phi: torch.Tensor, tau: torch.Tensor, mask: torch.Tensor) -> torch
     return w
 
 
+def advantage_pairs(adv: torch.Tensor, tau: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """GPO (arXiv 2505.11070) on group-relative advantages: every pair with A_i > A_j weighted by
+    A_i - A_j, so near-ties weigh little and a large reward gap weighs much. `adv` (B, K) is
+    models.ranking's `advantage`: each reward model's raw scores standardized within the group,
+    averaged over the models; it keeps the absolute reward gaps that phi's win counts throw away."""
+    gap = adv[:, :, None] - adv[:, None, :]
+    return gap.clamp(min=0) * ((adv[:, :, None] > adv[:, None, :]) & _valid_pairs(mask))
+
+
 def gpo_pairs(phi: torch.Tensor, tau: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """GPO-style group preference (arXiv 2505.11070; its exact form was not available to us): rewards
-    standardized within the group, A = (r - mean) / std, and every pair with r_i > r_j weighted by
-    A_i - A_j, so near-ties weigh little. Here r = phi. A group of equal rewards has std 0: weight 0."""
+    """The phi variant of GPO (`gpo-phi`): Algorithm 1's phi standardized within the group,
+    A = (phi - mean) / std, then advantage_pairs. A group of equal phi has std 0: weight 0."""
     m = mask.to(phi.dtype)
     n = m.sum(dim=1, keepdim=True).clamp(min=1)
     mean = (phi * m).sum(dim=1, keepdim=True) / n
     std = (((phi - mean) ** 2 * m).sum(dim=1, keepdim=True) / n).sqrt()
     adv = torch.where(std > 0, (phi - mean) / std.clamp(min=1e-12), torch.zeros_like(phi))
-    gap = adv[:, :, None] - adv[:, None, :]
-    return gap.clamp(min=0) * ((phi[:, :, None] > phi[:, None, :]) & _valid_pairs(mask))
+    return advantage_pairs(adv, tau, mask)
 
 
 def best_only(phi: torch.Tensor, tau: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -149,7 +157,8 @@ def _half(w: Weights) -> Weights:
 
 OBJECTIVES.register("rankdpo")(Objective(pairs=rankdpo_pairs))
 OBJECTIVES.register("dpo")(Objective(pairs=dpo_pairs))
-OBJECTIVES.register("gpo")(Objective(pairs=gpo_pairs))
+OBJECTIVES.register("gpo")(Objective(pairs=advantage_pairs, label="advantage"))
+OBJECTIVES.register("gpo-phi")(Objective(pairs=gpo_pairs))
 OBJECTIVES.register("sft")(Objective(sft=best_only))
 OBJECTIVES.register("rwr")(Objective(sft=reward_weighted))
 # SUDO / Self-DPO (arXiv 2504.14534): 0.5 DPO (dataset image over a deranged batch mate under the

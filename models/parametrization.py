@@ -1,17 +1,40 @@
-"""What a denoiser is trained to predict, and from which noisy input.
+"""What a denoiser is trained to predict, from which noisy input, and at which timesteps.
 
 - epsilon / v_prediction (DDPM, SD1.5 / SDXL / the shapes zoo): x_t = sqrt(a_t) x0 + sqrt(1 - a_t) eps,
-  target eps or v = sqrt(a_t) eps - sqrt(1 - a_t) x0, with a_t the scheduler's alphas_cumprod.
-- flow (rectified flow, SD3 / SD3.5): x_t = (1 - t) x0 + t eps, target v = eps - x0, t in (0, 1); the
-  transformer receives t * num_train_timesteps as its timestep, as the SD3 pipelines do.
+  target eps or v = sqrt(a_t) eps - sqrt(1 - a_t) x0, with a_t the scheduler's alphas_cumprod; t is drawn
+  uniformly from the num_train_timesteps discrete steps.
+- flow (rectified flow, SD3 / SD3.5): x_t = (1 - s) x0 + s eps, target v = eps - x0, sigma s in (0, 1); the
+  transformer receives s * num_train_timesteps as its timestep, as the SD3 pipelines and the scheduler's
+  own `timesteps` (= sigmas * num_train_timesteps) do.
+
+Timestep density for flow matching (`density`), as SD3's recipe (arXiv 2403.03206, Sec. 3.1 and 5.3.2)
+and diffusers' SD3 training scripts: u in (0, 1) is drawn from
+  - logit_normal: u = sigmoid(n), n ~ N(logit_mean, logit_std)  (the scripts' default, m = 0, s = 1)
+  - mode: u = 1 - v - mode_scale * (cos^2(pi v / 2) - 1 + v), v ~ U(0, 1)
+  - shifted: u ~ U(0, 1)
+and then mapped through the scheduler's timestep shift, s = shift u / (1 + (shift - 1) u) (3.0 for SD3),
+the map the FlowMatchEulerDiscreteScheduler applies to its own sigmas; the scripts get the same by
+indexing the scheduler's shifted sigma table with u (we keep s continuous instead of rounding u to 1/1000).
+With shift 3 the median sigma is 0.75 (uniform sigma: 0.5). `uniform` is plain s ~ U(0, 1), unshifted.
+A scheduler with use_dynamic_shifting (resolution-dependent shift, e.g. Flux) has an unshifted table,
+so its shift is 1 unless `flow_shift` says otherwise.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
 import torch
+
+FLOW_DENSITIES = ("uniform", "shifted", "logit_normal", "mode")
+AUTO_FLOW_DENSITY = "logit_normal"  # diffusers' train_dreambooth(_lora)_sd3.py default weighting_scheme
+
+
+def shift_sigma(u: torch.Tensor, shift: float) -> torch.Tensor:
+    """The flow-matching timestep shift, s = shift u / (1 + (shift - 1) u); shift 1 is the identity."""
+    return shift * u / (1 + (shift - 1) * u)
 
 
 @dataclass
@@ -19,21 +42,57 @@ class Parametrization:
     kind: str  # "epsilon" | "v_prediction" | "flow"
     num_train_timesteps: int = 1000
     alphas_cumprod: torch.Tensor | None = None
+    density: str = "uniform"  # flow only: one of FLOW_DENSITIES
+    shift: float = 1.0  # flow only, used by every density but "uniform"
+    logit_mean: float = 0.0
+    logit_std: float = 1.0
+    mode_scale: float = 1.29
 
     @classmethod
-    def from_scheduler(cls, scheduler: Any) -> Parametrization:
+    def from_scheduler(cls, scheduler: Any, density: str = "auto", flow_shift: float | None = None,
+                       **density_args: float) -> Parametrization:
+        """density "auto": logit_normal for flow matching (SD3's recipe), uniform discrete timesteps otherwise;
+        flow_shift None: the scheduler's `shift`. density_args: logit_mean, logit_std, mode_scale. A flow
+        density or shift for a DDPM-type model cannot take effect and is refused (ValueError)."""
         cfg = scheduler.config
         if type(scheduler).__name__.startswith("FlowMatch"):
-            return cls("flow", cfg.num_train_timesteps)
+            density = AUTO_FLOW_DENSITY if density == "auto" else density
+            if density not in FLOW_DENSITIES:
+                raise ValueError(f"unknown timestep_density '{density}'; allowed: auto, {', '.join(FLOW_DENSITIES)}")
+            if density == "uniform" and flow_shift is not None:
+                raise ValueError("flow_shift has no effect with timestep_density 'uniform' (an unshifted sigma)")
+            own = 1.0 if cfg.get("use_dynamic_shifting", False) else float(cfg.get("shift", 1.0))
+            shift = own if flow_shift is None else float(flow_shift)
+            return cls("flow", cfg.num_train_timesteps, None, density, shift, **density_args)
+        if density not in ("auto", "uniform") or flow_shift is not None:
+            what = f"timestep_density '{density}'" if density not in ("auto", "uniform") else "flow_shift"
+            raise ValueError(f"{what} applies to flow-matching models only; {type(scheduler).__name__} trains on "
+                             "uniformly drawn discrete timesteps (use timestep_density 'auto' or 'uniform')")
         from diffusers import DDPMScheduler
 
         ddpm = DDPMScheduler.from_config(cfg)  # the training-time noise schedule of this model
         return cls(cfg.get("prediction_type", "epsilon"), cfg.num_train_timesteps, ddpm.alphas_cumprod.float())
 
     def sample_t(self, n: int, generator: torch.Generator) -> torch.Tensor:
-        if self.kind == "flow":
-            return torch.rand(n, generator=generator)
-        return torch.randint(0, self.num_train_timesteps, (n,), generator=generator)
+        """n timesteps: discrete steps (long) for epsilon / v-prediction, sigmas in [0, 1] for flow."""
+        if self.kind != "flow":
+            return torch.randint(0, self.num_train_timesteps, (n,), generator=generator)
+        if self.density == "logit_normal":
+            u = torch.sigmoid(self.logit_mean + self.logit_std * torch.randn(n, generator=generator))
+        else:
+            u = torch.rand(n, generator=generator)
+        if self.density == "mode":
+            u = 1 - u - self.mode_scale * (torch.cos(math.pi * u / 2) ** 2 - 1 + u)
+        return u if self.density == "uniform" else shift_sigma(u, self.shift)
+
+    def describe(self) -> dict[str, Any]:
+        """The effective timestep sampling, for the run's record."""
+        if self.kind != "flow":
+            return {"timestep_density": "uniform-discrete"}
+        out: dict[str, Any] = {"timestep_density": self.density}
+        if self.density != "uniform":
+            out["timestep_shift"] = self.shift
+        return out
 
     def model_timestep(self, t: torch.Tensor) -> torch.Tensor:
         return t * self.num_train_timesteps if self.kind == "flow" else t

@@ -74,8 +74,10 @@ def reward_agreement(scores: pd.DataFrame, prompt_of: pd.Series) -> dict[str, fl
 def rank_groups(scores: pd.DataFrame, prompt_of: pd.Series, method: str = "algorithm1"
                ) -> tuple[pd.DataFrame, dict[str, int]]:
     """scores: long table (image_id, reward, score); prompt_of: image_id -> prompt_id.
-    Returns (image_id, prompt_id, phi, tau, k) and a report of what was left out. `method` swaps
-    Algorithm 1's win fraction for another aggregate (AGGREGATORS); ranking and tau stay the same."""
+    Returns (image_id, prompt_id, phi, tau, k, advantage) and a report of what was left out. `method`
+    swaps Algorithm 1's win fraction for another aggregate (AGGREGATORS); ranking and tau stay the same.
+    `advantage` is GPO's group-relative advantage whatever the method: each reward model's raw scores
+    standardized within the prompt's group, averaged over the models (`zscore`)."""
     aggregate = AGGREGATORS[method]
     wide = scores.pivot(index="image_id", columns="reward", values="score")
     finite = np.isfinite(wide.to_numpy(dtype=float)).all(axis=1)
@@ -86,9 +88,9 @@ def rank_groups(scores: pd.DataFrame, prompt_of: pd.Series, method: str = "algor
     for pid, group in wide.groupby("prompt_id", sort=True):
         r = group.drop(columns="prompt_id").to_numpy(dtype=float)
         phi = aggregate(r)
-        for image_id, p, t in zip(group.index, phi, ranks(phi)):
-            rows.append((image_id, pid, float(p), int(t), len(group)))
-    out = pd.DataFrame(rows, columns=["image_id", "prompt_id", "phi", "tau", "k"])
+        for image_id, p, t, a in zip(group.index, phi, ranks(phi), zscore(r)):
+            rows.append((image_id, pid, float(p), int(t), len(group), float(a)))
+    out = pd.DataFrame(rows, columns=["image_id", "prompt_id", "phi", "tau", "k", "advantage"])
     report["prompts"] = int(out["prompt_id"].nunique()) if len(out) else 0
     report["prompts_single_image"] = int((out.groupby("prompt_id")["k"].first() < 2).sum()) if len(out) else 0
     return out, report

@@ -22,7 +22,8 @@ from tqdm import tqdm
 
 @dataclass
 class RankedGroups:
-    """Group p holds latents[index[p, k]] for k with mask[p, k]; phi/tau are Algorithm 1's labels."""
+    """Group p holds latents[index[p, k]] for k with mask[p, k]; phi/tau are Algorithm 1's labels and
+    advantage the group-standardized raw rewards (models.ranking.zscore) that GPO weighs."""
 
     index: torch.Tensor  # (P, K) long, -1 = padding
     phi: torch.Tensor  # (P, K) float
@@ -30,13 +31,15 @@ class RankedGroups:
     mask: torch.Tensor  # (P, K) bool
     cond: dict[str, torch.Tensor]  # per prompt: encoder_hidden_states (P, L, D) [, pooled_projections (P, D)]
     latents: torch.Tensor  # (N, C, h, w)
+    advantage: torch.Tensor | None = None  # (P, K) float; None for rankings without the column
 
     def __len__(self) -> int:
         return self.index.shape[0]
 
     def select(self, rows: torch.Tensor) -> RankedGroups:
+        adv = self.advantage[rows] if self.advantage is not None else None
         return RankedGroups(self.index[rows], self.phi[rows], self.tau[rows], self.mask[rows],
-                            {k: v[rows] for k, v in self.cond.items()}, self.latents)
+                            {k: v[rows] for k, v in self.cond.items()}, self.latents, adv)
 
     def latents_of(self, index: torch.Tensor) -> torch.Tensor:
         return self.latents[index.clamp(min=0)]
@@ -118,7 +121,9 @@ def build_groups(pipe, ranked: pd.DataFrame, images: Callable[[list[str]], list[
     # labels, and the size. The cache folder itself is keyed by the train stage's fingerprint (the base
     # weights, the config), so latents of other weights or settings are never met.
     content = ranked["sha256"] if "sha256" in ranked else ranked["image_id"]
-    rows = (f"{c}\t{p}\t{f}\t{t}" for c, p, f, t in zip(content, ranked["prompt"], ranked["phi"], ranked["tau"]))
+    adv = ranked["advantage"] if "advantage" in ranked else [None] * len(ranked)
+    rows = (f"{c}\t{p}\t{f}\t{t}\t{a}" for c, p, f, t, a in zip(content, ranked["prompt"], ranked["phi"],
+                                                               ranked["tau"], adv))
     key = hashlib.sha256(("\n".join(rows) + str(size)).encode("utf-8", "surrogatepass")).hexdigest()[:16]
     path = cache / f"groups-{key}.pt" if cache else None
     if path is not None and path.exists():
@@ -134,15 +139,18 @@ def build_groups(pipe, ranked: pd.DataFrame, images: Callable[[list[str]], list[
     k_max = max(len(g) for _, g in groups)
     n = len(groups)
     index, phi = torch.full((n, k_max), -1, dtype=torch.long), torch.zeros(n, k_max)
+    advantage = torch.zeros(n, k_max) if "advantage" in ranked else None
     tau = torch.full((n, k_max), k_max + 1, dtype=torch.long)
     for p, (_, g) in enumerate(groups):
         index[p, :len(g)] = torch.tensor(g.index.to_numpy())
         phi[p, :len(g)] = torch.tensor(g["phi"].to_numpy(), dtype=torch.float32)
         tau[p, :len(g)] = torch.tensor(g["tau"].to_numpy())
+        if advantage is not None:
+            advantage[p, :len(g)] = torch.tensor(g["advantage"].to_numpy(), dtype=torch.float32)
     prompts = [g["prompt"].iloc[0] for _, g in groups]
     parts = [encode_prompts(pipe, prompts[i:i + batch_size], device, size) for i in range(0, n, batch_size)]
     cond = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
-    out = RankedGroups(index, phi, tau, index >= 0, cond, latents)
+    out = RankedGroups(index, phi, tau, index >= 0, cond, latents, advantage)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")

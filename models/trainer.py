@@ -31,6 +31,7 @@ from tqdm import tqdm
 from models.generators.base import pickle_policy
 from models.objectives import OBJECTIVES, Objective, derangement, implicit_scores, objective_loss, pair_stats
 from models.parametrization import Parametrization, predict
+from models.preflight import drop_tied_groups, make_accelerator
 from models.train_data import RankedGroups, build_groups, training_size
 from synrank.config import GeneratorSpec, TrainConfig
 from synrank.models_io import resolve_model_path
@@ -67,14 +68,26 @@ def draw_rows(n_groups: int, n: int, obj: Objective, rng: torch.Generator) -> to
     return torch.randint(0, n_groups, (n,), generator=rng)
 
 
+def objective_label(g: RankedGroups, obj: Objective) -> torch.Tensor:
+    """The (B, K) value an objective's weights are computed from: Algorithm 1's phi, or the
+    group-standardized raw rewards (`advantage`, models.ranking) for GPO."""
+    if obj.label == "phi":
+        return g.phi
+    if g.advantage is None:
+        raise ValueError(f"objective needs the rankings' '{obj.label}' column, which these rankings lack: "
+                         "run the rank stage again")
+    return g.advantage
+
+
 def make_batch(groups: RankedGroups, obj: Objective, rows: torch.Tensor, rng: torch.Generator) -> tuple:
-    """(latents (B, K, ...), cond, phi, tau, mask), all (B, K) but latents and cond. SUDO pairs each
+    """(latents (B, K, ...), cond, label, tau, mask), all (B, K) but latents and cond; label is the per-image
+    value the objective weighs (phi, or GPO's advantage: objective_label). SUDO pairs each
     group's image (a random member) with a deranged batch mate's image under the first one's caption,
     labelled (1, 0), K = 2. A pair whose two images share a prompt (the same row, or the same text
     conditioning) has its second slot masked out: no preference pair, only the SFT term on the first."""
     g = groups.select(rows)
     if not obj.self_pairs:
-        return groups.latents_of(g.index), g.cond, g.phi, g.tau, g.mask
+        return groups.latents_of(g.index), g.cond, objective_label(g, obj), g.tau, g.mask
     counts = g.mask.sum(dim=1)
     pick = (torch.rand(len(rows), generator=rng) * counts).long()
     own = g.index[torch.arange(len(rows)), pick]
@@ -137,8 +150,9 @@ def heldout_accuracy(model, ref, param: Parametrization, groups: RankedGroups, o
             noise = torch.randn(lat.shape[:1] + lat.shape[2:], generator=rng)
             lat, cond = lat.to(device), {k: v.to(device) for k, v in cond.items()}
             s = implicit_scores(*_errors(model, ref, param, lat, cond, t.to(device), noise.to(device)))
-            # Every objective is judged on the same label pairs: all strictly ordered pairs.
-            w = (rankdpo_pairs if not obj.self_pairs else dpo_pairs)(phi, tau, mask) > 0
+            # Every objective is judged on the same label pairs: all pairs that phi orders strictly.
+            judge = phi if obj.self_pairs else groups.select(rows).phi
+            w = (rankdpo_pairs if not obj.self_pairs else dpo_pairs)(judge, tau, mask) > 0
             stats = pair_stats(s.cpu(), w.float(), beta)
             correct += stats["implicit_acc"] * stats["pairs"] if stats["pairs"] else 0.0
             total += stats["pairs"]
@@ -253,34 +267,38 @@ def _check_skipped(cfg: TrainConfig, skipped: int, step: int) -> None:
 def train(spec: GeneratorSpec, cfg: TrainConfig, ranked: pd.DataFrame,
           images: Callable[[list[str]], list[Image.Image]], out_dir: Path,
           log: Callable[[dict[str, float], int], None] = lambda m, s: None,
-          work_dir: Path | None = None) -> dict[str, float]:
+          work_dir: Path | None = None) -> dict[str, float | str]:
     """Tune `spec`'s pipeline on ranked groups; saves LoRA weights or a full pipeline in out_dir and returns
-    the last logged metrics plus `skipped_steps` (and `heldout_implicit_acc` with a holdout). Images are
-    encoded at training_size(spec.height, spec.width, cfg.resolution), the generator's aspect kept.
+    the last logged metrics plus `skipped_steps` (and `heldout_implicit_acc` with a holdout), drop_tied_groups'
+    counts and the effective settings (`effective_mixed_precision`, `timestep_density`[, `timestep_shift`]).
+    Images are encoded at training_size(spec.height, spec.width, cfg.resolution), the generator's aspect kept.
     Checkpoints and the latent cache go to work_dir (default out_dir): keep it outside versioned
     outputs and keyed by the run's config, so that a resume never picks up another config's state.
-    Raises NonFiniteLossError (see the module docstring) before out_dir is written."""
+    Raises NonFiniteLossError (module docstring) before out_dir is written; models.preflight's errors
+    (every group ties, a mixed precision that cannot take effect) before a model loads."""
     work_dir = work_dir or out_dir
-    from accelerate import Accelerator
     from accelerate.utils import set_seed
 
-    accelerator = Accelerator(mixed_precision=cfg.mixed_precision, gradient_accumulation_steps=cfg.grad_accum)
+    obj = OBJECTIVES.get(cfg.objective)
+    ranked, counts = drop_tied_groups(ranked, obj)
+    accelerator = make_accelerator(cfg.mixed_precision, cfg.grad_accum)
     set_seed(cfg.seed)
     device = accelerator.device
     pipe, model, ref = load_for_training(spec, cfg, device)
+    param = Parametrization.from_scheduler(pipe.scheduler, cfg.timestep_density, cfg.flow_shift,
+                                           **cfg.model_dump(include={"logit_mean", "logit_std", "mode_scale"}))
     size = training_size(spec.height, spec.width, cfg.resolution)
     groups = build_groups(pipe, ranked, images, size, device, cache=work_dir / "cache")
     train_groups, held = split_holdout(groups, cfg.holdout_fraction, cfg.seed)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.learning_rate)
     model, opt = accelerator.prepare(model, opt)
-    param, obj = Parametrization.from_scheduler(pipe.scheduler), OBJECTIVES.get(cfg.objective)
     raw = accelerator.unwrap_model(model)
     loop = _Loop(accelerator, model, ref, raw, opt, params, param, obj, train_groups, cfg)
     rng = torch.Generator().manual_seed(cfg.seed + accelerator.process_index)  # each process its own groups
     ckpts = work_dir / "checkpoints"
     start, skipped = resume(accelerator, ckpts, rng)
-    last: dict[str, float] = {}
+    last: dict[str, float | str] = {}
     model.train()
     for step in tqdm(range(start + 1, cfg.steps + 1), desc=f"train {cfg.objective}", unit="step",
                      initial=start, total=cfg.steps):
@@ -294,7 +312,8 @@ def train(spec: GeneratorSpec, cfg: TrainConfig, ranked: pd.DataFrame,
         if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < cfg.steps:
             save_checkpoint(accelerator, ckpts, step, rng, skipped)
     accelerator.wait_for_everyone()
-    last["skipped_steps"] = float(skipped)
+    last.update(skipped_steps=float(skipped), **counts, effective_mixed_precision=accelerator.mixed_precision,
+                **param.describe())
     if not accelerator.is_main_process:
         return last
     if held is not None:

@@ -21,8 +21,9 @@ def prefect_env(environ: Mapping[str, str]) -> dict[str, str]:
 
     Without `make up` (no PREFECT_API_URL) each run starts an ephemeral Prefect server: its state goes
     to the project's git-ignored .prefect/ rather than ~/.prefect, and it may take 120 s to start,
-    since the default 20 s is too little on a busy 2-core machine (the run failed before any work)."""
-    env = {EPHEMERAL_TIMEOUT_ENV: "120"}
+    since the default 20 s is too little on a busy 2-core machine (the run failed before any work).
+    Offline by design: no telemetry from the temporary server (it only logs a failed DNS lookup)."""
+    env = {EPHEMERAL_TIMEOUT_ENV: "120", "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1"}
     if not environ.get("PREFECT_API_URL"):
         env["PREFECT_HOME"] = str(ROOT / ".prefect")
     return {k: v for k, v in env.items() if not environ.get(k)}
@@ -111,28 +112,25 @@ def main(argv: list[str] | None = None) -> int:
     if args.command in extra:
         return extra[args.command](args)
     try:
-        cfg = load_checked_config(args.params, args.overrides)
+        cfg = load_checked_config(args.params, args.overrides, command=args.command)
     except ConfigError as err:
         print(f"synrank: invalid config: {err}", file=sys.stderr)
         return 2
-    from synrank.runlock import LockHeld
+    from synrank.config import STAGE_OUTPUT, stage_outputs
+    from synrank.runlock import LockHeld, hold
 
+    # The output folders are locked here, before Prefect starts: a second run on the same outputs stops
+    # at once, however soon after the first it starts (the flows take the same locks, re-entrantly).
+    command = args.command
+    stages = list(STAGE_OUTPUT) if command == "pipeline" else [command] if command in STAGE_OUTPUT else []
     try:
-        _check_outputs_free(args.command, cfg)  # a second run on the same outputs stops before Prefect starts
-        os.environ.update(prefect_env(os.environ))  # before _run imports Prefect
-        _run(args.command, cfg)
+        with hold(stage_outputs(cfg.paths, stages)):
+            os.environ.update(prefect_env(os.environ))  # before _run imports Prefect
+            _run(command, cfg)
     except LockHeld as err:
         print(f"synrank: {err}", file=sys.stderr)
         return 3
     return 0
-
-
-def _check_outputs_free(command: str, cfg: Config) -> None:
-    from synrank.runlock import check_free
-    from synrank.config import STAGE_OUTPUT, stage_outputs
-
-    stages = list(STAGE_OUTPUT) if command == "pipeline" else [command] if command in STAGE_OUTPUT else []
-    check_free(stage_outputs(cfg.paths, stages))
 
 
 if __name__ == "__main__":

@@ -115,7 +115,22 @@ class TrainConfig(Strict):
     prompts_per_step: int = Field(default=4, ge=1)
     grad_accum: int = Field(default=1, ge=1)
     lora_rank: int = Field(default=8, ge=0, description="0 = full fine-tune with a frozen reference copy.")
-    mixed_precision: Literal["no", "fp16", "bf16"] = "no"
+    mixed_precision: Literal["auto", "no", "fp16", "bf16"] = Field(
+        default="auto", description="auto = accelerate's own setting (`accelerate launch` config or "
+        "ACCELERATE_MIXED_PRECISION; 'no' without either); an explicit value overrides it. One that cannot take "
+        "effect (fp16 on a CPU, where accelerate runs fp32) is refused before the model loads.")
+    timestep_density: Literal["auto", "uniform", "shifted", "logit_normal", "mode"] = Field(
+        default="auto", description="Flow-matching (SD3) sigma sampling: logit_normal = sigmoid(N(logit_mean, "
+        "logit_std)), mode = SD3's mode density (mode_scale), shifted = uniform; each then through the timestep "
+        "shift s -> shift*s/(1+(shift-1)*s). uniform = plain U(0,1) sigma, unshifted. auto = logit_normal "
+        "(SD3's recipe, median sigma 0.75 at shift 3) for flow matching; epsilon/v-prediction UNets always draw "
+        "discrete timesteps uniformly and refuse any other value.")
+    logit_mean: float = Field(default=0.0, description="timestep_density logit_normal: mean of the normal.")
+    logit_std: float = Field(default=1.0, gt=0, description="timestep_density logit_normal: std of the normal.")
+    mode_scale: float = Field(default=1.29, ge=-1.0, le=1.75,
+                              description="timestep_density mode: SD3's scale s (monotone for -1 <= s <= 2/(pi-2)).")
+    flow_shift: float | None = Field(default=None, gt=0, description="Flow-matching timestep shift; None = the "
+                                     "scheduler's `shift` (3.0 for SD3; 1 for dynamic shifting). 1 = no shift.")
     gradient_checkpointing: bool = False
     resolution: int = Field(default=0, ge=0, description="Training image size; 0 = the generator's.")
     seed: int = 0

@@ -131,7 +131,7 @@ def deploy(params: str | Path = PARAMS_FILE, overrides: list[str] | None = None,
     from prefect.runner.storage import LocalStorage
     from prefect.settings import PREFECT_API_URL
 
-    cfg = load_checked_config(params, overrides)
+    cfg = load_checked_config(params, overrides, command="all")
     if not PREFECT_API_URL.value():  # else Prefect would deploy into a throwaway ephemeral server
         raise DeployError("PREFECT_API_URL is not set: start the server (make up) or point it at one")
     env = {ROOT_ENV: str(ROOT), **(os.environ if env is None else env)}

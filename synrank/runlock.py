@@ -33,6 +33,7 @@ class LockHeld(RuntimeError):
 
 _held: dict[Path, tuple[int, int]] = {}  # lock file -> (fd, depth)
 _record: dict[str, Any] = {}
+_killed: list[dict[str, Any]] = []  # killed holders' records found on acquiring, not yet marked
 
 
 def _describe(path: Path, rec: dict[str, Any]) -> str:
@@ -65,21 +66,6 @@ def _new_record() -> dict[str, Any]:
     return _record
 
 
-def check_free(outs: list[Path]) -> None:
-    """Raise LockHeld if another live process holds any of these output folders (takes nothing)."""
-    for out in outs:
-        path = out / LOCK_NAME
-        if path in _held or not path.exists():
-            continue
-        fd = os.open(path, os.O_RDWR)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise LockHeld(_describe(path, _read(fd))) from None
-        finally:
-            os.close(fd)
-
-
 def _acquire(path: Path) -> dict[str, Any]:
     """Take one lock; returns the previous holder's record."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -110,11 +96,12 @@ def _release(path: Path) -> None:
 
 
 @contextmanager
-def hold(outs: list[Path]) -> Iterator[list[dict[str, Any]]]:
-    """Hold the locks of these output folders; yields the records of holders that were killed
-    (state still "running"), for `mark_crashed`. Raises LockHeld at once if one is taken."""
+def hold(outs: list[Path]) -> Iterator[None]:
+    """Hold the locks of these output folders (re-entrant within the process); raises LockHeld at once
+    if one is taken. Records of holders that were killed (state still "running") wait in `pop_killed`
+    for whoever can reach their MLflow store and Prefect API (the CLI locks before Prefect starts)."""
     taken: list[Path] = []
-    killed: list[dict[str, Any]] = []
+    killed = _killed
     try:
         for out in sorted({Path(o) for o in outs}):
             path = out / LOCK_NAME
@@ -126,10 +113,17 @@ def hold(outs: list[Path]) -> Iterator[list[dict[str, Any]]]:
                 if previous.get("state") == "running" and previous not in killed:
                     killed.append(previous)
             taken.append(path)
-        yield killed
+        yield
     finally:
         for path in reversed(taken):
             _release(path)
+
+
+def pop_killed() -> list[dict[str, Any]]:
+    """The killed holders' records found so far, each handed out once."""
+    found = list(_killed)
+    _killed.clear()
+    return found
 
 
 def note(kind: str, entry: dict[str, str]) -> None:

@@ -116,14 +116,14 @@ def stage_run(name: str, params: Params, inputs: list[Path], out: Path, tracking
         fp = fingerprint(name, params, inputs, extra)
         yield Stage(name, out, fp, up_to_date=_is_current(read_stamp(out), fp, out) and not force)
         return
-    with runlock.hold([out]) as killed:
+    with runlock.hold([out]):
         fp = fingerprint(name, params, inputs, extra)
         old = read_stamp(out)
         st = Stage(name, out, fp, up_to_date=_is_current(old, fp, out) and not force)
         if st.up_to_date and old:
             st.metrics, st.report = dict(old.get("metrics", {})), dict(old.get("report", {}))
         tracking.setup(tracking_cfg)
-        if marked := runlock.mark_crashed(killed):
+        if marked := runlock.mark_crashed(runlock.pop_killed()):
             print(f"[{name}] the previous run on {out} was killed; marked " + ", ".join(marked))
         parent = os.environ.get(tracking.PARENT_ENV) or None
         with mlflow.start_run(run_name=name, nested=parent is not None, parent_run_id=parent,

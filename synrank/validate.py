@@ -54,12 +54,14 @@ def _one_of(key: str, value: str, allowed: list[str], what: str) -> None:
         raise _refuse(key, value, f"is not {what}", allowed)
 
 
-def check_registry_keys(cfg: Config) -> None:
-    """Every key that picks an implementation names a registered one."""
+def check_registry_keys(cfg: Config, command: str) -> None:
+    """Every key that picks an implementation names a registered one (online.* and study.* only for the
+    commands that read them)."""
     reg = registries()
     _one_of("train.objective", cfg.train.objective, reg["objective"], "a registered objective")
-    _one_of("online.objective", cfg.online.objective, reg["objective"], "a registered objective")
-    for i, arm in enumerate(cfg.study.arms):
+    if command in ("online", "all"):
+        _one_of("online.objective", cfg.online.objective, reg["objective"], "a registered objective")
+    for i, arm in enumerate(cfg.study.arms if command in ("study", "all") else []):
         if arm.objective:  # empty = the untrained base
             _one_of(f"study.arms.{i}.objective", arm.objective, reg["objective"],
                     "a registered objective (or empty for the untrained base)")
@@ -69,7 +71,8 @@ def check_registry_keys(cfg: Config) -> None:
         _one_of(f"score.rewards.{i}.kind", r.kind, reg["reward kind"], "a reward kind")
     for i, b in enumerate(cfg.evaluate.benchmarks):
         _one_of(f"evaluate.benchmarks.{i}", b, reg["benchmark"], "a pass/fail benchmark")
-    _one_of("study.benchmark", cfg.study.benchmark, reg["benchmark"], "a pass/fail benchmark")
+    if command in ("study", "all"):
+        _one_of("study.benchmark", cfg.study.benchmark, reg["benchmark"], "a pass/fail benchmark")
 
 
 def _unique(key: str, names: list[str]) -> None:
@@ -81,18 +84,25 @@ def _unique(key: str, names: list[str]) -> None:
         seen.add(name)
 
 
-def check_names(cfg: Config) -> None:
-    """Names are unique where they are looked up, and every name that refers to another entry exists."""
+def check_names(cfg: Config, command: str) -> None:
+    """Names are unique where they are looked up, and every name that refers to another entry exists
+    (the study's arms only for `synrank study`: a pipeline with other rewards must not need them)."""
     generators = [g.name for g in cfg.generate.generators]
     rewards = [r.name for r in cfg.score.rewards]
     arms = [a.name for a in cfg.study.arms]
     _unique("generate.generators", generators)
     _unique("score.rewards", rewards)
-    _unique("study.arms", arms)
     if cfg.train.base:  # empty = the first generator
         _one_of("train.base", cfg.train.base, generators, "a generator in generate.generators (or empty = the first)")
     for i, name in enumerate(cfg.rank.rewards):
         _one_of(f"rank.rewards.{i}", name, rewards, "a reward in score.rewards")
+    if command in ("study", "all"):
+        check_study_names(cfg, rewards, arms)
+
+
+def check_study_names(cfg: Config, rewards: list[str], arms: list[str]) -> None:
+    """The study's arms: unique names, rewards that exist, one untrained base, a reference arm."""
+    _unique("study.arms", arms)
     for i, arm in enumerate(cfg.study.arms):
         for j, name in enumerate(arm.rewards):
             _one_of(f"study.arms.{i}.rewards.{j}", name, rewards, "a reward in score.rewards")
@@ -103,7 +113,7 @@ def check_names(cfg: Config) -> None:
                           f"got {len(bases)}: {', '.join(bases) or '(none)'}")
 
 
-def check_group_size(cfg: Config) -> None:
+def check_group_size(cfg: Config, command: str) -> None:
     """A pair objective on groups of one image has no pair to learn from: every loss would be 0."""
     g = cfg.generate
     k = len(g.generators) * g.images_per_prompt
@@ -116,22 +126,25 @@ def check_group_size(cfg: Config) -> None:
     allowed = [o for o in registries()["objective"] if o not in pairs]
     if cfg.train.objective in pairs:
         raise _refuse("train.objective", cfg.train.objective, problem, allowed)
-    for i, arm in enumerate(cfg.study.arms):
+    for i, arm in enumerate(cfg.study.arms if command in ("study", "all") else []):
         if arm.objective in pairs:
             raise _refuse(f"study.arms.{i}.objective", arm.objective, problem, allowed)
 
 
-def validate_config(cfg: Config) -> None:
-    """Raise ConfigError (one line: key, value, allowed values) at the first problem; cheap checks first."""
-    check_names(cfg)
-    check_registry_keys(cfg)
-    check_group_size(cfg)
+def validate_config(cfg: Config, command: str = "pipeline") -> None:
+    """Raise ConfigError (one line: key, value, allowed values) at the first problem; cheap checks first.
+    `command`: what will run ("study" and "online" also check their sections; "all" checks everything,
+    as `synrank deploy` does for the deployments of every flow)."""
+    check_names(cfg, command)
+    check_registry_keys(cfg, command)
+    check_group_size(cfg, command)
 
 
-def load_checked_config(path: str | Path = PARAMS_FILE, overrides: list[str] | None = None) -> Config:
+def load_checked_config(path: str | Path = PARAMS_FILE, overrides: list[str] | None = None,
+                        command: str = "pipeline") -> Config:
     """`load_config` (types, unknown keys) and then `validate_config` (registries, cross-references).
     Kept apart from synrank.config so that the stages' code, which imports the config models, does not
     import every registry (synrank.codehash: a stage's fingerprint covers what it imports)."""
     cfg = load_config(path, overrides)
-    validate_config(cfg)
+    validate_config(cfg, command)
     return cfg

@@ -98,10 +98,11 @@ def test_prefect_env_keeps_state_in_the_project_unless_told_otherwise() -> None:
     from synrank.cli import EPHEMERAL_TIMEOUT_ENV, prefect_env
     from synrank.config import ROOT
 
-    assert prefect_env({}) == {"PREFECT_HOME": str(ROOT / ".prefect"), EPHEMERAL_TIMEOUT_ENV: "120"}
-    assert prefect_env({"PREFECT_HOME": "/x", EPHEMERAL_TIMEOUT_ENV: "5"}) == {}
+    offline = {"PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1"}
+    assert prefect_env({}) == {"PREFECT_HOME": str(ROOT / ".prefect"), EPHEMERAL_TIMEOUT_ENV: "120", **offline}
+    assert prefect_env({"PREFECT_HOME": "/x", EPHEMERAL_TIMEOUT_ENV: "5", **offline}) == {}
     # With `make up` the server is elsewhere: Prefect's home is the user's business.
-    assert prefect_env({"PREFECT_API_URL": "http://127.0.0.1:4200/api"}) == {EPHEMERAL_TIMEOUT_ENV: "120"}
+    assert prefect_env({"PREFECT_API_URL": "http://127.0.0.1:4200/api"}) == {EPHEMERAL_TIMEOUT_ENV: "120", **offline}
     # The env var is the one Prefect 3 reads for server.ephemeral.startup_timeout_seconds.
     from prefect.settings import Settings
 

@@ -63,9 +63,9 @@ def test_implicit_accuracy_and_margin() -> None:
     assert math.isclose(stats["reward_margin"], 10.0 * 0.2, rel_tol=1e-6)
 
 
-def test_gpo_weights_and_g2_reduction() -> None:
+def test_gpo_phi_weights_and_g2_reduction() -> None:
     phi, tau, mask = _labels([[0.0, 0.5, 1.0]], [[3, 2, 1]])
-    w = OBJECTIVES.get("gpo").pairs(phi, tau, mask)[0]
+    w = OBJECTIVES.get("gpo-phi").pairs(phi, tau, mask)[0]
     a = [(x - 0.5) / math.sqrt(1 / 6) for x in (0.0, 0.5, 1.0)]  # population std of (0, .5, 1)
     for i in range(3):
         for j in range(3):
@@ -73,9 +73,43 @@ def test_gpo_weights_and_g2_reduction() -> None:
     # G = 2: standardized rewards are +1 and -1, so the single pair has weight 2 = DPO times 2.
     s = torch.tensor([[0.01, -0.02]])
     phi2, tau2, mask2 = _labels([[1.0, 0.0]], [[1, 2]])
-    gpo = preference_loss(s, OBJECTIVES.get("gpo").pairs(phi2, tau2, mask2), 2500.0)
+    gpo = preference_loss(s, OBJECTIVES.get("gpo-phi").pairs(phi2, tau2, mask2), 2500.0)
     dpo = preference_loss(s, OBJECTIVES.get("dpo").pairs(phi2, tau2, mask2), 2500.0)
     assert torch.isclose(gpo, 2 * dpo)
+
+
+def test_gpo_weighs_the_raw_rewards_advantage_by_hand() -> None:
+    """GPO standardizes each reward model's raw scores within the group, not phi: two groups with the
+    same ranking (so the same phi) but different reward gaps get different weights."""
+    import numpy as np
+    import pandas as pd
+
+    from models.ranking import rank_groups
+
+    # One prompt, 3 images, 2 rewards: r1 = [1, 2, 3] -> z = [-1.2247, 0, 1.2247];
+    # r2 = [10, 10, 40] -> mean 20, std sqrt(200) -> z = [-0.7071, -0.7071, 1.4142].
+    # advantage = mean of the two = [-0.9659, -0.3536, 1.3195].
+    scores = pd.DataFrame({"image_id": ["i0", "i1", "i2"] * 2, "reward": ["r1"] * 3 + ["r2"] * 3,
+                           "score": [1.0, 2.0, 3.0, 10.0, 10.0, 40.0]})
+    ranked, _ = rank_groups(scores, pd.Series({"i0": "p", "i1": "p", "i2": "p"}))
+    adv = ranked.set_index("image_id").loc[["i0", "i1", "i2"], "advantage"].to_numpy()
+    z1, z2 = np.array([-1, 0, 1]) * np.sqrt(1.5), np.array([-1, -1, 2]) / np.sqrt(2)
+    np.testing.assert_allclose(adv, (z1 + z2) / 2, rtol=1e-6)
+    np.testing.assert_allclose(adv, [-0.96593, -0.35355, 1.31948], atol=1e-5)
+    a = torch.tensor([adv], dtype=torch.float32)
+    obj = OBJECTIVES.get("gpo")
+    assert obj.label == "advantage"
+    w = obj.pairs(a, torch.tensor([[3, 2, 1]]), torch.ones(1, 3, dtype=torch.bool))[0]
+    want = {(2, 0): adv[2] - adv[0], (2, 1): adv[2] - adv[1], (1, 0): adv[1] - adv[0]}
+    for i in range(3):
+        for j in range(3):
+            assert math.isclose(float(w[i, j]), want.get((i, j), 0.0), abs_tol=1e-6)
+    # phi only counts wins ([0, 0.25, 1]: i1 beats i0 under r1 alone), so the phi variant weighs
+    # the same pairs differently.
+    phi = torch.tensor([ranked.set_index("image_id").loc[["i0", "i1", "i2"], "phi"].to_numpy()], dtype=torch.float32)
+    assert torch.allclose(phi, torch.tensor([[0.0, 0.25, 1.0]]))
+    assert not torch.allclose(OBJECTIVES.get("gpo-phi").pairs(phi, torch.tensor([[3, 2, 1]]),
+                                                              torch.ones(1, 3, dtype=torch.bool))[0], w)
 
 
 def test_all_equal_groups_give_zero_not_nan() -> None:

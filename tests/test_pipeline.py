@@ -73,6 +73,7 @@ def test_stage_outputs(ran: tuple[Config, str]) -> None:
     assert (p.resolve("model") / "pytorch_lora_weights.safetensors").exists()
     metrics = json.loads((p.resolve("metrics") / "evaluate.json").read_text())
     assert metrics["n_prompts"] == 2 and 0.0 <= metrics["winrate"]["clip"]["winrate"] <= 1.0
+    assert "categories" not in metrics["winrate"]["clip"]  # text-file prompts have none (not a "NaN" one)
 
 
 def test_generation_is_deterministic(ran: tuple[Config, str], tmp_path: Path) -> None:

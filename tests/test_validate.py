@@ -20,7 +20,7 @@ from synrank.config import Config, ConfigError, load_config, validate
 from synrank.validate import load_checked_config
 from synrank.validate import validate_config
 
-OBJECTIVES = "dpo, gpo, rankdpo, rwr, sft, sudo"
+OBJECTIVES = "dpo, gpo, gpo-phi, rankdpo, rwr, sft, sudo"
 GENERATORS = "shapes-sd-xs, shapes-sd-s, shapes-sd-m, shapes-sd-l"
 REWARDS = "clip-p4, clip-p8, clip-norel, detector"
 ONE_GENERATOR = "generate.generators=[{name: a, path: zoo/shapes-sd-s}]"
@@ -169,3 +169,14 @@ def test_rwr_with_zscore_phi_is_bounded() -> None:
     assert torch.allclose(w, torch.tensor(shifted / shifted.sum()))
     assert (w >= 0).all() and (w <= 1).all() and math.isclose(float(w.sum()), 1.0, rel_tol=1e-12)
     assert int(w.argmax()) == 2 and float(w[3]) == 0.0  # the best image (by mean z) most, the worst none
+
+
+def test_study_and_online_sections_are_checked_only_for_their_commands() -> None:
+    """Another reward list is a valid pipeline even though the default study arms name other rewards."""
+    overrides = ["score.rewards=[{name: det, kind: shapes-detector}]", "online.objective=nope"]
+    for command in ("sample", "score", "pipeline", "train"):
+        assert isinstance(load_checked_config(overrides=overrides, command=command), Config)
+    with pytest.raises(ConfigError, match="bad value for 'study.arms.2.rewards.0': 'clip-p8'"):
+        load_checked_config(overrides=overrides[:1], command="study")
+    with pytest.raises(ConfigError, match="bad value for 'online.objective': 'nope'"):
+        load_checked_config(overrides=overrides, command="online")

@@ -25,7 +25,9 @@ def ranked_table(n_prompts: int = 8, k: int = 3, seed: int = 0,
             image_id = f"p{p}-{i}"
             images[image_id] = Image.fromarray(rng.integers(0, 256, (*size, 3), dtype=np.uint8))
             rows.append({"image_id": image_id, "prompt_id": f"p{p}", "prompt": f"a photo of {p} circles",
-                         "phi": float(phi[i]), "tau": int(k - phi[i] * (k - 1)), "k": k})
+                         "phi": float(phi[i]), "tau": int(k - phi[i] * (k - 1)), "k": k,
+                         # GPO's advantage: one reward equal to phi, standardized within the group.
+                         "advantage": float((phi[i] - phi.mean()) / phi.std())})
     return pd.DataFrame(rows), images
 
 
