@@ -29,6 +29,24 @@ def prefect_env(environ: Mapping[str, str]) -> dict[str, str]:
     return {k: v for k, v in env.items() if not environ.get(k)}
 
 
+# What each stage reads from the stages before it: (Paths field, file, the stage that writes it).
+NEEDS = {"generate": [("prompts", "prompts.parquet", "sample")],
+         "score": [("images", "manifest.parquet", "generate")],
+         "rank": [("scores", "scores.parquet", "score"), ("images", "manifest.parquet", "generate")],
+         "train": [("rankings", "rankings.parquet", "rank"), ("images", "manifest.parquet", "generate")],
+         "evaluate": [("model", "tuned.json", "train"), ("prompts", "prompts.parquet", "sample")]}
+
+
+def missing_input(command: str, cfg: Config) -> str:
+    """One line naming the first input a single-stage command lacks and the command that makes it, or ''
+    (checked before Prefect starts, so running stages out of order costs no server start)."""
+    for field, name, maker in NEEDS.get(command, []):
+        path = cfg.paths.resolve(field) / name
+        if not path.exists():
+            return f"'{path}' does not exist: run `synrank {maker}` (or `synrank pipeline`) first"
+    return ""
+
+
 def _run(stage: str, cfg: Config) -> object:
     # Flows (and Prefect) are imported lazily so that `synrank --help` and config errors stay fast.
     from importlib import import_module
@@ -115,6 +133,9 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load_checked_config(args.params, args.overrides, command=args.command)
     except ConfigError as err:
         print(f"synrank: invalid config: {err}", file=sys.stderr)
+        return 2
+    if missing := missing_input(args.command, cfg):
+        print(f"synrank: {missing}", file=sys.stderr)
         return 2
     from synrank.config import STAGE_OUTPUT, stage_outputs
     from synrank.runlock import LockHeld, hold

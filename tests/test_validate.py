@@ -180,3 +180,14 @@ def test_study_and_online_sections_are_checked_only_for_their_commands() -> None
         load_checked_config(overrides=overrides[:1], command="study")
     with pytest.raises(ConfigError, match="bad value for 'online.objective': 'nope'"):
         load_checked_config(overrides=overrides, command="online")
+
+
+def test_a_stage_run_before_its_inputs_exist_says_which_command_makes_them(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], no_run: None) -> None:
+    args = ["train", *(a for k in ("prompts", "images", "scores", "rankings", "model", "eval", "metrics")
+                       for a in ("--set", f"paths.{k}={tmp_path / k}"))]
+    assert synrank.cli.main(args) == 2
+    err = capsys.readouterr().err
+    assert err == f"synrank: '{tmp_path / 'rankings' / 'rankings.parquet'}' does not exist: run `synrank rank` " \
+                  "(or `synrank pipeline`) first\n"
+    assert list(tmp_path.iterdir()) == []
