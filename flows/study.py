@@ -28,29 +28,6 @@ from synrank.validate import validate_config
 from tasks.study import load_runs, study_markdown, study_results
 
 
-def check_study(cfg: Config) -> None:
-    """Every name the study refers to exists, before any compute."""
-    from models.benchmarks import BENCHMARKS
-    from models.objectives import OBJECTIVES
-    from synrank.registry import import_all
-
-    study, rewards = cfg.study, [r.name for r in cfg.score.rewards]
-    names = [a.name for a in study.arms]
-    if len(set(names)) != len(names):
-        raise ValueError(f"study.arms: arm names must be unique, got {names}")
-    if sum(not a.objective for a in study.arms) != 1:
-        raise ValueError("study.arms: exactly one arm must be the untrained base (no objective)")
-    for arm in study.arms:
-        if arm.objective:
-            OBJECTIVES.get(arm.objective)
-        if bad := [r for r in arm.rewards if r not in rewards]:
-            raise ValueError(f"study arm '{arm.name}': rewards {bad} are not in score.rewards {rewards}")
-    if study.reference not in names:
-        raise ValueError(f"study.reference '{study.reference}' is not an arm; arms: {', '.join(names)}")
-    import_all("models.benchmarks")
-    BENCHMARKS.get(study.benchmark)
-
-
 def arm_paths(cfg: Config, arm: StudyArm, out: Path) -> Paths:
     """The shared ranking, or one of the arm's reward subset under the study folder."""
     if not arm.rewards:

@@ -26,7 +26,7 @@ from pydantic import BaseModel
 
 from synrank import runlock, tracking
 from synrank.codehash import stage_code_id
-from synrank.config import STAGE_OUTPUT, TrackingConfig, stage_outputs  # noqa: F401
+from synrank.config import TrackingConfig
 from synrank.fingerprint import STAMP, path_id, save_cache
 
 
