@@ -1,5 +1,6 @@
-"""Stage 6: the tuned model against its base on held-out prompts: reward win-rates with 95% CIs,
-metrics/evaluate.json for DVC, the same numbers and a side-by-side image grid in MLflow."""
+"""Stage 6: the tuned model against its base on held-out prompts: reward win-rates with 95% CIs, the
+benchmarks per task (their CIs resample prompts; probes such as the novel-binding one apart from the
+overall), metrics/evaluate.json for DVC, the same numbers and a side-by-side image grid in MLflow."""
 
 from __future__ import annotations
 
@@ -57,15 +58,7 @@ def evaluate_flow(cfg: EvaluateConfig, rewards: ScoreConfig, generate: GenerateC
                 judged.to_parquet(out / f"judged_{b}.parquet", index=False)
             st.report = {"base": base.name, "tuned": tuned.name, "n_prompts": int(len(prompts)),
                          "winrate": results, "benchmarks": benches, "paired": paired}
-            for bench, by_model in benches.items():
-                if d := paired[bench]:
-                    st.log(**{f"{bench}/tuned_minus_base": d["delta"], f"{bench}/tuned_minus_base_ci_low": d["ci95"][0],
-                              f"{bench}/tuned_minus_base_ci_high": d["ci95"][1]})
-                for model, s in by_model.items():
-                    role = {base.name: "base", tuned.name: "tuned"}.get(model, model)
-                    lo, hi = s["overall"]["ci95"]
-                    st.log(**{f"{bench}/{role}/overall": s["overall"]["accuracy"],
-                              f"{bench}/{role}/overall_ci_low": lo, f"{bench}/{role}/overall_ci_high": hi})
+            st.log(**benchmark_metrics(benches, paired, {base.name: "base", tuned.name: "tuned"}))
             for reward, r in results.items():
                 st.log(**{f"winrate_{reward}": r["winrate"], f"winrate_{reward}_ci_low": r["ci_low"],
                           f"winrate_{reward}_ci_high": r["ci_high"]},
@@ -81,3 +74,22 @@ def evaluate_flow(cfg: EvaluateConfig, rewards: ScoreConfig, generate: GenerateC
             print(md)
         write_json(paths.resolve("metrics") / "evaluate.json", st.report)
     return str(out)
+
+
+def benchmark_metrics(benches: dict[str, dict], paired: dict[str, dict | None], roles: dict[str, str]) -> dict:
+    """MLflow metrics of the benchmark results: per model (named by its role, base or tuned, if it has one)
+    the overall accuracy with its 95% CI and each probe's accuracy; the paired tuned - base difference
+    with its CI, and each probe's apart (`<bench>/probe/<tag>/...`)."""
+    out: dict[str, float] = {}
+    for bench, by_model in benches.items():
+        if d := paired.get(bench):
+            for prefix, x in [(bench, d), *((f"{bench}/probe/{t}", p) for t, p in d.get("probes", {}).items())]:
+                out.update({f"{prefix}/tuned_minus_base": x["delta"], f"{prefix}/tuned_minus_base_ci_low": x["ci95"][0],
+                            f"{prefix}/tuned_minus_base_ci_high": x["ci95"][1]})
+        for model, s in by_model.items():
+            role = roles.get(model, model)
+            lo, hi = s["overall"]["ci95"]
+            out.update({f"{bench}/{role}/overall": s["overall"]["accuracy"],
+                        f"{bench}/{role}/overall_ci_low": lo, f"{bench}/{role}/overall_ci_high": hi})
+            out.update({f"{bench}/{role}/probe/{t}": c["accuracy"] for t, c in s.get("probes", {}).items()})
+    return out

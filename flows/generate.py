@@ -23,15 +23,18 @@ def generate_flow(cfg: GenerateConfig, paths: Paths = Paths(), tracking: Trackin
         prompts = prompts[prompts["split"] == "train"]
         manifest, stale = generate_all(cfg.generators, prompts, out, cfg.images_per_prompt, cfg.seed, cfg.shard_size,
                                 cfg.batch_size, pick_device(cfg.device), cfg.store)
+        # Images stored with their final latents (the train stage uses those instead of encoding the PNG).
+        with_latents = int((manifest["latent_member"].fillna("") != "").sum())
         st.log(n_images=len(manifest), n_prompts=manifest["prompt_id"].nunique(), n_models=len(cfg.generators),
-               stale_removed=stale)
+               stale_removed=stale, n_latents=with_latents)
         st.report["prompt_fit"] = fits = truncation_report(out)
         st.log(**{f"prompts_truncated/{m}": r["n_truncated"] for m, r in fits.items()})
         for m, r in fits.items():
             if r["n_truncated"]:
                 print(f"{m}: {r['n_truncated']} of {r['n_prompts']} prompts were longer than its {r['max_tokens']}-token "
                       f"text window and cut at the last whole word that fits ({r['tokens_dropped']} tokens dropped)")
-        print(f"generated {len(manifest)} images for {manifest['prompt_id'].nunique()} prompts "
-              f"x {len(cfg.generators)} models" + (f"; removed {stale} files of earlier runs that no longer "
-                                                      f"match the prompts, settings or weights" if stale else ""))
+        removed = (f"; removed {stale} files of earlier runs that no longer match the prompts, settings or weights"
+                   if stale else "")
+        print(f"generated {len(manifest)} images ({with_latents} with their latents) for "
+              f"{manifest['prompt_id'].nunique()} prompts x {len(cfg.generators)} models{removed}")
     return str(out)

@@ -13,13 +13,17 @@ from prefect import flow, task
 
 from synrank.fingerprint import generator_id
 from synrank.config import ConfigError, GenerateConfig, Paths, TrackingConfig, TrainConfig
-from synrank.shards import load_images
+from synrank.shards import load_arrays, load_images
 from synrank.tracking import register
 from synrank.stage import stage_run
 
 
 # Keys of train()'s result that name a setting rather than measure the run (logged as MLflow params).
 EFFECTIVE_SETTINGS = ("effective_mixed_precision", "timestep_density", "timestep_shift")
+# Where the training latents came from (models.train_data): the generate stage's, or the PNG encoded.
+LATENT_COUNTS = ("latents_stored", "latents_encoded")
+# The manifest's columns that training reads: each image's content id and its stored latents' (tasks.generate).
+MANIFEST_COLUMNS = ("prompt", "sha256", "latent_member", "latent_sha256", "latent_shape", "latent_vae")
 
 
 def check_objective(name: str) -> None:
@@ -50,7 +54,8 @@ def train_model(cfg: TrainConfig, generate: GenerateConfig, rankings_path: str, 
 
     spec = base_generator(cfg, generate)
     manifest = pd.read_parquet(Path(images_root) / "manifest.parquet").set_index("image_id")
-    ranked = pd.read_parquet(rankings_path).merge(manifest[["prompt", "sha256"]], left_on="image_id", right_index=True)
+    columns = [c for c in MANIFEST_COLUMNS if c in manifest]  # a manifest of an older run has no latents
+    ranked = pd.read_parquet(rankings_path).merge(manifest[columns], left_on="image_id", right_index=True)
     client = mlflow.MlflowClient()
     # Every logged row also goes to a file beside the checkpoints, so the curve survives a resume;
     # train_curve.csv in the output is what `dvc plots show` draws.
@@ -60,12 +65,16 @@ def train_model(cfg: TrainConfig, generate: GenerateConfig, rankings_path: str, 
     def images(ids: list[str]):
         return load_images(Path(images_root), zip(manifest.loc[ids, "shard"], manifest.loc[ids, "member"]))
 
+    def latents(ids: list[str]):
+        return load_arrays(Path(images_root), zip(manifest.loc[ids, "shard"], manifest.loc[ids, "latent_member"]))
+
     def log(metrics: dict[str, float], step: int) -> None:
         client.log_batch(run_id, metrics=[Metric(f"train/{k}", float(v), 0, step) for k, v in metrics.items()])
         with curve.open("a") as f:
             f.write(json.dumps({"step": step, **metrics}) + "\n")
 
-    final = train(spec, cfg, ranked, images, Path(out_dir), log, Path(work_dir))
+    final = train(spec, cfg, ranked, images, Path(out_dir), log, Path(work_dir),
+                  latents if "latent_member" in manifest else None)
     if curve.exists():  # absent on a non-main process
         write_curve(curve, Path(out_dir) / "train_curve.csv")
     return final
@@ -127,7 +136,8 @@ def train_flow(cfg: TrainConfig, generate: GenerateConfig, paths: Paths = Paths(
         # train.effective_*, beside the configured train.* ones ("auto" says only who decided).
         settings = {k.removeprefix("effective_"): final.pop(k) for k in EFFECTIVE_SETTINGS if k in final}
         mlflow.log_params({f"train.effective_{k}": v for k, v in settings.items()})
-        st.log(**{f"final_{k}": v for k, v in final.items()})
+        sources = {k: int(final.pop(k)) for k in LATENT_COUNTS if k in final}
+        st.log(**sources, **{f"final_{k}": v for k, v in final.items()})
         for f in out.iterdir():  # the tuned weights and tuned.json (the stamp is written later)
             if f.is_dir():
                 mlflow.log_artifacts(str(f), artifact_path=f"tuned_model/{f.name}")
@@ -135,7 +145,8 @@ def train_flow(cfg: TrainConfig, generate: GenerateConfig, paths: Paths = Paths(
                 mlflow.log_artifact(str(f), artifact_path="tuned_model")
         version = register(f"synrank-{spec.name}", st.run_id, "tuned_model",
                                     {"objective": cfg.objective, "steps": str(cfg.steps)})
-        st.report = {"registered_model": f"synrank-{spec.name}", "version": version}
+        st.report = {"registered_model": f"synrank-{spec.name}", "version": version, **sources}
         print(f"trained {cfg.objective} for {cfg.steps} steps: " + ", ".join(f"{k}={v:.4g}" for k, v in final.items())
-              + "; " + ", ".join(f"{k}={v}" for k, v in settings.items()))
+              + "; " + ", ".join(f"{k}={v}" for k, v in settings.items()) + "; latents: "
+              + ", ".join(f"{v} {k.removeprefix('latents_')}" for k, v in sources.items()))
     return str(out)

@@ -47,6 +47,7 @@ class Parametrization:
     logit_mean: float = 0.0
     logit_std: float = 1.0
     mode_scale: float = 1.29
+    snr_gamma: float | None = None  # Min-SNR-gamma loss weighting (epsilon / v-prediction only)
 
     @classmethod
     def from_scheduler(cls, scheduler: Any, density: str = "auto", flow_shift: float | None = None,
@@ -63,6 +64,9 @@ class Parametrization:
                 raise ValueError("flow_shift has no effect with timestep_density 'uniform' (an unshifted sigma)")
             own = 1.0 if cfg.get("use_dynamic_shifting", False) else float(cfg.get("shift", 1.0))
             shift = own if flow_shift is None else float(flow_shift)
+            if density_args.get("snr_gamma") is not None:
+                raise ValueError("snr_gamma (Min-SNR weighting) applies to epsilon / v-prediction models only; "
+                                 f"{type(scheduler).__name__} is flow matching: choose its timestep_density instead")
             return cls("flow", cfg.num_train_timesteps, None, density, shift, **density_args)
         if density not in ("auto", "uniform") or flow_shift is not None:
             what = f"timestep_density '{density}'" if density not in ("auto", "uniform") else "flow_shift"
@@ -71,7 +75,8 @@ class Parametrization:
         from diffusers import DDPMScheduler
 
         ddpm = DDPMScheduler.from_config(cfg)  # the training-time noise schedule of this model
-        return cls(cfg.get("prediction_type", "epsilon"), cfg.num_train_timesteps, ddpm.alphas_cumprod.float())
+        return cls(cfg.get("prediction_type", "epsilon"), cfg.num_train_timesteps, ddpm.alphas_cumprod.float(),
+                   snr_gamma=density_args.get("snr_gamma"))
 
     def sample_t(self, n: int, generator: torch.Generator) -> torch.Tensor:
         """n timesteps: discrete steps (long) for epsilon / v-prediction, sigmas in [0, 1] for flow."""
@@ -93,6 +98,21 @@ class Parametrization:
         if self.density != "uniform":
             out["timestep_shift"] = self.shift
         return out
+
+    def loss_weight(self, t: torch.Tensor) -> torch.Tensor | None:
+        """Per-timestep weight of the squared error, (N,) float32, or None (unweighted).
+
+        Min-SNR-gamma (Hang et al. 2023, "Efficient Diffusion Training via Min-SNR Weighting Strategy"; the
+        `--snr_gamma` of diffusers' training scripts): SNR(t) = alpha_bar / (1 - alpha_bar); the weight is
+        min(SNR, gamma) / SNR for epsilon-prediction and min(SNR, gamma) / (SNR + 1) for v-prediction, so
+        that every objective is a clipped x0-error. In the preference loss it rescales both the tuned and the
+        reference error of a group by the same factor (one t per group): a per-timestep beta."""
+        if self.snr_gamma is None:
+            return None
+        a = self.alphas_cumprod.to(t.device)[t].float()
+        snr = a / (1 - a)
+        clipped = torch.clamp(snr, max=self.snr_gamma)
+        return clipped / (snr + 1) if self.kind == "v_prediction" else clipped / snr
 
     def model_timestep(self, t: torch.Tensor) -> torch.Tensor:
         return t * self.num_train_timesteps if self.kind == "flow" else t

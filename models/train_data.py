@@ -1,16 +1,19 @@
 """Training data for preference objectives: ranked images as padded per-prompt groups.
 
-The VAE encodes every image once and the text encoder every prompt once, before training; the
-result is cached on disk next to the checkpoints, so a resumed run does not encode again. Images keep
-their generator's aspect: training runs at its height x width (`training_size`), and an image of another
-size is scaled to cover that and center-cropped (`fit_image`), never squashed."""
+An image's latents are the ones the generate stage stored beside it (the very tensor its generator's VAE
+decoded into the PNG that the rewards judged) when that VAE is the trained model's (same content id) and
+they have the training size's shape; otherwise the VAE encodes the PNG, and a round trip through the VAE
+is not the image that was judged. The text encoder encodes every prompt once. The result is cached on
+disk next to the checkpoints, so a resumed run does not encode again. Images keep their generator's
+aspect: training runs at its height x width (`training_size`), and an image of another size is scaled to
+cover that and center-cropped (`fit_image`), never squashed."""
 
 from __future__ import annotations
 
 import hashlib
 import inspect
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -30,19 +33,56 @@ class RankedGroups:
     tau: torch.Tensor  # (P, K) long
     mask: torch.Tensor  # (P, K) bool
     cond: dict[str, torch.Tensor]  # per prompt: encoder_hidden_states (P, L, D) [, pooled_projections (P, D)]
-    latents: torch.Tensor  # (N, C, h, w)
+    latents: torch.Tensor  # (N, C, h, w), in the denoiser's (scaled) latent space
     advantage: torch.Tensor | None = None  # (P, K) float; None for rankings without the column
+    stored: torch.Tensor | None = None  # (N,) bool: latents[n] is the generate stage's, not the PNG encoded
 
     def __len__(self) -> int:
         return self.index.shape[0]
 
     def select(self, rows: torch.Tensor) -> RankedGroups:
         adv = self.advantage[rows] if self.advantage is not None else None
-        return RankedGroups(self.index[rows], self.phi[rows], self.tau[rows], self.mask[rows],
-                            {k: v[rows] for k, v in self.cond.items()}, self.latents, adv)
+        return replace(self, index=self.index[rows], phi=self.phi[rows], tau=self.tau[rows], mask=self.mask[rows],
+                       cond={k: v[rows] for k, v in self.cond.items()}, advantage=adv)
 
     def latents_of(self, index: torch.Tensor) -> torch.Tensor:
         return self.latents[index.clamp(min=0)]
+
+    def latent_counts(self) -> dict[str, float]:
+        """How many images' latents were the stored ones (`latents_stored`) and how many came from
+        encoding the PNG (`latents_encoded`, in this run or the cached earlier one of the same config)."""
+        stored = int(self.stored.sum()) if self.stored is not None else 0
+        return {"latents_stored": float(stored), "latents_encoded": float(len(self.latents) - stored)}
+
+
+@dataclass(frozen=True)
+class StoredLatents:
+    """The generate stage's latents (synrank.shards, tasks.generate) and the VAE training decodes with."""
+
+    vae: str  # content id of the trained model's VAE (models.generators.base.component_id)
+    load: Callable[[list[str]], list[np.ndarray]]  # image ids -> their stored latents, float32 (C, h, w)
+
+
+def latent_shape(vae, size: int | Size) -> str:
+    """'CxHxW' of the latents `vae` gives an image of size = (height, width) pixels (how the manifest
+    writes shapes; the pipelines' own vae_scale_factor, 2 ** (levels - 1)); '' (matches no stored
+    latents) for an autoencoder without that config."""
+    from synrank.shards import shape_text
+
+    levels, channels = (getattr(vae.config, k, None) for k in ("block_out_channels", "latent_channels"))
+    if not levels or not channels:
+        return ""
+    factor = 2 ** (len(levels) - 1)
+    h, w = _hw(size)
+    return shape_text((channels, h // factor, w // factor))
+
+
+def usable_stored(ranked: pd.DataFrame, vae: str, shape: str) -> pd.Series:
+    """Per row: whether its stored latents can stand for its image, i.e. they were decoded by the same VAE
+    (content id `vae`) and have the training shape `shape`. All False for manifests without latents."""
+    if not {"latent_vae", "latent_shape", "latent_member", "latent_sha256"} <= set(ranked.columns):
+        return pd.Series(False, index=ranked.index)
+    return (ranked["latent_vae"] == vae) & (ranked["latent_shape"] == shape) & (ranked["latent_member"] != "")
 
 
 Size = tuple[int, int]  # (height, width) in pixels
@@ -109,37 +149,83 @@ def encode_prompts(pipe, prompts: list[str], device: str, size: int | Size) -> d
     return {"encoder_hidden_states": pipe.text_encoder(tok.input_ids.to(device))[0].float().cpu()}
 
 
-@torch.no_grad()
-def build_groups(pipe, ranked: pd.DataFrame, images: Callable[[list[str]], list[Image.Image]],
-                 size: int | Size, device: str, cache: Path | None = None, batch_size: int = 32) -> RankedGroups:
-    """ranked: image_id, prompt_id, prompt, phi, tau. Prompts with fewer than 2 images are dropped.
-    size: the training (height, width) (see training_size; an int: square); every image is fitted to it
-    with its aspect kept (fit_image), so latents are (N, C, height/f, width/f) for the VAE's factor f."""
-    counts = ranked.groupby("prompt_id")["image_id"].transform("size")
-    ranked = ranked[counts >= 2].sort_values(["prompt_id", "tau", "image_id"]).reset_index(drop=True)
-    # Keyed by content: each image's content id (`sha256`, from the manifest; else its id), prompt and
-    # labels, and the size. The cache folder itself is keyed by the train stage's fingerprint (the base
-    # weights, the config), so latents of other weights or settings are never met.
+def _cache_key(ranked: pd.DataFrame, use_stored: pd.Series, size: int | Size) -> str:
+    """Content key of a group build: per image the content its latents come from (the stored latents'
+    sha256 where they are used, else the image's sha256 from the manifest, else its id), prompt and
+    labels, and the size. The cache folder itself is keyed by the train stage's fingerprint (the base
+    weights, the config), so latents of other weights or settings are never met."""
     content = ranked["sha256"] if "sha256" in ranked else ranked["image_id"]
+    if use_stored.any():
+        content = content.where(~use_stored, "latent:" + ranked["latent_sha256"].astype(str))
     adv = ranked["advantage"] if "advantage" in ranked else [None] * len(ranked)
     rows = (f"{c}\t{p}\t{f}\t{t}\t{a}" for c, p, f, t, a in zip(content, ranked["prompt"], ranked["phi"],
                                                                ranked["tau"], adv))
-    key = hashlib.sha256(("\n".join(rows) + str(size)).encode("utf-8", "surrogatepass")).hexdigest()[:16]
-    path = cache / f"groups-{key}.pt" if cache else None
-    if path is not None and path.exists():
-        return RankedGroups(**torch.load(path))
-    ids = list(ranked["image_id"])
+    return hashlib.sha256(("\n".join(rows) + str(size)).encode("utf-8", "surrogatepass")).hexdigest()[:16]
+
+
+@torch.no_grad()
+def encode_images(pipe, ids: list[str], images: Callable[[list[str]], list[Image.Image]], size: int | Size,
+                  device: str, batch_size: int = 32) -> torch.Tensor:
+    """(len(ids), C, h, w) float32 latents of the images, fitted to size = (height, width), through the
+    VAE (its mean, no sampling), shifted and scaled into the denoiser's space as the pipelines do."""
     lat = []
     for start in tqdm(range(0, len(ids), batch_size), desc="encode latents", unit="batch"):
         px = _to_pixels(images(ids[start:start + batch_size]), size).to(device, pipe.vae.dtype)
         lat.append(pipe.vae.encode(px).latent_dist.mean.float().cpu())
     vae_cfg = pipe.vae.config
-    latents = (torch.cat(lat) - (vae_cfg.get("shift_factor") or 0.0)) * vae_cfg.scaling_factor
+    return (torch.cat(lat) - (vae_cfg.get("shift_factor") or 0.0)) * vae_cfg.scaling_factor
+
+
+def gather_latents(pipe, ids: list[str], use_stored: list[bool], images: Callable[[list[str]], list[Image.Image]],
+                   stored: StoredLatents | None, size: int | Size, device: str, batch_size: int = 32) -> torch.Tensor:
+    """(len(ids), C, h, w) float32: the stored latents where use_stored, the encoded PNG elsewhere."""
+    keep = [i for i, u in zip(ids, use_stored) if u]
+    encode = [i for i, u in zip(ids, use_stored) if not u]
+    parts = {}
+    if keep:
+        parts.update(zip(keep, torch.from_numpy(np.stack(stored.load(keep))).float()))
+    if encode:
+        parts.update(zip(encode, encode_images(pipe, encode, images, size, device, batch_size)))
+    return torch.stack([parts[i] for i in ids])
+
+
+@torch.no_grad()
+def build_groups(pipe, ranked: pd.DataFrame, images: Callable[[list[str]], list[Image.Image]],
+                 size: int | Size, device: str, cache: Path | None = None, batch_size: int = 32,
+                 stored: StoredLatents | None = None) -> RankedGroups:
+    """ranked: image_id, prompt_id, prompt, phi, tau [, advantage, sha256, the manifest's latent_* columns].
+    Prompts with fewer than 2 images are dropped. size: the training (height, width) (see training_size;
+    an int: square). Latents are (N, C, height/f, width/f) for the VAE's factor f: the stored ones where
+    `stored` and usable_stored allow, else each image fitted to size with its aspect kept (fit_image) and
+    encoded."""
+    counts = ranked.groupby("prompt_id")["image_id"].transform("size")
+    ranked = ranked[counts >= 2].sort_values(["prompt_id", "tau", "image_id"]).reset_index(drop=True)
+    use = (usable_stored(ranked, stored.vae, latent_shape(pipe.vae, size)) if stored is not None
+           else pd.Series(False, index=ranked.index))
+    path = cache / f"groups-{_cache_key(ranked, use, size)}.pt" if cache else None
+    if path is not None and path.exists():
+        return RankedGroups(**torch.load(path))
+    latents = gather_latents(pipe, list(ranked["image_id"]), list(use), images, stored, size, device, batch_size)
     groups = list(ranked.groupby("prompt_id", sort=True))
-    k_max = max(len(g) for _, g in groups)
+    index, phi, tau, advantage = _group_tensors(groups, "advantage" in ranked)
+    prompts = [g["prompt"].iloc[0] for _, g in groups]
     n = len(groups)
+    parts = [encode_prompts(pipe, prompts[i:i + batch_size], device, size) for i in range(0, n, batch_size)]
+    cond = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+    out = RankedGroups(index, phi, tau, index >= 0, cond, latents, advantage, torch.tensor(use.to_numpy(bool)))
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        torch.save({f.name: getattr(out, f.name) for f in fields(out)}, tmp)
+        tmp.replace(path)
+    return out
+
+
+def _group_tensors(groups: list[tuple[str, pd.DataFrame]], with_advantage: bool) -> tuple:
+    """(index, phi, tau, advantage or None), each (P, K_max), padded: index -1, phi 0, tau K_max + 1."""
+    k_max, n = max(len(g) for _, g in groups), len(groups)
     index, phi = torch.full((n, k_max), -1, dtype=torch.long), torch.zeros(n, k_max)
-    advantage = torch.zeros(n, k_max) if "advantage" in ranked else None
+    advantage = torch.zeros(n, k_max) if with_advantage else None
     tau = torch.full((n, k_max), k_max + 1, dtype=torch.long)
     for p, (_, g) in enumerate(groups):
         index[p, :len(g)] = torch.tensor(g.index.to_numpy())
@@ -147,13 +233,4 @@ def build_groups(pipe, ranked: pd.DataFrame, images: Callable[[list[str]], list[
         tau[p, :len(g)] = torch.tensor(g["tau"].to_numpy())
         if advantage is not None:
             advantage[p, :len(g)] = torch.tensor(g["advantage"].to_numpy(), dtype=torch.float32)
-    prompts = [g["prompt"].iloc[0] for _, g in groups]
-    parts = [encode_prompts(pipe, prompts[i:i + batch_size], device, size) for i in range(0, n, batch_size)]
-    cond = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
-    out = RankedGroups(index, phi, tau, index >= 0, cond, latents, advantage)
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        torch.save({f.name: getattr(out, f.name) for f in fields(out)}, tmp)
-        tmp.replace(path)
-    return out
+    return index, phi, tau, advantage

@@ -28,11 +28,11 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm import tqdm
 
-from models.generators.base import pickle_policy
+from models.generators.base import component_id, pickle_policy
 from models.objectives import OBJECTIVES, Objective, derangement, implicit_scores, objective_loss, pair_stats
 from models.parametrization import Parametrization, predict
 from models.preflight import drop_tied_groups, make_accelerator
-from models.train_data import RankedGroups, build_groups, training_size
+from models.train_data import RankedGroups, StoredLatents, build_groups, training_size
 from synrank.config import GeneratorSpec, TrainConfig
 from synrank.models_io import resolve_model_path
 
@@ -55,7 +55,9 @@ def denoise_errors(model, param: Parametrization, latents: torch.Tensor, cond: d
     x_t, target = param.noisy_and_target(x0, eps, tt)
     cond_k = {k: v.repeat_interleave(K, dim=0) for k, v in cond.items()}
     pred = predict(model, x_t, param.model_timestep(tt), cond_k)
-    return F.mse_loss(pred.float(), target.float(), reduction="none").mean(dim=(1, 2, 3)).view(B, K)
+    err = F.mse_loss(pred.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
+    weight = param.loss_weight(tt)  # Min-SNR when configured
+    return (err if weight is None else err * weight.to(err.device)).view(B, K)
 
 
 def draw_rows(n_groups: int, n: int, obj: Objective, rng: torch.Generator) -> torch.Tensor:
@@ -267,11 +269,14 @@ def _check_skipped(cfg: TrainConfig, skipped: int, step: int) -> None:
 def train(spec: GeneratorSpec, cfg: TrainConfig, ranked: pd.DataFrame,
           images: Callable[[list[str]], list[Image.Image]], out_dir: Path,
           log: Callable[[dict[str, float], int], None] = lambda m, s: None,
-          work_dir: Path | None = None) -> dict[str, float | str]:
+          work_dir: Path | None = None, latents: Callable[[list[str]], list] | None = None) -> dict[str, float | str]:
     """Tune `spec`'s pipeline on ranked groups; saves LoRA weights or a full pipeline in out_dir and returns
     the last logged metrics plus `skipped_steps` (and `heldout_implicit_acc` with a holdout), drop_tied_groups'
-    counts and the effective settings (`effective_mixed_precision`, `timestep_density`[, `timestep_shift`]).
-    Images are encoded at training_size(spec.height, spec.width, cfg.resolution), the generator's aspect kept.
+    counts, where the latents came from (`latents_stored`, `latents_encoded`) and the effective settings
+    (`effective_mixed_precision`, `timestep_density`[, `timestep_shift`]). `latents` loads the generate
+    stage's stored latents by image id (float32 (C, h, w) arrays); they are used where `ranked`'s latent_vae
+    is this base's VAE and latent_shape the training shape, else the image is encoded at
+    training_size(spec.height, spec.width, cfg.resolution), the generator's aspect kept.
     Checkpoints and the latent cache go to work_dir (default out_dir): keep it outside versioned
     outputs and keyed by the run's config, so that a resume never picks up another config's state.
     Raises NonFiniteLossError (module docstring) before out_dir is written; models.preflight's errors
@@ -286,9 +291,8 @@ def train(spec: GeneratorSpec, cfg: TrainConfig, ranked: pd.DataFrame,
     device = accelerator.device
     pipe, model, ref = load_for_training(spec, cfg, device)
     param = Parametrization.from_scheduler(pipe.scheduler, cfg.timestep_density, cfg.flow_shift,
-                                           **cfg.model_dump(include={"logit_mean", "logit_std", "mode_scale"}))
-    size = training_size(spec.height, spec.width, cfg.resolution)
-    groups = build_groups(pipe, ranked, images, size, device, cache=work_dir / "cache")
+                                           **cfg.model_dump(include={"logit_mean", "logit_std", "mode_scale", "snr_gamma"}))
+    groups = training_groups(pipe, spec, cfg, ranked, images, latents, device, work_dir / "cache")
     train_groups, held = split_holdout(groups, cfg.holdout_fraction, cfg.seed)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.learning_rate)
@@ -312,8 +316,8 @@ def train(spec: GeneratorSpec, cfg: TrainConfig, ranked: pd.DataFrame,
         if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < cfg.steps:
             save_checkpoint(accelerator, ckpts, step, rng, skipped)
     accelerator.wait_for_everyone()
-    last.update(skipped_steps=float(skipped), **counts, effective_mixed_precision=accelerator.mixed_precision,
-                **param.describe())
+    last.update(skipped_steps=float(skipped), **counts, **groups.latent_counts(),
+                effective_mixed_precision=accelerator.mixed_precision, **param.describe())
     if not accelerator.is_main_process:
         return last
     if held is not None:
@@ -321,6 +325,16 @@ def train(spec: GeneratorSpec, cfg: TrainConfig, ranked: pd.DataFrame,
         log({"heldout_implicit_acc": last["heldout_implicit_acc"]}, cfg.steps)
     save_tuned(raw, pipe, spec, cfg, out_dir)
     return last
+
+
+def training_groups(pipe, spec: GeneratorSpec, cfg: TrainConfig, ranked: pd.DataFrame, images: Callable,
+                    latents: Callable | None, device, cache: Path) -> RankedGroups:
+    """build_groups at training_size(spec.height, spec.width, cfg.resolution), taking the stored latents
+    (`latents`, by image id) of the images whose VAE is this base's own (the content of its vae folder)."""
+    size = training_size(spec.height, spec.width, cfg.resolution)
+    vae = component_id(resolve_model_path(spec.path, what=f"generator '{spec.name}'"), "vae")
+    stored = StoredLatents(vae, latents) if latents is not None else None
+    return build_groups(pipe, ranked, images, size, device, cache=cache, stored=stored)
 
 
 def save_checkpoint(accelerator, ckpts: Path, step: int, rng: torch.Generator, skipped: int = 0) -> Path:

@@ -100,7 +100,10 @@ def _table(args: argparse.Namespace) -> int:
         return 1
     from tasks.evaluate import benchmark_table
 
-    print(benchmark_table(json.loads(path.read_text())))
+    # Per benchmark: base, tuned (and the other generators) per task, overall = the tasks' mean, any probe
+    # apart; the paired tuned - base difference per task and overall with its 95% CI and n.
+    table = benchmark_table(json.loads(path.read_text()))
+    print(table if table.strip() else f"no benchmark results in '{path}' (no eval prompt fits evaluate.benchmarks)")
     return 0
 
 
@@ -120,7 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     z.add_argument("--scale", type=float, default=1.0, help="multiplies every step count (0.01 = a smoke run)")
     z.add_argument("--seed", type=int, default=0)
     z.add_argument("--workers", type=int, default=2, help="single-threaded training processes")
-    t = sub.add_parser("table", help="print the benchmark table (models x tasks) of the last evaluation")
+    t = sub.add_parser("table", help="print the benchmark table of the last evaluation: models x tasks, probes "
+                                     "apart, the paired tuned - base difference with its 95%% CI and n")
     t.add_argument("--metrics", default=None, help="evaluate.json (default: metrics/evaluate.json)")
     d = sub.add_parser("deploy", help="register prefect.yaml's deployments with params.yaml as their defaults")
     d.add_argument("--params", default=str(PARAMS_FILE), help="params file (default: params.yaml)")

@@ -131,6 +131,10 @@ class TrainConfig(Strict):
                               description="timestep_density mode: SD3's scale s (monotone for -1 <= s <= 2/(pi-2)).")
     flow_shift: float | None = Field(default=None, gt=0, description="Flow-matching timestep shift; None = the "
                                      "scheduler's `shift` (3.0 for SD3; 1 for dynamic shifting). 1 = no shift.")
+    snr_gamma: float | None = Field(default=None, gt=0, description="Min-SNR-gamma loss weighting (Hang et al. "
+                                    "2023; diffusers' --snr_gamma, 5.0 is the usual value): each timestep's squared "
+                                    "error x min(SNR, gamma)/SNR (epsilon) or /(SNR+1) (v-prediction). None = "
+                                    "unweighted. Flow-matching models refuse it (use timestep_density).")
     gradient_checkpointing: bool = False
     resolution: int = Field(default=0, ge=0, description="Training image size; 0 = the generator's.")
     seed: int = 0
@@ -144,7 +148,10 @@ class TrainConfig(Strict):
 
 
 class EvaluateConfig(Strict):
-    images_per_prompt: int = Field(default=1, ge=1)
+    images_per_prompt: int = Field(default=16, ge=1, description=(
+        "Images per eval prompt, one seed each, the same seeds for every model. The benchmark CIs and the "
+        "paired difference resample prompts, not images, so more images sharpen each prompt's pass rate "
+        "without inflating n."))
     max_prompts: int | None = Field(default=None, ge=1)
     seed: int = 1234
     grid_prompts: int = Field(default=4, ge=0, description="Prompts shown in the base-vs-tuned image grid.")

@@ -12,31 +12,36 @@ import shutil
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from synrank.config import ROOT
 
-# Distinct prompts per GenEval task, up to this many (the shapes grammar has only 6 single-object
-# prompts). Train prompts feed generation and ranking; eval prompts (held-out color-shape combinations
-# in the color tasks) are the benchmark, 4 images each.
-PER_TASK = {"train": 100, "eval": 48}
+# The train file holds every train-space prompt of each task up to this many (color_attr has 5,720;
+# the others fewer): 1,590 prompts. The eval file is the held-out benchmark (60 per task, single_object's
+# 10 shared with train), the probe file the novel-binding probe (models/shapes/specs.py).
+TRAIN_CAP = 1000
 
 
-def distinct_specs(split: str, per_task: int, seed: int = 0) -> list[dict]:
-    """The first `per_task` distinct prompts of each task in the seeded spec stream."""
-    from models.shapes.specs import make_specs
+def split_specs(split: str, seed: int = 0) -> list[dict]:
+    """The prompts of one split of the shapes world, in a seeded order (train: capped per task)."""
+    from models.shapes.specs import TASKS, heldout_specs, probe_specs, train_space
 
-    out, seen, counts = [], set(), {}
-    for spec in make_specs(40 * per_task, seed=seed, split=split):  # plenty for every task's quota
-        if spec["prompt"] not in seen and counts.get(spec["tag"], 0) < per_task:
-            seen.add(spec["prompt"])
-            counts[spec["tag"]] = counts.get(spec["tag"], 0) + 1
-            out.append(spec)
+    if split == "eval":
+        return [s for specs in heldout_specs().values() for s in specs]
+    if split == "probe":
+        return list(probe_specs())
+    rng = np.random.default_rng(seed)
+    out = []
+    for tag in TASKS:
+        space = train_space(tag)
+        out += [space[int(i)] for i in sorted(rng.permutation(len(space))[:TRAIN_CAP])]
     return out
 
 
 def write_prompt_files(dest: Path) -> None:
     dest.mkdir(parents=True, exist_ok=True)
-    for split, per_task in PER_TASK.items():
-        specs = distinct_specs(split, per_task)
+    for split in ("train", "eval", "probe"):
+        specs = split_specs(split)
         (dest / f"shapes_{split}.jsonl").write_text("".join(json.dumps(s, sort_keys=True) + "\n" for s in specs))
 
 

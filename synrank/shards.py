@@ -1,7 +1,10 @@
 """Images live in tar shards, not one file each: DVC and S3 handle a few large files far better than
 millions of small ones. A shard's location is a path relative to the images folder, or an
 `s3://bucket/key` (see synrank.storage); it is written all at once (temporary name + rename, or one
-S3 put), so a reader or a resumed run sees a whole shard or none."""
+S3 put), so a reader or a resumed run sees a whole shard or none.
+
+Beside each image `<id>.png` a shard holds `<id>.latent.npy`, the latents its generator's decoder turned
+into that PNG (float32, (C, h, w), numpy's .npy format), so that training never re-encodes the PNG."""
 
 from __future__ import annotations
 
@@ -10,15 +13,30 @@ import tarfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+import numpy as np
 from PIL import Image
 
 from synrank import storage
+
+LATENT_SUFFIX = ".latent.npy"
 
 
 def png_bytes(image: Image.Image) -> bytes:
     buf = io.BytesIO()
     image.convert("RGB").save(buf, format="PNG")  # PIL writes no timestamp: same pixels, same bytes
     return buf.getvalue()
+
+
+def npy_bytes(array: np.ndarray) -> bytes:
+    """`array` in numpy's .npy format, C order; the header holds only dtype and shape: same values, same bytes."""
+    buf = io.BytesIO()
+    np.save(buf, np.ascontiguousarray(array), allow_pickle=False)
+    return buf.getvalue()
+
+
+def shape_text(shape: Iterable[int]) -> str:
+    """(4, 8, 8) -> '4x8x8', how the manifest records a latent's shape."""
+    return "x".join(str(int(d)) for d in shape)
 
 
 def tar_bytes(members: Iterable[tuple[str, bytes]]) -> bytes:
@@ -45,17 +63,24 @@ def read_shard(location: str, root: Path) -> Iterator[tuple[str, bytes]]:
                 yield info.name, f.read()
 
 
-def load_images(root: Path | str, rows: Iterable[tuple[str, str]]) -> list[Image.Image]:
-    """Images for (shard location, member) pairs, reading each shard once."""
+def load_members(root: Path | str, rows: Iterable[tuple[str, str]]) -> list[bytes]:
+    """The bytes of (shard location, member) pairs, in order, reading each shard once."""
     rows, root = list(rows), Path(root)
     wanted: dict[str, dict[str, bytes]] = {s: {} for s, _ in rows}
     for shard, members in wanted.items():
         names = {m for s, m in rows if s == shard}
         members.update((n, d) for n, d in read_shard(shard, root) if n in names)
-    out = []
     for shard, member in rows:
-        try:
-            out.append(Image.open(io.BytesIO(wanted[shard][member])).convert("RGB"))
-        except KeyError:
-            raise FileNotFoundError(f"image '{member}' is missing from shard '{shard}' (root {root})") from None
-    return out
+        if member not in wanted[shard]:
+            raise FileNotFoundError(f"'{member}' is missing from shard '{shard}' (root {root})")
+    return [wanted[shard][member] for shard, member in rows]
+
+
+def load_images(root: Path | str, rows: Iterable[tuple[str, str]]) -> list[Image.Image]:
+    """Images for (shard location, member) pairs, reading each shard once."""
+    return [Image.open(io.BytesIO(data)).convert("RGB") for data in load_members(root, rows)]
+
+
+def load_arrays(root: Path | str, rows: Iterable[tuple[str, str]]) -> list[np.ndarray]:
+    """.npy members (e.g. stored latents) for (shard location, member) pairs, reading each shard once."""
+    return [np.load(io.BytesIO(data), allow_pickle=False) for data in load_members(root, rows)]

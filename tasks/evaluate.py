@@ -55,12 +55,14 @@ def summary_markdown(results: dict[str, dict], base: str, tuned: str) -> str:
 def run_benchmark(name: str, manifest: pd.DataFrame, prompts: pd.DataFrame, images_root: str,
                   pair: tuple[str, str] | None = None) -> tuple[dict, dict | None, pd.DataFrame]:
     """({model: summary}, paired, judged) for the images whose prompt metadata the benchmark understands;
-    paired = tuned minus base on the same prompts and seeds when pair=(base, tuned) are both there;
+    the summaries' CIs resample prompts within each task (a prompt's images are not independent);
+    paired = tuned minus base on the same prompts and seeds when pair=(base, tuned) are both there: the
+    headline over the benchmark's tasks and each probe apart (models.shapes.benchmark.paired_score);
     judged = one row per image (model, prompt_id, index, task, value), what the study compares."""
     import json
 
     from models.benchmarks import load_benchmark
-    from models.stats import paired_task_delta
+    from models.shapes.benchmark import paired_score
 
     bench = load_benchmark(name)
     meta = {pid: json.loads(m) for pid, m in zip(prompts["prompt_id"], prompts["meta"])}
@@ -69,7 +71,7 @@ def run_benchmark(name: str, manifest: pd.DataFrame, prompts: pd.DataFrame, imag
     for model, g in rows.groupby("model", sort=False):
         images = load_images(Path(images_root), zip(g["shard"], g["member"]))
         results = [bench.judge(im, meta[p]) for im, p in zip(images, g["prompt_id"])]
-        out[model] = bench.summarize(results)
+        out[model] = bench.summarize(results, prompts=[str(p) for p in g["prompt_id"]])
         judged[model] = pd.DataFrame({"prompt_id": g["prompt_id"].values, "index": g["index"].values,
                                       "task": [t for t, _ in results], "value": [float(v) for _, v in results]})
     table = pd.concat([j.assign(model=m) for m, j in judged.items()], ignore_index=True) if judged else \
@@ -77,16 +79,18 @@ def run_benchmark(name: str, manifest: pd.DataFrame, prompts: pd.DataFrame, imag
     if not (pair and all(m in judged for m in pair)):
         return out, None, table
     both = judged[pair[0]].merge(judged[pair[1]], on=["prompt_id", "index", "task"], suffixes=("_base", "_tuned"))
-    return out, {"base": pair[0], "tuned": pair[1], **paired_task_delta(
-        both["task"].to_numpy(), (both["value_tuned"] - both["value_base"]).to_numpy())}, table
+    return out, {"base": pair[0], "tuned": pair[1], **paired_score(
+        both["task"].to_numpy(), (both["value_tuned"] - both["value_base"]).to_numpy(),
+        both["prompt_id"].astype(str).to_numpy())}, table
 
 
 def task_rows(report: dict) -> pd.DataFrame:
-    """The benchmark summaries as one row per (benchmark, model, task) with a `label` for DVC's bar plot."""
+    """The benchmark summaries as one row per (benchmark, model, task) with a `label` for DVC's bar plot:
+    the tasks, overall, then any probe (reported apart from overall)."""
     rows = []
     for bench, by_model in report.get("benchmarks", {}).items():
         for model, s in by_model.items():
-            for task_name, c in [*s["tasks"].items(), ("overall", s["overall"])]:
+            for task_name, c in [*s["tasks"].items(), ("overall", s["overall"]), *s.get("probes", {}).items()]:
                 rows.append({"benchmark": bench, "model": model, "task": task_name, "label": f"{task_name} | {model}",
                              "accuracy": c["accuracy"], "ci_low": c["ci95"][0], "ci_high": c["ci95"][1]})
     return pd.DataFrame(rows, columns=["benchmark", "model", "task", "label", "accuracy", "ci_low", "ci_high"])
@@ -97,25 +101,64 @@ def task_order(found: set[str]) -> list[str]:
     return [t for t in GENEVAL_TASKS if t in found] + sorted(found - set(GENEVAL_TASKS))
 
 
+def _acc(c: dict | None) -> str:
+    return f"{c['accuracy']:.3f} [{c['ci95'][0]:.2f}, {c['ci95'][1]:.2f}]" if c else "-"
+
+
+def _diff(d: dict | None) -> str:
+    return f"{d['delta']:+.3f} [{d['ci95'][0]:+.2f}, {d['ci95'][1]:+.2f}]" if d else "-"
+
+
+def _sizes(c: dict) -> str:
+    """'4960 image pairs on 310 prompts', or without a prompt count (an older report) '8 image pairs'."""
+    pairs = f"{c['n_pairs']} image pair{'s' * (c['n_pairs'] != 1)}"
+    return f"{pairs} on {c['n_prompts']} prompt{'s' * (c['n_prompts'] != 1)}" if "n_prompts" in c else pairs
+
+
+def _paired_lines(d: dict) -> list[str]:
+    """The headline paired difference with its CI and n, then one line per probe."""
+    lo, hi = d["ci95"]
+    how = ", prompts resampled within tasks" if "n_prompts" in d else ""
+    lines = [f"- {d['tuned']} - {d['base']}, paired on the same prompts and seeds: {d['delta']:+.3f} "
+             f"[{lo:+.3f}, {hi:+.3f}] (95% CI, {_sizes(d)}{how})"]
+    for tag, p in d.get("probes", {}).items():
+        lines.append(f"- probe {tag} (not in overall): {p['delta']:+.3f} [{p['ci95'][0]:+.3f}, {p['ci95'][1]:+.3f}] "
+                     f"(95% CI, {_sizes(p)})")
+    return lines
+
+
+def _n_line(summary: dict, tasks: list[str], probes: list[str]) -> str:
+    """Prompts / images per task and probe of one model's summary; '' for an older report without them."""
+    cells = [(t, summary["tasks"].get(t)) for t in tasks] + [(f"probe {p}", summary.get("probes", {}).get(p))
+                                                                 for p in probes]
+    if not all(c and "n_prompts" in c for _, c in cells):
+        return ""
+    return "- n (prompts/images): " + ", ".join(f"{t} {c['n_prompts']}/{c['n']}" for t, c in cells)
+
+
 def benchmark_table(report: dict) -> str:
-    """Markdown: one row per model, one column per task plus overall, accuracy [95% CI]."""
+    """Markdown per benchmark: one row per model (base and tuned first), one column per task, overall
+    (the mean of the tasks) and each probe apart, accuracy [95% CI]; a row of the paired tuned - base
+    differences; the prompts and images behind each column; the headline paired difference with its CI
+    and n, and the probe's."""
     lines = []
     for bench, by_model in report.get("benchmarks", {}).items():
         tasks = task_order({t for s in by_model.values() for t in s["tasks"]})
-        lines += [f"### {bench}", "", "| model | " + " | ".join(tasks + ["overall"]) + " |",
-                  "|---" * (len(tasks) + 2) + "|"]
-        delta = report.get("paired", {}).get(bench)
+        probes = sorted({p for s in by_model.values() for p in s.get("probes", {})})
+        lines += [f"### {bench}", "", "| model | " + " | ".join(tasks + ["overall"] + [f"probe: {p}" for p in probes])
+                  + " |", "|---" * (len(tasks) + len(probes) + 2) + "|"]
         # Base and tuned first, then the other generators (a JSON round trip has sorted the names).
         first = [m for m in (report.get("base"), report.get("tuned")) if m in by_model]
         for model in first + sorted(set(by_model) - set(first)):
             s = by_model[model]
-            cells = [s["tasks"].get(t) for t in tasks] + [s["overall"]]
-            lines.append(f"| {model} | " + " | ".join(
-                f"{c['accuracy']:.3f} [{c['ci95'][0]:.2f}, {c['ci95'][1]:.2f}]" if c else "-" for c in cells) + " |")
-        if delta:
-            lo, hi = delta["ci95"]
-            lines += ["", f"{delta['tuned']} - {delta['base']}, paired on the same prompts and seeds: "
-                          f"{delta['delta']:+.3f} [{lo:+.3f}, {hi:+.3f}] (95% CI, {delta['n_pairs']} image pairs)"]
+            cells = [s["tasks"].get(t) for t in tasks] + [s["overall"]] + [s.get("probes", {}).get(p) for p in probes]
+            lines.append(f"| {model} | " + " | ".join(_acc(c) for c in cells) + " |")
+        delta = report.get("paired", {}).get(bench)
+        if delta and "tasks" in delta:
+            cells = [delta["tasks"].get(t) for t in tasks] + [delta] + [delta.get("probes", {}).get(p) for p in probes]
+            lines.append(f"| {delta['tuned']} - {delta['base']} (paired) | " + " | ".join(map(_diff, cells)) + " |")
+        n_line = _n_line(by_model[(first or sorted(by_model))[0]], tasks, probes) if by_model else ""
+        lines += [""] + ([n_line] if n_line else []) + (_paired_lines(delta) if delta else [])
         lines.append("")
     return "\n".join(lines)
 

@@ -4,7 +4,16 @@ The plan is a pure function of the prompts, the config and the generators' weigh
 named by its content id (synrank.fingerprint.shard_id: the generator's spec and weights, and the
 prompt, seed and index of every row), so a resumed run skips exactly the shards whose inputs are
 unchanged, and a changed prompt, seed, step count or weights file gets a new shard instead of meeting
-an old one. Shards that no longer belong to the plan are removed once the new manifest is written."""
+an old one. Shards that no longer belong to the plan are removed once the new manifest is written.
+
+Each image's final latents (what the generator's VAE decoded into its PNG) go beside it in the shard as
+`<image_id>.latent.npy`, so training uses them instead of re-encoding the PNG (a VAE round trip changes
+the image that the rewards judged). The manifest records, per image, the latents' member, sha256, shape
+(`CxHxW`) and `latent_vae`, the content id of the VAE that decoded them ('' where a backend captured none).
+Latents are float32 and exact for the batch they were rendered in: the same plan rendered with another
+`batch_size` or device can differ in their last bits (a batch of one computes differently from a batch of
+four; the PNGs rarely notice, being rounded to 8 bits), so shards are byte-identical only under the same
+batch size and device, which a resumed run has. Each shard's latents always match its own PNGs."""
 
 from __future__ import annotations
 
@@ -18,8 +27,13 @@ from tqdm import tqdm
 
 from synrank import storage
 from synrank.config import GeneratorSpec
-from synrank.fingerprint import generator_id, shard_id
-from synrank.shards import png_bytes, write_shard
+from synrank.fingerprint import generator_id, sha256_text, shard_id
+from synrank.shards import LATENT_SUFFIX, npy_bytes, png_bytes, shape_text, write_shard
+
+# What a shard holds besides its rows' images; part of every shard's id, so that shards written before
+# the latents were stored (same generator, same rows) are rendered again instead of being reused.
+SHARD_LAYOUT = "png+latent.npy/1"
+LATENT_COLUMNS = ("latent_member", "latent_sha256", "latent_shape", "latent_vae")
 
 
 def image_seed(base_seed: int, prompt_id: str, index: int) -> int:
@@ -41,7 +55,8 @@ def plan_images(prompts: pd.DataFrame, model: str, images_per_prompt: int, seed:
                          "index": k, "seed": image_seed(seed, pid, k)})
     plan = pd.DataFrame(rows, columns=["image_id", "prompt_id", "prompt", "model", "index", "seed"])
     number = [i // shard_size for i in range(len(plan))]
-    ids = {n: shard_id(generator, zip(g["image_id"], g["prompt"], g["index"], g["seed"]))
+    content = sha256_text(generator, SHARD_LAYOUT)
+    ids = {n: shard_id(content, zip(g["image_id"], g["prompt"], g["index"], g["seed"]))
            for n, g in plan.groupby(pd.Series(number, dtype="int64"), sort=True)}
     plan["shard_id"] = [ids[n] for n in number]
     names = [f"shards/{model}/{n:05d}-{ids[n][:16]}" for n in number]
@@ -75,19 +90,39 @@ def generate_model(spec: GeneratorSpec, plan_path: str, out_dir: str, batch_size
     if pending:
         gen = load_generator(spec, device)
         text = fit_to_window(gen, list(dict.fromkeys(plan["prompt"])), out / "prompt_fit" / f"{spec.name}.json")
+        decoder = gen.latent_decoder_id()
         for piece_name in tqdm(pending, desc=f"generate {spec.name}", unit="shard"):
             rows = plan[plan["piece"] == piece_name]
-            members = []
-            for start in range(0, len(rows), batch_size):
-                batch = rows.iloc[start:start + batch_size]
-                images = gen.generate([text[p] for p in batch["prompt"]], [int(s) for s in batch["seed"]])
-                members += [(m, png_bytes(im)) for m, im in zip(batch["member"], images)]
+            members, info = render_shard(gen, rows, text, batch_size, decoder)
             write_shard(rows["shard"].iloc[0], members, out)
             # The shard's manifest piece is written after the shard itself: its presence marks it done.
-            # It records each image's own content id, which keys the score cache.
-            rows = rows.assign(sha256=[hashlib.sha256(data).hexdigest() for _, data in members])
+            # It records each image's own content id (which keys the score cache) and its latents'.
+            rows = rows.assign(**{k: [r[k] for r in info] for k in ("sha256", *LATENT_COLUMNS)})
             storage.write_bytes(str(out / piece_name), rows.to_parquet(index=False), out)
     return str(out / "shards" / spec.name)
+
+
+def render_shard(gen, rows: pd.DataFrame, text: dict[str, str], batch_size: int, decoder: str
+                 ) -> tuple[list[tuple[str, bytes]], list[dict[str, str]]]:
+    """One shard's tar members, each image's PNG followed by its latents' .npy (float32 (C, h, w)), and per
+    row the manifest's sha256 and LATENT_COLUMNS; `decoder` is the content id of the generator's VAE.
+    A backend that captured no latents gets no .npy member and '' in those columns."""
+    members, info = [], []
+    for start in range(0, len(rows), batch_size):
+        batch = rows.iloc[start:start + batch_size]
+        out = gen.render([text[p] for p in batch["prompt"]], [int(s) for s in batch["seed"]])
+        for i, (image_id, member, image) in enumerate(zip(batch["image_id"], batch["member"], out.images)):
+            png = png_bytes(image)
+            members.append((member, png))
+            row = {"sha256": hashlib.sha256(png).hexdigest(), **dict.fromkeys(LATENT_COLUMNS, "")}
+            if out.latents is not None:
+                latents = out.latents[i].numpy()
+                data, name = npy_bytes(latents), f"{image_id}{LATENT_SUFFIX}"
+                members.append((name, data))
+                row.update(latent_member=name, latent_sha256=hashlib.sha256(data).hexdigest(),
+                           latent_shape=shape_text(latents.shape), latent_vae=decoder)
+            info.append(row)
+    return members, info
 
 
 def fit_to_window(gen, prompts: list[str], report_path: Path) -> dict[str, str]:

@@ -24,10 +24,14 @@ N_BOOT = 2000
 @dataclass
 class StudyData:
     """Per-unit values on shared units: `values[arm]` is (seeds, images) of pass/fail on the benchmark
-    (units ordered like `tasks`), `wins[arm][reward]` is (seeds, prompts) of per-prompt win-rates over
-    base. The untrained base is the arm named `base_arm`, one row, no win-rates."""
+    (units ordered like `tasks` and `prompts`, each image's task and prompt id), `wins[arm][reward]` is
+    (seeds, prompts) of per-prompt win-rates over base. The untrained base is the arm named `base_arm`,
+    one row, no win-rates. Images of a probe (`probes`: the tags the benchmark's summary reports apart,
+    such as GenEval-shapes' novel-binding probe) are kept but never enter an overall."""
 
     tasks: np.ndarray
+    prompts: np.ndarray = field(default_factory=lambda: np.array([], dtype=object))
+    probes: list[str] = field(default_factory=list)
     values: dict[str, np.ndarray] = field(default_factory=dict)
     wins: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
     seeds: dict[str, list[int]] = field(default_factory=dict)
@@ -46,7 +50,10 @@ def load_runs(runs: list[tuple[str, int, Path]], benchmark: str, rewards: list[s
         if tuned["value"].isna().any():
             raise ValueError(f"{ev}: the tuned model was not judged on every image the base was")
         if data is None:
-            data, base_units = StudyData(tasks=base["task"].to_numpy(), base_arm=base_arm), base
+            probes = report.get("benchmarks", {}).get(benchmark, {}).get(report["base"], {}).get("probes", {})
+            data = StudyData(tasks=base["task"].to_numpy(), prompts=base["prompt_id"].astype(str).to_numpy(),
+                             probes=sorted(probes), base_arm=base_arm)
+            base_units = base
             data.values[base_arm], data.seeds[base_arm] = base["value"].to_numpy()[None, :], []
         elif not base[KEY + ["value"]].equals(base_units[KEY + ["value"]]):
             raise ValueError(f"{ev}: the base model's images differ from the first run's; the runs were not "
@@ -67,22 +74,30 @@ def load_runs(runs: list[tuple[str, int, Path]], benchmark: str, rewards: list[s
 
 
 def study_results(data: StudyData, reference: str, n_boot: int = N_BOOT) -> dict:
-    """Means, CIs and p-values for the table; `comparisons` counts the tests for the Bonferroni mark."""
+    """Means, CIs and p-values for the table; `comparisons` counts the tests for the Bonferroni mark.
+    The benchmark's overall is over its tasks only (probes are in `tasks`, never in an overall) and its
+    CIs resample whole prompts within each task, with the training seeds; win-rates resample prompts."""
     base = data.values[data.base_arm]
+    main = ~np.isin(data.tasks, data.probes)
+    tasks, prompts = data.tasks[main], data.prompts[main] if len(data.prompts) else None
 
-    def boot(arms: list[np.ndarray], signs: list[float], strata: np.ndarray, null: float = 0.0) -> dict:
-        return seeds_and_units_bootstrap(arms, signs, strata, null=null, n_boot=n_boot)
+    def boot(arms: list[np.ndarray], signs: list[float], strata: np.ndarray, null: float = 0.0,
+             clusters: np.ndarray | None = None) -> dict:
+        return seeds_and_units_bootstrap(arms, signs, strata, null=null, n_boot=n_boot, clusters=clusters)
+
+    def bench(arms: list[np.ndarray], signs: list[float]) -> dict:
+        return boot([a[:, main] for a in arms], signs, tasks, clusters=prompts)
 
     rows, n_tests = {}, 0
     for arm, m in data.values.items():
-        row = {"seeds": data.seeds[arm], "overall": boot([m], [1.0], data.tasks),
-               "per_seed": [mean_of_strata(s, data.tasks) for s in m] if data.seeds[arm] else [],
+        row = {"seeds": data.seeds[arm], "overall": bench([m], [1.0]),
+               "per_seed": [mean_of_strata(s[main], tasks) for s in m] if data.seeds[arm] else [],
                "tasks": {t: float(m[:, data.tasks == t].mean()) for t in sorted(set(data.tasks.tolist()))}}
         if arm != data.base_arm:
-            row["vs_base"] = boot([m, base], [1.0, -1.0], data.tasks)
+            row["vs_base"] = bench([m, base], [1.0, -1.0])
             n_tests += 1
             if reference in data.values and arm != reference:
-                row["vs_reference"] = boot([m, data.values[reference]], [1.0, -1.0], data.tasks)
+                row["vs_reference"] = bench([m, data.values[reference]], [1.0, -1.0])
                 n_tests += 1
             row["winrates"] = {}
             for r, w in data.wins[arm].items():
@@ -90,7 +105,8 @@ def study_results(data: StudyData, reference: str, n_boot: int = N_BOOT) -> dict
                 n_tests += 1
         rows[arm] = row
     return {"arms": rows, "order": list(rows), "reference": reference, "base": data.base_arm, "comparisons": n_tests,
-            "n_images": int(len(data.tasks)), "n_boot": n_boot}
+            "n_images": int(main.sum()), "n_prompts": int(len(set(prompts.tolist()))) if prompts is not None else None,
+            "probes": list(data.probes), "n_boot": n_boot}
 
 
 def _mark(stat: dict, n_tests: int) -> str:
@@ -121,8 +137,12 @@ def study_markdown(results: dict, benchmark: str) -> str:
     lines += ["", f"Per task ({benchmark} accuracy, mean over seeds):", "",
               "| arm | " + " | ".join(tasks) + " |", "|---" * (len(tasks) + 1) + "|"]
     lines += [f"| {n} | " + " | ".join(f"{a['tasks'][t]:.3f}" for t in tasks) + " |" for n, a in arms.items()]
+    held_out = (f"{results['n_prompts']} held-out prompts ({results['n_images']} images) as whole prompts"
+                if results.get("n_prompts") else f"{results['n_images']} held-out images")
+    probes = (f"Overall: the mean of the tasks; probe {', '.join(results['probes'])} is not part of it. "
+              if results.get("probes") else "")
     lines += ["", f"95% CIs from {results['n_boot']} bootstrap replicates that resample each arm's training seeds "
-                  f"and the {results['n_images']} held-out images (within each task; win-rates: prompts). "
+                  f"and the {held_out} (within each task; win-rates: prompts). {probes}"
                   f"`*`: p < 0.05 against 0 (differences) or 0.5 (win-rates); `**`: also significant after a "
                   f"Bonferroni correction for the table's {m} tests (p < {0.05 / max(m, 1):.4f})."]
     return "\n".join(lines) + "\n"

@@ -20,7 +20,7 @@ def prefect_harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
         mp.setenv("PREFECT_LOGGING_LEVEL", "WARNING")
         mp.setenv("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no telemetry calls from a sandbox
         with temporary_settings(updates={PREFECT_HOME: home, PREFECT_LOGGING_LEVEL: "WARNING"}):
-            with prefect_test_harness():
+            with prefect_test_harness(server_startup_timeout=180):  # a busy 2-core machine needs more than 30 s
                 yield
 
 

@@ -137,6 +137,27 @@ def test_a_flow_setting_on_a_unet_is_refused(density: str, shift: float | None) 
         Parametrization.from_scheduler(_ddim(), density, shift)
 
 
+@pytest.mark.parametrize("prediction", ["epsilon", "v_prediction"])
+def test_min_snr_weights_against_the_schedule_by_hand(prediction: str) -> None:
+    # scaled_linear: beta_t = (sqrt(0.00085) + (sqrt(0.012) - sqrt(0.00085)) * t / 999)^2; alpha_bar = prod(1 - beta)
+    betas = [(math.sqrt(0.00085) + (math.sqrt(0.012) - math.sqrt(0.00085)) * k / 999) ** 2 for k in range(1000)]
+    alpha_bar = [math.prod(1 - b for b in betas[: k + 1]) for k in (0, 100, 999)]
+    param = Parametrization.from_scheduler(_ddim(prediction_type=prediction), snr_gamma=5.0)
+    got = param.loss_weight(torch.tensor([0, 100, 999]))
+    for w, a in zip(got.tolist(), alpha_bar):
+        snr = a / (1 - a)
+        assert w == pytest.approx(min(snr, 5.0) / (snr if prediction == "epsilon" else snr + 1), rel=1e-4)
+    assert got[2] == pytest.approx(1.0 if prediction == "epsilon" else alpha_bar[2] / 1.0, rel=1e-2)
+    assert Parametrization.from_scheduler(_ddim()).loss_weight(torch.tensor([5])) is None  # default: unweighted
+
+
+def test_min_snr_on_flow_matching_is_refused() -> None:
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    with pytest.raises(ValueError, match="snr_gamma .* applies to epsilon / v-prediction models only"):
+        Parametrization.from_scheduler(FlowMatchEulerDiscreteScheduler(shift=3.0), snr_gamma=5.0)
+
+
 def test_train_config_defaults() -> None:
     cfg = TrainConfig()
     assert (cfg.mixed_precision, cfg.timestep_density, cfg.flow_shift) == ("auto", "auto", None)

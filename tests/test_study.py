@@ -86,6 +86,25 @@ def test_study_table_marks_only_the_real_differences() -> None:
     assert "| good | 1.000 | 1.000 |" in md and "table's 5 tests (p < 0.0100)" in md
 
 
+def test_study_resamples_prompts_and_leaves_the_probe_out_of_the_overall() -> None:
+    # Task a: prompt p passes both images, q neither; the probe prompt z passes both (tuned) or neither.
+    tasks, prompts = np.array(["a"] * 4 + ["novel_binding"] * 2), np.array(["p", "p", "q", "q", "z", "z"])
+    tuned = np.array([[1.0, 1.0, 0.0, 0.0, 1.0, 1.0]] * 2)
+    data = StudyData(tasks=tasks, prompts=prompts, probes=["novel_binding"], seeds={"base": [], "t": [0, 1]},
+                     values={"base": np.zeros((1, 6)), "t": tuned}, wins={"t": {}})
+    res = study_results(data, reference="t", n_boot=400)
+    t = res["arms"]["t"]
+    assert t["overall"]["mean"] == 0.5 and t["per_seed"] == [0.5, 0.5]
+    assert t["tasks"] == {"a": 0.5, "novel_binding": 1.0}
+    assert t["overall"] == seeds_and_units_bootstrap([tuned[:, :4]], [1.0], tasks[:4], n_boot=400,
+                                                     clusters=prompts[:4])
+    assert t["overall"]["ci95"] == [0.0, 1.0] and t["overall"]["n_clusters"] == 2  # prompts p, q
+    assert (res["n_images"], res["n_prompts"]) == (4, 2)
+    md = study_markdown(res, "bench")
+    assert "the 2 held-out prompts (4 images) as whole prompts" in md
+    assert "probe novel_binding is not part of it" in md
+
+
 def _eval_dir(root: Path, base: list[float], tuned: list[float], rewards: list[float]) -> Path:
     """An evaluate-stage folder: 2 prompts x 2 images, base model `b`, tuned `t`, one reward `r`."""
     root.mkdir(parents=True)
@@ -110,6 +129,7 @@ def test_load_runs_lines_up_images_and_prompts(tmp_path: Path) -> None:
             ("x", 1, _eval_dir(tmp_path / "x1", base, [0, 0, 1, 1], [0.0] * 4 + [-1.0] * 4))]
     data = load_runs(runs, "bench", ["r"])
     np.testing.assert_array_equal(data.tasks, ["x", "x", "y", "y"])
+    np.testing.assert_array_equal(data.prompts, ["p1", "p1", "p2", "p2"])  # the bootstrap's clusters
     np.testing.assert_array_equal(data.values["base"], [base])
     np.testing.assert_array_equal(data.values["x"], [[1, 1, 0, 1], [0, 0, 1, 1]])
     np.testing.assert_array_equal(data.wins["x"]["r"], [[1.0, 0.5], [0.0, 0.0]])

@@ -24,6 +24,7 @@ OBJECTIVES = "dpo, gpo, gpo-phi, rankdpo, rwr, sft, sudo"
 GENERATORS = "shapes-sd-xs, shapes-sd-s, shapes-sd-m, shapes-sd-l"
 REWARDS = "clip-p4, clip-p8, clip-norel, detector"
 ONE_GENERATOR = "generate.generators=[{name: a, path: zoo/shapes-sd-s}]"
+ONE_IMAGE = "generate.images_per_prompt=1"
 
 # (stage, overrides, the key named, the value and what is allowed, all as the line prints them)
 BAD = [
@@ -47,8 +48,9 @@ BAD = [
      "unique"),
     ("score", ["score.rewards.3.name=clip-p8"], "score.rewards.3.name", "'clip-p8'", "unique"),
     ("study", ["study.arms.3.name=sft"], "study.arms.3.name", "'sft'", "unique"),
-    ("train", [ONE_GENERATOR, "train.base=a"], "train.objective", "'rankdpo'", "K = 1 generator(s) x 1 image"),
-    ("study", [ONE_GENERATOR, "train.base=a", "train.objective=sft"], "study.arms.2.objective", "'dpo'",
+    ("train", [ONE_GENERATOR, ONE_IMAGE, "train.base=a"], "train.objective", "'rankdpo'",
+     "K = 1 generator(s) x 1 image"),
+    ("study", [ONE_GENERATOR, ONE_IMAGE, "train.base=a", "train.objective=sft"], "study.arms.2.objective", "'dpo'",
      "allowed: rwr, sft, sudo"),
 ]
 
@@ -124,7 +126,7 @@ def test_flows_refuse_a_bad_config_before_any_compute(module: str, edit: tuple[s
 def test_the_committed_params_and_their_variants_pass() -> None:
     validate_config(load_config())
     for overrides in (["train.base="], ["train.objective=rwr", "rank.method=zscore"],
-                      [ONE_GENERATOR, "train.base=a", "train.objective=sft",
+                      [ONE_GENERATOR, ONE_IMAGE, "train.base=a", "train.objective=sft",
                        "study.arms=[{name: base}, {name: sft, objective: sft}, {name: sudo, objective: sudo}]",
                        "study.reference=sft"],
                       [ONE_GENERATOR, "train.base=a", "generate.images_per_prompt=2"]):

@@ -19,7 +19,9 @@ class Benchmark(Protocol):
 
     def judge(self, image: Image.Image, meta: dict[str, Any]) -> tuple[str, bool]: ...
 
-    def summarize(self, results: list[tuple[str, bool]]) -> dict[str, Any]: ...
+    def summarize(self, results: list[tuple[str, bool]], prompts: list[str] | None = None) -> dict[str, Any]:
+        """results: (task, passed) per image; prompts: the image's prompt id, the bootstrap's resampling unit."""
+        ...
 
 
 BENCHMARKS: Registry[type] = Registry("benchmark")

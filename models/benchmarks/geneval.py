@@ -235,5 +235,6 @@ class GenEval:
     def judge(self, image: Image.Image, meta: dict[str, Any]) -> tuple[str, bool]:
         return meta["tag"], self.verdict(image, meta).passed
 
-    def summarize(self, results: list[tuple[str, bool]]) -> dict[str, Any]:
-        return score(results)
+    def summarize(self, results: list[tuple[str, bool]], prompts: list[str] | None = None) -> dict[str, Any]:
+        """Per-task accuracy and GenEval's overall, CIs resampling prompts (one id per result) within tasks."""
+        return score(results, prompts=prompts)

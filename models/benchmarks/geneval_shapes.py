@@ -1,4 +1,5 @@
-"""GenEval-shapes: GenEval's six tasks and rules on the shapes world, scored by its exact verifier."""
+"""GenEval-shapes: GenEval's six tasks and rules on the shapes world, scored by its exact verifier; the
+novel-binding probe's prompts are judged the same way and reported apart from the overall score."""
 
 from __future__ import annotations
 
@@ -22,5 +23,7 @@ class GenEvalShapes:
     def judge(self, image: Image.Image, meta: dict[str, Any]) -> tuple[str, bool]:
         return meta["tag"], bool(verify(np.asarray(image.convert("RGB")), meta))
 
-    def summarize(self, results: list[tuple[str, bool]]) -> dict[str, Any]:
-        return score(results)
+    def summarize(self, results: list[tuple[str, bool]], prompts: list[str] | None = None) -> dict[str, Any]:
+        """Per-task accuracy, the overall over the six tasks and the novel-binding probe apart, with CIs
+        that resample prompts (one id per result) within each task: models.shapes.benchmark.score."""
+        return score(results, prompts=prompts)

@@ -1,5 +1,6 @@
 """What every diffusers-backed generator shares: resolving the path, loading the pipeline class in the
-spec's dtype, the optional LoRA, a silent progress bar, and one seeded torch.Generator per image.
+spec's dtype, the optional LoRA, a silent progress bar, one seeded torch.Generator per image, and the
+final denoised latents of each image (what the pipeline's VAE decodes into it; `render`).
 
 A backend module subclasses `DiffusersBackend`, names its pipeline class and its presets, and registers
 itself; this module registers nothing, so importing it (as `import_all` does) adds no backend.
@@ -11,6 +12,7 @@ reward loaders share), and diffusers is told `use_safetensors=True` for what a c
 
 from __future__ import annotations
 
+import inspect
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -102,6 +104,60 @@ class Preset:
         return GeneratorSpec(**{**fields, **overrides})
 
 
+def component_id(pipeline_folder: str, component: str = "vae") -> str:
+    """Content id of one component folder of a pipeline (synrank.fingerprint.weights_id of
+    `<pipeline_folder>/<component>`; 'id:<location>' where it is not local). The generate stage records the
+    VAE's id beside each image's latents, and training compares it with its base model's."""
+    from synrank.fingerprint import weights_id
+
+    return weights_id(str(Path(pipeline_folder) / component))
+
+
+@dataclass
+class Rendered:
+    """One batch of images and the latents the pipeline decoded into them."""
+
+    images: list[Image.Image]
+    # (N, C, h, w) float32 on the CPU, in the denoiser's (scaled) latent space; None: the pipeline has no hook
+    latents: torch.Tensor | None
+
+
+class LatentCatcher:
+    """Keeps the latents of a pipeline's last denoising step, the tensor its decoder turns into the images.
+
+    Hooked in through the pipeline's own step callback rather than calling it with output_type="latent"
+    and decoding here: the pipeline still decodes as it always does (SDXL's fp16 upcast and latents
+    mean/std, SD3's shift factor, the safety checker, the postprocess), so the PNGs stay byte-identical
+    without a copy of each family's decode path that could drift from diffusers'."""
+
+    def __init__(self) -> None:
+        self.latents: torch.Tensor | None = None
+
+    def call_kwargs(self, pipe: Any) -> dict[str, Any]:
+        """The pipeline call's keyword arguments that install the hook; {} if the pipeline has none."""
+        params = inspect.signature(pipe.__call__).parameters
+        if "callback_on_step_end" in params and "latents" in getattr(pipe, "_callback_tensor_inputs", ()):
+            return {"callback_on_step_end": self._on_step_end, "callback_on_step_end_tensor_inputs": ["latents"]}
+        if "callback" in params and "callback_steps" in params:  # PixArt has only the older per-step hook
+            return {"callback": self._on_step, "callback_steps": 1}
+        return {}
+
+    def _on_step_end(self, pipe: Any, step: int, timestep: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+        # A reference, no copy: every scheduler step returns a new tensor, so the last one kept is the final
+        # latents; copying each step would cost a device sync per step.
+        self.latents = kwargs["latents"]
+        return kwargs
+
+    def _on_step(self, step: int, timestep: Any, latents: torch.Tensor) -> None:
+        self.latents = latents
+
+    def take(self, n: int) -> torch.Tensor | None:
+        """The final latents, (n, C, h, w) float32 on the CPU (a copy); None if none or not one per image."""
+        if self.latents is None or len(self.latents) != n:
+            return None
+        return self.latents.to("cpu", torch.float32, copy=True)
+
+
 def seeded_generators(seeds: list[int]) -> list[torch.Generator]:
     """One CPU generator per image: its noise then depends on its own seed only, not on its batch mates
     or on the device (diffusers draws on the generator's device and moves the tensor)."""
@@ -119,7 +175,7 @@ class DiffusersBackend:
         self.spec, self.device = spec, device
         self.dtype = DTYPES[spec.dtype]
         # Resolve every path before loading anything: a typo fails in milliseconds with the path named.
-        source = resolve_model_path(spec.path, what=f"generator '{spec.name}'")
+        self.source = source = resolve_model_path(spec.path, what=f"generator '{spec.name}'")
         lora = resolve_model_path(spec.lora, what=f"LoRA of generator '{spec.name}'") if spec.lora else ""
         if lora:
             # The class tells before the (slow) load; the generic DiffusionPipeline only once loaded.
@@ -172,17 +228,29 @@ class DiffusersBackend:
         tok = getattr(self.pipelines()[0], "tokenizer", None)
         return (tok, int(tok.model_max_length)) if tok is not None else None
 
-    @torch.no_grad()
+    def latent_decoder_id(self) -> str:
+        """Content id of the model that decodes this generator's latents into images (its VAE folder)."""
+        return component_id(self.source, "vae")
+
     def generate(self, prompts: list[str], seeds: list[int]) -> list[Image.Image]:
+        return self.render(prompts, seeds).images
+
+    @torch.no_grad()
+    def render(self, prompts: list[str], seeds: list[int]) -> Rendered:
+        """The images of `prompts` (image i from seed i alone) and their final latents (see Rendered)."""
         if len(prompts) != len(seeds):
             raise ValueError(f"generator '{self.spec.name}': {len(prompts)} prompts but {len(seeds)} seeds")
         if not prompts:
-            return []
+            return Rendered([], None)
         return self.run(prompts, seeded_generators(seeds))
 
-    def run(self, prompts: list[str], generators: list[torch.Generator]) -> list[Image.Image]:
+    def run(self, prompts: list[str], generators: list[torch.Generator]) -> Rendered:
         """One batched call over all prompts (the fast path; see scripts/bench_generate.py)."""
+        catch = LatentCatcher()
         out = self.pipe(prompt=prompts, generator=generators, num_inference_steps=self.spec.steps,
                         guidance_scale=self.spec.guidance, height=self.spec.height, width=self.spec.width,
-                        output_type="pil", **self.call_kwargs())
-        return list(out.images)
+                        output_type="pil", **self.call_kwargs(), **catch.call_kwargs(self.pipe))
+        # A safety checker blacks out a flagged image after decoding: its latents no longer stand for its
+        # PNG, so that batch keeps none (training then encodes its PNGs).
+        flagged = any(getattr(out, "nsfw_content_detected", None) or [])
+        return Rendered(list(out.images), None if flagged else catch.take(len(prompts)))

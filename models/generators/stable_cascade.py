@@ -16,10 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from PIL import Image
 
 from models.generators import GENERATORS
-from models.generators.base import DiffusersBackend, Preset
+from models.generators.base import DiffusersBackend, LatentCatcher, Preset, Rendered, component_id
 from synrank.config import GeneratorSpec
 from synrank.models_io import resolve_model_path
 
@@ -80,14 +79,18 @@ class StableCascadeGenerator(DiffusersBackend):
     def pipelines(self) -> list[Any]:
         return [self.prior, self.pipe]
 
-    def run(self, prompts: list[str], generators: list[torch.Generator]) -> list[Image.Image]:
+    def latent_decoder_id(self) -> str:
+        return component_id(self.decoder_path, "vqgan")  # the decoder stage's latents are Paella VQ latents
+
+    def run(self, prompts: list[str], generators: list[torch.Generator]) -> Rendered:
         # The same generators go through both stages: each advances by the same amount whatever the
         # batch, so an image still depends on its own seed only.
         prior = self.prior(prompt=prompts, generator=generators, num_inference_steps=self.spec.steps,
                            guidance_scale=self.spec.guidance, height=self.spec.height, width=self.spec.width,
                            output_type="pt")
+        catch = LatentCatcher()
         out = self.pipe(image_embeddings=prior.image_embeddings, prompt_embeds=prior.prompt_embeds,
                         prompt_embeds_pooled=prior.prompt_embeds_pooled, generator=generators,
                         num_inference_steps=min(DECODER_STEPS, self.spec.steps),
-                        guidance_scale=DECODER_GUIDANCE, output_type="pil")
-        return list(out.images)
+                        guidance_scale=DECODER_GUIDANCE, output_type="pil", **catch.call_kwargs(self.pipe))
+        return Rendered(list(out.images), catch.take(len(prompts)))

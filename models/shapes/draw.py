@@ -28,6 +28,12 @@ def _star_vertices() -> np.ndarray:
 
 
 @lru_cache(maxsize=None)
+def _regular_vertices(n: int) -> np.ndarray:
+    ang = -math.pi / 2 + np.arange(n) * 2 * math.pi / n  # first vertex straight up
+    return _centered(np.stack([np.cos(ang), np.sin(ang)], 1))
+
+
+@lru_cache(maxsize=None)
 def _triangle_vertices() -> np.ndarray:
     return _centered(np.array([[0.0, -1.0], [1.0, 0.8], [-1.0, 0.8]]))
 
@@ -61,6 +67,18 @@ def unit_mask(shape: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:
         return _in_polygon(u, v, _triangle_vertices())
     if shape == "star":
         return _in_polygon(u, v, _star_vertices())
+    if shape == "diamond":
+        return np.abs(u) + np.abs(v) <= 1.0
+    if shape == "hexagon":
+        return _in_polygon(u, v, _regular_vertices(6))
+    if shape == "pentagon":
+        return _in_polygon(u, v, _regular_vertices(5))
+    if shape == "heart":
+        # two lobes over a point: the classic implicit heart (x^2 + y^2 - 1)^3 - x^2 y^3 <= 0, fit to the box
+        x, y = u * 1.2, -(v * 1.15 - 0.15)
+        return (x * x + y * y - 1) ** 3 - x * x * y**3 <= 0
+    if shape == "crescent":
+        return (r2 <= 1.0) & ((u - 0.55) ** 2 + v * v >= 0.8**2)
     raise ValueError(f"unknown shape {shape!r}")
 
 

@@ -10,7 +10,7 @@ import numpy as np
 
 from .draw import raster
 from .geometry import RENDER_MARGIN, RENDER_MIN_COS, relation_holds
-from .specs import COLORS, MAX_COUNT, OPPOSITE, PALETTE, SHAPES, is_reserved, make_spec
+from .specs import COLORS, MAX_COUNT, OPPOSITE, PALETTE, SHAPES, heldout_prompts, is_reserved, make_spec
 
 BACKGROUND = 60  # dark gray: every palette color, white included, stands far from it
 BG_JITTER = 10  # per-image gray level jitter
@@ -188,7 +188,13 @@ def render_wrong(
     """A hard negative for `spec`: (image, modified spec that the image satisfies).
 
     kind: "count" (one object more or fewer, within 1..4), "color" (another color on a colored
-    object, or swapped colors in color_attr), "relation" (reversed), "shape" (another class)."""
+    object, or swapped colors in color_attr), "relation" (reversed), "shape" (another class).
+    With `avoid_reserved` (training data) the modified spec is neither a held-out benchmark prompt
+    nor a reserved pairing: the negative's caption is training text too. Raises ValueError when no
+    such modification exists (a reversed relation whose result is held out)."""
     rng = np.random.default_rng() if rng is None else rng
-    new = wrong_spec(spec, kind, rng, avoid_reserved)
-    return render(new, size, rng, avoid_reserved=avoid_reserved), new
+    for _ in range(32):
+        new = wrong_spec(spec, kind, rng, avoid_reserved)
+        if not (avoid_reserved and new["prompt"] in heldout_prompts()):
+            return render(new, size, rng, avoid_reserved=avoid_reserved), new
+    raise ValueError(f"every {kind!r} negative of {spec['prompt']!r} is a held-out prompt")

@@ -131,7 +131,7 @@ def build_zoo(out_dir: Path, scale: float = 1.0, seed: int = 0, progress: bool =
         for cfg in gen_cfgs:  # results in the zoo's order, weakest first
             for entry in futures[cfg.name].result():
                 eval_sets.append(entry.pop("eval_images"))
-                entry.update(geneval=benchmark.score(eval_sets[-1].results()), vae=vae_info, data_seed=seed,
+                entry.update(geneval=benchmark.score(eval_sets[-1].results(), prompts=eval_sets[-1].prompts()), vae=vae_info, data_seed=seed,
                              eval={"n_per_task": n_eval, "images_per_prompt": images_per_prompt,
                                    "seed": seed + 1000},
                              sample_steps=SAMPLE_STEPS, guidance=GUIDANCE)

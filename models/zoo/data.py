@@ -3,8 +3,9 @@ and an in-memory pool of them (with hard negatives) that training loops sample b
 
 Rendering costs 1-3 ms per image, far more than a training step spends per image, so every model is
 trained on a pool rendered once and indexed with numpy; `build_pool` memoises pools so the VAE, the
-generators and the rewards of one build share them. Only train-split specs are used, and the renderer
-never draws a held-out (color, shape) combination, so the eval split stays unseen.
+generators and the rewards of one build share them. Only train-split specs are used (no held-out benchmark
+prompt, as a caption or as a negative's caption), and the renderer never draws a reserved (color, shape)
+pairing, so the benchmark's prompts and the novel-binding probe stay unseen.
 """
 
 from __future__ import annotations
@@ -92,7 +93,11 @@ def build_pool(n: int, seed: int, kinds: tuple[str, ...] = ()) -> Pool:
             if kind not in ok:
                 row.append("")
                 continue
-            neg[i, k], wrong = render_wrong(spec, kind, IMAGE_SIZE, rng)
+            try:
+                neg[i, k], wrong = render_wrong(spec, kind, IMAGE_SIZE, rng)
+            except ValueError:  # its only negative of this kind is a held-out prompt
+                row.append("")
+                continue
             valid[i, k] = True
             row.append(wrong["prompt"])
         neg_caps.append(tuple(row))

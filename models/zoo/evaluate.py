@@ -1,7 +1,7 @@
 """Measurements of zoo models through their real loading paths.
 
 geneval_shapes: a pipeline folder is loaded with DiffusionPipeline.from_pretrained, generates 32x32
-images for eval-split specs (held-out color combinations included), and models.shapes.verify plus
+images for held-out benchmark prompts, and models.shapes.verify plus
 benchmark.score give GenEval-shapes accuracy with bootstrap CIs.
 
 reward_agreement: how often a reward orders two images of one prompt as the verifier does: a correct
@@ -19,6 +19,7 @@ import torch
 from PIL import Image
 
 from models.shapes import benchmark, make_specs, render, render_wrong, verify
+from models.shapes.specs import heldout_specs
 from models.stats import mean_ci
 
 from .data import applicable_kinds
@@ -33,9 +34,19 @@ class EvalImages:
     def results(self) -> list[tuple[str, bool]]:
         return [(s["tag"], ok) for s, oks in zip(self.specs, self.passed) for ok in oks]
 
+    def prompts(self) -> list[str]:
+        """The prompt of each entry of results(): the bootstrap's resampling unit."""
+        return [s["prompt"] for s, oks in zip(self.specs, self.passed) for _ in oks]
+
 
 def eval_specs(n_per_task: int, seed: int) -> list[dict]:
-    return make_specs(6 * n_per_task, seed=seed, split="eval")  # the six tasks in equal shares
+    """Up to n_per_task held-out benchmark prompts per task (seeded choice), each prompt once."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for specs in heldout_specs().values():
+        pick = rng.permutation(len(specs))[: min(n_per_task, len(specs))]
+        out += [specs[int(i)] for i in sorted(pick)]
+    return out
 
 
 def load_pipeline(folder: Path | str):
@@ -68,7 +79,7 @@ def geneval_shapes(pipeline_folder: Path | str, n_per_task: int = 48, images_per
     """benchmark.score of the pipeline on eval-split specs: {"overall": {...}, "tasks": {...}}."""
     ev = generate_and_verify(load_pipeline(pipeline_folder), eval_specs(n_per_task, seed), images_per_prompt,
                              seed, steps, guidance)
-    return benchmark.score(ev.results())
+    return benchmark.score(ev.results(), prompts=ev.prompts())
 
 
 def _load_reward(reward):
@@ -103,7 +114,7 @@ def rendered_pairs(n_per_task: int, seed: int) -> list[tuple[np.ndarray, np.ndar
         if not verify(good, spec):
             continue
         for kind in applicable_kinds(spec):
-            bad, _ = render_wrong(spec, kind, 32, rng)
+            bad, _ = render_wrong(spec, kind, 32, rng, avoid_reserved=False)  # eval text: no training leak
             if not verify(bad, spec):
                 out.append((good, bad, spec["prompt"], kind))
     return out

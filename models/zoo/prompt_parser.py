@@ -74,6 +74,6 @@ def parse_prompt(prompt: str) -> dict | None:
         if any(it is None for it in include):
             return None
     exclude = None
-    if len(include) == 1 and include[0]["count"] > 1 and "color" not in include[0]:
+    if len(include) == 1 and include[0]["count"] > 1:
         exclude = [{"class": include[0]["class"], "count": include[0]["count"] + 1}]  # GenEval's counting form
     return make_spec(_tag(include), include, exclude)
