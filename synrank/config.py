@@ -41,8 +41,11 @@ class Paths(Strict):
 
 
 class PromptSource(Strict):
-    path: str = Field(description="File with prompts, relative to the project root or absolute.")
-    format: Literal["auto", "text", "jsonl", "geneval", "partiprompts"] = "auto"
+    path: str = Field(description="File with prompts (or, for t2i-compbench and dpg-bench, a folder), relative "
+                      "to the project root or absolute.")
+    format: Literal["auto", "text", "jsonl", "geneval", "partiprompts", "t2i-compbench", "dpg-bench"] = Field(
+        default="auto", description="t2i-compbench: <category>_val.txt / <category>_train.txt, one prompt a line, "
+        "or a folder of <category>_val.txt; dpg-bench: a folder of <id>.txt, one prompt each.")
     limit: int | None = Field(default=None, ge=1, description="Keep at most this many good prompts.")
     split: Literal["auto", "train", "eval"] = Field(
         default="auto", description="auto = the seeded split; train/eval pins the whole file (held-out sets).")

@@ -23,6 +23,7 @@ from synrank.config import ROOT, PromptSource, SampleConfig
 SKIP_REASONS = ("empty", "duplicate", "bad_utf8", "malformed", "bad_unicode", "too_long")
 COUNT_KEYS = ("good", *SKIP_REASONS)
 BOM = "\ufeff"
+FOLDER_FORMATS = ("t2i-compbench", "dpg-bench")  # the source formats whose path may be a folder
 DEFAULT_MAX_PROMPT_CHARS: int = SampleConfig.model_fields["max_prompt_chars"].default
 
 # Line-ish whitespace becomes a space (a prompt is one line); every other C0/C1 control and every BOM
@@ -172,7 +173,43 @@ class _PartiParser:
 
 
 def _parser(fmt: str, path: Path) -> Parser:
+    """The line parser of a one-file format (text, jsonl, geneval, partiprompts)."""
     return {"text": _parse_text, "jsonl": _parse_jsonl, "geneval": _parse_geneval}.get(fmt) or _PartiParser(path)
+
+
+def _via(record: Callable[[str, str], Any], key: str) -> Parser:
+    """A line parser that calls a benchmark adapter's `record(text, key)` (key: the T2I-CompBench category
+    or the DPG-Bench item id) on the cleaned line, so the prompt in meta is the row's prompt. The record
+    (models.benchmarks.common.BenchmarkPrompt) becomes (prompt, category, meta JSON). A blank record cannot
+    reach it, since _judge drops blank text first, but would be malformed all the same."""
+    def parse(text: str) -> Parsed:
+        item = record(clean(text), key)
+        if item is None:
+            raise Malformed("blank benchmark record")
+        return item.prompt, item.category, json.dumps(item.meta, ensure_ascii=False)
+    return parse
+
+
+def _records(fmt: str, path: Path) -> Iterator[tuple[bytes, Parser]]:
+    """Each raw record of a source with the parser that reads it: a line of a file, or for dpg-bench the
+    whole of each `<id>.txt` of the folder. The benchmark formats read through their adapters' own file
+    listing and record functions (models/benchmarks/t2i_compbench.py, dpg_bench.py), so there is one
+    reader per format. Raises FileNotFoundError for a missing source (or a benchmark folder without prompt
+    files) and ValueError for a T2I-CompBench file name that names no category."""
+    if fmt == "t2i-compbench":
+        from models.benchmarks import t2i_compbench
+
+        for f in t2i_compbench.prompt_files(path):
+            parse = _via(t2i_compbench.record, t2i_compbench.category_of(f))
+            yield from ((line, parse) for line in _lines(f))
+    elif fmt == "dpg-bench":
+        from models.benchmarks import dpg_bench
+
+        for f in dpg_bench.prompt_files(path):  # one prompt per file: the whole file is one record
+            yield f.read_bytes(), _via(dpg_bench.record, f.stem)
+    else:
+        parse = _parser(fmt, path)
+        yield from ((line, parse) for line in _lines(path))
 
 
 def _judge(line: bytes, parse: Parser, max_chars: int) -> Parsed | str | None:
@@ -203,13 +240,15 @@ def _judge(line: bytes, parse: Parser, max_chars: int) -> Parsed | str | None:
 
 def _read_one(src: PromptSource, path: Path, seen: set[tuple[str, str]], out: list[dict[str, Any]],
               max_chars: int) -> dict[str, Any]:
+    if path.is_dir() and src.format not in FOLDER_FORMATS:
+        raise ValueError(f"prompt source '{path}' is a folder, but format '{src.format}' reads one file; "
+                         f"the formats that read a folder are {', '.join(FOLDER_FORMATS)}")
     fmt = detect_format(path) if src.format == "auto" else src.format
-    parse = _parser(fmt, path)
     counts = dict.fromkeys(COUNT_KEYS, 0)
     # A benchmark list pinned to eval may repeat training prompts on purpose (its images get their own
     # seeds); duplicates are judged within it, and separately within everything else.
     group = "eval" if src.split == "eval" else "pool"
-    for line in _lines(path):
+    for line, parse in _records(fmt, path):
         if src.limit is not None and counts["good"] >= src.limit:
             break  # the rest of the file is not wanted, so it is not judged either
         verdict = _judge(line, parse, max_chars)
@@ -234,7 +273,14 @@ def read_sources(sources: list[PromptSource], root: Path = ROOT,
     """Read every source in order; a prompt already seen in an earlier line or source is a duplicate,
     except that eval-pinned sources are judged only against each other (`also_in_train` counts their
     prompts that the other sources contain too). Each line is good or counted under one SKIP_REASONS
-    entry (a PartiPrompts header is neither); prompts longer than max_prompt_chars are too_long."""
+    entry (a PartiPrompts header is neither); prompts longer than max_prompt_chars are too_long.
+
+    Formats: text (a prompt a line), jsonl ({"prompt": ..., "category"?: ...}), geneval
+    (evaluation_metadata.jsonl), partiprompts (TSV), t2i-compbench (`<category>_val.txt` /
+    `<category>_train.txt`, a prompt a line, category from the file name; or a folder of `*_val.txt`) and
+    dpg-bench (a folder of `<id>.txt`, a prompt each, in id order; a whole file is one record).
+    Raises FileNotFoundError for a missing source and ValueError for a folder given in a format outside
+    FOLDER_FORMATS, a T2I-CompBench file name that names no category, or max_prompt_chars < 1."""
     if max_prompt_chars < 1:
         raise ValueError(f"max_prompt_chars must be at least 1, got {max_prompt_chars}")
     result = Prompts(report={"sources": {}})

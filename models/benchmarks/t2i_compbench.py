@@ -1,7 +1,9 @@
 """T2I-CompBench (Huang et al. 2023): compositional prompts in eight categories, one scorer per category.
 
-Prompt adapter: `<category>_val.txt` files (one prompt a line), the category taken from the file name:
-color, shape, texture, spatial, non_spatial, complex, numeracy, 3d_spatial.
+Prompt adapter: `<category>_val.txt`, `<category>_train.txt` and variant files such as
+`complex_val_spatial.txt` (one prompt a line), the category taken from the file name: color, shape,
+texture, spatial, non_spatial, complex, numeracy, 3d_spatial. A folder is read as its `<category>_val.txt`
+files. The sample stage's `t2i-compbench` format reads through `prompt_files`, `category_of` and `record`.
 
 Scorers (pluggable per category; each maps (image, prompt) to a score in [0, 1]):
 - color / shape / texture: BLIP-VQA. The prompt is split into noun phrases ("a green bench and a red
@@ -39,6 +41,8 @@ CATEGORIES: tuple[str, ...] = ("color", "shape", "texture", "spatial", "non_spat
 ATTRIBUTE_CATEGORIES: tuple[str, ...] = ("color", "shape", "texture")
 DEFAULT_SCORED: tuple[str, ...] = (*ATTRIBUTE_CATEGORIES, "non_spatial", "spatial", "complex")
 SUFFIX = "_val.txt"
+# <category>, then _train or _val and an optional variant (complex_val_spatial), then .txt.
+_FILE_NAME = re.compile(rf"^({'|'.join(sorted(CATEGORIES, key=len, reverse=True))})(?:_(?:train|val)(?:_\w+)?)?\.txt$")
 BLIP_WEIGHTS, BLIP_ENV = "Salesforce/blip-vqa-base", "SYNRANK_T2I_BLIP"
 CLIP_WEIGHTS, CLIP_ENV = "openai/clip-vit-base-patch32", "SYNRANK_T2I_CLIP"
 
@@ -63,29 +67,45 @@ CategoryScorer = Callable[[Image.Image, str], float]
 
 
 def category_of(path: Path) -> str:
-    name = Path(path).name
-    category = name[: -len(SUFFIX)] if name.endswith(SUFFIX) else None
-    if category not in CATEGORIES:
-        raise ValueError(f"'{path}': not a T2I-CompBench prompt file (<category>{SUFFIX}, category one of "
-                         f"{', '.join(CATEGORIES)})")
-    return category
+    """The category named by a prompt file: `<category>[_train|_val[_<variant>]].txt`, e.g. color_val.txt,
+    spatial_train.txt, complex_val_spatial.txt. Raises ValueError naming the file for any other name."""
+    m = _FILE_NAME.match(Path(path).name)
+    if m is None:
+        raise ValueError(f"'{path}': not a T2I-CompBench prompt file (<category>_val.txt, <category>_train.txt "
+                         f"or <category>_val_<variant>.txt, category one of {', '.join(CATEGORIES)})")
+    return m.group(1)
+
+
+def prompt_files(path: Path) -> list[Path]:
+    """A file -> [it]; a folder -> its `<category>_val.txt` files in CATEGORIES order (train and variant
+    files are left out: the folder is the benchmark). Raises FileNotFoundError when there are none and
+    ValueError for a `*_val.txt` file whose category is unknown."""
+    path = Path(path)
+    if path.is_file():
+        return [path]
+    files = sorted(path.glob(f"*{SUFFIX}"), key=lambda p: CATEGORIES.index(category_of(p)))
+    if not files:
+        raise FileNotFoundError(f"no T2I-CompBench prompt files (*{SUFFIX}) at '{path}'")
+    return files
+
+
+def record(line: str, category: str) -> BenchmarkPrompt | None:
+    """One line of a prompt file -> its prompt (ends stripped) with the scorer's meta; None for a blank line."""
+    prompt = line.strip()
+    if not prompt:
+        return None
+    return BenchmarkPrompt(prompt, category, {"benchmark": "t2i-compbench", "category": category, "prompt": prompt})
 
 
 @ADAPTERS.register("t2i-compbench")
 def read_t2i_compbench(path: Path) -> list[BenchmarkPrompt]:
-    """One `<category>_val.txt` file, or a folder of them (read in CATEGORIES order); blank lines skipped."""
-    path = Path(path)
-    files = [path] if path.is_file() else sorted(path.glob(f"*{SUFFIX}"), key=lambda p: CATEGORIES.index(category_of(p)))
-    if not files:
-        raise FileNotFoundError(f"no T2I-CompBench prompt files (*{SUFFIX}) at '{path}'")
+    """One prompt file (see `category_of`), or a folder of `<category>_val.txt` files; blank lines skipped.
+    Raises FileNotFoundError (no files), ValueError (a file name that names no category) and
+    UnicodeDecodeError (a file that is not UTF-8)."""
     out = []
-    for f in files:
+    for f in prompt_files(path):
         category = category_of(f)
-        for line in f.read_text(encoding="utf-8").splitlines():
-            if line.strip():
-                prompt = line.strip()
-                out.append(BenchmarkPrompt(prompt, category, {"benchmark": "t2i-compbench", "category": category,
-                                                              "prompt": prompt}))
+        out += [r for line in f.read_text(encoding="utf-8").splitlines() if (r := record(line, category))]
     return out
 
 
