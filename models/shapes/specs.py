@@ -181,20 +181,12 @@ def probe_specs() -> tuple[dict, ...]:
     return tuple(colors + [pairs[int(i)] for i in chosen])
 
 
-def train_space(tag: str) -> list[dict]:
-    """A task's specs that training may use: its space minus the held-out ones."""
-    held = heldout_prompts()
-    return [s for s in task_space(tag) if s["prompt"] not in held]
-
-
-def _sample_train(tag: str, rng: np.random.Generator) -> dict:
-    # The spaces are small enough to draw from directly; color_attr's 6k specs are cached.
-    return copy.deepcopy(_pick(rng, _train_cache(tag)))
-
-
 @lru_cache(maxsize=None)
-def _train_cache(tag: str) -> tuple[dict, ...]:
-    return tuple(train_space(tag))
+def train_space(tag: str) -> tuple[dict, ...]:
+    """A task's specs that training may use: its space minus the held-out ones. Cached (color_attr has
+    5,720): callers must not mutate the specs (sample_spec hands out copies)."""
+    held = heldout_prompts()
+    return tuple(s for s in task_space(tag) if s["prompt"] not in held)
 
 
 def sample_spec(tag: str, rng: np.random.Generator, split: Split = "train") -> dict:
@@ -203,7 +195,7 @@ def sample_spec(tag: str, rng: np.random.Generator, split: Split = "train") -> d
     if tag not in TASKS:
         raise ValueError(f"unknown task tag {tag!r}; known: {TASKS}")
     if split == "train":
-        return _sample_train(tag, rng)
+        return copy.deepcopy(_pick(rng, train_space(tag)))
     if split == "eval":
         return copy.deepcopy(_pick(rng, heldout_specs()[tag]))
     if split == "probe":
