@@ -12,6 +12,7 @@ from pathlib import Path
 
 import mlflow
 from prefect import flow, task
+from prefect.artifacts import create_markdown_artifact
 
 from flows.evaluate import evaluate_flow
 from flows.generate import generate_flow
@@ -22,7 +23,10 @@ from flows.train import base_generator, train_flow
 from models.trainer import tuned_spec
 from synrank import tracking
 from synrank.config import Config, GeneratorSpec
+from synrank.stage import write_json
+from synrank.storage import write_bytes
 from synrank.validate import validate_config
+from tasks.online import rounds_markdown, rounds_summary
 
 
 @task(name="fuse-tuned")
@@ -68,4 +72,19 @@ def online_flow(cfg: Config) -> str:
                 evaluate_flow(cfg.evaluate, cfg.score, gen, paths, cfg.tracking)
                 current = fuse_tuned(paths.model, str(d / "fused"))
                 print(f"round {r}: tuned model -> {current.path}")
+                _report_rounds(root, r, cfg.evaluate.benchmarks[0])
     return current.path
+
+
+def _report_rounds(root: Path, rounds: int, benchmark: str) -> None:
+    """The table of every round so far: online.json, online.md, a Prefect artifact and MLflow metrics
+    with the round as their step, so the loop's progress shows while it runs."""
+    rows = rounds_summary([root / f"round-{r}" for r in range(1, rounds + 1)], benchmark)
+    md = f"# Online {benchmark}: rounds 0-{rounds}\n\n" + rounds_markdown(rows, benchmark)
+    write_json(root / "online.json", rows)
+    write_bytes(str(root / "online.md"), md.encode(), root)
+    create_markdown_artifact(md, key="online", description="online loop: held-out accuracy per round")
+    last = rows[-1]
+    mlflow.log_metric(f"{benchmark}/overall", last["accuracy"]["accuracy"], step=rounds)
+    mlflow.log_metric(f"{benchmark}/since_start", last["since_start"]["delta"], step=rounds)
+    print(md)

@@ -49,6 +49,9 @@ class PromptSource(Strict):
     limit: int | None = Field(default=None, ge=1, description="Keep at most this many good prompts.")
     split: Literal["auto", "train", "eval"] = Field(
         default="auto", description="auto = the seeded split; train/eval pins the whole file (held-out sets).")
+    categories: list[str] = Field(default_factory=list, description="Keep only prompts of these categories "
+                                  "(a GenEval tag, a T2I-CompBench or PartiPrompts category); empty = all. "
+                                  "The others are counted as other_category.")
 
 
 class SampleConfig(Strict):

@@ -19,8 +19,9 @@ from typing import Any
 from synrank.config import ROOT, PromptSource, SampleConfig
 
 # The one list of reasons a line is dropped; reports and the stage's summary show every one of them.
-# bad_unicode: text that decodes but cannot be written back as UTF-8 (a JSON "\ud800" escape).
-SKIP_REASONS = ("empty", "duplicate", "bad_utf8", "malformed", "bad_unicode", "too_long")
+# bad_unicode: text that decodes but cannot be written back as UTF-8 (a JSON "\ud800" escape);
+# other_category: a good line whose category the source's `categories` does not list.
+SKIP_REASONS = ("empty", "duplicate", "bad_utf8", "malformed", "bad_unicode", "too_long", "other_category")
 COUNT_KEYS = ("good", *SKIP_REASONS)
 BOM = "\ufeff"
 FOLDER_FORMATS = ("t2i-compbench", "dpg-bench")  # the source formats whose path may be a folder
@@ -248,6 +249,7 @@ def _read_one(src: PromptSource, path: Path, seen: set[tuple[str, str]], out: li
     # A benchmark list pinned to eval may repeat training prompts on purpose (its images get their own
     # seeds); duplicates are judged within it, and separately within everything else.
     group = "eval" if src.split == "eval" else "pool"
+    found: set[str | None] = set()  # the categories the file holds, to name a mistyped filter entry
     for line, parse in _records(fmt, path):
         if src.limit is not None and counts["good"] >= src.limit:
             break  # the rest of the file is not wanted, so it is not judged either
@@ -258,13 +260,20 @@ def _read_one(src: PromptSource, path: Path, seen: set[tuple[str, str]], out: li
             counts[verdict] += 1
             continue
         prompt, category, meta = verdict
-        if (group, prompt) in seen:
+        found.add(category)
+        if src.categories and category not in src.categories:
+            counts["other_category"] += 1
+        elif (group, prompt) in seen:
             counts["duplicate"] += 1
         else:
             seen.add((group, prompt))
             out.append({"prompt": prompt, "category": category, "source": src.path, "meta": meta,
                         "split": src.split})
             counts["good"] += 1
+    stopped_early = src.limit is not None and counts["good"] >= src.limit
+    if (missing := [c for c in src.categories if c not in found]) and not stopped_early:
+        raise ValueError(f"prompt source '{src.path}': no line has category {', '.join(map(repr, missing))}; "
+                         f"its categories are {', '.join(sorted(map(str, found - {None}))) or 'none'}")
     return {"path": src.path, "format": fmt, **counts}
 
 
@@ -273,14 +282,16 @@ def read_sources(sources: list[PromptSource], root: Path = ROOT,
     """Read every source in order; a prompt already seen in an earlier line or source is a duplicate,
     except that eval-pinned sources are judged only against each other (`also_in_train` counts their
     prompts that the other sources contain too). Each line is good or counted under one SKIP_REASONS
-    entry (a PartiPrompts header is neither); prompts longer than max_prompt_chars are too_long.
+    entry (a PartiPrompts header is neither); prompts longer than max_prompt_chars are too_long; with
+    `categories`, the other categories' lines are other_category.
 
     Formats: text (a prompt a line), jsonl ({"prompt": ..., "category"?: ...}), geneval
     (evaluation_metadata.jsonl), partiprompts (TSV), t2i-compbench (`<category>_val.txt` /
     `<category>_train.txt`, a prompt a line, category from the file name; or a folder of `*_val.txt`) and
     dpg-bench (a folder of `<id>.txt`, a prompt each, in id order; a whole file is one record).
     Raises FileNotFoundError for a missing source and ValueError for a folder given in a format outside
-    FOLDER_FORMATS, a T2I-CompBench file name that names no category, or max_prompt_chars < 1."""
+    FOLDER_FORMATS, a T2I-CompBench file name that names no category, a `categories` entry that
+    no line of its source has, or max_prompt_chars < 1."""
     if max_prompt_chars < 1:
         raise ValueError(f"max_prompt_chars must be at least 1, got {max_prompt_chars}")
     result = Prompts(report={"sources": {}})

@@ -62,7 +62,6 @@ def run_benchmark(name: str, manifest: pd.DataFrame, prompts: pd.DataFrame, imag
     import json
 
     from models.benchmarks import load_benchmark
-    from models.shapes.benchmark import paired_score
 
     bench = load_benchmark(name)
     meta = {pid: json.loads(m) for pid, m in zip(prompts["prompt_id"], prompts["meta"])}
@@ -78,10 +77,18 @@ def run_benchmark(name: str, manifest: pd.DataFrame, prompts: pd.DataFrame, imag
         pd.DataFrame(columns=["prompt_id", "index", "task", "value", "model"])
     if not (pair and all(m in judged for m in pair)):
         return out, None, table
-    both = judged[pair[0]].merge(judged[pair[1]], on=["prompt_id", "index", "task"], suffixes=("_base", "_tuned"))
-    return out, {"base": pair[0], "tuned": pair[1], **paired_score(
-        both["task"].to_numpy(), (both["value_tuned"] - both["value_base"]).to_numpy(),
-        both["prompt_id"].astype(str).to_numpy())}, table
+    return out, {"base": pair[0], "tuned": pair[1], **paired_between(judged[pair[0]], judged[pair[1]])}, table
+
+
+def paired_between(base: pd.DataFrame, tuned: pd.DataFrame) -> dict:
+    """tuned - base on the images both judged (rows of `judged`, matched on prompt_id, index and task:
+    the same prompt and seed), the headline over the tasks and each probe apart, prompts resampled
+    within tasks (models.shapes.benchmark.paired_score). ValueError when no image matches."""
+    from models.shapes.benchmark import paired_score
+
+    both = base.merge(tuned, on=["prompt_id", "index", "task"], suffixes=("_base", "_tuned"))
+    return paired_score(both["task"].to_numpy(), (both["value_tuned"] - both["value_base"]).to_numpy(),
+                        both["prompt_id"].astype(str).to_numpy())
 
 
 def task_rows(report: dict) -> pd.DataFrame:
@@ -101,11 +108,11 @@ def task_order(found: set[str]) -> list[str]:
     return [t for t in GENEVAL_TASKS if t in found] + sorted(found - set(GENEVAL_TASKS))
 
 
-def _acc(c: dict | None) -> str:
+def format_accuracy(c: dict | None) -> str:
     return f"{c['accuracy']:.3f} [{c['ci95'][0]:.2f}, {c['ci95'][1]:.2f}]" if c else "-"
 
 
-def _diff(d: dict | None) -> str:
+def format_delta(d: dict | None) -> str:
     return f"{d['delta']:+.3f} [{d['ci95'][0]:+.2f}, {d['ci95'][1]:+.2f}]" if d else "-"
 
 
@@ -152,11 +159,11 @@ def benchmark_table(report: dict) -> str:
         for model in first + sorted(set(by_model) - set(first)):
             s = by_model[model]
             cells = [s["tasks"].get(t) for t in tasks] + [s["overall"]] + [s.get("probes", {}).get(p) for p in probes]
-            lines.append(f"| {model} | " + " | ".join(_acc(c) for c in cells) + " |")
+            lines.append(f"| {model} | " + " | ".join(format_accuracy(c) for c in cells) + " |")
         delta = report.get("paired", {}).get(bench)
         if delta and "tasks" in delta:
             cells = [delta["tasks"].get(t) for t in tasks] + [delta] + [delta.get("probes", {}).get(p) for p in probes]
-            lines.append(f"| {delta['tuned']} - {delta['base']} (paired) | " + " | ".join(map(_diff, cells)) + " |")
+            lines.append(f"| {delta['tuned']} - {delta['base']} (paired) | " + " | ".join(map(format_delta, cells)) + " |")
         n_line = _n_line(by_model[(first or sorted(by_model))[0]], tasks, probes) if by_model else ""
         lines += [""] + ([n_line] if n_line else []) + (_paired_lines(delta) if delta else [])
         lines.append("")

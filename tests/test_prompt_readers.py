@@ -277,14 +277,29 @@ def test_stage_passes_the_limit_and_reports_every_reason(tmp_path: Path, monkeyp
     monkeypatch.setattr(stage, "code_hash", lambda *_: "fixed")  # other code in the tree may change meanwhile
     monkeypatch.delenv("SYNRANK_PARENT_RUN_ID", raising=False)
     (tmp_path / "p.jsonl").write_bytes(b"\n".join([
-        b'{"prompt": "a cat"}', b'{"prompt": "a longer prompt"}', rb'{"prompt": "a \ud800"}', b"[" * 50_000,
-        b"\x00\x00", b"\xef\xbb\xbf" + b'{"prompt": "a cat"}', b"\xff"]))
-    cfg = SampleConfig(sources=[PromptSource(path=str(tmp_path / "p.jsonl"))], max_prompt_chars=10)
+        b'{"prompt": "a cat", "category": "x"}', b'{"prompt": "a longer prompt"}', rb'{"prompt": "a \ud800"}',
+        b"[" * 50_000, b"\x00\x00", b"\xef\xbb\xbf" + b'{"prompt": "a cat", "category": "x"}', b"\xff",
+        b'{"prompt": "a dog", "category": "y"}']))
+    cfg = SampleConfig(sources=[PromptSource(path=str(tmp_path / "p.jsonl"), categories=["x"])], max_prompt_chars=10)
     out = Path(sample_flow(cfg, Paths(prompts=str(tmp_path / "prompts")),
                            TrackingConfig(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db", experiment="readers")))
-    assert ("skipped lines: empty=1, duplicate=1, bad_utf8=1, malformed=1, bad_unicode=1, too_long=1"
+    assert ("skipped lines: empty=1, duplicate=1, bad_utf8=1, malformed=1, bad_unicode=1, too_long=1, "
+            "other_category=1"
             in capsys.readouterr().out)
     assert pd.read_parquet(out / "prompts.parquet")["prompt"].tolist() == ["a cat"]
     stamp = json.loads((out / stage.STAMP).read_text())
     assert {k: stamp["metrics"][f"skipped_{k}"] for k in SKIP_REASONS} == dict.fromkeys(SKIP_REASONS, 1.0)
     assert {k: stamp["report"][k] for k in COUNT_KEYS} == dict.fromkeys(COUNT_KEYS, 1)
+
+
+def test_categories_keep_only_their_lines_and_a_mistyped_one_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "meta.jsonl"
+    path.write_text("".join(json.dumps({"tag": t, "include": [], "prompt": p}) + "\n" for t, p in
+                            [("counting", "two cats"), ("colors", "a red cat"), ("counting", "three dogs")]))
+    res = read_sources([PromptSource(path=str(path), categories=["counting"])])
+    assert [(r["prompt"], r["category"]) for r in res.rows] == [("two cats", "counting"), ("three dogs", "counting")]
+    assert counts(res.report) == {"good": 2, "other_category": 1}
+    with pytest.raises(ValueError, match=r"no line has category 'cuonting'; its categories are colors, counting$"):
+        read_sources([PromptSource(path=str(path), categories=["counting", "cuonting"])])
+    limited = read_sources([PromptSource(path=str(path), categories=["counting", "cuonting"], limit=1)])
+    assert [r["prompt"] for r in limited.rows] == ["two cats"]  # stopped by the limit: the rest is unread
