@@ -54,7 +54,8 @@ def online_flow(cfg: Config) -> str:
     tracking.setup(cfg.tracking)
     sample_flow(cfg.sample, cfg.paths, cfg.tracking)
     root, name = cfg.paths.resolve("model").parent / "online", current.name
-    with mlflow.start_run(run_name="online", tags={"synrank.stage": "online"}) as run:
+    with mlflow.start_run(**tracking.run_identity("online")) as run:
+        tracking.link_from_prefect("online", run.info.run_id, run.info.experiment_id)
         mlflow.log_params(tracking.flatten("online", cfg.online.model_dump(mode="json")))
         with tracking.children_of(run.info.run_id):
             for r in range(1, cfg.online.rounds + 1):

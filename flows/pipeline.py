@@ -17,7 +17,7 @@ from flows.score import score_flow
 from flows.train import train_flow
 from synrank import runlock, tracking
 from synrank.config import stage_outputs
-from synrank.stage import note_runs
+from synrank.stage import note_runs, read_stamp
 from synrank.config import Config, flow_parameters
 from synrank.validate import validate_config
 
@@ -34,11 +34,27 @@ def pipeline_flow(cfg: Config) -> str:
     with runlock.hold(stage_outputs(cfg.paths)):
         if marked := runlock.mark_crashed(runlock.pop_killed()):
             print("the previous run on these outputs was killed; marked " + ", ".join(marked))
-        with mlflow.start_run(run_name="pipeline", tags={"synrank.stage": "pipeline"}) as run:
+        with mlflow.start_run(**tracking.run_identity("pipeline")) as run:
             note_runs(run.info.run_id)
+            tracking.link_from_prefect("pipeline", run.info.run_id, run.info.experiment_id)
             mlflow.set_tags({"git_commit": tracking.git_commit(), "dvc_data_version": tracking.data_version()})
             mlflow.log_params(tracking.flatten("", cfg.model_dump(mode="json")))
             with tracking.children_of(run.info.run_id):
                 for stage, stage_flow in STAGE_FLOWS.items():
                     stage_flow(**flow_parameters(stage, cfg))
+            stamp = read_stamp(cfg.paths.resolve("eval")) or {}
+            mlflow.log_metrics(headline_metrics(stamp.get("metrics", {})))
             return run.info.run_id
+
+
+def headline_metrics(evaluate: dict[str, float]) -> dict[str, float]:
+    """The evaluate stage's numbers that answer "did tuning help", for the parent run's row in MLflow:
+    per benchmark the base and tuned overall and the paired tuned - base difference with their CIs, and
+    each reward's win-rate with its CI; per-task, per-category and probe breakdowns stay on the
+    evaluate run."""
+    def headline(key: str) -> bool:
+        if key.startswith("winrate_"):
+            return "/" not in key
+        return "/probe/" not in key and key.split("/")[-1].startswith(("overall", "tuned_minus_base"))
+
+    return {k: v for k, v in evaluate.items() if headline(k)}

@@ -14,7 +14,7 @@ from synrank.stage import stage_run
 from tasks.evaluate import ranked_grid
 
 
-@task(name="rank-images")
+@task(name="rank-images", task_run_name="rank[{method}]")
 def rank_images(scores_path: str, manifest_path: str, out_path: str, method: str,
                 rewards: list[str] | None = None) -> dict:
     manifest = pd.read_parquet(manifest_path)
@@ -57,8 +57,9 @@ def rank_flow(cfg: RankConfig = RankConfig(), paths: Paths = Paths(),
             mlflow.log_image(grid, "ranked_examples.png")
             create_markdown_artifact(
                 f"# Ranked examples\n\nBest (tau = 1) on the left, {cfg.examples} prompts: "
-                f"`{out / 'ranked_examples.png'}`, also in MLflow run `{st.run_id}` "
-                f"({mlflow.get_tracking_uri()}) as `ranked_examples.png`.\n", key="ranked-examples")
+                f"`{out / 'ranked_examples.png'}`, also `ranked_examples.png` in MLflow run "
+                + (f"[{st.run_id}]({st.run_url})" if st.run_url else f"`{st.run_id}` ({mlflow.get_tracking_uri()})")
+                + ".\n", key="ranked-examples")
         print(f"ranked {len(ranked)} images of {st.report['prompts']} prompts ({cfg.method}); left out "
               f"{st.report['non_finite_left_out']} with non-finite rewards; mean phi per model: "
               + ", ".join(f"{m}={v:.3f}" for m, v in wins.items()))

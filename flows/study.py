@@ -42,7 +42,8 @@ def study_flow(cfg: Config) -> str:
     out = Path(study.out) if Path(study.out).is_absolute() else ROOT / study.out
     evaluate = cfg.evaluate.model_copy(update={"all_generators": False, "benchmarks": [study.benchmark]})
     tracking.setup(cfg.tracking)
-    with mlflow.start_run(run_name="study", tags={"synrank.stage": "study"}) as parent:
+    with mlflow.start_run(**tracking.run_identity("study")) as parent:
+        tracking.link_from_prefect("study", parent.info.run_id, parent.info.experiment_id)
         mlflow.set_tags({"git_commit": tracking.git_commit(), "dvc_data_version": tracking.data_version()})
         mlflow.log_params(tracking.flatten("", {"study": study.model_dump(mode="json"),
                                                 "train": cfg.train.model_dump(mode="json")}))

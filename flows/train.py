@@ -13,9 +13,10 @@ from prefect import flow, task
 
 from synrank.fingerprint import generator_id
 from synrank.config import ConfigError, GenerateConfig, Paths, TrackingConfig, TrainConfig
+from synrank.progress import Reporter
 from synrank.shards import load_arrays, load_images
-from synrank.tracking import register
 from synrank.stage import stage_run
+from tasks.tuned_model import log_tuned_model
 
 
 # Keys of train()'s result that name a setting rather than measure the run (logged as MLflow params).
@@ -45,7 +46,7 @@ def base_generator(cfg: TrainConfig, generate: GenerateConfig):
     return generate.generators[names.index(cfg.base)]
 
 
-@task(name="train-model")
+@task(name="train-model", task_run_name="train[{cfg.objective}]")
 def train_model(cfg: TrainConfig, generate: GenerateConfig, rankings_path: str, images_root: str,
                 out_dir: str, work_dir: str, run_id: str) -> dict[str, float | str]:
     from mlflow.entities import Metric
@@ -68,8 +69,12 @@ def train_model(cfg: TrainConfig, generate: GenerateConfig, rankings_path: str, 
     def latents(ids: list[str]):
         return load_arrays(Path(images_root), zip(manifest.loc[ids, "shard"], manifest.loc[ids, "latent_member"]))
 
+    report = Reporter(f"train {cfg.objective} {spec.name}", cfg.steps, "steps", every=30.0)
+
     def log(metrics: dict[str, float], step: int) -> None:
         client.log_batch(run_id, metrics=[Metric(f"train/{k}", float(v), 0, step) for k, v in metrics.items()])
+        report(step, "".join(f", {k} {metrics[k]:.4g}" for k in ("loss", "implicit_acc") if k in metrics),
+               force=step == cfg.steps)
         with curve.open("a") as f:
             f.write(json.dumps({"step": step, **metrics}) + "\n")
 
@@ -133,19 +138,15 @@ def train_flow(cfg: TrainConfig, generate: GenerateConfig, paths: Paths = Paths(
         publish_dir(work / "result", out)
         shutil.rmtree(work, ignore_errors=True)
         # What training really ran with (accelerate's mixed precision, the timestep sampling): MLflow params
-        # train.effective_*, beside the configured train.* ones ("auto" says only who decided).
-        settings = {k.removeprefix("effective_"): final.pop(k) for k in EFFECTIVE_SETTINGS if k in final}
-        mlflow.log_params({f"train.effective_{k}": v for k, v in settings.items()})
+        # effective_*, beside the configured ones ("auto" says only who decided).
+        settings = {f"effective_{k.removeprefix('effective_')}": final.pop(k) for k in EFFECTIVE_SETTINGS if k in final}
+        mlflow.log_params(settings)
         sources = {k: int(final.pop(k)) for k in LATENT_COUNTS if k in final}
         st.log(**sources, **{f"final_{k}": v for k, v in final.items()})
-        for f in out.iterdir():  # the tuned weights and tuned.json (the stamp is written later)
-            if f.is_dir():
-                mlflow.log_artifacts(str(f), artifact_path=f"tuned_model/{f.name}")
-            else:
-                mlflow.log_artifact(str(f), artifact_path="tuned_model")
-        version = register(f"synrank-{spec.name}", st.run_id, "tuned_model",
-                                    {"objective": cfg.objective, "steps": str(cfg.steps)})
-        st.report = {"registered_model": f"synrank-{spec.name}", "version": version, **sources}
+        # The tuned weights and tuned.json (the stamp is written later) as an MLflow pyfunc model, registered.
+        uri, version = log_tuned_model(out, f"synrank-{spec.name}",
+                                       {"objective": cfg.objective, "steps": str(cfg.steps)})
+        st.report = {"registered_model": f"synrank-{spec.name}", "version": version, "model_uri": uri, **sources}
         print(f"trained {cfg.objective} for {cfg.steps} steps: " + ", ".join(f"{k}={v:.4g}" for k, v in final.items())
               + "; " + ", ".join(f"{k}={v}" for k, v in settings.items()) + "; latents: "
               + ", ".join(f"{v} {k.removeprefix('latents_')}" for k, v in sources.items()))

@@ -44,6 +44,15 @@ def dump_params(params: Params) -> dict[str, Any]:
     return {k: v.model_dump(mode="json") for k, v in params.items()}
 
 
+def run_params(name: str, params: Params) -> dict[str, str]:
+    """A stage run's MLflow params: its own section unprefixed (`steps`, not `train.train.steps`), any
+    other part of `params` under its key (`base.name`, `rewards.rewards.0.name`)."""
+    if isinstance(params, BaseModel):
+        return tracking.flatten("", dump_params(params))
+    dumped = dump_params(params)
+    return {k: v for key, part in dumped.items() for k, v in tracking.flatten("" if key == name else key, part).items()}
+
+
 def fingerprint(name: str, params: Params, inputs: list[Path], extra: dict[str, str] | None = None) -> str:
     """sha256 of the stage name, its params, the content of its inputs, `extra` content ids (model
     weights) and its code."""
@@ -87,6 +96,7 @@ class Stage:
     metrics: dict[str, float] = field(default_factory=dict)
     report: dict[str, Any] = field(default_factory=dict)
     run_id: str = ""
+    run_url: str | None = None  # the run's MLflow UI page with a tracking server, else None
 
     def log(self, **metrics: float) -> None:
         self.metrics.update({k: float(v) for k, v in metrics.items()})
@@ -126,11 +136,14 @@ def stage_run(name: str, params: Params, inputs: list[Path], out: Path, tracking
         if marked := runlock.mark_crashed(runlock.pop_killed()):
             print(f"[{name}] the previous run on {out} was killed; marked " + ", ".join(marked))
         parent = os.environ.get(tracking.PARENT_ENV) or None
-        with mlflow.start_run(run_name=name, nested=parent is not None, parent_run_id=parent,
-                              tags={"synrank.stage": name, "synrank.up_to_date": str(st.up_to_date)}) as run:
+        ident = tracking.run_identity(name)
+        ident["tags"]["synrank.up_to_date"] = str(st.up_to_date)
+        with mlflow.start_run(nested=parent is not None, parent_run_id=parent, **ident) as run:
             st.run_id = run.info.run_id
             note_runs(st.run_id)
-            mlflow.log_params(tracking.flatten(name, dump_params(params)))
+            st.run_url = tracking.run_url(st.run_id, run.info.experiment_id)
+            tracking.link_from_prefect(name, st.run_id, run.info.experiment_id)
+            mlflow.log_params(run_params(name, params))
             mlflow.log_param(f"{name}.fingerprint", fp[:16])
             t0 = time.time()
             out.mkdir(parents=True, exist_ok=True)

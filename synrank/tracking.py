@@ -8,6 +8,7 @@ import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import mlflow
 
@@ -15,6 +16,8 @@ from synrank.config import ROOT, TrackingConfig
 
 # The pipeline flow sets this so that every stage run, even one in a worker process, nests under it.
 PARENT_ENV = "SYNRANK_PARENT_RUN_ID"
+# MLflow 3's UI opens an experiment by this tag: training runs, not the GenAI traces view.
+EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
 
 
 @contextmanager
@@ -44,14 +47,66 @@ def setup(cfg: TrackingConfig) -> str:
     exp = mlflow.get_experiment_by_name(cfg.experiment)
     if exp is not None:
         mlflow.set_experiment(experiment_id=exp.experiment_id)
+        if EXPERIMENT_KIND_TAG not in exp.tags:  # an experiment made before the tag was set
+            mlflow.set_experiment_tag(EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
         return exp.experiment_id
     # A local store keeps its artifacts beside the database; a server decides for itself.
     location = None
     if uri.startswith("sqlite:///"):
         location = (Path(uri.removeprefix("sqlite:///")).parent / "artifacts").as_uri()
-    exp_id = mlflow.create_experiment(cfg.experiment, artifact_location=location)
+    exp_id = mlflow.create_experiment(cfg.experiment, artifact_location=location,
+                                      tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
     mlflow.set_experiment(experiment_id=exp_id)
     return exp_id
+
+
+def prefect_context() -> dict[str, str]:
+    """The Prefect flow run this process works for, as MLflow tags: prefect.flow_run_id, .flow_run_name,
+    .flow_name and, when a Prefect UI is known (a server, not the ephemeral one), .flow_run_url.
+    Empty outside a flow run."""
+    from prefect.runtime import flow_run
+
+    if not flow_run.id:
+        return {}
+    tags = {"prefect.flow_run_id": str(flow_run.id), "prefect.flow_run_name": str(flow_run.name),
+            "prefect.flow_name": str(flow_run.flow_name)}
+    if url := flow_run.ui_url:
+        tags["prefect.flow_run_url"] = str(url)
+    return tags
+
+
+def run_url(run_id: str, experiment_id: str) -> str | None:
+    """The MLflow UI page of a run when the store is a tracking server (http[s]); None for a local store."""
+    uri = mlflow.get_tracking_uri()
+    if not uri.startswith(("http://", "https://")):
+        return None
+    return f"{uri.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
+
+
+def link_from_prefect(stage: str, run_id: str, experiment_id: str) -> None:
+    """The Prefect side of the link: the MLflow run in the flow run's log and, with a tracking server,
+    a link artifact (key mlflow-<stage>) that opens it. Nothing outside a flow run."""
+    from prefect.artifacts import create_link_artifact
+    from prefect.logging import get_run_logger
+    from prefect.runtime import flow_run
+
+    if not flow_run.id:
+        return
+    url = run_url(run_id, experiment_id)
+    get_run_logger().info(f"MLflow run of {stage}: {url or f'{run_id} in {mlflow.get_tracking_uri()}'}")
+    if url:
+        create_link_artifact(url, link_text=f"MLflow run {run_id[:8]} ({stage})",
+                             key=f"mlflow-{re.sub(r'[^a-z0-9-]', '-', stage.lower())}",
+                             description=f"the {stage} stage's MLflow run: params, metrics, artifacts")
+
+
+def run_identity(stage: str) -> dict[str, Any]:
+    """mlflow.start_run's run_name and tags for a stage: named after its Prefect flow run when there is
+    one ('train · brave-otter'), tagged with it, and with the flow's file as its source instead of
+    prefect/engine.py."""
+    tags = {"synrank.stage": stage, "mlflow.source.name": f"flows/{stage}.py", **prefect_context()}
+    name = f"{stage} · {tags['prefect.flow_run_name']}" if "prefect.flow_run_name" in tags else stage
+    return {"run_name": name, "tags": tags}
 
 
 def git_commit() -> str:
@@ -94,14 +149,3 @@ def flatten(prefix: str, obj: object) -> dict[str, str]:
             out.update(flatten(f"{prefix}.{i}", v))
         return out
     return {prefix: str(obj)[:6000]}
-
-
-def register(name: str, run_id: str, artifact_path: str, tags: dict[str, str]) -> str:
-    """Register a run's artifact folder (diffusers weights, not an MLflow flavor) as a new version of
-    a registered model; returns the version. MLflow 3's register_model wants a logged MLflow model,
-    so the version is created from the artifact URI directly."""
-    client = mlflow.MlflowClient()
-    if not client.search_registered_models(f"name = '{name}'"):
-        client.create_registered_model(name)
-    source = f"{client.get_run(run_id).info.artifact_uri}/{artifact_path}"
-    return client.create_model_version(name, source=source, run_id=run_id, tags=tags).version

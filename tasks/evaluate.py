@@ -51,7 +51,7 @@ def summary_markdown(results: dict[str, dict], base: str, tuned: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-@task(name="run-benchmark")
+@task(name="run-benchmark", task_run_name="benchmark[{name}]")
 def run_benchmark(name: str, manifest: pd.DataFrame, prompts: pd.DataFrame, images_root: str,
                   pair: tuple[str, str] | None = None) -> tuple[dict, dict | None, pd.DataFrame]:
     """({model: summary}, paired, judged) for the images whose prompt metadata the benchmark understands;

@@ -23,9 +23,9 @@ from pathlib import Path
 
 import pandas as pd
 from prefect import task
-from tqdm import tqdm
 
 from synrank import storage
+from synrank.progress import progress
 from synrank.config import GeneratorSpec
 from synrank.fingerprint import generator_id, sha256_text, shard_id
 from synrank.shards import LATENT_SUFFIX, npy_bytes, png_bytes, shape_text, write_shard
@@ -75,7 +75,7 @@ def check_generators(specs: list[GeneratorSpec]) -> None:
         resolve_model_path(spec.path, what=f"generator '{spec.name}'")
 
 
-@task(name="generate-model")
+@task(name="generate-model", task_run_name="generate[{spec.name}]")
 def generate_model(spec: GeneratorSpec, plan_path: str, out_dir: str, batch_size: int,
                    device: str = "cpu") -> str:
     """Render all shards of one generator that are not published yet; returns its manifest path."""
@@ -91,7 +91,7 @@ def generate_model(spec: GeneratorSpec, plan_path: str, out_dir: str, batch_size
         gen = load_generator(spec, device)
         text = fit_to_window(gen, list(dict.fromkeys(plan["prompt"])), out / "prompt_fit" / f"{spec.name}.json")
         decoder = gen.latent_decoder_id()
-        for piece_name in tqdm(pending, desc=f"generate {spec.name}", unit="shard"):
+        for piece_name in progress(pending, f"generate {spec.name}", unit="shards"):
             rows = plan[plan["piece"] == piece_name]
             members, info = render_shard(gen, rows, text, batch_size, decoder)
             write_shard(rows["shard"].iloc[0], members, out)

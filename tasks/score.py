@@ -14,11 +14,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from prefect import task
-from tqdm import tqdm
 
 from synrank import storage
 from synrank.config import RewardSpec
 from synrank.fingerprint import reward_id, sha256_text
+from synrank.progress import progress
 from synrank.shards import load_images
 
 
@@ -43,7 +43,7 @@ def write_scores(path: Path, table: pd.DataFrame) -> None:
     storage.write_bytes(str(path), table.to_parquet(index=False), path.parent)
 
 
-@task(name="score-reward")
+@task(name="score-reward", task_run_name="score[{spec.name}]")
 def score_reward(spec: RewardSpec, manifest_path: str, images_root: str, out_dir: str,
                  batch_size: int, device: str = "cpu") -> str:
     """Score every image of the manifest under one reward -> `<out_dir>/<reward>.parquet` with columns
@@ -56,7 +56,7 @@ def score_reward(spec: RewardSpec, manifest_path: str, images_root: str, out_dir
         from models.rewards import load_reward
 
         reward = load_reward(spec, device)
-        for shard in tqdm(pending, desc=f"score {spec.name}", unit="shard"):
+        for shard in progress(pending, f"score {spec.name}", unit="shards"):
             rows = manifest[manifest["shard"] == shard]
             scores = score_shard(reward, rows, Path(images_root), batch_size)
             write_scores(cache / f"{keys[shard]}.parquet", pd.DataFrame({"image_id": rows["image_id"], "score": scores}))

@@ -108,22 +108,41 @@ def test_mlflow_parent_with_six_children(ran: tuple[Config, str]) -> None:
     client = mlflow.MlflowClient(cfg.tracking.tracking_uri)
     parent = client.get_run(parent_id)
     assert parent.data.tags["dvc_data_version"] and parent.data.tags["git_commit"]
-    exp = client.get_experiment_by_name("e2e").experiment_id
+    experiment = client.get_experiment_by_name("e2e")
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"  # the UI opens on runs
+    exp = experiment.experiment_id
     children = client.search_runs([exp], f"tags.mlflow.parentRunId = '{parent_id}'")
-    assert sorted(r.info.run_name for r in children) == sorted(
-        ["sample", "generate", "score", "rank", "train", "evaluate"])
-    for run in children:
-        assert run.data.params and run.data.metrics, run.info.run_name
-    train = next(r for r in children if r.info.run_name == "train")
+    stages = {r.data.tags["synrank.stage"]: r for r in children}
+    assert sorted(stages) == sorted(["sample", "generate", "score", "rank", "train", "evaluate"])
+    for stage, run in stages.items():
+        assert run.data.params and run.data.metrics, stage
+        # Each stage run is named after and tagged with the Prefect flow run that did the work.
+        flow_run = run.data.tags["prefect.flow_run_name"]
+        assert run.info.run_name == f"{stage} · {flow_run}" and run.data.tags["prefect.flow_name"] == stage
+        assert run.data.tags["mlflow.source.name"] == f"flows/{stage}.py"
+    # The parent's row answers "did tuning help" without opening the evaluate run.
+    evaluate_metrics = stages["evaluate"].data.metrics
+    assert parent.data.metrics["winrate_clip"] == evaluate_metrics["winrate_clip"]
+    assert not any("/" in k for k in parent.data.metrics if k.startswith("winrate_"))
+    train = stages["train"]
     assert len(client.get_metric_history(train.info.run_id, "train/loss")) == 3
     version = client.get_model_version("synrank-gen-a", "1")
     assert version.run_id == train.info.run_id and version.tags["objective"] == "rankdpo"
-    assert "pytorch_lora_weights.safetensors" in {a.path.split("/")[-1]
-                                                  for a in client.list_artifacts(train.info.run_id, "tuned_model")}
+    # The registered version is an MLflow pyfunc model: it loads and renders what the tuned folder renders.
+    mlflow.set_tracking_uri(cfg.tracking.tracking_uri)
+    model = mlflow.pyfunc.load_model("models:/synrank-gen-a/1")
+    out = model.predict(pd.DataFrame({"prompt": ["a photo of a circle"], "seed": [3]}))
+    assert list(out.columns) == ["prompt", "seed", "image"] and out["seed"].tolist() == [3]
+    from models.generators import load_generator
+    from models.trainer import tuned_spec
+    from synrank.shards import png_bytes
+
+    direct = load_generator(tuned_spec(cfg.paths.resolve("model"))[1], "cpu").render(["a photo of a circle"], [3])
+    assert out["image"][0] == png_bytes(direct.images[0])
     curve = pd.read_csv(cfg.paths.resolve("model") / "train_curve.csv")  # what `dvc plots show` draws
     assert list(curve["step"]) == [1, 2, 3] and np.isfinite(curve["loss"]).all()
     # Base and tuned side by side in MLflow: one 128-px column per model, a row per grid prompt.
-    evaluate = next(r for r in children if r.info.run_name == "evaluate")
+    evaluate = stages["evaluate"]
     mlflow.set_tracking_uri(cfg.tracking.tracking_uri)
     grid = mlflow.artifacts.load_image(f"runs:/{evaluate.info.run_id}/base_vs_tuned.png")
     assert grid.size == (2 * 128, 14 + 2 * (128 + 14))
