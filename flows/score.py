@@ -9,9 +9,9 @@ from prefect import flow
 from synrank import storage
 from synrank.config import Paths, ScoreConfig, TrackingConfig
 from synrank.device import pick_device
-from synrank.stage import stage_run
+from synrank.stage import Stage, stage_run
 from synrank.fingerprint import reward_id
-from tasks.score import remove_stale_scores, score_reward
+from tasks.score import prompt_cuts, remove_stale_scores, score_reward
 
 
 @flow(name="score", log_prints=True)
@@ -27,10 +27,24 @@ def score_flow(cfg: ScoreConfig, paths: Paths = Paths(), tracking: TrackingConfi
                  for spec in cfg.rewards]
         scores = pd.concat(parts, ignore_index=True)
         storage.write_bytes(str(out / "scores.parquet"), scores.to_parquet(index=False), out)
-        stale = remove_stale_scores(out, pd.read_parquet(manifest), cfg.rewards)
+        table = pd.read_parquet(manifest)
+        stale = remove_stale_scores(out, table, cfg.rewards)
+        report_cuts(st, {spec.name: prompt_cuts(spec, table, str(out), device=device) for spec in cfg.rewards})
         for name, s in scores.groupby("reward")["score"]:
             st.log(**{f"mean_{name}": float(np.nanmean(s)) if s.notna().any() else float("nan")})
         st.log(n_scores=len(scores), stale_removed=stale)
         if stale:
             print(f"removed {stale} cached score files of earlier images or reward weights")
     return str(out)
+
+
+def report_cuts(st: Stage, cuts: dict[str, dict]) -> None:
+    """Prompts each reward cut, in the stage's report and metrics (cut_prompts_<reward>, cut_tokens_<reward>)
+    and, when any, one printed line: a cut prompt is scored without its end."""
+    st.report["prompt_cuts"] = cuts
+    for name, c in cuts.items():
+        st.log(**{f"cut_prompts_{name}": c["n_cut"], f"cut_tokens_{name}": c["tokens_cut"]})
+    if cut := {n: c for n, c in cuts.items() if c["n_cut"]}:
+        print("prompts cut by the rewards' text encoders (scored without their end): " + "; ".join(
+            f"{n}: {c['n_cut']} of {c['n_prompts']} over {c['max_tokens']} tokens, {c['tokens_cut']} tokens cut"
+            for n, c in cut.items()))

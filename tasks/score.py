@@ -9,7 +9,9 @@ new key and so is scored again. Cache files no key of the current run names are 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -56,6 +58,7 @@ def score_reward(spec: RewardSpec, manifest_path: str, images_root: str, out_dir
         from models.rewards import load_reward
 
         reward = load_reward(spec, device)
+        prompt_cuts(spec, manifest, out_dir, reward=reward)  # while the model is loaded
         for shard in progress(pending, f"score {spec.name}", unit="shards"):
             rows = manifest[manifest["shard"] == shard]
             scores = score_shard(reward, rows, Path(images_root), batch_size)
@@ -67,6 +70,28 @@ def score_reward(spec: RewardSpec, manifest_path: str, images_root: str, out_dir
     out = Path(out_dir) / f"{spec.name}.parquet"
     write_scores(out, table[["image_id", "reward", "score"]])
     return str(out)
+
+
+def prompt_cuts(spec: RewardSpec, manifest: pd.DataFrame, out_dir: str, reward: Any = None,
+                device: str = "cpu") -> dict[str, Any]:
+    """How many of the manifest's distinct prompts the reward's text encoder cuts, and by how many
+    tokens: {"max_tokens": content tokens it reads (None: no token window), "n_prompts", "n_cut",
+    "tokens_cut", "longest"}. A reward scores the cut prompt, so "... and three purple elephants" past
+    CLIP's 77 tokens is not scored at all. Cached beside the scores, keyed by the reward's content id
+    and the prompts; the reward is loaded only when the count is not cached and `reward` is not given."""
+    prompts = sorted(set(manifest["prompt"]))
+    path = Path(out_dir) / "cache" / spec.name / f"cuts-{sha256_text('cuts', reward_id(spec), *prompts)}.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    from models.rewards import load_reward, text_window
+
+    window = text_window(reward if reward is not None else load_reward(spec, device), prompts)
+    counts, budget = window if window else ([], None)
+    over = [n - budget for n in counts if budget is not None and n > budget]
+    cuts = {"max_tokens": budget, "n_prompts": len(prompts), "n_cut": len(over), "tokens_cut": sum(over),
+            "longest": max(counts, default=0)}
+    storage.write_bytes(str(path), json.dumps(cuts, sort_keys=True).encode(), path.parent)
+    return cuts
 
 
 def remove_stale_scores(out_dir: Path, manifest: pd.DataFrame, specs: list[RewardSpec], tables: bool = True) -> int:

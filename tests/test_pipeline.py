@@ -67,6 +67,9 @@ def test_stage_outputs(ran: tuple[Config, str]) -> None:
     assert manifest.groupby("shard").size().max() == 4
     scores = pd.read_parquet(p.resolve("scores") / "scores.parquet")
     assert len(scores) == 12 and np.isfinite(scores["score"]).all()
+    cuts = json.loads((p.resolve("scores") / "_stage.json").read_text())["report"]["prompt_cuts"]
+    assert cuts == {"clip": {"max_tokens": 75, "n_prompts": 6, "n_cut": 0, "tokens_cut": 0,
+                             "longest": max(len(t.split()) for t in prompts["prompt"][prompts["split"] == "train"])}}
     ranked = pd.read_parquet(p.resolve("rankings") / "rankings.parquet")
     assert len(ranked) == 12 and set(ranked["phi"]) <= {0.0, 1.0}  # K = 2, one reward
     assert (ranked.groupby("prompt_id")["phi"].sum() <= 1.0).all()

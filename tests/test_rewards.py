@@ -218,3 +218,46 @@ def test_optional_reward_names_what_to_install(kind: str, extra: str) -> None:
 
     with pytest.raises(MissingRewardPackage, match=rf"reward kind '{kind}' needs .*{re.escape(extra)}"):
         load_reward(RewardSpec(name=kind, kind=kind))
+
+
+LONG = " ".join(["a"] * 90)  # 90 words of one token each under CLIP's BPE: 15 past the 75 CLIP reads
+
+
+def test_text_windows_count_content_tokens_against_each_encoder(pickscore, imagereward, tmp_path: Path) -> None:
+    from models.rewards import text_window
+    from models.tiny import build_tiny_clip
+
+    clip = load_reward(RewardSpec(name="clip", arch=f"local-dir:{build_tiny_clip(tmp_path / 'clip', seed=3)}"))
+    assert text_window(clip, ["a red circle", LONG]) == ([3, 90], 75)
+    # The transformers tokenizers: content tokens = the full encoding minus its two special tokens.
+    for reward, limit in ((pickscore[0], 77), (imagereward[0], 35)):
+        counts, budget = text_window(reward, ["a red circle", LONG])
+        assert budget == limit - 2
+        assert counts == [len(reward.tokenizer(p)["input_ids"]) - 2 for p in ("a red circle", LONG)]
+    assert text_window(load_reward(RewardSpec(name="det", kind="shapes-detector")), [LONG]) is None
+
+
+def test_score_stage_counts_the_prompts_each_reward_cuts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    import pandas as pd
+
+    import models.rewards
+    from flows.score import report_cuts
+    from models.tiny import build_tiny_clip
+    from synrank.stage import Stage
+    from tasks.score import prompt_cuts
+
+    clip = RewardSpec(name="clip", arch=f"local-dir:{build_tiny_clip(tmp_path / 'clip', seed=3)}")
+    det = RewardSpec(name="det", kind="shapes-detector")
+    manifest = pd.DataFrame({"prompt": ["a red circle", LONG, "a red circle", LONG]})
+    cuts = {s.name: prompt_cuts(s, manifest, str(tmp_path / "scores")) for s in (clip, det)}
+    assert cuts == {"clip": {"max_tokens": 75, "n_prompts": 2, "n_cut": 1, "tokens_cut": 15, "longest": 90},
+                    "det": {"max_tokens": None, "n_prompts": 2, "n_cut": 0, "tokens_cut": 0, "longest": 0}}
+    monkeypatch.setattr(models.rewards, "load_reward", lambda *a, **k: pytest.fail("the count is cached"))
+    assert prompt_cuts(clip, manifest, str(tmp_path / "scores")) == cuts["clip"]
+    st = Stage("score", tmp_path, "fp", up_to_date=False)
+    report_cuts(st, cuts)
+    assert st.report["prompt_cuts"] == cuts
+    assert (st.metrics["cut_prompts_clip"], st.metrics["cut_tokens_clip"], st.metrics["cut_prompts_det"]) == (1, 15, 0)
+    assert capsys.readouterr().out == ("prompts cut by the rewards' text encoders (scored without their end): "
+                                       "clip: 1 of 2 over 75 tokens, 15 tokens cut\n")

@@ -18,6 +18,14 @@ class Reward(Protocol):
     def score(self, images: list[Image.Image], prompts: list[str]) -> np.ndarray: ...
 
 
+def text_window(reward: Reward, prompts: list[str]) -> tuple[list[int], int] | None:
+    """(content tokens of each prompt, content tokens the reward's text encoder reads) for a reward that
+    tokenizes its prompt (its `text_window` method), None for one that reads no token window (an
+    aesthetic head, a prompt parser). Used to count the prompts a reward cuts: it scores the cut prompt."""
+    window = getattr(reward, "text_window", None)
+    return None if window is None else window(prompts)
+
+
 REWARDS: Registry[type] = Registry("reward model")
 
 

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from models.rewards import REWARDS
-from models.rewards.loading import check_batch, create_open_clip, unique_prompts
+from models.rewards.loading import check_batch, create_open_clip, open_clip_token_window, unique_prompts
 from models.rewards.preprocess import from_open_clip
 from synrank.config import RewardSpec
 
@@ -24,6 +24,10 @@ class ClipScore:
         self.spec, self.device = spec, device
         self.model, self.tokenizer = create_open_clip(spec, spec.arch, spec.pretrained or None, device)
         self.preprocess = from_open_clip(self.model)  # pixel-identical to open_clip's own transform
+
+    def text_window(self, prompts: list[str]) -> tuple[list[int], int]:
+        """See models.rewards.text_window: open_clip's context (77 tokens for CLIP)."""
+        return open_clip_token_window(self.tokenizer, prompts)
 
     @torch.no_grad()
     def score(self, images: list[Image.Image], prompts: list[str]) -> np.ndarray:

@@ -24,7 +24,8 @@ import torch
 from PIL import Image
 
 from models.rewards import REWARDS
-from models.rewards.loading import check_batch, create_open_clip, load_state_dict_file, unique_prompts
+from models.rewards.loading import (check_batch, create_open_clip, load_state_dict_file, open_clip_token_window,
+                                    unique_prompts)
 from models.rewards.preprocess import from_open_clip
 from synrank.config import RewardSpec
 from synrank.models_io import resolve_model_path
@@ -49,6 +50,10 @@ class HPSv2:
             raise ValueError(f"reward '{spec.name}': the HPS checkpoint '{path}' does not fit open_clip arch "
                              f"'{spec.arch}' (HPS v2/v2.1 use ViT-H-14): {str(err).splitlines()[0]}") from None
         self.preprocess = from_open_clip(self.model, fit="pad")
+
+    def text_window(self, prompts: list[str]) -> tuple[list[int], int]:
+        """See models.rewards.text_window: open_clip's context (77 tokens)."""
+        return open_clip_token_window(self.tokenizer, prompts)
 
     @torch.no_grad()
     def score(self, images: list[Image.Image], prompts: list[str]) -> np.ndarray:

@@ -39,7 +39,7 @@ from torch import nn
 
 from models.rewards import REWARDS
 from models.rewards.aesthetic import AestheticMLP, mlp_sizes
-from models.rewards.loading import check_batch, load_state_dict_file
+from models.rewards.loading import check_batch, hf_token_window, load_state_dict_file
 from models.rewards.preprocess import ClipPreprocess
 from synrank.config import RewardSpec
 from synrank.models_io import resolve_model_path
@@ -182,6 +182,10 @@ class ImageReward:
             raise ValueError(f"{what}: tokenizer has {len(self.tokenizer)} tokens, the text encoder "
                              f"{self.model.text_encoder.config.vocab_size}")
         self.preprocess = ClipPreprocess(size=vision.image_size)  # ImageReward's _transform: CLIP's recipe
+
+    def text_window(self, prompts: list[str]) -> tuple[list[int], int]:
+        """See models.rewards.text_window: ImageReward's MAX_TOKENS."""
+        return hf_token_window(self.tokenizer, prompts, MAX_TOKENS)
 
     @torch.no_grad()
     def score(self, images: list[Image.Image], prompts: list[str]) -> np.ndarray:

@@ -140,3 +140,18 @@ def unique_prompts(prompts: list[str]) -> tuple[list[str], torch.Tensor]:
 def check_batch(images: list[Any], prompts: list[str]) -> None:
     if len(images) != len(prompts):
         raise ValueError(f"{len(images)} images but {len(prompts)} prompts")
+
+
+def hf_token_window(tokenizer: Any, prompts: list[str], max_length: int) -> tuple[list[int], int]:
+    """(content tokens of each prompt, content tokens that fit) for a transformers tokenizer that reads
+    `max_length` tokens, its special tokens ([CLS]/[SEP], <|startoftext|>/<|endoftext|>) included."""
+    counts = [len(tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompts]
+    return counts, max_length - tokenizer.num_special_tokens_to_add(pair=False)
+
+
+def open_clip_token_window(tokenizer: Any, prompts: list[str]) -> tuple[list[int], int]:
+    """The same for an open_clip tokenizer: SimpleTokenizer (`encode` gives the BPE ids without
+    <start>/<end>, two of its `context_length`) or HFTokenizer (a transformers tokenizer inside)."""
+    if hasattr(tokenizer, "encode"):
+        return [len(tokenizer.encode(p)) for p in prompts], tokenizer.context_length - 2
+    return hf_token_window(tokenizer.tokenizer, prompts, tokenizer.context_length)

@@ -24,7 +24,7 @@ from PIL import Image
 
 from models.generators.base import refuse_pickle
 from models.rewards import REWARDS
-from models.rewards.loading import REWARD_SETTING, check_batch, pooled, unique_prompts
+from models.rewards.loading import REWARD_SETTING, check_batch, hf_token_window, pooled, unique_prompts
 from models.rewards.preprocess import from_hf_image_processor
 from synrank.config import RewardSpec
 from synrank.models_io import resolve_model_path
@@ -55,6 +55,10 @@ class PickScore:
         refuse_pickle([model_path], spec.allow_pickle, what, REWARD_SETTING)
         safe = None if spec.allow_pickle else True
         self.model = CLIPModel.from_pretrained(model_path, use_safetensors=safe).to(device).eval()
+
+    def text_window(self, prompts: list[str]) -> tuple[list[int], int]:
+        """See models.rewards.text_window: the 77 tokens `score` truncates to."""
+        return hf_token_window(self.tokenizer, prompts, 77)
 
     @torch.no_grad()
     def score(self, images: list[Image.Image], prompts: list[str]) -> np.ndarray:
