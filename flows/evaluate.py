@@ -11,6 +11,7 @@ from prefect.artifacts import create_markdown_artifact
 
 from models.evaluation import winrates
 from models.trainer import tuned_spec
+from synrank.deploy import with_deployment_defaults
 from synrank.config import EvaluateConfig, GenerateConfig, Paths, ScoreConfig, TrackingConfig
 from synrank.device import pick_device
 from synrank.fingerprint import generator_id, reward_id
@@ -23,6 +24,7 @@ from tasks.score import remove_stale_scores, score_reward
 @flow(name="evaluate", log_prints=True)
 def evaluate_flow(cfg: EvaluateConfig, rewards: ScoreConfig, generate: GenerateConfig, paths: Paths = Paths(),
                   tracking: TrackingConfig = TrackingConfig()) -> str:
+    cfg = with_deployment_defaults("cfg", cfg)  # a partial parameter from the API keeps the rest
     model_dir, prompts_dir, out = paths.resolve("model"), paths.resolve("prompts"), paths.resolve("eval")
     base, tuned = tuned_spec(model_dir)
     others = [g for g in generate.generators if g.name != base.name] if cfg.all_generators else []

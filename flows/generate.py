@@ -5,6 +5,7 @@ from __future__ import annotations
 import pandas as pd
 from prefect import flow
 
+from synrank.deploy import with_deployment_defaults
 from synrank.config import GenerateConfig, Paths, TrackingConfig
 from synrank.device import pick_device
 from synrank.fingerprint import generator_id
@@ -14,6 +15,7 @@ from tasks.generate import generate_all, truncation_report
 
 @flow(name="generate", log_prints=True)
 def generate_flow(cfg: GenerateConfig, paths: Paths = Paths(), tracking: TrackingConfig = TrackingConfig()) -> str:
+    cfg = with_deployment_defaults("cfg", cfg)  # a partial parameter from the API keeps the rest
     prompts_dir, out = paths.resolve("prompts"), paths.resolve("images")
     weights = {g.name: generator_id(g) for g in cfg.generators}  # a retrained model under the same name is new
     with stage_run("generate", cfg, inputs=[prompts_dir], out=out, tracking_cfg=tracking, extra=weights) as st:

@@ -22,6 +22,7 @@ from flows.score import score_flow
 from flows.train import base_generator, train_flow
 from models.trainer import tuned_spec
 from synrank import tracking
+from synrank.deploy import with_deployment_defaults
 from synrank.config import Config, GeneratorSpec
 from synrank.stage import write_json
 from synrank.storage import write_bytes
@@ -49,6 +50,7 @@ def fuse_tuned(model_dir: str, out_dir: str) -> GeneratorSpec:
 
 @flow(name="online", log_prints=True)
 def online_flow(cfg: Config) -> str:
+    cfg = with_deployment_defaults("cfg", cfg)  # a partial parameter from the API keeps the rest
     validate_config(cfg, command="online")  # a bad train.base (once a bare StopIteration) or key fails here, before any compute
     current = base_generator(cfg.train, cfg.generate)
     tracking.setup(cfg.tracking)

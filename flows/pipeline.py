@@ -16,6 +16,7 @@ from flows.sample import sample_flow
 from flows.score import score_flow
 from flows.train import train_flow
 from synrank import runlock, tracking
+from synrank.deploy import with_deployment_defaults
 from synrank.config import stage_outputs
 from synrank.stage import note_runs, read_stamp
 from synrank.config import Config, flow_parameters
@@ -27,6 +28,7 @@ STAGE_FLOWS = {"sample": sample_flow, "generate": generate_flow, "score": score_
 
 @flow(name="pipeline", log_prints=True)
 def pipeline_flow(cfg: Config) -> str:
+    cfg = with_deployment_defaults("cfg", cfg)  # a partial parameter from the API keeps the rest
     validate_config(cfg)  # a run triggered with a bad value fails here, before any compute
     tracking.setup(cfg.tracking)
     # All six output folders are held for the whole run: a second pipeline on the same folders stops

@@ -9,6 +9,7 @@ from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from models.ranking import rank_groups, reward_agreement
+from synrank.deploy import with_deployment_defaults
 from synrank.config import Paths, RankConfig, TrackingConfig
 from synrank.stage import stage_run
 from tasks.evaluate import ranked_grid
@@ -35,6 +36,7 @@ def rank_images(scores_path: str, manifest_path: str, out_path: str, method: str
 @flow(name="rank", log_prints=True)
 def rank_flow(cfg: RankConfig = RankConfig(), paths: Paths = Paths(),
               tracking: TrackingConfig = TrackingConfig()) -> str:
+    cfg = with_deployment_defaults("cfg", cfg)  # a partial parameter from the API keeps the rest
     scores, images, out = paths.resolve("scores"), paths.resolve("images"), paths.resolve("rankings")
     with stage_run("rank", cfg, inputs=[scores, images], out=out, tracking_cfg=tracking) as st:
         if st.up_to_date:

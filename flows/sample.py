@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from prefect import flow
 
+from synrank.deploy import with_deployment_defaults
 from synrank.config import Paths, SampleConfig, TrackingConfig
 from synrank.prompts import SKIP_REASONS, source_path, split
 from synrank.stage import stage_run
@@ -13,6 +14,7 @@ from tasks.sample import read_prompt_sources, write_prompt_table
 @flow(name="sample")
 def sample_flow(cfg: SampleConfig = SampleConfig(), paths: Paths = Paths(),
                 tracking: TrackingConfig = TrackingConfig()) -> str:
+    cfg = with_deployment_defaults("cfg", cfg)  # a partial parameter from the API keeps the rest
     out = paths.resolve("prompts")
     # The source files are the stage's inputs: editing one makes the stamp stale.
     inputs = [source_path(s.path) for s in cfg.sources]

@@ -7,6 +7,7 @@ import pandas as pd
 from prefect import flow
 
 from synrank import storage
+from synrank.deploy import with_deployment_defaults
 from synrank.config import Paths, ScoreConfig, TrackingConfig
 from synrank.device import pick_device
 from synrank.stage import Stage, stage_run
@@ -16,6 +17,7 @@ from tasks.score import prompt_cuts, remove_stale_scores, score_reward
 
 @flow(name="score", log_prints=True)
 def score_flow(cfg: ScoreConfig, paths: Paths = Paths(), tracking: TrackingConfig = TrackingConfig()) -> str:
+    cfg = with_deployment_defaults("cfg", cfg)  # a partial parameter from the API keeps the rest
     images, out = paths.resolve("images"), paths.resolve("scores")
     weights = {r.name: reward_id(r) for r in cfg.rewards}  # new weights under the same name score again
     with stage_run("score", cfg, inputs=[images], out=out, tracking_cfg=tracking, extra=weights) as st:

@@ -22,6 +22,7 @@ from flows.pipeline import STAGE_FLOWS
 from flows.rank import rank_flow
 from flows.train import train_flow
 from synrank import tracking
+from synrank.deploy import with_deployment_defaults
 from synrank.config import ROOT, Config, Paths, StudyArm, flow_parameters
 from synrank.stage import write_json
 from synrank.validate import validate_config
@@ -37,6 +38,7 @@ def arm_paths(cfg: Config, arm: StudyArm, out: Path) -> Paths:
 
 @flow(name="study", log_prints=True)
 def study_flow(cfg: Config) -> str:
+    cfg = with_deployment_defaults("cfg", cfg)  # a partial parameter from the API keeps the rest
     validate_config(cfg, command="study")  # every name the study refers to (arms, rewards, reference, benchmark), before any compute
     study, t0 = cfg.study, time.time()
     out = Path(study.out) if Path(study.out).is_absolute() else ROOT / study.out

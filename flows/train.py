@@ -11,6 +11,7 @@ import mlflow
 import pandas as pd
 from prefect import flow, task
 
+from synrank.deploy import with_deployment_defaults
 from synrank.fingerprint import generator_id
 from synrank.config import ConfigError, GenerateConfig, Paths, TrackingConfig, TrainConfig
 from synrank.progress import Reporter
@@ -117,6 +118,7 @@ def publish_dir(new: Path, out: Path) -> None:
 @flow(name="train", log_prints=True)
 def train_flow(cfg: TrainConfig, generate: GenerateConfig, paths: Paths = Paths(),
                tracking: TrackingConfig = TrackingConfig()) -> str:
+    cfg = with_deployment_defaults("cfg", cfg)  # a partial parameter from the API keeps the rest
     rankings, images, out = paths.resolve("rankings"), paths.resolve("images"), paths.resolve("model")
     # A bad base or objective (a typo in the Prefect form) fails here, before any model loads.
     spec = base_generator(cfg, generate)

@@ -26,14 +26,14 @@ class Strict(BaseModel):
 class Paths(Strict):
     """Where each stage writes; all relative paths are resolved against the project root."""
 
-    data: str = "data"
-    prompts: str = "outputs/prompts"
-    images: str = "outputs/images"
-    scores: str = "outputs/scores"
-    rankings: str = "outputs/rankings"
-    model: str = "outputs/model"
-    eval: str = "outputs/eval"
-    metrics: str = "metrics"
+    data: str = Field(default="data", description="Versioned inputs (data.dvc): prompt files, benchmark lists.")
+    prompts: str = Field(default="outputs/prompts", description="sample writes prompts.parquet here.")
+    images: str = Field(default="outputs/images", description="generate writes shards and manifest.parquet here.")
+    scores: str = Field(default="outputs/scores", description="score writes scores.parquet here.")
+    rankings: str = Field(default="outputs/rankings", description="rank writes rankings.parquet here.")
+    model: str = Field(default="outputs/model", description="train writes the tuned weights and tuned.json here.")
+    eval: str = Field(default="outputs/eval", description="evaluate writes its images, scores and grids here.")
+    metrics: str = Field(default="metrics", description="evaluate.json and the DVC plot files.")
 
     def resolve(self, name: str) -> Path:
         p = Path(getattr(self, name))
@@ -55,9 +55,10 @@ class PromptSource(Strict):
 
 
 class SampleConfig(Strict):
-    sources: list[PromptSource] = Field(default_factory=lambda: [PromptSource(path="data/prompts/train.txt")])
-    eval_fraction: float = Field(default=0.2, ge=0.0, lt=1.0)
-    seed: int = 0
+    sources: list[PromptSource] = Field(default_factory=lambda: [PromptSource(path="data/prompts/train.txt")],
+                                        description="Prompt files read in order; a prompt seen before is a duplicate.")
+    eval_fraction: float = Field(default=0.2, ge=0.0, lt=1.0, description="Share of split=auto prompts held out for eval (0-1).")
+    seed: int = Field(default=0, description="Seed of the train/eval split.")
     max_prompt_chars: int = Field(default=2000, ge=1, description="Longer prompts (in characters, after "
                                   "cleaning) are dropped and counted as too_long: no text encoder reads that "
                                   "far, and one runaway line must not bloat every later table.")
@@ -67,29 +68,29 @@ class GeneratorSpec(Strict):
     name: str = Field(description="Short name used in manifests and MLflow.")
     backend: str = Field(default="diffusers", description="Key in the generator registry.")
     path: str = Field(description="Hugging Face id or local folder of a diffusers pipeline.")
-    steps: int = Field(default=20, ge=1)
-    guidance: float = 5.0
-    height: int = Field(default=512, ge=8)
-    width: int = Field(default=512, ge=8)
-    dtype: Literal["float32", "float16", "bfloat16"] = "float32"
+    steps: int = Field(default=20, ge=1, description="Denoising steps per image.")
+    guidance: float = Field(default=5.0, description="Classifier-free guidance scale; 1 = none.")
+    height: int = Field(default=512, ge=8, description="Image height in pixels.")
+    width: int = Field(default=512, ge=8, description="Image width in pixels.")
+    dtype: Literal["float32", "float16", "bfloat16"] = Field(default="float32", description="Weights dtype for inference.")
     lora: str = Field(default="", description="Optional folder with LoRA weights to load on top.")
     allow_pickle: bool = Field(default=False, description="Also load pickled weight files (.bin/.pt/.ckpt) of "
                                "this model and its LoRA; they can run code when loaded. Off: safetensors only.")
 
 
 class GenerateConfig(Strict):
-    generators: list[GeneratorSpec] = Field(min_length=1)
-    images_per_prompt: int = Field(default=1, ge=1)
-    batch_size: int = Field(default=8, ge=1)
-    shard_size: int = Field(default=256, ge=1)
-    seed: int = 0
-    device: str = "auto"
+    generators: list[GeneratorSpec] = Field(min_length=1, description="Every train prompt is rendered by each.")
+    images_per_prompt: int = Field(default=1, ge=1, description="Images per prompt and generator, one seed each.")
+    batch_size: int = Field(default=8, ge=1, description="Images per pipeline call.")
+    shard_size: int = Field(default=256, ge=1, description="Images per tar shard (the unit of resume).")
+    seed: int = Field(default=0, description="Base of the per-image seeds.")
+    device: str = Field(default="auto", description="auto = cuda, then mps, then cpu; or a torch device.")
     store: str = Field(default="", description="Where image shards go: empty = the images folder; "
                        "s3://bucket/prefix = S3 (endpoint from AWS_ENDPOINT_URL_S3).")
 
 
 class RewardSpec(Strict):
-    name: str
+    name: str = Field(description="Short name used in score tables and MLflow.")
     kind: str = Field(default="clipscore", description="Key in the reward registry.")
     arch: str = Field(default="ViT-B-32", description="open_clip architecture or a model-config JSON path.")
     pretrained: str = Field(default="", description="open_clip pretrained tag or a local checkpoint file.")
@@ -99,9 +100,9 @@ class RewardSpec(Strict):
 
 
 class ScoreConfig(Strict):
-    rewards: list[RewardSpec] = Field(min_length=1)
-    batch_size: int = Field(default=32, ge=1)
-    device: str = "auto"
+    rewards: list[RewardSpec] = Field(min_length=1, description="Every image is scored by each.")
+    batch_size: int = Field(default=32, ge=1, description="Images per reward forward pass.")
+    device: str = Field(default="auto", description="auto = cuda, then mps, then cpu; or a torch device.")
 
 
 class RankConfig(Strict):
@@ -116,10 +117,11 @@ class TrainConfig(Strict):
     base: str = Field(default="", description="Generator name to tune; empty = the first generator.")
     objective: str = Field(default="rankdpo", description="Key in the objective registry.")
     beta: float = Field(default=2500.0, gt=0, description="logit = -beta*(s_w - s_l); = Diffusion-DPO's beta/2.")
-    learning_rate: float = Field(default=1e-4, gt=0)
-    steps: int = Field(default=100, ge=1)
-    prompts_per_step: int = Field(default=4, ge=1)
-    grad_accum: int = Field(default=1, ge=1)
+    learning_rate: float = Field(default=1e-4, gt=0, description="AdamW learning rate (constant).")
+    steps: int = Field(default=100, ge=1, description="Training steps, each a batch of prompts_per_step prompt groups; "
+                       "an optimizer update every grad_accum steps.")
+    prompts_per_step: int = Field(default=4, ge=1, description="Prompt groups (all ranked images of a prompt) per step.")
+    grad_accum: int = Field(default=1, ge=1, description="Steps whose gradients add up before one optimizer update.")
     lora_rank: int = Field(default=8, ge=0, description="0 = full fine-tune with a frozen reference copy.")
     mixed_precision: Literal["auto", "no", "fp16", "bf16"] = Field(
         default="auto", description="auto = accelerate's own setting (`accelerate launch` config or "
@@ -141,10 +143,10 @@ class TrainConfig(Strict):
                                     "2023; diffusers' --snr_gamma, 5.0 is the usual value): each timestep's squared "
                                     "error x min(SNR, gamma)/SNR (epsilon) or /(SNR+1) (v-prediction). None = "
                                     "unweighted. Flow-matching models refuse it (use timestep_density).")
-    gradient_checkpointing: bool = False
+    gradient_checkpointing: bool = Field(default=False, description="Recompute activations: less memory, slower.")
     resolution: int = Field(default=0, ge=0, description="Training image size; 0 = the generator's.")
-    seed: int = 0
-    log_every: int = Field(default=10, ge=1)
+    seed: int = Field(default=0, description="Seed of the batches, noise and timesteps.")
+    log_every: int = Field(default=10, ge=1, description="Log metrics to MLflow every N steps.")
     checkpoint_every: int = Field(default=0, ge=0, description="accelerate save_state every N steps; 0 = off.")
     holdout_fraction: float = Field(default=0.1, ge=0.0, lt=1.0,
                                     description="Ranked prompts kept out of training to measure implicit accuracy.")
@@ -158,8 +160,8 @@ class EvaluateConfig(Strict):
         "Images per eval prompt, one seed each, the same seeds for every model. The benchmark CIs and the "
         "paired difference resample prompts, not images, so more images sharpen each prompt's pass rate "
         "without inflating n."))
-    max_prompts: int | None = Field(default=None, ge=1)
-    seed: int = 1234
+    max_prompts: int | None = Field(default=None, ge=1, description="Evaluate only the first N eval prompts; null = all.")
+    seed: int = Field(default=1234, description="Base of the eval seeds, the same for every model.")
     grid_prompts: int = Field(default=4, ge=0, description="Prompts shown in the base-vs-tuned image grid.")
     benchmarks: list[str] = Field(default_factory=lambda: ["geneval-shapes"],
                                   description="Keys in the benchmark registry, run on prompts they apply to.")
@@ -170,9 +172,9 @@ class OnlineConfig(Strict):
     """GPO-style online self-improvement: each round samples G images per prompt from the current model,
     scores and ranks them, trains on those groups, evaluates, and the tuned model starts the next round."""
 
-    rounds: int = Field(default=2, ge=1)
+    rounds: int = Field(default=2, ge=1, description="Rounds of generate, score, rank, train, evaluate.")
     images_per_prompt: int = Field(default=4, ge=2, description="G, the group size per prompt.")
-    objective: str = "gpo"
+    objective: str = Field(default="gpo", description="Key in the objective registry.")
 
 
 class StudyArm(Strict):
@@ -190,29 +192,29 @@ class StudyConfig(Strict):
     """`synrank study`: every arm trained from the same ranked data with `train`'s settings, once per seed,
     and evaluated on the same held-out prompts and noise, so that all differences are paired."""
 
-    arms: list[StudyArm] = Field(default_factory=_default_arms, min_length=2)
-    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
+    arms: list[StudyArm] = Field(default_factory=_default_arms, min_length=2, description="Rows of the study table.")
+    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1, description="Training seeds per arm.")
     reference: str = Field(default="rankdpo", description="Arm every other arm is also compared with.")
     benchmark: str = Field(default="geneval-shapes", description="Pass/fail benchmark of the table.")
-    out: str = "outputs/study"
+    out: str = Field(default="outputs/study", description="Folder of the study's runs and table.")
 
 
 class TrackingConfig(Strict):
-    experiment: str = "synrank"
+    experiment: str = Field(default="synrank", description="MLflow experiment of every run.")
     tracking_uri: str = Field(default="", description="Empty = $MLFLOW_TRACKING_URI or sqlite:///mlflow/mlflow.db.")
 
 
 class Config(Strict):
-    paths: Paths = Field(default_factory=Paths)
-    sample: SampleConfig = Field(default_factory=SampleConfig)
-    generate: GenerateConfig
-    score: ScoreConfig
-    rank: RankConfig = Field(default_factory=RankConfig)
-    train: TrainConfig = Field(default_factory=TrainConfig)
-    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
-    online: OnlineConfig = Field(default_factory=OnlineConfig)
-    study: StudyConfig = Field(default_factory=StudyConfig)
-    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    paths: Paths = Field(default_factory=Paths, description="Where each stage reads and writes.")
+    sample: SampleConfig = Field(default_factory=SampleConfig, description="Stage 1: prompts and their split.")
+    generate: GenerateConfig = Field(description="Stage 2: the text-to-image models and images per prompt.")
+    score: ScoreConfig = Field(description="Stage 3: the reward models.")
+    rank: RankConfig = Field(default_factory=RankConfig, description="Stage 4: how the rewards become a ranking.")
+    train: TrainConfig = Field(default_factory=TrainConfig, description="Stage 5: preference fine-tuning.")
+    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig, description="Stage 6: held-out benchmarks.")
+    online: OnlineConfig = Field(default_factory=OnlineConfig, description="`synrank online` only.")
+    study: StudyConfig = Field(default_factory=StudyConfig, description="`synrank study` only.")
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig, description="MLflow store and experiment.")
 
 
 class ConfigError(ValueError):

@@ -17,19 +17,22 @@ from __future__ import annotations
 
 import argparse
 import inspect
+import json
 import os
 import re
 import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from uuid import UUID
 
 import yaml
+from pydantic import BaseModel
 
-from synrank.config import PARAMS_FILE, ROOT, Config, ConfigError, flow_parameters
+from synrank.config import PARAMS_FILE, ROOT, STAGES, Config, ConfigError, flow_parameters
 from synrank.validate import load_checked_config
 
+M = TypeVar("M", bound=BaseModel)
 DEPLOY_FILE = ROOT / "prefect.yaml"
 ROOT_ENV = "SYNRANK_ROOT"
 SET_WORKDIR = "prefect.deployments.steps.set_working_directory"
@@ -53,6 +56,74 @@ def deployment_parameters(flow: Any, cfg: Config) -> dict[str, Any]:
     if not set(params) <= set(signature) or not required <= set(params):
         raise DeployError(f"flow '{flow.name}' takes {list(signature)} but flow_parameters gives {list(params)}")
     return {name: value.model_dump(mode="json") for name, value in params.items()}
+
+
+# (schema definition, field) -> which list of choices the form offers; see form_schema.
+CHOICES = {("TrainConfig", "objective"): "objective", ("OnlineConfig", "objective"): "objective",
+           ("GeneratorSpec", "backend"): "generator backend", ("RewardSpec", "kind"): "reward kind",
+           ("EvaluateConfig", "benchmarks"): "benchmark", ("TrainConfig", "base"): "generator"}
+SECTION_TITLES = {"sample": "Prompts", "generate": "Generation", "score": "Reward models", "rank": "Ranking",
+                  "train": "Training", "evaluate": "Evaluation", "pipeline": "Pipeline config",
+                  "online": "Online loop config", "study": "Study config"}
+
+
+def form_schema(schema: dict[str, Any], stage: str, cfg: Config) -> dict[str, Any]:
+    """The deployment's parameter form (its OpenAPI schema), shaped for a person:
+    - a stage deployment shows its own section only (`cfg`, titled e.g. "Training"); the shared sections
+      (paths, tracking, the generators that train and evaluate read their models from) keep the values
+      deployed from params.yaml and stay out of the form (the API still accepts them);
+    - every registry key is a choice list (objectives, generator backends, reward kinds, benchmarks)
+      and `train.base` one of params.yaml's generators, so the server refuses a typo before the run.
+    Returns a new dict; `schema` is Prefect's schema of the flow's signature."""
+    from synrank.validate import registries
+
+    out = json.loads(json.dumps(schema))
+    if stage in STAGES:
+        out["properties"] = {"cfg": out["properties"]["cfg"]}
+        out["required"] = [r for r in out.get("required", []) if r == "cfg"]
+    for name, prop in out["properties"].items():
+        if name == "cfg":
+            prop["title"] = SECTION_TITLES.get(stage, name)
+    options = {**registries(), "generator": ["", *(g.name for g in cfg.generate.generators)]}
+    for (model, field), kind in CHOICES.items():
+        prop = out.get("definitions", {}).get(model, {}).get("properties", {}).get(field)
+        if prop is None:
+            continue
+        target = prop["items"] if prop.get("type") == "array" else prop
+        target["enum"] = list(options[kind])
+    return out
+
+
+def merge_set_fields(value: BaseModel, defaults: Any) -> Any:
+    """`value`'s explicitly set fields (pydantic's model_fields_set) over `defaults` (a JSON dict),
+    recursing into nested models; the other fields keep `defaults`' values."""
+    if not isinstance(defaults, dict):
+        return value.model_dump(mode="json")
+    out = dict(defaults)
+    for name in value.model_fields_set:
+        field = getattr(value, name)
+        out[name] = (merge_set_fields(field, defaults.get(name)) if isinstance(field, BaseModel)
+                     else value.model_dump(mode="json", include={name})[name])
+    return out
+
+
+def with_deployment_defaults(name: str, value: M) -> M:
+    """In a flow run created from a deployment: parameter `name` with every field the caller did not set
+    taken from the deployment's default (params.yaml when deployed) instead of the model's own default.
+    Prefect merges a run's parameters into the deployment's only at the top level, so a run triggered
+    with `cfg={"steps": 5}` (the API, `run_deployment`, a script) would otherwise reset every other field,
+    `base` included. Anywhere else (the CLI, a subflow of the pipeline) `value` is returned as it is."""
+    from prefect.context import FlowRunContext
+
+    ctx = FlowRunContext.get()
+    deployment_id = getattr(getattr(ctx, "flow_run", None), "deployment_id", None)
+    if deployment_id is None:
+        return value
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        defaults = (client.read_deployment(deployment_id).parameters or {}).get(name)
+    return value if defaults is None else type(value).model_validate(merge_set_fields(value, defaults))
 
 
 def fill_env(value: Any, env: Mapping[str, str]) -> Any:
@@ -160,6 +231,9 @@ def deploy(params: str | Path = PARAMS_FILE, overrides: list[str] | None = None,
             work_queue_name=pool.get("work_queue_name"),
             job_variables=pool.get("job_variables") or {},
         )
+        # Prefect builds the schema from the signature; the form a person sees is shaped here (form_schema).
+        shaped = form_schema(deployment._parameter_openapi_schema.model_dump(), flow.name, cfg)
+        deployment._parameter_openapi_schema = type(deployment._parameter_openapi_schema)(**shaped)
         ids[d["name"]] = deployment.apply()
         log(f"deployed '{flow.name}/{d['name']}' on pool '{pool['name']}' ({ids[d['name']]}) from {directory}")
     return ids

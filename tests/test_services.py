@@ -21,6 +21,7 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import mlflow
 import pandas as pd
@@ -184,16 +185,11 @@ def test_deployed_flow_runs_through_worker_and_logs_to_mlflow_server(services: S
             assert dep.parameters["paths"]["prompts"] == str(services.out / "prompts")
             assert "SampleConfig" in json.dumps(dep.parameter_openapi_schema)
 
-            run = client.create_flow_run_from_deployment(dep.id)  # no parameters: the deployment's defaults
-            deadline = time.monotonic() + RUN_TIMEOUT
-            while True:
-                run = client.read_flow_run(run.id)
-                if run.state is not None and run.state.is_final():
-                    break
-                assert time.monotonic() < deadline, f"flow run still {run.state_name} after {RUN_TIMEOUT}s"
-                time.sleep(1)
-            worker_log = (services.run_dir / "worker-cpu.log").read_text()
-            assert run.state.is_completed(), f"flow run {run.state_name}: {run.state.message}\n{worker_log[-3000:]}"
+            # The form shows the stage's own section only; the shared ones stay as deployed.
+            assert list(dep.parameter_openapi_schema["properties"]) == ["cfg"]
+            run = wait_for(client, client.create_flow_run_from_deployment(dep.id), services)  # the defaults
+            links = [a for a in client.read_artifacts() if a.key == "mlflow-sample" and a.flow_run_id == run.id]
+            assert len(links) == 1 and services.mlflow_url in links[0].data  # Prefect -> MLflow
 
     table = pd.read_parquet(services.out / "prompts" / "prompts.parquet")
     assert sorted(table["prompt"]) == sorted(PROMPTS)
@@ -212,6 +208,32 @@ def test_deployed_flow_runs_through_worker_and_logs_to_mlflow_server(services: S
     artifact_uri = runs[0]["info"]["artifact_uri"]
     assert artifact_uri.startswith((services.mlflow_dir / "artifacts").as_uri())
     assert (Path(artifact_uri.removeprefix("file://")) / "sample_report.json").is_file()
+    tags = {t["key"]: t["value"] for t in data.get("tags", [])}
+    assert tags["prefect.flow_run_id"] == str(run.id)  # MLflow -> Prefect
+    assert tags["prefect.flow_run_url"].startswith(services.prefect_url)
+
+    # A partial parameter, as the API and run_deployment callers send it, changes only that field: the
+    # sources stay the deployment's (the model's own default file would not even exist here).
+    with temporary_settings(updates={PREFECT_API_URL: f"{services.prefect_url}/api"}):
+        with get_client(sync_client=True) as client:
+            partial = client.create_flow_run_from_deployment(dep.id, parameters={"cfg": {"eval_fraction": 0.5}})
+            wait_for(client, partial, services)
+    table = pd.read_parquet(services.out / "prompts" / "prompts.parquet")
+    assert sorted(table["prompt"]) == sorted(PROMPTS) and (table["split"] == "eval").sum() == 4
+
+
+def wait_for(client: Any, run: Any, services: Services) -> Any:
+    """The flow run once it is final; fails with the worker's log unless it completed."""
+    deadline = time.monotonic() + RUN_TIMEOUT
+    while True:
+        run = client.read_flow_run(run.id)
+        if run.state is not None and run.state.is_final():
+            break
+        assert time.monotonic() < deadline, f"flow run still {run.state_name} after {RUN_TIMEOUT}s"
+        time.sleep(1)
+    worker_log = (services.run_dir / "worker-cpu.log").read_text()
+    assert run.state.is_completed(), f"flow run {run.state_name}: {run.state.message}\n{worker_log[-3000:]}"
+    return run
 
 
 @pytest.mark.integration

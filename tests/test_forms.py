@@ -1,0 +1,81 @@
+"""The Prefect forms a person fills in: a stage deployment shows its own section with choices for every
+registry key, the server's own schema check refuses a typo, and a partial parameter keeps the
+deployment's other defaults instead of the model's."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from prefect.utilities.schema_tools.validation import validate
+
+from synrank.config import Config, TrainConfig, load_config
+from synrank.deploy import form_schema, merge_set_fields
+from synrank.validate import registries
+
+
+def leaves(schema: dict[str, Any], node: dict[str, Any]) -> int:
+    """Input fields a form renders for `node`: one per scalar, the fields of nested objects (through
+    $ref), an array of objects counted once by its item's fields."""
+    if "$ref" in node:
+        return leaves(schema, schema["definitions"][node["$ref"].split("/")[-1]])
+    if "allOf" in node:
+        return sum(leaves(schema, n) for n in node["allOf"])
+    if node.get("type") == "array" and isinstance(node.get("items"), dict) and "$ref" in node["items"]:
+        return leaves(schema, node["items"])
+    if "properties" in node:
+        return sum(leaves(schema, n) for n in node["properties"].values())
+    return 1
+
+
+@pytest.fixture(scope="module")
+def train_form() -> dict[str, Any]:
+    from flows.train import train_flow
+
+    return form_schema(train_flow.parameters.model_dump(), "train", load_config())
+
+
+def test_the_train_form_is_its_own_section_with_choices(train_form: dict[str, Any]) -> None:
+    cfg = load_config()
+    assert list(train_form["properties"]) == ["cfg"] and train_form["required"] == ["cfg"]
+    assert train_form["properties"]["cfg"]["title"] == "Training"
+    assert leaves(train_form, train_form) == len(TrainConfig.model_fields) < 30
+    train = train_form["definitions"]["TrainConfig"]["properties"]
+    assert train["objective"]["enum"] == registries()["objective"]
+    assert train["base"]["enum"] == ["", *(g.name for g in cfg.generate.generators)]
+    assert all(p.get("description") for p in train.values())  # every field explains itself
+
+
+def test_the_server_schema_check_refuses_a_typo_and_takes_the_deployed_defaults(train_form: dict[str, Any]) -> None:
+    good = {"cfg": load_config().train.model_dump(mode="json")}
+    assert validate(good, train_form) == []
+    typo = {"cfg": {**good["cfg"], "objective": "rankdpoo"}}
+    errors = validate(typo, train_form)
+    assert len(errors) == 1 and "'rankdpoo' is not one of" in errors[0].message
+
+
+def test_every_registry_key_is_a_choice_in_the_pipeline_form() -> None:
+    from flows.pipeline import pipeline_flow
+
+    form = form_schema(pipeline_flow.parameters.model_dump(), "pipeline", load_config())
+    defs, reg = form["definitions"], registries()
+    assert defs["GeneratorSpec"]["properties"]["backend"]["enum"] == reg["generator backend"]
+    assert defs["RewardSpec"]["properties"]["kind"]["enum"] == reg["reward kind"]
+    assert defs["EvaluateConfig"]["properties"]["benchmarks"]["items"]["enum"] == reg["benchmark"]
+    assert defs["OnlineConfig"]["properties"]["objective"]["enum"] == reg["objective"]
+    assert form["properties"]["cfg"]["title"] == "Pipeline config"
+
+
+def test_a_partial_parameter_changes_only_the_fields_it_names() -> None:
+    deployed = load_config().model_dump(mode="json")
+    partial = TrainConfig.model_validate({"steps": 5})  # what Prefect builds from cfg={"steps": 5}
+    merged = TrainConfig.model_validate(merge_set_fields(partial, deployed["train"]))
+    assert merged.steps == 5 and merged.model_dump(exclude={"steps"}) == TrainConfig.model_validate(
+        deployed["train"]).model_dump(exclude={"steps"})
+    assert merged.base == "shapes-sd-s" != TrainConfig().base  # the model's own default would be ''
+    # Nested: a pipeline run given {"train": {"beta": 5.0}} keeps every other section and train field.
+    given = Config.model_validate({"generate": deployed["generate"], "score": deployed["score"],
+                                   "train": {"beta": 5.0}})  # generate and score are required fields
+    nested = Config.model_validate(merge_set_fields(given, deployed))
+    assert nested.train.beta == 5.0 and nested.train.steps == deployed["train"]["steps"]
+    assert nested.evaluate.model_dump(mode="json") == deployed["evaluate"]
