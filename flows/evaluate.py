@@ -11,7 +11,7 @@ from prefect.artifacts import create_markdown_artifact
 
 from models.evaluation import winrates
 from models.trainer import tuned_spec
-from synrank.deploy import with_deployment_defaults
+from synrank.deployment_params import with_deployment_defaults
 from synrank.config import EvaluateConfig, GenerateConfig, Paths, ScoreConfig, TrackingConfig
 from synrank.device import pick_device
 from synrank.fingerprint import generator_id, reward_id

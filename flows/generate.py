@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 from prefect import flow
 
-from synrank.deploy import with_deployment_defaults
+from synrank.deployment_params import with_deployment_defaults
 from synrank.config import GenerateConfig, Paths, TrackingConfig
 from synrank.device import pick_device
 from synrank.fingerprint import generator_id

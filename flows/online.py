@@ -22,7 +22,7 @@ from flows.score import score_flow
 from flows.train import base_generator, train_flow
 from models.trainer import tuned_spec
 from synrank import tracking
-from synrank.deploy import with_deployment_defaults
+from synrank.deployment_params import with_deployment_defaults
 from synrank.config import Config, GeneratorSpec
 from synrank.stage import write_json
 from synrank.storage import write_bytes

@@ -16,7 +16,7 @@ from flows.sample import sample_flow
 from flows.score import score_flow
 from flows.train import train_flow
 from synrank import runlock, tracking
-from synrank.deploy import with_deployment_defaults
+from synrank.deployment_params import with_deployment_defaults
 from synrank.config import stage_outputs
 from synrank.stage import note_runs, read_stamp
 from synrank.config import Config, flow_parameters

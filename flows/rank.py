@@ -9,7 +9,7 @@ from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from models.ranking import rank_groups, reward_agreement
-from synrank.deploy import with_deployment_defaults
+from synrank.deployment_params import with_deployment_defaults
 from synrank.config import Paths, RankConfig, TrackingConfig
 from synrank.stage import stage_run
 from tasks.evaluate import ranked_grid

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prefect import flow
 
-from synrank.deploy import with_deployment_defaults
+from synrank.deployment_params import with_deployment_defaults
 from synrank.config import Paths, SampleConfig, TrackingConfig
 from synrank.prompts import SKIP_REASONS, source_path, split
 from synrank.stage import stage_run

@@ -7,7 +7,7 @@ import pandas as pd
 from prefect import flow
 
 from synrank import storage
-from synrank.deploy import with_deployment_defaults
+from synrank.deployment_params import with_deployment_defaults
 from synrank.config import Paths, ScoreConfig, TrackingConfig
 from synrank.device import pick_device
 from synrank.stage import Stage, stage_run

@@ -22,7 +22,7 @@ from flows.pipeline import STAGE_FLOWS
 from flows.rank import rank_flow
 from flows.train import train_flow
 from synrank import tracking
-from synrank.deploy import with_deployment_defaults
+from synrank.deployment_params import with_deployment_defaults
 from synrank.config import ROOT, Config, Paths, StudyArm, flow_parameters
 from synrank.stage import write_json
 from synrank.validate import validate_config

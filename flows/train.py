@@ -11,7 +11,7 @@ import mlflow
 import pandas as pd
 from prefect import flow, task
 
-from synrank.deploy import with_deployment_defaults
+from synrank.deployment_params import with_deployment_defaults
 from synrank.fingerprint import generator_id
 from synrank.config import ConfigError, GenerateConfig, Paths, TrackingConfig, TrainConfig
 from synrank.progress import Reporter

@@ -23,16 +23,14 @@ import re
 import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 from uuid import UUID
 
 import yaml
-from pydantic import BaseModel
 
 from synrank.config import PARAMS_FILE, ROOT, STAGES, Config, ConfigError, flow_parameters
 from synrank.validate import load_checked_config
 
-M = TypeVar("M", bound=BaseModel)
 DEPLOY_FILE = ROOT / "prefect.yaml"
 ROOT_ENV = "SYNRANK_ROOT"
 SET_WORKDIR = "prefect.deployments.steps.set_working_directory"
@@ -92,38 +90,6 @@ def form_schema(schema: dict[str, Any], stage: str, cfg: Config) -> dict[str, An
         target = prop["items"] if prop.get("type") == "array" else prop
         target["enum"] = list(options[kind])
     return out
-
-
-def merge_set_fields(value: BaseModel, defaults: Any) -> Any:
-    """`value`'s explicitly set fields (pydantic's model_fields_set) over `defaults` (a JSON dict),
-    recursing into nested models; the other fields keep `defaults`' values."""
-    if not isinstance(defaults, dict):
-        return value.model_dump(mode="json")
-    out = dict(defaults)
-    for name in value.model_fields_set:
-        field = getattr(value, name)
-        out[name] = (merge_set_fields(field, defaults.get(name)) if isinstance(field, BaseModel)
-                     else value.model_dump(mode="json", include={name})[name])
-    return out
-
-
-def with_deployment_defaults(name: str, value: M) -> M:
-    """In a flow run created from a deployment: parameter `name` with every field the caller did not set
-    taken from the deployment's default (params.yaml when deployed) instead of the model's own default.
-    Prefect merges a run's parameters into the deployment's only at the top level, so a run triggered
-    with `cfg={"steps": 5}` (the API, `run_deployment`, a script) would otherwise reset every other field,
-    `base` included. Anywhere else (the CLI, a subflow of the pipeline) `value` is returned as it is."""
-    from prefect.context import FlowRunContext
-
-    ctx = FlowRunContext.get()
-    deployment_id = getattr(getattr(ctx, "flow_run", None), "deployment_id", None)
-    if deployment_id is None:
-        return value
-    from prefect.client.orchestration import get_client
-
-    with get_client(sync_client=True) as client:
-        defaults = (client.read_deployment(deployment_id).parameters or {}).get(name)
-    return value if defaults is None else type(value).model_validate(merge_set_fields(value, defaults))
 
 
 def fill_env(value: Any, env: Mapping[str, str]) -> Any:

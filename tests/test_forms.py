@@ -10,7 +10,8 @@ import pytest
 from prefect.utilities.schema_tools.validation import validate
 
 from synrank.config import Config, TrainConfig, load_config
-from synrank.deploy import form_schema, merge_set_fields
+from synrank.deploy import form_schema
+from synrank.deployment_params import merge_set_fields
 from synrank.validate import registries
 
 
