@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -16,7 +15,8 @@ from synrank.fingerprint import generator_id
 from synrank.config import ConfigError, GenerateConfig, Paths, TrackingConfig, TrainConfig
 from synrank.progress import Reporter
 from synrank.shards import load_arrays, load_images
-from synrank.stage import stage_run
+from synrank.stage import STAMP, stage_run
+from synrank.storage import publish_dir
 from tasks.tuned_model import log_tuned_model
 
 
@@ -93,28 +93,6 @@ def write_curve(rows_path: Path, out: Path) -> None:
     rows.groupby("step", sort=True).last().reset_index().to_csv(out, index=False, float_format="%.6g")
 
 
-def publish_dir(new: Path, out: Path) -> None:
-    """Move every file of `new` into `out` (each rename atomic) and remove what `new` does not have;
-    the stamp and hidden files (the lock) stay. A crash half-way leaves a folder whose content id no
-    longer matches the old stamp, so the next run trains again rather than trusting it."""
-    from synrank.stage import STAMP
-
-    keep = {f.relative_to(new) for f in new.rglob("*")}
-    out.mkdir(parents=True, exist_ok=True)
-    for rel in sorted(keep):
-        if (new / rel).is_file():
-            (out / rel).parent.mkdir(parents=True, exist_ok=True)
-            os.replace(new / rel, out / rel)
-    for f in sorted(out.rglob("*"), reverse=True):  # a folder's files before the folder
-        rel = f.relative_to(out)
-        if rel in keep or rel.as_posix() == STAMP or rel.parts[0].startswith("."):
-            continue
-        if f.is_file():
-            f.unlink()
-        elif not any(f.iterdir()):
-            f.rmdir()
-
-
 @flow(name="train", log_prints=True)
 def train_flow(cfg: TrainConfig, generate: GenerateConfig, paths: Paths = Paths(),
                tracking: TrackingConfig = TrackingConfig()) -> str:
@@ -137,7 +115,7 @@ def train_flow(cfg: TrainConfig, generate: GenerateConfig, paths: Paths = Paths(
                             str(work), st.run_id)
         if not st.run_id:  # a non-main process of a multi-GPU run: rank 0 records and registers
             return str(out)
-        publish_dir(work / "result", out)
+        publish_dir(work / "result", out, protected=(STAMP,))
         shutil.rmtree(work, ignore_errors=True)
         # What training really ran with (accelerate's mixed precision, the timestep sampling): MLflow params
         # effective_*, beside the configured ones ("auto" says only who decided).

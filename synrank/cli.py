@@ -34,7 +34,8 @@ NEEDS = {"generate": [("prompts", "prompts.parquet", "sample")],
          "score": [("images", "manifest.parquet", "generate")],
          "rank": [("scores", "scores.parquet", "score"), ("images", "manifest.parquet", "generate")],
          "train": [("rankings", "rankings.parquet", "rank"), ("images", "manifest.parquet", "generate")],
-         "evaluate": [("model", "tuned.json", "train"), ("prompts", "prompts.parquet", "sample")]}
+         "evaluate": [("model", "tuned.json", "train"), ("prompts", "prompts.parquet", "sample")],
+         "export": [("rankings", "rankings.parquet", "rank"), ("scores", "scores.parquet", "score")]}
 
 
 def missing_input(command: str, cfg: Config) -> str:
@@ -62,6 +63,7 @@ STAGES: dict[str, str] = {
     "rank": "Algorithm 1: per-prompt rankings from the averaged pairwise wins",
     "train": "preference fine-tuning (RankDPO, DPO, ...) of one generator",
     "evaluate": "tuned vs base on held-out prompts",
+    "export": "the ranked images as a Hugging Face dataset folder with a dataset card (Syn-Pic's layout)",
     "pipeline": "all six stages in order under one MLflow parent run",
     "study": "the ablation study: base/SFT/DPO/RankDPO/GPO/SUDO x seeds, one table with CIs (docs/study.md)",
     "online": "GPO-style online self-improvement: rounds of generate, score, rank, train, evaluate",

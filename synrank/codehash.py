@@ -22,9 +22,10 @@ from functools import lru_cache
 from pathlib import Path
 
 from synrank.config import ROOT
+from synrank.config import STAGES as PIPELINE_STAGES
 
 PACKAGES = ("synrank", "flows", "tasks", "models")
-STAGES = ("sample", "generate", "score", "rank", "train", "evaluate")
+STAGES = (*PIPELINE_STAGES, "export")  # the DVC stages whose code deps this module writes
 
 
 def module_file(name: str) -> Path | None:

@@ -34,6 +34,7 @@ class Paths(Strict):
     model: str = Field(default="outputs/model", description="train writes the tuned weights and tuned.json here.")
     eval: str = Field(default="outputs/eval", description="evaluate writes its images, scores and grids here.")
     metrics: str = Field(default="metrics", description="evaluate.json and the DVC plot files.")
+    dataset: str = Field(default="outputs/dataset", description="export writes the ranked dataset here.")
 
     def resolve(self, name: str) -> Path:
         p = Path(getattr(self, name))
@@ -111,6 +112,13 @@ class RankConfig(Strict):
     examples: int = Field(default=4, ge=0, description="Prompts shown ranked in the run's example grid.")
     rewards: list[str] = Field(default_factory=list,
                                description="Rank with only these reward models (names in score.rewards); empty = all.")
+
+
+class ExportConfig(Strict):
+    """`synrank export`: the ranked images as a Hugging Face dataset folder (Syn-Pic's layout)."""
+
+    rows_per_shard: int = Field(default=5000, ge=1, description="Images per parquet file.")
+    name: str = Field(default="synrank-synpic", description="Dataset name in its card.")
 
 
 class TrainConfig(Strict):
@@ -212,6 +220,7 @@ class Config(Strict):
     rank: RankConfig = Field(default_factory=RankConfig, description="Stage 4: how the rewards become a ranking.")
     train: TrainConfig = Field(default_factory=TrainConfig, description="Stage 5: preference fine-tuning.")
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig, description="Stage 6: held-out benchmarks.")
+    export: ExportConfig = Field(default_factory=ExportConfig, description="`synrank export` only.")
     online: OnlineConfig = Field(default_factory=OnlineConfig, description="`synrank online` only.")
     study: StudyConfig = Field(default_factory=StudyConfig, description="`synrank study` only.")
     tracking: TrackingConfig = Field(default_factory=TrackingConfig, description="MLflow store and experiment.")
@@ -349,7 +358,7 @@ def dump_params(cfg: Config) -> str:
 STAGES = ("sample", "generate", "score", "rank", "train", "evaluate")
 # The `Paths` field each stage writes (and locks while it runs, synrank.runlock).
 STAGE_OUTPUT = {"sample": "prompts", "generate": "images", "score": "scores", "rank": "rankings",
-                "train": "model", "evaluate": "eval"}
+                "train": "model", "evaluate": "eval", "export": "dataset"}
 
 
 def stage_outputs(paths: Paths, stages: Iterable[str] = STAGES) -> list[Path]:
@@ -367,6 +376,7 @@ def flow_parameters(stage: str, cfg: Config) -> dict[str, BaseModel]:
         "score": {"cfg": cfg.score},
         "rank": {"cfg": cfg.rank},
         "train": {"cfg": cfg.train, "generate": cfg.generate},
+        "export": {"cfg": cfg.export, "generate": cfg.generate, "score": cfg.score, "rank": cfg.rank},
         "evaluate": {"cfg": cfg.evaluate, "rewards": cfg.score, "generate": cfg.generate},
     }
     if stage in ("pipeline", "online", "study"):

@@ -28,7 +28,7 @@ from uuid import UUID
 
 import yaml
 
-from synrank.config import PARAMS_FILE, ROOT, STAGES, Config, ConfigError, flow_parameters
+from synrank.config import PARAMS_FILE, ROOT, STAGE_OUTPUT, Config, ConfigError, flow_parameters
 from synrank.validate import load_checked_config
 
 DEPLOY_FILE = ROOT / "prefect.yaml"
@@ -61,8 +61,8 @@ CHOICES = {("TrainConfig", "objective"): "objective", ("OnlineConfig", "objectiv
            ("GeneratorSpec", "backend"): "generator backend", ("RewardSpec", "kind"): "reward kind",
            ("EvaluateConfig", "benchmarks"): "benchmark", ("TrainConfig", "base"): "generator"}
 SECTION_TITLES = {"sample": "Prompts", "generate": "Generation", "score": "Reward models", "rank": "Ranking",
-                  "train": "Training", "evaluate": "Evaluation", "pipeline": "Pipeline config",
-                  "online": "Online loop config", "study": "Study config"}
+                  "train": "Training", "evaluate": "Evaluation", "export": "Dataset export",
+                  "pipeline": "Pipeline config", "online": "Online loop config", "study": "Study config"}
 
 
 def form_schema(schema: dict[str, Any], stage: str, cfg: Config) -> dict[str, Any]:
@@ -76,7 +76,7 @@ def form_schema(schema: dict[str, Any], stage: str, cfg: Config) -> dict[str, An
     from synrank.validate import registries
 
     out = json.loads(json.dumps(schema))
-    if stage in STAGES:
+    if stage in STAGE_OUTPUT:  # a single stage (export too), not the pipeline, online or study
         out["properties"] = {"cfg": out["properties"]["cfg"]}
         out["required"] = [r for r in out.get("required", []) if r == "cfg"]
     for name, prop in out["properties"].items():

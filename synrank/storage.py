@@ -162,3 +162,24 @@ def exists(location: str, root: Path) -> bool:
         except BotoCoreError as err:
             raise _s3_error(err, "check", location) from err
     return local_path(location, root).exists()
+
+
+def publish_dir(new: Path, out: Path, protected: tuple[str, ...] = ()) -> None:
+    """Move every file of `new` into `out` (each rename atomic) and remove what `new` does not have;
+    the `protected` names (a stage's stamp) and hidden files (the lock) stay. A crash half-way leaves a
+    folder whose content id no longer matches the old stamp, so the next run redoes the work rather
+    than trusting it; until the first rename, `out` is untouched."""
+    keep = {f.relative_to(new) for f in new.rglob("*")}
+    out.mkdir(parents=True, exist_ok=True)
+    for rel in sorted(keep):
+        if (new / rel).is_file():
+            (out / rel).parent.mkdir(parents=True, exist_ok=True)
+            os.replace(new / rel, out / rel)
+    for f in sorted(out.rglob("*"), reverse=True):  # a folder's files before the folder
+        rel = f.relative_to(out)
+        if rel in keep or rel.as_posix() in protected or rel.parts[0].startswith("."):
+            continue
+        if f.is_file():
+            f.unlink()
+        elif not any(f.iterdir()):
+            f.rmdir()

@@ -41,7 +41,7 @@ def tiny_config(root: Path) -> Config:
 
 @pytest.fixture(scope="module")
 def ran(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Config, str]]:
-    import synrank.config
+    import synrank.codehash
     import synrank.stage
     from flows.pipeline import pipeline_flow
 
@@ -49,7 +49,7 @@ def ran(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Config, str]
     with pytest.MonkeyPatch.context() as mp:
         # Freeze the code part of the stage fingerprints: an edit elsewhere in the tree while the
         # tests run must not count as a change of this pipeline's code.
-        frozen = {s: synrank.stage.code_hash(s) for s in synrank.config.STAGES}
+        frozen = {s: synrank.stage.code_hash(s) for s in synrank.codehash.STAGES}  # export too
         mp.setattr(synrank.stage, "code_hash", frozen.__getitem__)
         yield cfg, pipeline_flow(cfg)
 
@@ -189,3 +189,35 @@ def test_retrain_with_other_settings_then_evaluate_renders_only_the_new_tuned_mo
     assert list(after[~tuned]["shard"]) == list(before[before["model"] != "gen-a-tuned"]["shard"])
     on_disk = {p.relative_to(images).as_posix() for p in (images / "shards").rglob("*.tar")}
     assert on_disk == set(after["shard"])  # the previous tuned model's images are gone
+
+
+def test_export_loads_with_datasets_and_matches_the_stage_outputs(ran: tuple[Config, str], tmp_path: Path) -> None:
+    import io
+
+    from datasets import load_dataset
+    from PIL import Image
+
+    from flows.export import export_flow
+    from synrank.config import ExportConfig, flow_parameters
+
+    cfg, _ = ran
+    cfg = cfg.model_copy(update={"paths": cfg.paths.model_copy(update={"dataset": str(tmp_path / "dataset")}),
+                                 "export": ExportConfig(rows_per_shard=5)})
+    out = Path(export_flow(**flow_parameters("export", cfg)))
+    assert sorted(f.name for f in (out / "data").iterdir()) == [f"train-0000{i}-of-00003.parquet" for i in range(3)]
+    ds = load_dataset(str(out), split="train", cache_dir=str(tmp_path / "hf-cache"))
+    manifest = pd.read_parquet(cfg.paths.resolve("images") / "manifest.parquet").set_index("image_id")
+    ranked = pd.read_parquet(cfg.paths.resolve("rankings") / "rankings.parquet")
+    scores = pd.read_parquet(cfg.paths.resolve("scores") / "scores.parquet").set_index("image_id")
+    assert ds.num_rows == len(ranked) == 12 and ds["image_id"] == ranked["image_id"].tolist()
+    assert ds["phi"] == ranked["phi"].tolist() and ds["tau"] == ranked["tau"].tolist()
+    assert ds["score_clip"] == scores.loc[ds["image_id"], "score"].tolist()
+    assert ds["prompt"] == manifest.loc[ds["image_id"], "prompt"].tolist()
+    from synrank.shards import load_members
+
+    row = manifest.loc[ds[3]["image_id"]]
+    png = load_members(cfg.paths.resolve("images"), [(row["shard"], row["member"])])[0]
+    assert isinstance(ds[3]["image"], Image.Image)
+    assert np.array_equal(np.asarray(ds[3]["image"]), np.asarray(Image.open(io.BytesIO(png))))
+    card = (out / "README.md").read_text()
+    assert "- `gen-a`:" in card and "- `clip`: clipscore" in card and "Aggregation: `algorithm1`" in card

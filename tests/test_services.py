@@ -48,7 +48,8 @@ def test_prefect_yaml_deploys_every_flow_from_the_repo_root() -> None:
     from synrank.deploy import code_directory, read_spec
 
     specs = {d["name"]: d for d in read_spec()}
-    assert set(specs) == {"sample", "generate", "score", "rank", "train", "evaluate", "pipeline", "online", "study"}
+    assert set(specs) == {"sample", "generate", "score", "rank", "train", "evaluate", "export", "pipeline", "online",
+                          "study"}
     assert {n for n, d in specs.items() if d["work_pool"]["name"] == "gpu"} == {"train", "online", "study"}
     assert {d["work_pool"]["name"] for d in specs.values()} == {"cpu", "gpu"}
     for name, d in specs.items():
@@ -64,7 +65,7 @@ def test_deployment_defaults_are_the_cli_split_of_params_yaml() -> None:
     from synrank.deploy import DeployError, deployment_parameters
 
     cfg = load_config()
-    for name in ("sample", "generate", "score", "rank", "train", "evaluate", "pipeline", "study"):
+    for name in ("sample", "generate", "score", "rank", "train", "evaluate", "export", "pipeline", "study"):
         flow = getattr(importlib.import_module(f"flows.{name}"), f"{name}_flow")
         got = deployment_parameters(flow, cfg)
         assert got == {k: v.model_dump(mode="json") for k, v in flow_parameters(name, cfg).items()}
