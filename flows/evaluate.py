@@ -7,7 +7,7 @@ from __future__ import annotations
 import mlflow
 import pandas as pd
 from prefect import flow
-from prefect.artifacts import create_markdown_artifact
+from prefect.artifacts import create_image_artifact, create_markdown_artifact
 
 from models.evaluation import winrates
 from models.trainer import tuned_spec
@@ -16,7 +16,8 @@ from synrank.config import EvaluateConfig, GenerateConfig, Paths, ScoreConfig, T
 from synrank.device import pick_device
 from synrank.fingerprint import generator_id, reward_id
 from synrank.stage import stage_run, write_json
-from tasks.evaluate import benchmark_table, comparison_grid, run_benchmark, summary_markdown, task_rows
+from tasks.evaluate import (benchmark_table, comparison_grid, grid_prompts, run_benchmark, summary_markdown,
+                            task_rows)
 from tasks.generate import generate_all
 from tasks.score import remove_stale_scores, score_reward
 
@@ -53,11 +54,14 @@ def evaluate_flow(cfg: EvaluateConfig, rewards: ScoreConfig, generate: GenerateC
                           for p, c in zip(prompts["prompt_id"], prompts["category"])}
             results = winrates(scores, manifest, base.name, tuned.name,
                                categories if set(categories.values()) != {"(none)"} else None)
-            benches, paired = {}, {}
+            benches, paired, verdicts = {}, {}, {}
             for b in cfg.benchmarks:
                 benches[b], paired[b], judged = run_benchmark(b, manifest, prompts, str(images),
                                                               pair=(base.name, tuned.name))
                 judged.to_parquet(out / f"judged_{b}.parquet", index=False)
+                if not verdicts:  # the grid marks the first benchmark's verdicts
+                    verdicts = {(m, p, int(i)): bool(v) for m, p, i, v in
+                                zip(judged["model"], judged["prompt_id"], judged["index"], judged["value"])}
             st.report = {"base": base.name, "tuned": tuned.name, "n_prompts": int(len(prompts)),
                          "winrate": results, "benchmarks": benches, "paired": paired}
             st.log(**benchmark_metrics(benches, paired, {base.name: "base", tuned.name: "tuned"}))
@@ -66,9 +70,17 @@ def evaluate_flow(cfg: EvaluateConfig, rewards: ScoreConfig, generate: GenerateC
                           f"winrate_{reward}_ci_high": r["ci_high"]},
                        **{f"winrate_{reward}/{c}": v["winrate"] for c, v in r.get("categories", {}).items()})
             if cfg.grid_prompts:
-                grid = comparison_grid(manifest, str(images), [base.name, tuned.name], cfg.grid_prompts)
+                first = rewards.rewards[0].name  # each image's score under the first reward, under it
+                labels = {i: f"{first} {v:.2f}" for i, v in scores[scores["reward"] == first][["image_id", "score"]]
+                          .itertuples(index=False)}
+                grid = comparison_grid(manifest, str(images), [base.name, tuned.name],
+                                       grid_prompts(prompts, cfg.grid_prompts), verdicts, labels)
                 grid.save(out / "base_vs_tuned.png")
                 mlflow.log_image(grid, "base_vs_tuned.png")
+                if st.run_url:  # the MLflow server serves the file: the same grid as a Prefect artifact
+                    create_image_artifact(image_url=st.run_url.split("/#/")[0] + "/get-artifact?path="
+                                          f"base_vs_tuned.png&run_uuid={st.run_id}", key="base-vs-tuned",
+                                          description="base and tuned on the same seeds; border = benchmark verdict")
             task_rows(st.report).to_csv(out / "benchmark_tasks.csv", index=False, float_format="%.6g")
             md = summary_markdown(results, base.name, tuned.name) + "\n" + benchmark_table(st.report)
             (out / "summary.md").write_text(md)

@@ -170,7 +170,8 @@ class EvaluateConfig(Strict):
         "without inflating n."))
     max_prompts: int | None = Field(default=None, ge=1, description="Evaluate only the first N eval prompts; null = all.")
     seed: int = Field(default=1234, description="Base of the eval seeds, the same for every model.")
-    grid_prompts: int = Field(default=4, ge=0, description="Prompts shown in the base-vs-tuned image grid.")
+    grid_prompts: int = Field(default=2, ge=0, description="Prompts per task (prompt category) shown in the "
+                              "base-vs-tuned image grid; 0 = no grid.")
     benchmarks: list[str] = Field(default_factory=lambda: ["geneval-shapes"],
                                   description="Keys in the benchmark registry, run on prompts they apply to.")
     all_generators: bool = Field(default=True, description="Also put every other generator on the benchmarks.")

@@ -12,24 +12,45 @@ from models.shapes.specs import TASKS as GENEVAL_TASKS
 from synrank.shards import load_images
 
 
+VERDICT_COLOURS = {True: (40, 170, 60), False: (210, 50, 40), None: (170, 170, 170)}  # pass, fail, not judged
+
+
+def grid_prompts(prompts: pd.DataFrame, per_category: int) -> list[str]:
+    """The first `per_category` prompt ids of each category (a GenEval task, a PartiPrompts category),
+    categories in the order they first appear; prompts without a category count as one category."""
+    cats = prompts["category"].where(prompts["category"].notna(), "")
+    return [pid for _, g in prompts.groupby(cats, sort=False) for pid in g["prompt_id"].head(per_category)]
+
+
 @task(name="comparison-grid")
-def comparison_grid(manifest: pd.DataFrame, images_root: str, models: list[str], n_prompts: int,
-                    cell: int = 128) -> Image.Image:
-    """One row per prompt, one column per model, same seed across a row; prompt text under each row."""
-    prompt_ids = list(dict.fromkeys(manifest["prompt_id"]))[:n_prompts]
+def comparison_grid(manifest: pd.DataFrame, images_root: str, models: list[str], prompt_ids: list[str],
+                    verdicts: dict[tuple[str, str, int], bool] | None = None,
+                    labels: dict[str, str] | None = None, cell: int = 192) -> Image.Image:
+    """One row per prompt (its text above), one column per model, the same seed (index 0) across a row,
+    each image `cell` px wide. A border marks the benchmark verdict of (model, prompt_id, 0): green pass,
+    red fail, grey not judged; `labels[image_id]` (a reward score) is written under the image."""
+    from PIL import ImageFont
+
+    verdicts, labels = verdicts or {}, labels or {}
+    font = ImageFont.load_default(size=max(12, cell // 12))
+    line, pad = font.size + 6, 5
     rows = manifest[(manifest["index"] == 0) & manifest["prompt_id"].isin(prompt_ids)]
-    label_h = 14
-    grid = Image.new("RGB", (cell * len(models), (cell + label_h) * len(prompt_ids) + label_h), "white")
+    row_h = line + cell + line
+    grid = Image.new("RGB", (cell * len(models), line + row_h * len(prompt_ids)), "white")
     draw = ImageDraw.Draw(grid)
     for c, model in enumerate(models):
-        draw.text((c * cell + 2, 1), model, fill="black")
+        draw.text((c * cell + 4, 2), model, fill="black", font=font)
     for r, pid in enumerate(prompt_ids):
-        y = label_h + r * (cell + label_h)
+        y = line + r * row_h
+        here = rows[rows["prompt_id"] == pid]
+        draw.text((4, y + 2), str(here["prompt"].iloc[0]), fill="black", font=font)
         for c, model in enumerate(models):
-            row = rows[(rows["prompt_id"] == pid) & (rows["model"] == model)].iloc[0]
-            im = load_images(Path(images_root), [(row["shard"], row["member"])])[0]
-            grid.paste(im.resize((cell, cell), Image.NEAREST), (c * cell, y))
-        draw.text((2, y + cell + 1), str(rows[rows["prompt_id"] == pid]["prompt"].iloc[0])[:60], fill="black")
+            img_row = here[here["model"] == model].iloc[0]
+            im = load_images(Path(images_root), [(img_row["shard"], img_row["member"])])[0]
+            x0, y0 = c * cell, y + line
+            draw.rectangle([x0, y0, x0 + cell - 1, y0 + cell - 1], fill=VERDICT_COLOURS[verdicts.get((model, pid, 0))])
+            grid.paste(im.resize((cell - 2 * pad, cell - 2 * pad), Image.NEAREST), (x0 + pad, y0 + pad))
+            draw.text((x0 + 4, y0 + cell + 2), labels.get(img_row["image_id"], ""), fill="black", font=font)
     return grid
 
 

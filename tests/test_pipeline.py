@@ -144,11 +144,13 @@ def test_mlflow_parent_with_six_children(ran: tuple[Config, str]) -> None:
     assert out["image"][0] == png_bytes(direct.images[0])
     curve = pd.read_csv(cfg.paths.resolve("model") / "train_curve.csv")  # what `dvc plots show` draws
     assert list(curve["step"]) == [1, 2, 3] and np.isfinite(curve["loss"]).all()
-    # Base and tuned side by side in MLflow: one 128-px column per model, a row per grid prompt.
+    # Base and tuned side by side in MLflow: one 192-px column per model, a row per grid prompt (2 per
+    # category; the text-file prompts are one category), each image bordered by its verdict.
     evaluate = stages["evaluate"]
     mlflow.set_tracking_uri(cfg.tracking.tracking_uri)
     grid = mlflow.artifacts.load_image(f"runs:/{evaluate.info.run_id}/base_vs_tuned.png")
-    assert grid.size == (2 * 128, 14 + 2 * (128 + 14))
+    line = 16 + 6  # the label font's size (192 // 12) plus spacing
+    assert grid.size == (2 * 192, line + 2 * (line + 192 + line))
 
 
 def test_second_run_skips_every_stage(ran: tuple[Config, str]) -> None:
@@ -221,3 +223,20 @@ def test_export_loads_with_datasets_and_matches_the_stage_outputs(ran: tuple[Con
     assert np.array_equal(np.asarray(ds[3]["image"]), np.asarray(Image.open(io.BytesIO(png))))
     card = (out / "README.md").read_text()
     assert "- `gen-a`:" in card and "- `clip`: clipscore" in card and "Aggregation: `algorithm1`" in card
+
+
+def test_grid_marks_each_image_with_its_verdict_and_picks_prompts_per_category(ran: tuple[Config, str]) -> None:
+    from tasks.evaluate import VERDICT_COLOURS, comparison_grid, grid_prompts
+
+    prompts = pd.DataFrame({"prompt_id": [f"p{i}" for i in range(6)], "category": ["a", "b", "a", "a", None, "b"]})
+    assert grid_prompts(prompts, 2) == ["p0", "p2", "p1", "p5", "p4"]  # a, b, then the uncategorized
+    cfg, _ = ran
+    images = cfg.paths.resolve("eval") / "images"
+    manifest = pd.read_parquet(images / "manifest.parquet")
+    models, pids = list(dict.fromkeys(manifest["model"])), list(dict.fromkeys(manifest["prompt_id"]))[:2]
+    verdicts = {(models[0], pids[0], 0): True, (models[1], pids[0], 0): False}
+    grid = comparison_grid.fn(manifest, str(images), models, pids, verdicts)
+    line = 16 + 6
+    top = [line + line + r * (line + 192 + line) + 1 for r in range(2)]  # first pixel row of each image cell
+    assert [grid.getpixel((c * 192 + 1, top[0])) for c in range(2)] == [VERDICT_COLOURS[True], VERDICT_COLOURS[False]]
+    assert grid.getpixel((1, top[1])) == VERDICT_COLOURS[None]  # not judged
