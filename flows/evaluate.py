@@ -59,8 +59,8 @@ def evaluate_flow(cfg: EvaluateConfig, rewards: ScoreConfig, generate: GenerateC
                 benches[b], paired[b], judged = run_benchmark(b, manifest, prompts, str(images),
                                                               pair=(base.name, tuned.name))
                 judged.to_parquet(out / f"judged_{b}.parquet", index=False)
-                if not verdicts:  # the grid marks the first benchmark's verdicts
-                    verdicts = {(m, p, int(i)): bool(v) for m, p, i, v in
+                if not verdicts:  # the grid marks the first benchmark's verdicts (a graded score passes at 0.5)
+                    verdicts = {(m, p, int(i)): v >= 0.5 for m, p, i, v in
                                 zip(judged["model"], judged["prompt_id"], judged["index"], judged["value"])}
             st.report = {"base": base.name, "tuned": tuned.name, "n_prompts": int(len(prompts)),
                          "winrate": results, "benchmarks": benches, "paired": paired}

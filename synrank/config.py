@@ -173,7 +173,9 @@ class EvaluateConfig(Strict):
     grid_prompts: int = Field(default=2, ge=0, description="Prompts per task (prompt category) shown in the "
                               "base-vs-tuned image grid; 0 = no grid.")
     benchmarks: list[str] = Field(default_factory=lambda: ["geneval-shapes"],
-                                  description="Keys in the benchmark registry, run on prompts they apply to.")
+                                  description="Benchmarks (geneval-shapes, geneval, t2i-compbench), each run on "
+                                  "the eval prompts it applies to; one whose scorer weights are absent is refused "
+                                  "at config validation.")
     all_generators: bool = Field(default=True, description="Also put every other generator on the benchmarks.")
 
 
@@ -204,7 +206,8 @@ class StudyConfig(Strict):
     arms: list[StudyArm] = Field(default_factory=_default_arms, min_length=2, description="Rows of the study table.")
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1, description="Training seeds per arm.")
     reference: str = Field(default="rankdpo", description="Arm every other arm is also compared with.")
-    benchmark: str = Field(default="geneval-shapes", description="Pass/fail benchmark of the table.")
+    benchmark: str = Field(default="geneval-shapes", description="Benchmark of the table (pass/fail, or graded: "
+                           "the mean score stands in for accuracy).")
     out: str = Field(default="outputs/study", description="Folder of the study's runs and table.")
 
 

@@ -59,7 +59,8 @@ def deployment_parameters(flow: Any, cfg: Config) -> dict[str, Any]:
 # (schema definition, field) -> which list of choices the form offers; see form_schema.
 CHOICES = {("TrainConfig", "objective"): "objective", ("OnlineConfig", "objective"): "objective",
            ("GeneratorSpec", "backend"): "generator backend", ("RewardSpec", "kind"): "reward kind",
-           ("EvaluateConfig", "benchmarks"): "benchmark", ("TrainConfig", "base"): "generator"}
+           ("EvaluateConfig", "benchmarks"): "benchmark", ("StudyConfig", "benchmark"): "benchmark",
+           ("TrainConfig", "base"): "generator"}
 SECTION_TITLES = {"sample": "Prompts", "generate": "Generation", "score": "Reward models", "rank": "Ranking",
                   "train": "Training", "evaluate": "Evaluation", "export": "Dataset export",
                   "pipeline": "Pipeline config", "online": "Online loop config", "study": "Study config"}

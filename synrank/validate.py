@@ -25,7 +25,7 @@ from synrank.config import PARAMS_FILE, Config, ConfigError, load_config
 @cache
 def registries() -> dict[str, list[str]]:
     """The registered keys of each registry, filled exactly as the loaders fill them (`import_all`)."""
-    from models.benchmarks import BENCHMARKS
+    from models.benchmarks import benchmark_names
     from models.generators import GENERATORS
     from models.objectives import OBJECTIVES
     from models.rewards import REWARDS
@@ -34,7 +34,7 @@ def registries() -> dict[str, list[str]]:
     for package in ("models.generators", "models.rewards", "models.benchmarks"):
         import_all(package)
     return {"objective": OBJECTIVES.names(), "generator backend": GENERATORS.names(),
-            "reward kind": REWARDS.names(), "benchmark": BENCHMARKS.names()}
+            "reward kind": REWARDS.names(), "benchmark": benchmark_names()}
 
 
 def pair_objectives() -> list[str]:
@@ -70,9 +70,25 @@ def check_registry_keys(cfg: Config, command: str) -> None:
     for i, r in enumerate(cfg.score.rewards):
         _one_of(f"score.rewards.{i}.kind", r.kind, reg["reward kind"], "a reward kind")
     for i, b in enumerate(cfg.evaluate.benchmarks):
-        _one_of(f"evaluate.benchmarks.{i}", b, reg["benchmark"], "a pass/fail benchmark")
+        _one_of(f"evaluate.benchmarks.{i}", b, reg["benchmark"], "a registered benchmark")
     if command in ("study", "all"):
-        _one_of("study.benchmark", cfg.study.benchmark, reg["benchmark"], "a pass/fail benchmark")
+        _one_of("study.benchmark", cfg.study.benchmark, reg["benchmark"], "a registered benchmark")
+
+
+def check_benchmark_weights(cfg: Config, command: str) -> None:
+    """A benchmark whose scorer's weights are not on disk is refused now, naming the weights and the setting
+    that points at them, not after every earlier stage has run (GenEval's detector used to fail at evaluate)."""
+    from models.benchmarks import missing_weights
+
+    named = [(f"evaluate.benchmarks.{i}", b) for i, b in enumerate(cfg.evaluate.benchmarks)]
+    if command in ("study", "all"):
+        named.append(("study.benchmark", cfg.study.benchmark))
+    for key, name in named:
+        missing = missing_weights(name)
+        if missing:
+            raise ConfigError(f"bad value for '{key}': {name!r} needs weights that are not on this machine: "
+                              + "; ".join(w.describe() for w in missing)
+                              + "; download them (huggingface-cli download <id>) or pick a benchmark without")
 
 
 def _unique(key: str, names: list[str]) -> None:
@@ -138,6 +154,7 @@ def validate_config(cfg: Config, command: str = "pipeline") -> None:
     check_names(cfg, command)
     check_registry_keys(cfg, command)
     check_group_size(cfg, command)
+    check_benchmark_weights(cfg, command)
 
 
 def load_checked_config(path: str | Path = PARAMS_FILE, overrides: list[str] | None = None,

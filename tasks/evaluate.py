@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -98,18 +99,19 @@ def run_benchmark(name: str, manifest: pd.DataFrame, prompts: pd.DataFrame, imag
         pd.DataFrame(columns=["prompt_id", "index", "task", "value", "model"])
     if not (pair and all(m in judged for m in pair)):
         return out, None, table
-    return out, {"base": pair[0], "tuned": pair[1], **paired_between(judged[pair[0]], judged[pair[1]])}, table
+    return out, {"base": pair[0], "tuned": pair[1], **paired_between(judged[pair[0]], judged[pair[1]], bench.tasks)}, table
 
 
-def paired_between(base: pd.DataFrame, tuned: pd.DataFrame) -> dict:
+def paired_between(base: pd.DataFrame, tuned: pd.DataFrame, tasks: Sequence[str] | None = None) -> dict:
     """tuned - base on the images both judged (rows of `judged`, matched on prompt_id, index and task:
     the same prompt and seed), the headline over the tasks and each probe apart, prompts resampled
-    within tasks (models.shapes.benchmark.paired_score). ValueError when no image matches."""
+    within tasks (models.shapes.benchmark.paired_score); `tasks`: the benchmark's (GenEval's six by
+    default), any other tag a probe. ValueError when no image matches."""
     from models.shapes.benchmark import paired_score
 
     both = base.merge(tuned, on=["prompt_id", "index", "task"], suffixes=("_base", "_tuned"))
     return paired_score(both["task"].to_numpy(), (both["value_tuned"] - both["value_base"]).to_numpy(),
-                        both["prompt_id"].astype(str).to_numpy())
+                        both["prompt_id"].astype(str).to_numpy(), tasks=GENEVAL_TASKS if tasks is None else tasks)
 
 
 def task_rows(report: dict) -> pd.DataFrame:

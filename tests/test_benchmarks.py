@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from models.benchmarks import BENCHMARKS, load_benchmark
-from models.benchmarks.common import ADAPTERS, SCORED, summarize_scores
+from models.benchmarks.common import ADAPTERS, SCORED
 from models.benchmarks.dpg_bench import read_dpg_bench
 from models.prompt_fit import count_tokens, fit_prompt, fit_prompts
 from models.benchmarks.geneval import COLORS, Detection, GenEval, evaluate, read_geneval, relative_position
@@ -148,8 +148,9 @@ def test_registries_and_summary() -> None:
     assert SCORED.names() == ["t2i-compbench"]
     summary = bench.summarize([("counting", True), ("counting", False), ("position", True)])
     assert summary["overall"]["accuracy"] == pytest.approx(0.75)  # mean of task accuracies, not of images
-    graded = summarize_scores([("color", 0.2), ("color", 0.4), ("spatial", 1.0)])
-    assert graded["tasks"]["color"]["mean"] == pytest.approx(0.3) and graded["overall"]["mean"] == pytest.approx(0.65)
+    graded = T2ICompBench().summarize([("color", 0.2), ("color", 0.4), ("spatial", 1.0)], prompts=["a", "a", "b"])
+    assert graded["tasks"]["color"]["accuracy"] == pytest.approx(0.3) and graded["tasks"]["color"]["n_prompts"] == 1
+    assert graded["overall"]["accuracy"] == pytest.approx(0.65) and graded["probes"] == {}  # every category counts
 
 
 def test_missing_weights_name_them(tmp_path: Path) -> None:
@@ -303,9 +304,62 @@ def test_t2i_benchmark_dispatch() -> None:
     assert not bench.applies({"tag": "colors", "include": [{"class": "car", "count": 1}]})
     results = [bench.score(IMAGE, meta), bench.score(IMAGE, {**meta, "category": "non_spatial"})]
     assert results == [("color", 0.6), ("non_spatial", 0.2)]
-    assert bench.summarize(results)["overall"]["mean"] == pytest.approx(0.4)
+    assert bench.summarize(results)["overall"]["accuracy"] == pytest.approx(0.4)
     with pytest.raises(ValueError, match="numeracy"):
         bench.score(IMAGE, {**meta, "category": "numeracy"})
+
+
+def test_t2i_compbench_from_the_config_on_tiny_weights(tiny_models: dict[str, str], tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """`evaluate.benchmarks: [t2i-compbench]`: refused at config validation while its weights are absent
+    (naming them and the setting), accepted once the settings point at weights, and the evaluate stage's
+    run_benchmark scores prompts read by the sample stage's reader with tiny random BLIP/CLIP/OWLv2."""
+    from models.benchmarks.t2i_compbench import BLIP_ENV, CLIP_ENV
+    from models.benchmarks.geneval import OWLV2_ENV
+    from synrank.config import ConfigError, PromptSource
+    from synrank.shards import png_bytes, write_shard
+    from synrank.validate import load_checked_config
+    from tasks.evaluate import run_benchmark
+    from tasks.sample import read_prompt_sources
+
+    for env in (BLIP_ENV, CLIP_ENV, OWLV2_ENV):
+        monkeypatch.delenv(env, raising=False)
+    with pytest.raises(ConfigError, match=f"'evaluate.benchmarks.0': 't2i-compbench' needs weights .*{BLIP_ENV}"):
+        load_checked_config(overrides=["evaluate.benchmarks=[t2i-compbench]"])
+    for env, key in ((BLIP_ENV, "blip"), (CLIP_ENV, "clip"), (OWLV2_ENV, "owlv2")):
+        monkeypatch.setenv(env, tiny_models[key])
+    assert load_checked_config(overrides=["evaluate.benchmarks=[t2i-compbench]"]).evaluate.benchmarks == ["t2i-compbench"]
+
+    (tmp_path / "color_val.txt").write_text("a green bench and a red car\na red bench\n")
+    (tmp_path / "spatial_train.txt").write_text("a car on the left of a bench\n")
+    (tmp_path / "non_spatial_val.txt").write_text("a man is playing the guitar\n")
+    rows, _ = read_prompt_sources([PromptSource(path=str(tmp_path / f), format="t2i-compbench")
+                                   for f in ("color_val.txt", "spatial_train.txt", "non_spatial_val.txt")])
+    prompts = pd.DataFrame({"prompt_id": [f"p{i}" for i in range(len(rows))], "meta": [r["meta"] for r in rows]})
+    manifest, images = [], {}
+    for model, colour in (("base", "white"), ("tuned", "red")):
+        for pid in prompts["prompt_id"]:
+            for i in range(2):
+                images[f"{model}-{pid}-{i}.png"] = Image.new("RGB", (32, 32), colour if i else "green")
+                manifest.append({"model": model, "prompt_id": pid, "index": i, "shard": f"{model}.tar",
+                                 "member": f"{model}-{pid}-{i}.png"})
+        write_shard(f"{model}.tar", [(m, png_bytes(im)) for m, im in images.items() if m.startswith(model)], tmp_path)
+    out, paired, judged = run_benchmark.fn("t2i-compbench", pd.DataFrame(manifest), prompts, str(tmp_path),
+                                           pair=("base", "tuned"))
+
+    # Every image's score is the scorer's own on that image, and the summaries are the plain means.
+    bench = load_benchmark("t2i-compbench")
+    metas = {pid: json.loads(m) for pid, m in zip(prompts["prompt_id"], prompts["meta"])}
+    want = [bench.score(images[f"{m}-{p}-{i}.png"], metas[p])[1] for m, p, i in
+            zip(judged["model"], judged["prompt_id"], judged["index"])]
+    assert judged["value"].tolist() == pytest.approx(want) and len(judged) == 16
+    assert set(judged["task"]) == {"color", "spatial", "non_spatial"}
+    assert all(0.0 <= v <= 1.0 for v, t in zip(want, judged["task"]) if t != "non_spatial")  # CLIP: a cosine
+    means = judged.groupby(["model", "task"])["value"].mean()
+    for model in ("base", "tuned"):
+        assert out[model]["overall"]["accuracy"] == pytest.approx(means[model].mean())
+        assert out[model]["tasks"]["color"]["n_prompts"] == 2 and out[model]["tasks"]["color"]["n"] == 4
+    assert paired["delta"] == pytest.approx((means["tuned"] - means["base"]).mean()) and paired["n_prompts"] == 4
 
 
 # --- DPG-Bench ------------------------------------------------------------------------------------------

@@ -35,8 +35,13 @@ BAD = [
      "diffusers, pixart-sigma, sd15, sd3, sdxl, stable-cascade"),
     ("score", ["score.rewards.0.kind=clip"], "score.rewards.0.kind", "'clip'", "aesthetic, clipscore, hpsv2"),
     ("evaluate", ["evaluate.benchmarks=[geneval-shapes, parti]"], "evaluate.benchmarks.1", "'parti'",
-     "geneval, geneval-shapes"),
-    ("study", ["study.benchmark=t2i-compbench"], "study.benchmark", "'t2i-compbench'", "geneval, geneval-shapes"),
+     "geneval, geneval-shapes, t2i-compbench"),
+    ("study", ["study.benchmark=t2i-bench"], "study.benchmark", "'t2i-bench'", "geneval, geneval-shapes, t2i-compbench"),
+    # No hub: GenEval's and T2I-CompBench's scorer weights are absent here, and validation names them.
+    ("evaluate", ["evaluate.benchmarks=[geneval-shapes, geneval]"], "evaluate.benchmarks.1", "'geneval'",
+     "GenEval detector (OWLv2) 'google/owlv2-base-patch16-ensemble' (set SYNRANK_GENEVAL_OWLV2"),
+    ("study", ["study.benchmark=t2i-compbench"], "study.benchmark", "'t2i-compbench'",
+     "T2I-CompBench BLIP-VQA 'Salesforce/blip-vqa-base' (set SYNRANK_T2I_BLIP"),
     ("train", ["train.base=nope"], "train.base", "'nope'", GENERATORS),
     ("online", ["train.base=nope"], "train.base", "'nope'", GENERATORS),  # was a bare StopIteration
     ("rank", ["rank.rewards=[clip-p4, hps]"], "rank.rewards.1", "'hps'", REWARDS),

@@ -1,25 +1,25 @@
 """What the benchmark plugins share: the prompt record adapters return, the adapter and scored-benchmark
-registries, score summaries with bootstrap CIs, and the one check that model weights are on disk.
+registries, and the one check that model weights are on disk.
 
-Two kinds of benchmark live in this package:
+Two kinds of benchmark live in this package, and `evaluate.benchmarks` can name either:
 - pass/fail benchmarks (GenEval, GenEval-shapes) register in `BENCHMARKS`: `judge` returns (task, passed)
   and the evaluate stage reports per-task accuracy;
 - graded benchmarks (T2I-CompBench) return a score in [0, 1] per image, so they register in `SCORED`
-  (`score(image, meta) -> (category, value)`, `summarize` over values) instead of bending `judge`'s bool.
+  (`score(image, meta) -> (category, value)`, also reachable as `judge`); their summaries have the same
+  shape, with the mean score under "accuracy".
 Benchmarks that are only a prompt set scored by reward models (PartiPrompts, DPG-Bench prompts) register
 just their prompt adapter in `ADAPTERS`."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 from PIL import Image
 
-from models.stats import N_BOOTSTRAP, stratified_means
 from synrank.models_io import resolve_model_path
 from synrank.registry import Registry
 
@@ -48,25 +48,27 @@ class ScoredBenchmark(Protocol):
 
     def score(self, image: Image.Image, meta: dict[str, Any]) -> tuple[str, float]: ...
 
-    def summarize(self, results: list[tuple[str, float]]) -> dict[str, Any]: ...
+    def summarize(self, results: list[tuple[str, float]], prompts: list[str] | None = None) -> dict[str, Any]: ...
 
 
 ADAPTERS: Registry[Adapter] = Registry("benchmark prompt adapter")
 SCORED: Registry[type] = Registry("scored benchmark")
 
 
-def summarize_scores(results: Iterable[tuple[str, float]], n_boot: int = N_BOOTSTRAP, seed: int = 0) -> dict:
-    """Mean score per category with seeded bootstrap 95% CIs (resampled within the category); overall is
-    the mean of the category means, as GenEval does for accuracies, so large categories do not dominate.
+@dataclass(frozen=True)
+class Weights:
+    """A model a benchmark's scorer loads: what it is, where it is looked for, and the setting (an
+    environment variable) that points it elsewhere."""
 
-    Returns {"overall": {"mean", "ci95", "n"}, "tasks": {category: {"mean", "ci95", "n"}}}."""
-    by_cat: dict[str, list[float]] = {}
-    for cat, value in results:
-        by_cat.setdefault(cat, []).append(float(value))
-    if not by_cat:
-        raise ValueError("no results to summarize")
-    tasks, overall = stratified_means({cat: by_cat[cat] for cat in sorted(by_cat)}, seed, n_boot)
-    return {"overall": overall, "tasks": tasks}
+    role: str  # e.g. "GenEval detector (OWLv2)"
+    path: str  # a local folder or a hub id whose snapshot must be cached
+    env: str  # e.g. SYNRANK_GENEVAL_OWLV2
+
+    def on_disk(self) -> bool:
+        return Path(resolve_model_path(self.path, self.role)).exists()
+
+    def describe(self) -> str:
+        return f"{self.role} '{self.path}' (set {self.env} to a folder saved with save_pretrained)"
 
 
 def local_weights(path: str, what: str) -> str:

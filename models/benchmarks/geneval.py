@@ -35,7 +35,7 @@ from models.benchmarks import BENCHMARKS
 from models.shapes import SHAPES, score
 from models.shapes.specs import TASKS
 
-from .common import ADAPTERS, BenchmarkPrompt
+from .common import ADAPTERS, BenchmarkPrompt, Weights
 
 THRESHOLD = 0.3
 COUNTING_THRESHOLD = 0.9
@@ -198,6 +198,7 @@ class GenEval:
     """GenEval with a swappable detector and color classifier; the default models load on first use."""
 
     name = "geneval"
+    tasks = TASKS
 
     def __init__(self, detector: Detector | None = None, colors: ColorClassifier | None = None,
                  owlv2: str | None = None, clip: str | None = None, device: str = "cpu") -> None:
@@ -205,6 +206,11 @@ class GenEval:
         self.owlv2 = owlv2 or os.environ.get(OWLV2_ENV) or OWLV2_WEIGHTS
         self.clip = clip or os.environ.get(CLIP_ENV) or CLIP_WEIGHTS
         self.device = device
+
+    def weights(self) -> list[Weights]:
+        """The models this benchmark loads (config validation checks they are on disk before any run)."""
+        return [Weights("GenEval detector (OWLv2)", self.owlv2, OWLV2_ENV),
+                Weights("GenEval color classifier (CLIP)", self.clip, CLIP_ENV)]
 
     def applies(self, meta: dict[str, Any]) -> bool:
         # The complement of geneval-shapes: a spec whose classes are all shapes-world shapes is scored

@@ -10,11 +10,16 @@ from PIL import Image
 
 from models.benchmarks import BENCHMARKS
 from models.shapes import SHAPES, score, verify
+from models.shapes.specs import TASKS
 
 
 @BENCHMARKS.register("geneval-shapes")
 class GenEvalShapes:
     name = "geneval-shapes"
+    tasks = TASKS
+
+    def weights(self) -> list:
+        return []  # the exact verifier: no model to load
 
     def applies(self, meta: dict[str, Any]) -> bool:
         items = meta.get("include")

@@ -33,7 +33,7 @@ from typing import Any, Protocol
 
 from PIL import Image
 
-from .common import ADAPTERS, SCORED, BenchmarkPrompt, summarize_scores
+from .common import ADAPTERS, SCORED, BenchmarkPrompt, Weights
 from .geneval import OWLV2_ENV, OWLV2_WEIGHTS, Detector, group_detections, relative_position
 
 CATEGORIES: tuple[str, ...] = ("color", "shape", "texture", "spatial", "non_spatial", "complex", "numeracy",
@@ -177,15 +177,23 @@ class ComplexScorer:
 @SCORED.register("t2i-compbench")
 class T2ICompBench:
     name = "t2i-compbench"
+    tasks = CATEGORIES  # every category enters the overall and the paired headline
 
     def __init__(self, scorers: dict[str, CategoryScorer] | None = None, blip: str | None = None,
                  clip: str | None = None, owlv2: str | None = None, device: str = "cpu") -> None:
         self.scorers: dict[str, CategoryScorer] = dict(scorers or {})
-        self.weights = {"blip": blip or os.environ.get(BLIP_ENV) or BLIP_WEIGHTS,
+        self.weights_paths = {"blip": blip or os.environ.get(BLIP_ENV) or BLIP_WEIGHTS,
                         "clip": clip or os.environ.get(CLIP_ENV) or CLIP_WEIGHTS,
                         "owlv2": owlv2 or os.environ.get(OWLV2_ENV) or OWLV2_WEIGHTS}
         self.device = device
         self._models: dict[str, Any] = {}
+
+    def weights(self) -> list[Weights]:
+        """The models the default scorers load: BLIP-VQA (attributes), CLIP (non_spatial), OWLv2 (spatial);
+        complex uses all three. Config validation checks them before any run."""
+        return [Weights("T2I-CompBench BLIP-VQA", self.weights_paths["blip"], BLIP_ENV),
+                Weights("T2I-CompBench CLIP", self.weights_paths["clip"], CLIP_ENV),
+                Weights("T2I-CompBench detector (OWLv2)", self.weights_paths["owlv2"], OWLV2_ENV)]
 
     def applies(self, meta: dict[str, Any]) -> bool:
         category = meta.get("category")
@@ -196,7 +204,7 @@ class T2ICompBench:
         if kind not in self._models:
             from .vision import BlipVqa, ClipEncoder, Owlv2Detector
 
-            path = self.weights[kind]
+            path = self.weights_paths[kind]
             self._models[kind] = {"blip": lambda: BlipVqa(path, self.device),
                                   "clip": lambda: ClipEncoder(path, "T2I-CompBench CLIP similarity", self.device),
                                   "owlv2": lambda: Owlv2Detector(path, self.device)}[kind]()
@@ -221,5 +229,13 @@ class T2ICompBench:
         category = meta["category"]
         return category, float(self.scorer(category)(image, meta["prompt"]))
 
-    def summarize(self, results: list[tuple[str, float]]) -> dict[str, Any]:
-        return summarize_scores(results)
+    def judge(self, image: Image.Image, meta: dict[str, Any]) -> tuple[str, float]:
+        """The evaluate stage's name for `score`: (category, graded score in [0, 1])."""
+        return self.score(image, meta)
+
+    def summarize(self, results: list[tuple[str, float]], prompts: list[str] | None = None) -> dict[str, Any]:
+        """Mean score per category and overall (the mean of the category means), 95% CIs resampling prompts
+        within each category; keys as GenEval's ("accuracy" holds the mean score)."""
+        from models.shapes.benchmark import score
+
+        return score(results, prompts=prompts, tasks=CATEGORIES)

@@ -2,7 +2,9 @@
 overall score), with seeded bootstrap 95% confidence intervals that resample prompts within each task.
 
 Results whose tag is not one of the six tasks (the novel-binding probe, `specs.PROBE_TASK`) are probes:
-reported apart under "probes" and never part of the overall score or of the headline paired difference."""
+reported apart under "probes" and never part of the overall score or of the headline paired difference.
+Another benchmark passes its own `tasks` (T2I-CompBench: its categories, graded scores in [0, 1] instead
+of pass/fail; the statistics are the same means)."""
 
 from __future__ import annotations
 
@@ -23,28 +25,28 @@ def _as_delta(group: dict) -> dict:
     return {"delta": group["delta"], "ci95": group["ci95"], "n_pairs": group["n_pairs"], "n_prompts": group["n_units"]}
 
 
-def _grouped(results: Iterable[tuple[str, bool]], prompts: Sequence[str] | None) -> tuple[dict, dict | None]:
-    """(tag -> passes, tag -> prompt ids or None); prompts must be parallel to results."""
+def _grouped(results: Iterable[tuple[str, bool | float]], prompts: Sequence[str] | None) -> tuple[dict, dict | None]:
+    """(tag -> values (pass = 1.0, or a graded score), tag -> prompt ids or None); prompts parallel to results."""
     results = list(results)
     if prompts is not None and len(prompts) != len(results):
         raise ValueError(f"prompts need one id per result ({len(results)}); got {len(prompts)}")
-    by_tag: dict[str, list[bool]] = {}
+    by_tag: dict[str, list[float]] = {}
     ids: dict[str, list[str]] = {}
-    for i, (tag, ok) in enumerate(results):
-        by_tag.setdefault(tag, []).append(bool(ok))
+    for i, (tag, value) in enumerate(results):
+        by_tag.setdefault(tag, []).append(float(value))
         if prompts is not None:
             ids.setdefault(tag, []).append(prompts[i])
     return by_tag, (ids if prompts is not None else None)
 
 
-def split_tags(tags: Iterable[str]) -> tuple[list[str], list[str]]:
-    """(the six GenEval tasks among tags, in GenEval's order; any other tag, sorted: the probes)."""
+def split_tags(tags: Iterable[str], tasks: Sequence[str] = TASKS) -> tuple[list[str], list[str]]:
+    """(the `tasks` among tags, in their order (GenEval's six by default); any other tag, sorted: the probes)."""
     found = set(tags)
-    return [t for t in TASKS if t in found], sorted(found - set(TASKS))
+    return [t for t in tasks if t in found], sorted(found - set(tasks))
 
 
 def score(results: Iterable[tuple[str, bool]], n_boot: int = N_BOOTSTRAP, seed: int = 0,
-          prompts: Sequence[str] | None = None) -> dict:
+          prompts: Sequence[str] | None = None, tasks: Sequence[str] = TASKS) -> dict:
     """results: (task tag, passed) pairs, e.g. from verify(); prompts: the prompt id of each result (a
     prompt's images are not independent, so the CIs resample whole prompts within each task); without
     prompts every result counts as its own prompt. The point estimates do not depend on prompts.
@@ -56,7 +58,7 @@ def score(results: Iterable[tuple[str, bool]], n_boot: int = N_BOOTSTRAP, seed: 
     by_tag, ids = _grouped(results, prompts)
     if not by_tag:
         raise ValueError("no results to score")
-    tasks, probes = split_tags(by_tag)
+    tasks, probes = split_tags(by_tag, tasks)
     out: dict = {"tasks": {}, "probes": {}}
     for key, tags in (("tasks", tasks), ("probes", probes)):
         if tags:
@@ -70,7 +72,7 @@ def score(results: Iterable[tuple[str, bool]], n_boot: int = N_BOOTSTRAP, seed: 
 
 
 def paired_score(tags: Sequence[str], diffs: Sequence[float], prompts: Sequence[str] | None = None,
-                 n_boot: int = N_BOOTSTRAP, seed: int = 0) -> dict:
+                 n_boot: int = N_BOOTSTRAP, seed: int = 0, tasks: Sequence[str] = TASKS) -> dict:
     """The paired tuned-minus-base difference: tags, diffs (tuned - base pass, -1/0/1, on the same prompt
     and seed) and prompts, one per image pair. The headline is the mean over the six tasks of the mean
     difference, its 95% CI resampling whole prompts within each task (models.stats.paired_task_delta);
@@ -82,7 +84,7 @@ def paired_score(tags: Sequence[str], diffs: Sequence[float], prompts: Sequence[
     if len(diffs) == 0:
         raise ValueError("no image pairs to compare")
     ids = None if prompts is None else np.asarray(prompts)
-    tasks, probes = split_tags(tags.tolist())
+    tasks, probes = split_tags(tags.tolist(), tasks)
 
     def delta(mask: np.ndarray) -> dict:
         d = paired_task_delta(tags[mask], diffs[mask], seed, n_boot, None if ids is None else ids[mask])
