@@ -306,8 +306,11 @@ def train(spec: GeneratorSpec, cfg: TrainConfig, ranked: pd.DataFrame,
     model.train()
     for step in tqdm(range(start + 1, cfg.steps + 1), desc=f"train {cfg.objective}", unit="step",
                      initial=start, total=cfg.steps):
-        result = loop.step(step, rng)
-        skipped += result.skipped
+        # A step is one optimizer update, as diffusers' max_train_steps: grad_accum micro-batches whose
+        # gradients accelerate adds up, the update on the last (accelerator.sync_gradients).
+        results = [loop.step(step, rng) for _ in range(cfg.grad_accum)]
+        result = results[-1]
+        skipped += any(r.skipped for r in results)  # an update any of whose micro-batches was dropped
         _check_skipped(cfg, skipped, step)
         if step % cfg.log_every == 0 or step == cfg.steps:
             last = {**result.metrics(opt.param_groups[0]["lr"], cfg.beta), "skipped_steps": float(skipped)}

@@ -126,10 +126,12 @@ class TrainConfig(Strict):
     objective: str = Field(default="rankdpo", description="Key in the objective registry.")
     beta: float = Field(default=2500.0, gt=0, description="logit = -beta*(s_w - s_l); = Diffusion-DPO's beta/2.")
     learning_rate: float = Field(default=1e-4, gt=0, description="AdamW learning rate (constant).")
-    steps: int = Field(default=100, ge=1, description="Training steps, each a batch of prompts_per_step prompt groups; "
-                       "an optimizer update every grad_accum steps.")
-    prompts_per_step: int = Field(default=4, ge=1, description="Prompt groups (all ranked images of a prompt) per step.")
-    grad_accum: int = Field(default=1, ge=1, description="Steps whose gradients add up before one optimizer update.")
+    steps: int = Field(default=100, ge=1, description="Optimizer updates (as diffusers' max_train_steps); each "
+                       "adds up the gradients of grad_accum micro-batches of prompts_per_step prompt groups.")
+    prompts_per_step: int = Field(default=4, ge=1, description="Prompt groups (all ranked images of a prompt) per "
+                                  "micro-batch.")
+    grad_accum: int = Field(default=1, ge=1, description="Micro-batches whose gradients add up into one optimizer "
+                            "update (one step).")
     lora_rank: int = Field(default=8, ge=0, description="0 = full fine-tune with a frozen reference copy.")
     mixed_precision: Literal["auto", "no", "fp16", "bf16"] = Field(
         default="auto", description="auto = accelerate's own setting (`accelerate launch` config or "

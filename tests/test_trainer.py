@@ -42,6 +42,18 @@ def test_every_objective_trains_without_nan(objective: str, tiny_model: str, tmp
     assert lora and all(torch.isfinite(v).all() for v in lora.values())
 
 
+def test_steps_count_optimizer_updates(tiny_model: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """train.steps counts updates, as diffusers' max_train_steps: with grad_accum 3, 2 steps draw 6
+    micro-batches and step AdamW twice (accelerate skips the wrapped optimizer between syncs)."""
+    from models import trainer
+
+    draws, updates, real_draw, real_step = [], [], trainer.draw_rows, torch.optim.AdamW.step
+    monkeypatch.setattr(trainer, "draw_rows", lambda *a, **k: draws.append(1) or real_draw(*a, **k))
+    monkeypatch.setattr(torch.optim.AdamW, "step", lambda self, *a, **k: updates.append(1) or real_step(self, *a, **k))
+    final = run(tiny_model, tmp_path, steps=2, checkpoint_every=0, grad_accum=3)
+    assert (len(draws), len(updates)) == (6, 2) and math.isfinite(final["grad_norm"])  # the last draw synced
+
+
 def test_full_fine_tune_saves_a_loadable_pipeline(tiny_model: str, tmp_path: Path) -> None:
     from diffusers import DiffusionPipeline
 
