@@ -53,8 +53,13 @@ def deployment_parameters(flow: Any, cfg: Config) -> dict[str, Any]:
     required = {n for n, p in signature.items() if p.default is inspect.Parameter.empty}
     if not set(params) <= set(signature) or not required <= set(params):
         raise DeployError(f"flow '{flow.name}' takes {list(signature)} but flow_parameters gives {list(params)}")
-    return {name: value.model_dump(mode="json") for name, value in params.items()}
+    out = {name: value.model_dump(mode="json") for name, value in params.items()}
+    if flow.name == "pipeline":  # the sections it never reads stay out of its defaults and its form
+        out["cfg"] = {k: v for k, v in out["cfg"].items() if k not in PIPELINE_UNREAD}
+    return out
 
+
+PIPELINE_UNREAD = ("online", "study")  # Config sections of `synrank online` / `synrank study`, not the pipeline's
 
 # (schema definition, field) -> which list of choices the form offers; see form_schema.
 CHOICES = {("TrainConfig", "objective"): "objective", ("OnlineConfig", "objective"): "objective",
@@ -68,6 +73,7 @@ SECTION_TITLES = {"sample": "Prompts", "generate": "Generation", "score": "Rewar
 
 def form_schema(schema: dict[str, Any], stage: str, cfg: Config) -> dict[str, Any]:
     """The deployment's parameter form (its OpenAPI schema), shaped for a person:
+    - the pipeline's form leaves out the online and study sections, which only their own flows read;
     - a stage deployment shows its own section only (`cfg`, titled e.g. "Training"); the shared sections
       (paths, tracking, the generators that train and evaluate read their models from) keep the values
       deployed from params.yaml and stay out of the form (the API still accepts them);
@@ -80,6 +86,10 @@ def form_schema(schema: dict[str, Any], stage: str, cfg: Config) -> dict[str, An
     if stage in STAGE_OUTPUT:  # a single stage (export too), not the pipeline, online or study
         out["properties"] = {"cfg": out["properties"]["cfg"]}
         out["required"] = [r for r in out.get("required", []) if r == "cfg"]
+    if stage == "pipeline":  # a run of it reads neither; a value given for them would be refused
+        whole = out["definitions"]["Config"]
+        whole["properties"] = {k: v for k, v in whole["properties"].items() if k not in PIPELINE_UNREAD}
+        whole["required"] = [r for r in whole.get("required", []) if r not in PIPELINE_UNREAD]
     for name, prop in out["properties"].items():
         if name == "cfg":
             prop["title"] = SECTION_TITLES.get(stage, name)

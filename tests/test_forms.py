@@ -10,7 +10,7 @@ import pytest
 from prefect.utilities.schema_tools.validation import validate
 
 from synrank.config import Config, TrainConfig, load_config
-from synrank.deploy import form_schema
+from synrank.deploy import deployment_parameters, form_schema
 from synrank.deployment_params import merge_set_fields
 from synrank.validate import registries
 
@@ -63,8 +63,12 @@ def test_every_registry_key_is_a_choice_in_the_pipeline_form() -> None:
     assert defs["GeneratorSpec"]["properties"]["backend"]["enum"] == reg["generator backend"]
     assert defs["RewardSpec"]["properties"]["kind"]["enum"] == reg["reward kind"]
     assert defs["EvaluateConfig"]["properties"]["benchmarks"]["items"]["enum"] == reg["benchmark"]
-    assert defs["OnlineConfig"]["properties"]["objective"]["enum"] == reg["objective"]
     assert form["properties"]["cfg"]["title"] == "Pipeline config"
+    # The pipeline never reads online or study: neither is in its form nor in its deployed defaults.
+    assert set(defs["Config"]["properties"]) == set(Config.model_fields) - {"online", "study"}
+    defaults = deployment_parameters(pipeline_flow, load_config())["cfg"]
+    assert set(defaults) == set(defs["Config"]["properties"]) and validate({"cfg": defaults}, form) == []
+    assert "additional properties" in validate({"cfg": {**defaults, "study": {}}}, form)[0].message.lower()
 
 
 def test_a_partial_parameter_changes_only_the_fields_it_names() -> None:
