@@ -2,7 +2,8 @@
 
 It opens one MLflow parent run (git commit, DVC data version, the whole config) and every stage
 opens its own child run under it. Stages whose inputs, config and code did not change are skipped
-(see synrank.stage), so a second run with nothing changed is cheap."""
+(see synrank.stage), so a second run with nothing changed is cheap. Run from a deployment, the train
+stage runs as the train deployment on its own (gpu) pool (synrank.subdeploy)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from flows.rank import rank_flow
 from flows.sample import sample_flow
 from flows.score import score_flow
 from flows.train import train_flow
-from synrank import runlock, tracking
+from synrank import runlock, subdeploy, tracking
 from synrank.deployment_params import with_deployment_defaults
 from synrank.config import stage_outputs
 from synrank.stage import note_runs, read_stamp
@@ -33,7 +34,9 @@ def pipeline_flow(cfg: Config) -> str:
     tracking.setup(cfg.tracking)
     # All six output folders are held for the whole run: a second pipeline on the same folders stops
     # at once instead of interleaving with this one (synrank.runlock).
-    with runlock.hold(stage_outputs(cfg.paths)):
+    # A train stage handed to its deployment (the gpu pool; synrank.subdeploy) takes its own lock there.
+    remote = {s: d for s in STAGE_FLOWS if (d := subdeploy.remote_deployment(s)) is not None}
+    with runlock.hold(stage_outputs(cfg.paths, [s for s in STAGE_FLOWS if s not in remote])):
         if marked := runlock.mark_crashed(runlock.pop_killed()):
             print("the previous run on these outputs was killed; marked " + ", ".join(marked))
         with mlflow.start_run(**tracking.run_identity("pipeline")) as run:
@@ -43,7 +46,13 @@ def pipeline_flow(cfg: Config) -> str:
             mlflow.log_params(tracking.flatten("", cfg.model_dump(mode="json")))
             with tracking.children_of(run.info.run_id):
                 for stage, stage_flow in STAGE_FLOWS.items():
-                    stage_flow(**flow_parameters(stage, cfg))
+                    if stage in remote:
+                        print(f"{stage}: running deployment '{remote[stage].name}' on pool "
+                              f"'{remote[stage].work_pool_name}'")
+                        subdeploy.run_remote(remote[stage], flow_parameters(stage, cfg),
+                                             {tracking.PARENT_ENV: run.info.run_id})
+                    else:
+                        stage_flow(**flow_parameters(stage, cfg))
             stamp = read_stamp(cfg.paths.resolve("eval")) or {}
             mlflow.log_metrics(headline_metrics(stamp.get("metrics", {})))
             return run.info.run_id

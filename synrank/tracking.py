@@ -18,6 +18,7 @@ from synrank.config import ROOT, TrackingConfig
 PARENT_ENV = "SYNRANK_PARENT_RUN_ID"
 # MLflow 3's UI opens an experiment by this tag: training runs, not the GenAI traces view.
 EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
+UI_VIEW = "workflowType=machine_learning"  # the UI's "Model training" view (its default is "GenAI")
 
 
 @contextmanager
@@ -76,11 +77,13 @@ def prefect_context() -> dict[str, str]:
 
 
 def run_url(run_id: str, experiment_id: str) -> str | None:
-    """The MLflow UI page of a run when the store is a tracking server (http[s]); None for a local store."""
+    """The MLflow UI page of a run when the store is a tracking server (http[s]); None for a local store.
+    MLflow 3's UI opens in its GenAI view unless the URL (or the browser's saved choice) says otherwise,
+    so the link asks for the model-training view."""
     uri = mlflow.get_tracking_uri()
     if not uri.startswith(("http://", "https://")):
         return None
-    return f"{uri.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
+    return f"{uri.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}?{UI_VIEW}"
 
 
 def link_from_prefect(stage: str, run_id: str, experiment_id: str) -> None:

@@ -28,3 +28,16 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "integration: starts real Prefect/MLflow servers and workers (about a minute); "
                    "leave out with -m 'not integration'")
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """One line on whether the Prefect/MLflow browser test ran or was skipped, and why: CI's log shows it."""
+    for outcome in ("passed", "failed", "error", "skipped"):
+        for rep in terminalreporter.stats.get(outcome, []):
+            if "test_browser.py::test_a_custom_train_run" not in getattr(rep, "nodeid", ""):
+                continue
+            if outcome == "passed" and rep.when != "call":
+                continue
+            why = rep.longrepr[2] if outcome == "skipped" and isinstance(rep.longrepr, tuple) else \
+                f"{rep.duration:.0f} s in Chromium"
+            terminalreporter.write_line(f"synrank browser test: {outcome.upper()} {rep.nodeid} ({why})")

@@ -41,7 +41,7 @@ def test_headline_metrics_keep_the_overall_the_paired_difference_and_the_winrate
 
 def test_run_url_only_for_a_tracking_server(tracking_uri: None) -> None:
     mlflow.set_tracking_uri("http://127.0.0.1:5000/")
-    assert tracking.run_url("abc", "7") == "http://127.0.0.1:5000/#/experiments/7/runs/abc"
+    assert tracking.run_url("abc", "7") == "http://127.0.0.1:5000/#/experiments/7/runs/abc?workflowType=machine_learning"
     mlflow.set_tracking_uri("sqlite:////tmp/x.db")
     assert tracking.run_url("abc", "7") is None
 
@@ -73,7 +73,7 @@ def test_run_identity_names_the_mlflow_run_after_the_prefect_flow_run(tracking_u
     arts, logs = asyncio.run(link())
     mine = [a for a in arts if str(a.flow_run_id) == run_id]
     assert len(mine) == 1 and mine[0].type == "markdown"  # Prefect stores a link artifact as markdown
-    assert "http://127.0.0.1:5999/#/experiments/3/runs/0123456789abcdef" in mine[0].data
+    assert "http://127.0.0.1:5999/#/experiments/3/runs/0123456789abcdef?workflowType=machine_learning" in mine[0].data
     assert any("MLflow run of train: http://127.0.0.1:5999/#/experiments/3/runs/0123456789abcdef" in lg.message
                for lg in logs)
 

@@ -19,6 +19,7 @@ import subprocess
 import time
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -105,6 +106,41 @@ def kill_leftovers(run_dir: Path) -> None:
         f.unlink(missing_ok=True)
 
 
+@contextmanager
+def running_services(tmp: Path, params: Path, deploy_only: list[str], pools: str = "cpu",
+                     experiment_id: str = "") -> Iterator[Services]:
+    """`scripts/services.sh up` on free ports with everything under tmp, deploying `deploy_only` from the
+    params file; `down` (and SIGKILL of any leftover) on exit."""
+    prefect_port, mlflow_port = free_port(), free_port()
+    env = {k: v for k, v in os.environ.items()
+           if k not in {"PREFECT_API_URL", "PREFECT_API_KEY", "PREFECT_PROFILE", "MLFLOW_TRACKING_URI",
+                        "SYNRANK_PARENT_RUN_ID"}}
+    env.update({
+        "SYNRANK_RUN_DIR": str(tmp / "run"),
+        "SYNRANK_PREFECT_HOME": str(tmp / "prefect_home"),
+        "SYNRANK_MLFLOW_DIR": str(tmp / "mlflow"),
+        "PREFECT_PORT": str(prefect_port),
+        "MLFLOW_PORT": str(mlflow_port),
+        "SYNRANK_POOLS": pools,
+        "SYNRANK_DEPLOY_ARGS": f"--params {params} " + " ".join(f"--only {d}" for d in deploy_only),
+        "PREFECT_WORKER_QUERY_SECONDS": "1",
+        "SYNRANK_UP_TIMEOUT": "150",
+        "SYNRANK_STOP_TIMEOUT": "10",
+    })
+    svc = Services(env, tmp / "run", f"http://127.0.0.1:{prefect_port}", f"http://127.0.0.1:{mlflow_port}",
+                   tmp / "outputs", tmp / "mlflow", experiment_id, "")
+    try:
+        up = script(["up"], env, timeout=240)
+        assert up.returncode == 0, f"services.sh up failed:\n{up.stdout}\n{up.stderr}"
+        svc.up_output = up.stdout
+        yield svc
+    finally:
+        try:
+            script(["down"], env, timeout=90)
+        finally:
+            kill_leftovers(tmp / "run")
+
+
 @pytest.fixture(scope="module")
 def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
     tmp = tmp_path_factory.mktemp("services")
@@ -121,42 +157,14 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
 
     # The experiment exists before the server does, made by the sqlite client: its artifact location is a
     # file:// folder, and runs logged through the server must still work with it.
-    mlflow_dir = tmp / "mlflow"
     previous_uri = mlflow.get_tracking_uri()
     try:
         exp_id = tracking.setup(TrackingConfig(experiment="services-test",
-                                               tracking_uri=f"sqlite:///{mlflow_dir / 'mlflow.db'}"))
+                                               tracking_uri=f"sqlite:///{tmp / 'mlflow' / 'mlflow.db'}"))
     finally:
         mlflow.set_tracking_uri(previous_uri)
-
-    prefect_port, mlflow_port = free_port(), free_port()
-    env = {k: v for k, v in os.environ.items()
-           if k not in {"PREFECT_API_URL", "PREFECT_API_KEY", "PREFECT_PROFILE", "MLFLOW_TRACKING_URI",
-                        "SYNRANK_PARENT_RUN_ID"}}
-    env.update({
-        "SYNRANK_RUN_DIR": str(tmp / "run"),
-        "SYNRANK_PREFECT_HOME": str(tmp / "prefect_home"),
-        "SYNRANK_MLFLOW_DIR": str(mlflow_dir),
-        "PREFECT_PORT": str(prefect_port),
-        "MLFLOW_PORT": str(mlflow_port),
-        "SYNRANK_POOLS": "cpu",
-        "SYNRANK_DEPLOY_ARGS": f"--params {params} --only sample",
-        "PREFECT_WORKER_QUERY_SECONDS": "1",
-        "SYNRANK_UP_TIMEOUT": "150",
-        "SYNRANK_STOP_TIMEOUT": "10",
-    })
-    svc = Services(env, tmp / "run", f"http://127.0.0.1:{prefect_port}", f"http://127.0.0.1:{mlflow_port}",
-                   out, mlflow_dir, exp_id, "")
-    try:
-        up = script(["up"], env, timeout=240)
-        assert up.returncode == 0, f"services.sh up failed:\n{up.stdout}\n{up.stderr}"
-        svc.up_output = up.stdout
+    with running_services(tmp, params, ["sample"], experiment_id=exp_id) as svc:
         yield svc
-    finally:
-        try:
-            script(["down"], env, timeout=90)
-        finally:
-            kill_leftovers(tmp / "run")
 
 
 def get_json(url: str, body: dict | None = None) -> object:
@@ -224,16 +232,16 @@ def test_deployed_flow_runs_through_worker_and_logs_to_mlflow_server(services: S
     assert sorted(table["prompt"]) == sorted(PROMPTS) and (table["split"] == "eval").sum() == 4
 
 
-def wait_for(client: Any, run: Any, services: Services) -> Any:
-    """The flow run once it is final; fails with the worker's log unless it completed."""
-    deadline = time.monotonic() + RUN_TIMEOUT
+def wait_for(client: Any, run: Any, services: Services, timeout: float = RUN_TIMEOUT) -> Any:
+    """The flow run once it is final; fails with the workers' logs unless it completed."""
+    deadline = time.monotonic() + timeout
     while True:
         run = client.read_flow_run(run.id)
         if run.state is not None and run.state.is_final():
             break
-        assert time.monotonic() < deadline, f"flow run still {run.state_name} after {RUN_TIMEOUT}s"
+        assert time.monotonic() < deadline, f"flow run still {run.state_name} after {timeout}s"
         time.sleep(1)
-    worker_log = (services.run_dir / "worker-cpu.log").read_text()
+    worker_log = "".join(f.read_text()[-3000:] for f in sorted(services.run_dir.glob("worker-*.log")))
     assert run.state.is_completed(), f"flow run {run.state_name}: {run.state.message}\n{worker_log[-3000:]}"
     return run
 

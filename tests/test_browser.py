@@ -1,0 +1,173 @@
+"""The user's path through the two UIs, for real: `make up`'s services (scripts/services.sh, a cpu and a
+gpu pool), the pipeline deployment triggered through the API on a tiny world, then headless Chromium
+(Debian's package, driven by Playwright for Python; no browser download) submits a custom run of the
+train deployment with a changed step count in the Prefect UI, and follows the run's link artifact to
+its MLflow run, which must show that step count.
+
+- test_pipeline_deployment_trains_on_the_gpu_pool: the pipeline run hands its train stage to the train
+  deployment (synrank.subdeploy); that run sits on the gpu pool, nested under the pipeline in Prefect and
+  under the pipeline's run in MLflow. Needs no browser.
+- test_a_custom_train_run_from_the_prefect_ui_links_to_its_mlflow_run: skipped, with the reason, where
+  Chromium or Playwright is missing (`.ci/run` installs Chromium). Screenshots go to screenshots/
+  (ignored by git).
+Both start servers (a few minutes on 2 cores): marked `integration`.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from synrank.config import ROOT, TrackingConfig, dump_params
+from tests.test_pipeline import tiny_config
+from tests.test_services import Services, get_json, needs_tools, running_services, wait_for
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+SCREENSHOTS = ROOT / "screenshots"
+PIPELINE_TIMEOUT = 900  # seconds: every stage of the tiny world through two workers on a busy 2-core box
+STEPS = 4  # the tiny world's train.steps is 3: the browser changes it to this
+
+
+def _playwright_missing() -> str:
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        return "Playwright for Python is not installed (it is in the dev group: uv sync)"
+    if CHROMIUM is None:
+        return "Chromium is not installed (apt-get install chromium; .ci/run does it)"
+    return ""
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
+    tmp = tmp_path_factory.mktemp("browser")
+    cfg = tiny_config(tmp)
+    cfg.tracking = TrackingConfig(experiment="browser-test", tracking_uri="")  # "" = the workers' server
+    params = tmp / "params.yaml"
+    params.write_text(dump_params(cfg))
+    with running_services(tmp, params, ["pipeline", "train"], pools="cpu gpu") as svc:
+        yield svc
+
+
+def _client(svc: Services) -> Any:
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    class Session:
+        def __enter__(self) -> Any:
+            self.settings = temporary_settings(updates={PREFECT_API_URL: f"{svc.prefect_url}/api"})
+            self.settings.__enter__()
+            self.client = get_client(sync_client=True).__enter__()
+            return self.client
+
+        def __exit__(self, *exc: object) -> None:
+            self.client.__exit__(*exc)
+            self.settings.__exit__(*exc)
+
+    return Session()
+
+
+def _mlflow_runs(svc: Services, experiment: str = "browser-test") -> list[dict]:
+    exp = get_json(f"{svc.mlflow_url}/api/2.0/mlflow/experiments/get-by-name?experiment_name={experiment}")
+    found = get_json(f"{svc.mlflow_url}/api/2.0/mlflow/runs/search",
+                     {"experiment_ids": [exp["experiment"]["experiment_id"]], "max_results": 100})
+    return found.get("runs", [])
+
+
+def _tags(run: dict) -> dict[str, str]:
+    return {t["key"]: t["value"] for t in run["data"].get("tags", [])}
+
+
+@pytest.fixture(scope="module")
+def pipeline_run(world: Services) -> Any:
+    """The pipeline deployment, run once with its defaults (the UI's Quick run)."""
+    with _client(world) as client:
+        dep = client.read_deployment_by_name("pipeline/pipeline")
+        return wait_for(client, client.create_flow_run_from_deployment(dep.id), world, timeout=PIPELINE_TIMEOUT)
+
+
+@pytest.mark.integration
+@needs_tools
+def test_pipeline_deployment_trains_on_the_gpu_pool(world: Services, pipeline_run: Any) -> None:
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId, FlowRunFilter
+
+    with _client(world) as client:
+        train_dep = client.read_deployment_by_name("train/train")
+        assert train_dep.work_pool_name == "gpu"
+        trains = client.read_flow_runs(deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[train_dep.id])),
+                                       flow_run_filter=FlowRunFilter())
+        assert len(trains) == 1 and trains[0].state.is_completed()
+        assert trains[0].work_pool_name == "gpu" and trains[0].parent_task_run_id is not None  # a sub-flow run
+        parent_task = client.read_task_run(trains[0].parent_task_run_id)
+        assert parent_task.flow_run_id == pipeline_run.id  # nested under the pipeline in the Prefect UI
+    runs = {_tags(r).get("prefect.flow_run_id"): r for r in _mlflow_runs(world)}
+    pipeline_mlflow, train_mlflow = runs[str(pipeline_run.id)], runs[str(trains[0].id)]
+    assert _tags(train_mlflow)["mlflow.parentRunId"] == pipeline_mlflow["info"]["run_id"]
+    # The gpu worker's process ran the training (MLflow's "View run" line for it is in that worker's log).
+    train_id = train_mlflow["info"]["run_id"]
+    assert train_id in (world.run_dir / "worker-gpu.log").read_text()
+    assert train_id not in (world.run_dir / "worker-cpu.log").read_text()
+
+
+@pytest.mark.integration
+@needs_tools
+@pytest.mark.skipif(bool(_playwright_missing()), reason=_playwright_missing() or "n/a")
+def test_a_custom_train_run_from_the_prefect_ui_links_to_its_mlflow_run(world: Services, pipeline_run: Any) -> None:
+    from playwright.sync_api import sync_playwright
+
+    SCREENSHOTS.mkdir(exist_ok=True)
+    with _client(world) as client:
+        train_dep = client.read_deployment_by_name("train/train")
+        before = {r.id for r in client.read_flow_runs()}
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        try:
+            # The deployment's custom run form: only the train section, its fields typed, defaults deployed.
+            page.goto(f"{world.prefect_url}/deployments/deployment/{train_dep.id}/run", wait_until="networkidle")
+            steps = page.locator("label", has_text=re.compile(r"^Steps\b")).locator(
+                "xpath=ancestor::*[.//input][1]").locator("input").first
+            assert steps.input_value() == "3"
+            steps.fill(str(STEPS))
+            page.screenshot(path=SCREENSHOTS / "1-train-custom-run.png", full_page=True)
+            page.get_by_role("button", name="Submit").click()
+            page.wait_for_url(f"**/deployments/deployment/{train_dep.id}**", timeout=30_000)
+
+            with _client(world) as client:
+                new = [r for r in client.read_flow_runs() if r.id not in before]
+                assert len(new) == 1 and new[0].deployment_id == train_dep.id, new
+                run = wait_for(client, new[0], world, timeout=PIPELINE_TIMEOUT)
+            assert run.parameters["cfg"]["steps"] == STEPS
+
+            # The run's page, Artifacts tab, the mlflow-train card: its link opens the MLflow run; follow it.
+            page.goto(f"{world.prefect_url}/runs/flow-run/{run.id}", wait_until="networkidle")
+            page.get_by_text("Artifacts", exact=True).first.click()
+            page.locator("a[href^='/artifacts/artifact/']", has_text="mlflow-train").first.click()
+            link = page.locator(f"a[href^='{world.mlflow_url}']:visible").first
+            link.wait_for(timeout=30_000)
+            page.screenshot(path=SCREENSHOTS / "2-link-artifact.png", full_page=True)
+            href = link.get_attribute("href")
+            if link.get_attribute("target") == "_blank":
+                with page.context.expect_page() as opened:
+                    link.click()
+                page = opened.value
+            else:
+                link.click()
+            page.wait_for_url(f"{world.mlflow_url}/**", timeout=30_000)
+            row = page.locator("tr, [role=row]", has=page.get_by_text("steps", exact=True)).first
+            row.wait_for(timeout=60_000)
+            page.screenshot(path=SCREENSHOTS / "3-mlflow-run.png", full_page=True)
+            assert str(STEPS) in row.inner_text().split(), row.inner_text()
+        finally:
+            browser.close()
+    run_id = href.split("/runs/")[1].split("/")[0].split("?")[0]
+    logged = get_json(f"{world.mlflow_url}/api/2.0/mlflow/runs/get?run_id={run_id}")["run"]
+    assert {p["key"]: p["value"] for p in logged["data"]["params"]}["steps"] == str(STEPS)
+    assert _tags(logged)["prefect.flow_run_id"] == str(run.id)
+    assert run.parameters["cfg"] == {**train_dep.parameters["cfg"], "steps": STEPS}  # the other fields kept
