@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import re
 import shutil
-import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
