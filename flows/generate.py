@@ -31,10 +31,16 @@ def generate_flow(cfg: GenerateConfig, paths: Paths = Paths(), tracking: Trackin
                stale_removed=stale, n_latents=with_latents)
         st.report["prompt_fit"] = fits = truncation_report(out)
         st.log(**{f"prompts_truncated/{m}": r["n_truncated"] for m, r in fits.items()})
+        st.log(**{f"prompts_truncated/{m}/{e}": c["n_truncated"] for m, r in fits.items()
+                  for e, c in r.get("encoders", {}).items()})
         for m, r in fits.items():
             if r["n_truncated"]:
                 print(f"{m}: {r['n_truncated']} of {r['n_prompts']} prompts were longer than its {r['max_tokens']}-token "
                       f"text window and cut at the last whole word that fits ({r['tokens_dropped']} tokens dropped)")
+            for e, c in r.get("encoders", {}).items():
+                if c["max_tokens"] < r["max_tokens"] and c["n_truncated"]:  # the pipeline cuts these itself
+                    print(f"{m}: its {e} encoder reads {c['max_tokens']} tokens and still cuts {c['n_truncated']} of "
+                          f"the prompts it is given ({c['tokens_dropped']} tokens)")
         removed = (f"; removed {stale} files of earlier runs that no longer match the prompts, settings or weights"
                    if stale else "")
         print(f"generated {len(manifest)} images ({with_latents} with their latents) for "

@@ -135,9 +135,24 @@ def fit_to_window(gen, prompts: list[str], report_path: Path) -> dict[str, str]:
     if window is None:
         return {p: p for p in prompts}
     fitted, report = fit_prompts(prompts, *window, mode="truncate")
+    texts = [f.texts[0] for f in fitted]
     summary = {k: v for k, v in report.as_dict().items() if k != "over_limit_ids"}
-    write_json(report_path, {**summary, "examples": [prompts[i] for i in report.over_limit_ids[:10]]})
-    return {p: f.texts[0] for p, f in zip(prompts, fitted)}
+    write_json(report_path, {**summary, "examples": [prompts[i] for i in report.over_limit_ids[:10]],
+                             "encoders": encoder_cuts(gen, texts, window[0], summary)})
+    return dict(zip(prompts, texts))
+
+
+def encoder_cuts(gen, texts: list[str], primary, fitted: dict) -> dict[str, dict]:
+    """Per text encoder: its window and how many of the (already fitted) prompts it still cuts, and by how
+    many tokens; the fitted encoder reports the fitting itself (`fitted`)."""
+    from models.prompt_fit import fit_prompts
+
+    out = {}
+    for name, (tok, size) in gen.text_encoders().items():
+        r = fitted if tok is primary else fit_prompts(texts, tok, size, mode="truncate")[1].as_dict()
+        out[name] = {"max_tokens": r["max_tokens"], "n_truncated": r["n_truncated"],
+                     "tokens_dropped": r["tokens_dropped"]}
+    return out
 
 
 def truncation_report(out: Path) -> dict[str, dict]:

@@ -21,6 +21,7 @@ from PIL import Image
 
 from models.generators import GENERATORS, load_generator
 from models.generators.stable_cascade import prior_and_decoder
+from models.prompt_fit import fit_prompt
 from models.tiny_pipelines import BUILDERS, build_tiny_lora
 from synrank.config import GeneratorSpec
 from synrank.registry import import_all
@@ -190,6 +191,16 @@ def test_long_prompts_are_cut_at_a_whole_word_and_counted(backend: str, window: 
     report = truncation_report(tmp_path)[spec.name]
     assert (report["n_prompts"], report["n_truncated"], report["max_tokens"]) == (2, 1, size)
     assert report["tokens_dropped"] == n_tokens[-1] - n_tokens[keep] and report["examples"] == [long]
+    # Every encoder's cut: SD3's two CLIPs (77) still cut the T5-fitted text, and the report says by how much.
+    fitted = {"max_tokens": size, "n_truncated": 1, "tokens_dropped": n_tokens[-1] - n_tokens[keep]}
+    if backend == "sd15":
+        assert report["encoders"] == {"tokenizer": fitted}
+    else:
+        clip = gen.pipe.tokenizer
+        kept = len(clip(" ".join(words[:keep]), add_special_tokens=False)["input_ids"])
+        cut = {"max_tokens": 77, "n_truncated": 1, "tokens_dropped": kept - len(clip(fit_prompt(
+            " ".join(words[:keep]), clip, 77).texts[0], add_special_tokens=False)["input_ids"])}
+        assert report["encoders"] == {"tokenizer": cut, "tokenizer_2": cut, "tokenizer_3": fitted}
     manifest = pd.read_parquet(tmp_path / plan["piece"].iloc[0])
     row = manifest[manifest["prompt_id"] == "long"].iloc[0]
     assert row["prompt"] == long  # the manifest keeps the prompt as written

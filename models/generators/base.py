@@ -228,6 +228,20 @@ class DiffusersBackend:
         tok = getattr(self.pipelines()[0], "tokenizer", None)
         return (tok, int(tok.model_max_length)) if tok is not None else None
 
+    def text_encoders(self) -> dict[str, tuple[Any, int]]:
+        """Every tokenizer a prompt reaches, with its window: {attribute: (tokenizer, tokens)}, e.g. SD3's
+        `tokenizer` and `tokenizer_2` (CLIP, 77) and `tokenizer_3` (T5, text_window's 256); a second
+        pipeline's (Stable Cascade's decoder) as `<attribute>@1`. The generate stage fits prompts into
+        text_window and reports what each other encoder still cuts (the pipeline cuts it silently)."""
+        primary, out = self.text_window(), {}
+        for i, pipe in enumerate(self.pipelines()):
+            for attr in ("tokenizer", "tokenizer_2", "tokenizer_3"):
+                tok = getattr(pipe, attr, None)
+                if tok is not None:
+                    size = primary[1] if primary is not None and tok is primary[0] else int(tok.model_max_length)
+                    out[attr if i == 0 else f"{attr}@{i}"] = (tok, size)
+        return out
+
     def latent_decoder_id(self) -> str:
         """Content id of the model that decodes this generator's latents into images (its VAE folder)."""
         return component_id(self.source, "vae")
