@@ -10,6 +10,7 @@ from PIL import Image, ImageDraw
 from prefect import task
 
 from models.shapes.specs import TASKS as GENEVAL_TASKS
+from synrank.progress import progress
 from synrank.shards import load_images
 
 
@@ -91,7 +92,8 @@ def run_benchmark(name: str, manifest: pd.DataFrame, prompts: pd.DataFrame, imag
     out, judged = {}, {}
     for model, g in rows.groupby("model", sort=False):
         images = load_images(Path(images_root), zip(g["shard"], g["member"]))
-        results = [bench.judge(im, meta[p]) for im, p in zip(images, g["prompt_id"])]
+        results = [bench.judge(im, meta[p]) for im, p in
+                   progress(zip(images, g["prompt_id"]), f"{name} {model}", unit="images", total=len(g))]
         out[model] = bench.summarize(results, prompts=[str(p) for p in g["prompt_id"]])
         judged[model] = pd.DataFrame({"prompt_id": g["prompt_id"].values, "index": g["index"].values,
                                       "task": [t for t, _ in results], "value": [float(v) for _, v in results]})
