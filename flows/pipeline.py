@@ -7,6 +7,9 @@ stage runs as the train deployment on its own (gpu) pool (synrank.subdeploy)."""
 
 from __future__ import annotations
 
+from contextlib import ExitStack
+from typing import Any
+
 import mlflow
 from prefect import flow
 
@@ -15,11 +18,11 @@ from flows.generate import generate_flow
 from flows.rank import rank_flow
 from flows.sample import sample_flow
 from flows.score import score_flow
-from flows.train import train_flow
+from flows.train import train_flow, train_identity
 from synrank import runlock, subdeploy, tracking
 from synrank.deployment_params import with_deployment_defaults
 from synrank.config import stage_outputs
-from synrank.stage import note_runs, read_stamp
+from synrank.stage import fingerprint, note_runs, output_id, read_stamp
 from synrank.config import Config, flow_parameters
 from synrank.validate import validate_config
 
@@ -32,11 +35,11 @@ def pipeline_flow(cfg: Config) -> str:
     cfg = with_deployment_defaults("cfg", cfg)  # a partial parameter from the API keeps the rest
     validate_config(cfg)  # a run triggered with a bad value fails here, before any compute
     tracking.setup(cfg.tracking)
-    # All six output folders are held for the whole run: a second pipeline on the same folders stops
+    # A train stage handed to its deployment (the gpu pool; synrank.subdeploy) takes its own lock there;
+    # every other output folder is held for the whole run, so a second pipeline on the same folders stops
     # at once instead of interleaving with this one (synrank.runlock).
-    # A train stage handed to its deployment (the gpu pool; synrank.subdeploy) takes its own lock there.
     remote = {s: d for s in STAGE_FLOWS if (d := subdeploy.remote_deployment(s)) is not None}
-    with runlock.hold(stage_outputs(cfg.paths, [s for s in STAGE_FLOWS if s not in remote])):
+    with runlock.hold(stage_outputs(cfg.paths, [s for s in STAGE_FLOWS if s not in remote])), ExitStack() as held:
         if marked := runlock.mark_crashed(runlock.pop_killed()):
             print("the previous run on these outputs was killed; marked " + ", ".join(marked))
         with mlflow.start_run(**tracking.run_identity("pipeline")) as run:
@@ -47,15 +50,34 @@ def pipeline_flow(cfg: Config) -> str:
             with tracking.children_of(run.info.run_id):
                 for stage, stage_flow in STAGE_FLOWS.items():
                     if stage in remote:
-                        print(f"{stage}: running deployment '{remote[stage].name}' on pool "
-                              f"'{remote[stage].work_pool_name}'")
-                        subdeploy.run_remote(remote[stage], flow_parameters(stage, cfg),
-                                             {tracking.PARENT_ENV: run.info.run_id})
+                        train_remotely(remote[stage], cfg, run.info.run_id, held)
                     else:
                         stage_flow(**flow_parameters(stage, cfg))
             stamp = read_stamp(cfg.paths.resolve("eval")) or {}
-            mlflow.log_metrics(headline_metrics(stamp.get("metrics", {})))
+            headline = headline_metrics(stamp.get("metrics", {}))
+            mlflow.log_metrics({tracking.metric_key(k): v for k, v in headline.items()})
             return run.info.run_id
+
+
+def train_remotely(deployment: Any, cfg: Config, parent_run_id: str, held: ExitStack) -> None:
+    """The train stage as a run of its deployment (synrank.subdeploy), then the model folder locked for the
+    rest of the pipeline and checked to hold this run's training (its stamp's fingerprint is the one this
+    config, these rankings and these base weights give): another train run, or a worker that wrote to
+    another filesystem, is an error here instead of a wrong model under this run's metrics."""
+    paths = cfg.paths.model_copy(update={k: str(cfg.paths.resolve(k)) for k in type(cfg.paths).model_fields})
+    print(f"train: running deployment '{deployment.name}' on pool '{deployment.work_pool_name}'")
+    params = {**flow_parameters("train", cfg), "paths": paths}
+    subdeploy.run_remote(deployment, params, {tracking.PARENT_ENV: parent_run_id,
+                                              "MLFLOW_TRACKING_URI": mlflow.get_tracking_uri()})
+    out = paths.resolve("model")
+    held.enter_context(runlock.hold([out]))  # nothing replaces the model before evaluate has read it
+    stamp = read_stamp(out) or {}
+    expected = fingerprint("train", **train_identity(cfg.train, cfg.generate, paths))
+    if stamp.get("fingerprint") != expected or stamp.get("outputs") != output_id(out):
+        raise subdeploy.StageRunFailed(
+            f"train: deployment '{deployment.name}' completed, but '{out}' does not hold this run's model "
+            f"(stamp fingerprint {str(stamp.get('fingerprint'))[:16]}, expected {expected[:16]}): another train "
+            "run replaced it, or the worker's machine does not share these output folders")
 
 
 def headline_metrics(evaluate: dict[str, float]) -> dict[str, float]:

@@ -47,6 +47,15 @@ def base_generator(cfg: TrainConfig, generate: GenerateConfig):
     return generate.generators[names.index(cfg.base)]
 
 
+def train_identity(cfg: TrainConfig, generate: GenerateConfig, paths: Paths) -> dict:
+    """What the train stage's fingerprint is made of (synrank.stage.fingerprint's params, inputs, extra):
+    the train config, the base generator, the rankings' and images' content, the base weights' content.
+    The pipeline recomputes it to check that a train run on another worker left this run's model."""
+    spec = base_generator(cfg, generate)
+    return {"params": {"train": cfg, "base": spec}, "inputs": [paths.resolve("rankings"), paths.resolve("images")],
+            "extra": {"base_weights": generator_id(spec)}}
+
+
 @task(name="train-model", task_run_name="train[{cfg.objective}]")
 def train_model(cfg: TrainConfig, generate: GenerateConfig, rankings_path: str, images_root: str,
                 out_dir: str, work_dir: str, run_id: str) -> dict[str, float | str]:
@@ -101,8 +110,7 @@ def train_flow(cfg: TrainConfig, generate: GenerateConfig, paths: Paths = Paths(
     # A bad base or objective (a typo in the Prefect form) fails here, before any model loads.
     spec = base_generator(cfg, generate)
     check_objective(cfg.objective)
-    with stage_run("train", {"train": cfg, "base": spec}, inputs=[rankings, images], out=out,
-                   tracking_cfg=tracking, extra={"base_weights": generator_id(spec)}) as st:
+    with stage_run("train", **train_identity(cfg, generate, paths), out=out, tracking_cfg=tracking) as st:
         if st.up_to_date:
             return str(out)
         # Checkpoints, the latent cache and the new model live beside the versioned output, keyed by

@@ -1,24 +1,24 @@
 """Preference fine-tuning of a diffusers pipeline with accelerate: one readable loop.
 
-Each step takes `prompts_per_step` ranked groups; the K images of a group share one timestep and one
-noise draw and go through the denoiser in one batched forward. The reference is the same denoiser
-with its LoRA adapters disabled (no second copy), or a frozen copy for a full fine-tune. Every
-`checkpoint_every` steps the accelerate state (weights, optimizer) plus the sampling RNG is saved
-atomically, and a restarted run resumes from the newest checkpoint on the same curve.
+A step is one optimizer update (as diffusers' max_train_steps) over `grad_accum` micro-batches of
+`prompts_per_step` ranked groups; the K images of a group share one timestep and one noise draw and go
+through the denoiser in one batched forward. The reference is the same denoiser with its LoRA adapters
+disabled (no second copy), or a frozen copy for a full fine-tune. Every `checkpoint_every` steps the
+accelerate state plus the sampling RNG is saved atomically (models.checkpoints), and a restarted run
+resumes from the newest checkpoint on the same curve.
 
 A run never publishes a broken result: a NaN or infinite loss or gradient norm raises
 NonFiniteLossError naming the step before anything is saved (`nonfinite: fail`), or, with
-`nonfinite: skip`, that optimizer step is skipped and counted (`skipped_steps`); more than
-MAX_SKIPPED_FRACTION of the steps skipped still fails.
+`nonfinite: skip`, that update (its whole accumulation window) is dropped and counted (`skipped_steps`);
+more than MAX_SKIPPED_FRACTION of the steps skipped still fails.
 """
 
 from __future__ import annotations
 
 import copy
 import json
-import shutil
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,7 @@ from models.objectives import OBJECTIVES, Objective, derangement, implicit_score
 from models.parametrization import Parametrization, predict
 from models.preflight import drop_tied_groups, make_accelerator
 from models.train_data import RankedGroups, StoredLatents, build_groups, training_size
+from models.checkpoints import resume, save_checkpoint
 from synrank.config import GeneratorSpec, TrainConfig
 from synrank.models_io import resolve_model_path
 
@@ -216,6 +217,7 @@ class _Loop:
     obj: Objective
     groups: RankedGroups
     cfg: TrainConfig
+    dropped: bool = False  # a micro-batch of the current accumulation window was non-finite (nonfinite=skip)
 
     def step(self, step: int, rng: torch.Generator) -> _StepResult:
         """Draw a batch, compute the objective, update (or skip/raise on a non-finite value)."""
@@ -243,18 +245,23 @@ class _Loop:
         grad_norm = acc.clip_grad_norm_(self.params, 1.0) if acc.sync_gradients else None
         if grad_norm is not None and acc.scaler is None and not _finite_everywhere(acc, grad_norm):
             return grad_norm, self._nonfinite("gradient norm", grad_norm, step)
+        if acc.sync_gradients and self.dropped:  # the window lost a micro-batch: drop its whole update
+            self.opt.zero_grad()
+            self.dropped = False
+            return grad_norm, True
         self.opt.step()
         self.opt.zero_grad()
         return grad_norm, False
 
     def _nonfinite(self, what: str, value: torch.Tensor, step: int) -> bool:
-        """nonfinite=fail: raise NonFiniteLossError; skip: drop the gradients (also those accumulated so far
-        in this accumulation window) and report the step as skipped."""
+        """nonfinite=fail: raise NonFiniteLossError; skip: drop this update (every micro-batch of its
+        accumulation window; accelerate clears gradients only at the window's end) and report it skipped."""
         cfg = self.cfg
         if cfg.nonfinite == "fail":
             raise NonFiniteLossError(f"train: {what} is {float(value.detach())} at step {step} (objective "
                                      f"{cfg.objective}, learning_rate {cfg.learning_rate:g}); no model was saved")
-        self.opt.zero_grad()
+        self.opt.zero_grad()  # acts at the window's end (AcceleratedOptimizer), where the update is dropped
+        self.dropped = not self.accelerator.sync_gradients
         return True
 
 
@@ -309,7 +316,7 @@ def train(spec: GeneratorSpec, cfg: TrainConfig, ranked: pd.DataFrame,
         # A step is one optimizer update, as diffusers' max_train_steps: grad_accum micro-batches whose
         # gradients accelerate adds up, the update on the last (accelerator.sync_gradients).
         results = [loop.step(step, rng) for _ in range(cfg.grad_accum)]
-        result = results[-1]
+        result = replace(results[-1], loss=torch.stack([r.loss for r in results]).mean())  # the window's loss
         skipped += any(r.skipped for r in results)  # an update any of whose micro-batches was dropped
         _check_skipped(cfg, skipped, step)
         if step % cfg.log_every == 0 or step == cfg.steps:
@@ -338,38 +345,6 @@ def training_groups(pipe, spec: GeneratorSpec, cfg: TrainConfig, ranked: pd.Data
     vae = component_id(resolve_model_path(spec.path, what=f"generator '{spec.name}'"), "vae")
     stored = StoredLatents(vae, latents) if latents is not None else None
     return build_groups(pipe, ranked, images, size, device, cache=cache, stored=stored)
-
-
-def save_checkpoint(accelerator, ckpts: Path, step: int, rng: torch.Generator, skipped: int = 0) -> Path:
-    """accelerate's state plus each process's sampling RNG, the step and the skipped-step count, written
-    to a temporary folder that the main process renames once every process has written its part."""
-    final, tmp = ckpts / f"step-{step:07d}", ckpts / f".step-{step:07d}.tmp"
-    if accelerator.is_main_process:
-        shutil.rmtree(tmp, ignore_errors=True)
-    accelerator.wait_for_everyone()
-    accelerator.save_state(str(tmp))
-    torch.save(rng.get_state(), tmp / f"sampler_rng_{accelerator.process_index}.pt")
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        (tmp / "trainer_state.json").write_text(json.dumps({"step": step, "skipped_steps": skipped}))
-        tmp.rename(final)
-        for old in sorted(ckpts.glob("step-*"))[:-2]:  # keep the last two
-            shutil.rmtree(old)
-    accelerator.wait_for_everyone()
-    return final
-
-
-def resume(accelerator, ckpts: Path, rng: torch.Generator) -> tuple[int, int]:
-    """Load the newest complete checkpoint (unfinished ones never got their final name);
-    (step, skipped steps so far), (0, 0) without one."""
-    done = sorted(ckpts.glob("step-*")) if ckpts.exists() else []
-    if not done:
-        return 0, 0
-    accelerator.load_state(str(done[-1]))
-    rng.set_state(torch.load(done[-1] / f"sampler_rng_{accelerator.process_index}.pt"))
-    state = json.loads((done[-1] / "trainer_state.json").read_text())
-    print(f"resumed from {done[-1]} at step {state['step']}")
-    return state["step"], state.get("skipped_steps", 0)
 
 
 def save_tuned(model, pipe, spec: GeneratorSpec, cfg: TrainConfig, out_dir: Path) -> None:

@@ -80,7 +80,11 @@ class GeneratorSpec(Strict):
 
 
 class GenerateConfig(Strict):
-    generators: list[GeneratorSpec] = Field(min_length=1, description="Every train prompt is rendered by each.")
+    # Defaults to empty (validate_config refuses that where a command needs generators) so that a partial
+    # parameter from the Prefect API, {"batch_size": 2}, passes the server's schema check and keeps the
+    # deployment's generators (synrank.deployment_params).
+    generators: list[GeneratorSpec] = Field(default_factory=list, description="Every train prompt is rendered by "
+                                            "each; at least one.")
     images_per_prompt: int = Field(default=1, ge=1, description="Images per prompt and generator, one seed each.")
     batch_size: int = Field(default=8, ge=1, description="Images per pipeline call.")
     shard_size: int = Field(default=256, ge=1, description="Images per tar shard (the unit of resume).")
@@ -101,7 +105,8 @@ class RewardSpec(Strict):
 
 
 class ScoreConfig(Strict):
-    rewards: list[RewardSpec] = Field(min_length=1, description="Every image is scored by each.")
+    rewards: list[RewardSpec] = Field(default_factory=list, description="Every image is scored by each; at least "
+                                      "one (empty only in a partial parameter, see GenerateConfig.generators).")
     batch_size: int = Field(default=32, ge=1, description="Images per reward forward pass.")
     device: str = Field(default="auto", description="auto = cuda, then mps, then cpu; or a torch device.")
 
@@ -221,8 +226,9 @@ class TrackingConfig(Strict):
 class Config(Strict):
     paths: Paths = Field(default_factory=Paths, description="Where each stage reads and writes.")
     sample: SampleConfig = Field(default_factory=SampleConfig, description="Stage 1: prompts and their split.")
-    generate: GenerateConfig = Field(description="Stage 2: the text-to-image models and images per prompt.")
-    score: ScoreConfig = Field(description="Stage 3: the reward models.")
+    generate: GenerateConfig = Field(default_factory=GenerateConfig,
+                                     description="Stage 2: the text-to-image models and images per prompt.")
+    score: ScoreConfig = Field(default_factory=ScoreConfig, description="Stage 3: the reward models.")
     rank: RankConfig = Field(default_factory=RankConfig, description="Stage 4: how the rewards become a ranking.")
     train: TrainConfig = Field(default_factory=TrainConfig, description="Stage 5: preference fine-tuning.")
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig, description="Stage 6: held-out benchmarks.")

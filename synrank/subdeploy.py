@@ -3,9 +3,11 @@
 When the pipeline itself runs from a deployment (the UI, the API, `run_deployment`), its train stage
 goes to the `train/train` deployment, which prefect.yaml puts on the gpu pool: Prefect runs it as a
 sub-flow run of the pipeline (the UI shows it nested), on whatever machine serves that pool. The
-pipeline passes the exact train parameters it would use in-process, and the MLflow parent run id in
-the job's environment, so the train run still nests under the pipeline's MLflow run. Run from the CLI
-(no deployment, no worker to hand it to) every stage stays in-process, as before.
+pipeline passes the exact train parameters it would use in-process, with absolute paths, and in the
+job's environment its MLflow store and parent run id, so the train run nests under the pipeline's run.
+The worker's machine must see the same output folders (one filesystem, or the same mount) and reach the
+same MLflow server. Run from the CLI (no deployment, no worker to hand it to) every stage stays
+in-process, as before.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ REMOTE_STAGES = {"train": "train/train"}  # stage -> the deployment that runs it
 
 
 class StageRunFailed(RuntimeError):
-    """The stage's deployment run ended in another state than Completed; the message names it."""
+    """A stage's deployment cannot run or did not leave this run's result; the message says which and why."""
 
 
 def pipeline_deployment_id() -> Any:
@@ -30,19 +32,29 @@ def pipeline_deployment_id() -> Any:
 
 
 def remote_deployment(stage: str) -> Any:
-    """The deployment that should run `stage` for this pipeline run, or None to run it in-process:
-    only when the pipeline runs from a deployment and the stage's deployment exists on the server."""
+    """The deployment that should run `stage` for this pipeline run, or None to run it in-process: only
+    when the pipeline runs from a deployment and the stage's deployment exists on the server. Raises
+    StageRunFailed, before any compute, when that deployment's pool has no online worker (the run would
+    wait forever)."""
     name = REMOTE_STAGES.get(stage)
     if name is None or pipeline_deployment_id() is None:
         return None
     from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import WorkerFilter, WorkerFilterStatus
     from prefect.exceptions import ObjectNotFound
 
     with get_client(sync_client=True) as client:
         try:
-            return client.read_deployment_by_name(name)
+            dep = client.read_deployment_by_name(name)
         except ObjectNotFound:
             return None
+        online = WorkerFilter(status=WorkerFilterStatus(any_=["ONLINE"]))
+        if not client.read_workers_for_work_pool(dep.work_pool_name, worker_filter=online):
+            raise StageRunFailed(f"the {stage} stage goes to deployment '{name}', but its pool "
+                                 f"'{dep.work_pool_name}' has no online worker: start one (`make up` starts one "
+                                 f"per pool; on a GPU machine `prefect worker start --pool {dep.work_pool_name}`) "
+                                 "or run the pipeline from the CLI")
+        return dep
 
 
 def run_remote(deployment: Any, parameters: dict[str, BaseModel], env: dict[str, str]) -> Any:

@@ -61,6 +61,9 @@ def check_registry_keys(cfg: Config, command: str) -> None:
     _one_of("train.objective", cfg.train.objective, reg["objective"], "a registered objective")
     if command in ("online", "all"):
         _one_of("online.objective", cfg.online.objective, reg["objective"], "a registered objective")
+        if not cfg.evaluate.benchmarks:  # every round is measured on the first one
+            raise _refuse("evaluate.benchmarks", [], "is empty, but the online loop reports each round on its "
+                          "first benchmark", reg["benchmark"])
     for i, arm in enumerate(cfg.study.arms if command in ("study", "all") else []):
         if arm.objective:  # empty = the untrained base
             _one_of(f"study.arms.{i}.objective", arm.objective, reg["objective"],
@@ -75,13 +78,18 @@ def check_registry_keys(cfg: Config, command: str) -> None:
         _one_of("study.benchmark", cfg.study.benchmark, reg["benchmark"], "a registered benchmark")
 
 
+EVALUATING = ("evaluate", "pipeline", "online", "study")  # the commands that load benchmark scorers
+
+
 def check_benchmark_weights(cfg: Config, command: str) -> None:
     """A benchmark whose scorer's weights are not on disk is refused now, naming the weights and the setting
     that points at them, not after every earlier stage has run (GenEval's detector used to fail at evaluate)."""
     from models.benchmarks import missing_weights
 
+    if command not in EVALUATING:  # e.g. `synrank sample` on a machine without the eval weights
+        return
     named = [(f"evaluate.benchmarks.{i}", b) for i, b in enumerate(cfg.evaluate.benchmarks)]
-    if command in ("study", "all"):
+    if command == "study":
         named.append(("study.benchmark", cfg.study.benchmark))
     for key, name in named:
         missing = missing_weights(name)
@@ -98,6 +106,19 @@ def _unique(key: str, names: list[str]) -> None:
             raise ConfigError(f"bad value for '{key}.{i}.name': {name!r} is used twice; names in {key} must be "
                               f"unique, taken: {', '.join(names[:i])}")
         seen.add(name)
+
+
+NEEDS = {"generate.generators": ("generate", "train", "evaluate", "export", "pipeline", "online", "study", "all"),
+         "score.rewards": ("score", "rank", "evaluate", "export", "pipeline", "online", "study", "all")}
+
+
+def check_not_empty(cfg: Config, command: str) -> None:
+    """The generators and rewards lists may be empty only for a command that reads neither (pydantic lets
+    them be empty so that a partial Prefect parameter passes the server's schema check)."""
+    for key, commands in NEEDS.items():
+        section, field = key.split(".")
+        if command in commands and not getattr(getattr(cfg, section), field):
+            raise ConfigError(f"bad value for '{key}': [] is empty; `synrank {command}` needs at least one")
 
 
 def check_names(cfg: Config, command: str) -> None:
@@ -151,6 +172,7 @@ def validate_config(cfg: Config, command: str = "pipeline") -> None:
     """Raise ConfigError (one line: key, value, allowed values) at the first problem; cheap checks first.
     `command`: what will run ("study" and "online" also check their sections; "all" checks everything,
     as `synrank deploy` does for the deployments of every flow)."""
+    check_not_empty(cfg, command)
     check_names(cfg, command)
     check_registry_keys(cfg, command)
     check_group_size(cfg, command)

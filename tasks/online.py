@@ -24,6 +24,9 @@ def rounds_summary(round_dirs: list[Path], benchmark: str) -> list[dict]:
     "ci95", "n", "n_prompts"}, "gain": paired gain over the previous round's model or None,
     "since_start": paired gain over round 0 or None}. round_dirs: round-1, round-2, ... folders, each with
     metrics/evaluate.json and eval/judged_<benchmark>.parquet. KeyError when a report lacks the benchmark."""
+    from models.benchmarks import load_benchmark
+
+    tasks = load_benchmark(benchmark).tasks  # the tags of its overall score; any other is a probe
     rows: list[dict] = []
     start = None
     for r, d in enumerate(round_dirs, start=1):
@@ -36,7 +39,7 @@ def rounds_summary(round_dirs: list[Path], benchmark: str) -> list[dict]:
         tuned = _judged(d, benchmark, report["tuned"])
         rows.append({"round": r, "model": report["tuned"], "accuracy": by_model[report["tuned"]]["overall"],
                      "gain": report["paired"].get(benchmark),
-                     "since_start": paired_between(start, tuned) if r > 1 else report["paired"].get(benchmark)})
+                     "since_start": paired_between(start, tuned, tasks) if r > 1 else report["paired"].get(benchmark)})
     return rows
 
 

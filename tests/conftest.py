@@ -38,6 +38,8 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
                 continue
             if outcome == "passed" and rep.when != "call":
                 continue
-            why = rep.longrepr[2] if outcome == "skipped" and isinstance(rep.longrepr, tuple) else \
-                f"{rep.duration:.0f} s in Chromium"
+            if outcome == "skipped":
+                why = rep.longrepr[2] if isinstance(rep.longrepr, tuple) else str(rep.longrepr)
+            else:
+                why = f"{rep.when}, {rep.duration:.0f} s" + (" in Chromium" if outcome == "passed" else "")
             terminalreporter.write_line(f"synrank browser test: {outcome.upper()} {rep.nodeid} ({why})")

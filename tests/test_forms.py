@@ -79,8 +79,21 @@ def test_a_partial_parameter_changes_only_the_fields_it_names() -> None:
         deployed["train"]).model_dump(exclude={"steps"})
     assert merged.base == "shapes-sd-s" != TrainConfig().base  # the model's own default would be ''
     # Nested: a pipeline run given {"train": {"beta": 5.0}} keeps every other section and train field.
-    given = Config.model_validate({"generate": deployed["generate"], "score": deployed["score"],
-                                   "train": {"beta": 5.0}})  # generate and score are required fields
+    given = Config.model_validate({"train": {"beta": 5.0}})
     nested = Config.model_validate(merge_set_fields(given, deployed))
     assert nested.train.beta == 5.0 and nested.train.steps == deployed["train"]["steps"]
     assert nested.evaluate.model_dump(mode="json") == deployed["evaluate"]
+    assert nested.generate.model_dump(mode="json") == deployed["generate"]  # the generators kept
+
+
+@pytest.mark.parametrize("stage, partial", [("generate", {"batch_size": 2}), ("score", {"batch_size": 2}),
+                                            ("pipeline", {"train": {"steps": 5}})])
+def test_the_server_takes_a_partial_parameter_of_every_deployment(stage: str, partial: dict[str, Any]) -> None:
+    """Prefect's server checks a run's parameters against the deployment's schema before the flow merges in
+    the deployment's defaults: sections whose lists are required (generators, rewards) must not make a
+    partial parameter fail there."""
+    import importlib
+
+    flow = getattr(importlib.import_module(f"flows.{stage}"), f"{stage}_flow")
+    form = form_schema(flow.parameters.model_dump(), stage, load_config())
+    assert validate({"cfg": partial}, form) == []

@@ -167,6 +167,28 @@ def test_second_run_skips_every_stage(ran: tuple[Config, str]) -> None:
     assert all((cfg.paths.resolve(d) / "_stage.json").read_bytes() == b for d, b in stamps.items())
 
 
+def test_a_remote_train_must_leave_this_runs_model(ran: tuple[Config, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """After the train deployment's run (here a no-op stand-in), the pipeline locks the model folder and
+    accepts it only if its stamp is this config's training: a model trained with other settings (another
+    run's, or one on a machine that does not share the folders) is refused by name."""
+    from contextlib import ExitStack
+    from types import SimpleNamespace
+
+    import synrank.subdeploy
+    from flows.pipeline import train_remotely
+
+    cfg, _ = ran
+    sent: list[dict] = []
+    monkeypatch.setattr(synrank.subdeploy, "run_remote", lambda dep, params, env: sent.append(params))
+    dep = SimpleNamespace(name="train", work_pool_name="gpu")
+    with ExitStack() as held:
+        train_remotely(dep, cfg, "parent", held)  # the folder holds exactly this config's model
+    assert Path(sent[0]["paths"].model).is_absolute() and sent[0]["cfg"] == cfg.train
+    other = cfg.model_copy(update={"train": cfg.train.model_copy(update={"steps": 99})})
+    with ExitStack() as held, pytest.raises(synrank.subdeploy.StageRunFailed, match="does not hold this run's model"):
+        train_remotely(dep, other, "parent", held)
+
+
 def test_retrain_with_other_settings_then_evaluate_renders_only_the_new_tuned_model(
         ran: tuple[Config, str], monkeypatch: pytest.MonkeyPatch) -> None:
     """The tuned model keeps its name (`<base>-tuned`) across retrains; its eval shards are keyed by its

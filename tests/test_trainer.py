@@ -158,6 +158,25 @@ def test_skip_mode_skips_and_counts_nonfinite_steps(tiny_model: str, tmp_path: P
     assert all(torch.isfinite(v).all() for v in lora.values())
 
 
+def test_skip_mode_drops_the_whole_accumulation_window(tiny_model: str, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """grad_accum 2: a NaN on the first micro-batch of update 1 drops that update (its second micro-batch's
+    gradients are not applied alone), so AdamW steps once in 2 steps and one step is counted skipped."""
+    from models import trainer
+
+    real, calls, updates, real_step = trainer.objective_loss, [], [], torch.optim.AdamW.step
+
+    def nan_on_first_call(*args: object, **kwargs: object) -> tuple[torch.Tensor, torch.Tensor]:
+        loss, w = real(*args, **kwargs)
+        calls.append(1)
+        return (loss * float("nan") if len(calls) == 1 else loss), w
+
+    monkeypatch.setattr(trainer, "objective_loss", nan_on_first_call)
+    monkeypatch.setattr(torch.optim.AdamW, "step", lambda self, *a, **k: updates.append(1) or real_step(self, *a, **k))
+    final = run(tiny_model, tmp_path, steps=2, checkpoint_every=0, nonfinite="skip", grad_accum=2)
+    assert (len(calls), len(updates), final["skipped_steps"]) == (4, 1, 1.0)
+
+
 def test_skip_mode_still_fails_when_most_steps_are_skipped(tiny_model: str, tmp_path: Path) -> None:
     from models.trainer import NonFiniteLossError
 

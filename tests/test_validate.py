@@ -42,7 +42,9 @@ BAD = [
      "GenEval detector (OWLv2) 'google/owlv2-base-patch16-ensemble' (set SYNRANK_GENEVAL_OWLV2"),
     ("study", ["study.benchmark=t2i-compbench"], "study.benchmark", "'t2i-compbench'",
      "T2I-CompBench BLIP-VQA 'Salesforce/blip-vqa-base' (set SYNRANK_T2I_BLIP"),
+    ("online", ["evaluate.benchmarks=[]"], "evaluate.benchmarks", "[]", "geneval, geneval-shapes, t2i-compbench"),
     ("train", ["train.base=nope"], "train.base", "'nope'", GENERATORS),
+    ("generate", ["generate.generators=[]"], "generate.generators", "[]", "`synrank generate` needs at least one"),
     ("online", ["train.base=nope"], "train.base", "'nope'", GENERATORS),  # was a bare StopIteration
     ("rank", ["rank.rewards=[clip-p4, hps]"], "rank.rewards.1", "'hps'", REWARDS),
     ("study", ["study.arms.2.rewards=[clip-p9]"], "study.arms.2.rewards.0", "'clip-p9'", REWARDS),

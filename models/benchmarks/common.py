@@ -65,7 +65,12 @@ class Weights:
     env: str  # e.g. SYNRANK_GENEVAL_OWLV2
 
     def on_disk(self) -> bool:
-        return Path(resolve_model_path(self.path, self.role)).exists()
+        """A local folder, or a cached hub snapshot (resolve_model_path raises when there is neither and
+        the hub is off, or when a local path does not exist)."""
+        try:
+            return Path(resolve_model_path(self.path, self.role)).exists()
+        except FileNotFoundError:
+            return False
 
     def describe(self) -> str:
         return f"{self.role} '{self.path}' (set {self.env} to a folder saved with save_pretrained)"

@@ -1,0 +1,43 @@
+"""The trainer's checkpoints: accelerate's state plus each process's sampling RNG and the step, saved
+atomically (a folder gets its final name only when every process has written its part), and resumed
+from the newest complete one."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import torch
+
+
+def save_checkpoint(accelerator, ckpts: Path, step: int, rng: torch.Generator, skipped: int = 0) -> Path:
+    """accelerate's state plus each process's sampling RNG, the step and the skipped-step count, written
+    to a temporary folder that the main process renames once every process has written its part."""
+    final, tmp = ckpts / f"step-{step:07d}", ckpts / f".step-{step:07d}.tmp"
+    if accelerator.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(tmp))
+    torch.save(rng.get_state(), tmp / f"sampler_rng_{accelerator.process_index}.pt")
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        (tmp / "trainer_state.json").write_text(json.dumps({"step": step, "skipped_steps": skipped}))
+        tmp.rename(final)
+        for old in sorted(ckpts.glob("step-*"))[:-2]:  # keep the last two
+            shutil.rmtree(old)
+    accelerator.wait_for_everyone()
+    return final
+
+
+def resume(accelerator, ckpts: Path, rng: torch.Generator) -> tuple[int, int]:
+    """Load the newest complete checkpoint (unfinished ones never got their final name);
+    (step, skipped steps so far), (0, 0) without one."""
+    done = sorted(ckpts.glob("step-*")) if ckpts.exists() else []
+    if not done:
+        return 0, 0
+    accelerator.load_state(str(done[-1]))
+    rng.set_state(torch.load(done[-1] / f"sampler_rng_{accelerator.process_index}.pt"))
+    state = json.loads((done[-1] / "trainer_state.json").read_text())
+    print(f"resumed from {done[-1]} at step {state['step']}")
+    return state["step"], state.get("skipped_steps", 0)
