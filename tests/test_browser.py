@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -139,7 +140,10 @@ def test_a_custom_train_run_from_the_prefect_ui_links_to_its_mlflow_run(world: S
             page.wait_for_url(f"**/deployments/deployment/{train_dep.id}**", timeout=30_000)
 
             with _client(world) as client:
-                new = [r for r in client.read_flow_runs() if r.id not in before]
+                deadline = time.monotonic() + 60  # the UI posts the run while it navigates
+                while not (new := [r for r in client.read_flow_runs() if r.id not in before]):
+                    assert time.monotonic() < deadline, "the Prefect UI created no flow run"
+                    time.sleep(1)
                 assert len(new) == 1 and new[0].deployment_id == train_dep.id, new
                 run = wait_for(client, new[0], world, timeout=PIPELINE_TIMEOUT)
             assert run.parameters["cfg"]["steps"] == STEPS
