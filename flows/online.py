@@ -82,7 +82,10 @@ def online_flow(cfg: Config) -> str:
 def _report_rounds(root: Path, rounds: int, benchmark: str) -> None:
     """The table of every round so far: online.json, online.md, a Prefect artifact and MLflow metrics
     with the round as their step, so the loop's progress shows while it runs."""
-    rows = rounds_summary([root / f"round-{r}" for r in range(1, rounds + 1)], benchmark)
+    from models.benchmarks import load_benchmark
+
+    rows = rounds_summary([root / f"round-{r}" for r in range(1, rounds + 1)], benchmark,
+                          load_benchmark(benchmark).tasks)
     md = f"# Online {benchmark}: rounds 0-{rounds}\n\n" + rounds_markdown(rows, benchmark)
     write_json(root / "online.json", rows)
     write_bytes(str(root / "online.md"), md.encode(), root)

@@ -7,6 +7,7 @@ noise (evaluate.seed), so round r's tuned images pair with round 1's base images
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -19,14 +20,12 @@ def _judged(round_dir: Path, benchmark: str, model: str) -> pd.DataFrame:
     return table[table["model"] == model].drop(columns="model")
 
 
-def rounds_summary(round_dirs: list[Path], benchmark: str) -> list[dict]:
+def rounds_summary(round_dirs: list[Path], benchmark: str, tasks: Sequence[str] | None = None) -> list[dict]:
     """One row per model, round 0 (the starting model) first: {"round", "model", "accuracy": {"accuracy",
     "ci95", "n", "n_prompts"}, "gain": paired gain over the previous round's model or None,
     "since_start": paired gain over round 0 or None}. round_dirs: round-1, round-2, ... folders, each with
-    metrics/evaluate.json and eval/judged_<benchmark>.parquet. KeyError when a report lacks the benchmark."""
-    from models.benchmarks import load_benchmark
-
-    tasks = load_benchmark(benchmark).tasks  # the tags of its overall score; any other is a probe
+    metrics/evaluate.json and eval/judged_<benchmark>.parquet; tasks: the benchmark's (the tags of its
+    overall score; GenEval's six by default). KeyError when a report lacks the benchmark."""
     rows: list[dict] = []
     start = None
     for r, d in enumerate(round_dirs, start=1):
