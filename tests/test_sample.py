@@ -81,9 +81,9 @@ def test_messy_files_counts_and_order(messy: list[PromptSource]) -> None:
     per = res.report["sources"]
     text, jsonl = per[messy[0].path], per[messy[1].path]
     assert text == {"path": messy[0].path, "format": "text", "good": 3, "empty": 2, "duplicate": 2,
-                    "bad_utf8": 1, "malformed": 0, "bad_unicode": 0, "too_long": 0}
+                    "bad_utf8": 1, "malformed": 0, "bad_unicode": 0, "too_long": 0, "other_category": 0}
     assert jsonl == {"path": messy[1].path, "format": "jsonl", "good": 2, "empty": 2, "duplicate": 1,
-                     "bad_utf8": 1, "malformed": 4, "bad_unicode": 0, "too_long": 0}
+                     "bad_utf8": 1, "malformed": 4, "bad_unicode": 0, "too_long": 0, "other_category": 0}
     assert {k: res.report[k] for k in ("good", "empty", "duplicate", "bad_utf8", "malformed")} == {
         "good": 5, "empty": 4, "duplicate": 3, "bad_utf8": 2, "malformed": 4}
     car = res.rows[3]
