@@ -12,6 +12,7 @@ from prefect.artifacts import create_image_artifact, create_markdown_artifact
 from models.evaluation import winrates
 from models.trainer import tuned_spec
 from synrank.deployment_params import with_deployment_defaults
+from synrank.cluster_config import ClusterConfig
 from synrank.config import EvaluateConfig, GenerateConfig, Paths, ScoreConfig, TrackingConfig
 from synrank.device import pick_device
 from synrank.fingerprint import generator_id, reward_id
@@ -19,11 +20,12 @@ from synrank.stage import stage_run, write_json
 from tasks.evaluate import (benchmark_table, comparison_grid, grid_prompts, run_benchmark, summary_markdown,
                             task_rows)
 from tasks.generate import generate_all
-from tasks.score import remove_stale_scores, score_reward
+from tasks.score import remove_stale_scores, score_all
 
 
 @flow(name="evaluate", log_prints=True)
-def evaluate_flow(cfg: EvaluateConfig, rewards: ScoreConfig, generate: GenerateConfig, paths: Paths = Paths(),
+def evaluate_flow(cfg: EvaluateConfig, rewards: ScoreConfig, generate: GenerateConfig,
+                  cluster: ClusterConfig = ClusterConfig(), paths: Paths = Paths(),
                   tracking: TrackingConfig = TrackingConfig()) -> str:
     cfg = with_deployment_defaults("cfg", cfg)  # a partial parameter from the API keeps the rest
     model_dir, prompts_dir, out = paths.resolve("model"), paths.resolve("prompts"), paths.resolve("eval")
@@ -37,15 +39,15 @@ def evaluate_flow(cfg: EvaluateConfig, rewards: ScoreConfig, generate: GenerateC
     with stage_run("evaluate", params, inputs=[model_dir, prompts_dir], out=out, tracking_cfg=tracking,
                    extra=weights) as st:
         if not st.up_to_date:
-            device = pick_device(rewards.device)
+            device = rewards.device  # "auto" is resolved by each task, on the worker that runs it
             prompts = pd.read_parquet(prompts_dir / "prompts.parquet")
             prompts = prompts[prompts["split"] == "eval"].head(cfg.max_prompts)
             images = out / "images"
             manifest, stale = generate_all([base, tuned, *others], prompts, images, cfg.images_per_prompt, cfg.seed,
-                                    shard_size=256, batch_size=generate.batch_size, device=device)
-            scores = pd.concat([pd.read_parquet(score_reward(r, str(images / "manifest.parquet"), str(images),
-                                                             str(out), rewards.batch_size, device))
-                                for r in rewards.rewards], ignore_index=True)
+                                           shard_size=256, batch_size=generate.batch_size, device=device,
+                                           fan=generate, cluster=cluster)
+            scores, _ = score_all(rewards.rewards, str(images / "manifest.parquet"), str(images), str(out),
+                                  rewards.batch_size, device, fan=rewards, cluster=cluster)
             stale += remove_stale_scores(out, manifest, rewards.rewards, tables=False)
             st.log(stale_removed=stale)
             # Per-category win-rates when the prompts have categories (PartiPrompts, GenEval tasks).

@@ -6,15 +6,16 @@ import pandas as pd
 from prefect import flow
 
 from synrank.deployment_params import with_deployment_defaults
+from synrank.cluster_config import ClusterConfig
 from synrank.config import GenerateConfig, Paths, TrackingConfig
-from synrank.device import pick_device
 from synrank.fingerprint import generator_id
 from synrank.stage import stage_run
 from tasks.generate import generate_all, truncation_report
 
 
 @flow(name="generate", log_prints=True)
-def generate_flow(cfg: GenerateConfig, paths: Paths = Paths(), tracking: TrackingConfig = TrackingConfig()) -> str:
+def generate_flow(cfg: GenerateConfig, cluster: ClusterConfig = ClusterConfig(), paths: Paths = Paths(),
+                  tracking: TrackingConfig = TrackingConfig()) -> str:
     cfg = with_deployment_defaults("cfg", cfg)  # a partial parameter from the API keeps the rest
     prompts_dir, out = paths.resolve("prompts"), paths.resolve("images")
     weights = {g.name: generator_id(g) for g in cfg.generators}  # a retrained model under the same name is new
@@ -24,7 +25,7 @@ def generate_flow(cfg: GenerateConfig, paths: Paths = Paths(), tracking: Trackin
         prompts = pd.read_parquet(prompts_dir / "prompts.parquet")
         prompts = prompts[prompts["split"] == "train"]
         manifest, stale = generate_all(cfg.generators, prompts, out, cfg.images_per_prompt, cfg.seed, cfg.shard_size,
-                                cfg.batch_size, pick_device(cfg.device), cfg.store)
+                                       cfg.batch_size, cfg.device, cfg.store, fan=cfg, cluster=cluster)
         # Images stored with their final latents (the train stage uses those instead of encoding the PNG).
         with_latents = int((manifest["latent_member"].fillna("") != "").sum())
         st.log(n_images=len(manifest), n_prompts=manifest["prompt_id"].nunique(), n_models=len(cfg.generators),

@@ -8,30 +8,28 @@ from prefect import flow
 
 from synrank import storage
 from synrank.deployment_params import with_deployment_defaults
+from synrank.cluster_config import ClusterConfig
 from synrank.config import Paths, ScoreConfig, TrackingConfig
-from synrank.device import pick_device
 from synrank.stage import Stage, stage_run
 from synrank.fingerprint import reward_id
-from tasks.score import prompt_cuts, remove_stale_scores, score_reward
+from tasks.score import remove_stale_scores, score_all
 
 
 @flow(name="score", log_prints=True)
-def score_flow(cfg: ScoreConfig, paths: Paths = Paths(), tracking: TrackingConfig = TrackingConfig()) -> str:
+def score_flow(cfg: ScoreConfig, cluster: ClusterConfig = ClusterConfig(), paths: Paths = Paths(),
+               tracking: TrackingConfig = TrackingConfig()) -> str:
     cfg = with_deployment_defaults("cfg", cfg)  # a partial parameter from the API keeps the rest
     images, out = paths.resolve("images"), paths.resolve("scores")
     weights = {r.name: reward_id(r) for r in cfg.rewards}  # new weights under the same name score again
     with stage_run("score", cfg, inputs=[images], out=out, tracking_cfg=tracking, extra=weights) as st:
         if st.up_to_date:
             return str(out)
-        device = pick_device(cfg.device)
         manifest = str(images / "manifest.parquet")
-        parts = [pd.read_parquet(score_reward(spec, manifest, str(images), str(out), cfg.batch_size, device))
-                 for spec in cfg.rewards]
-        scores = pd.concat(parts, ignore_index=True)
+        scores, cuts = score_all(cfg.rewards, manifest, str(images), str(out), cfg.batch_size, cfg.device,
+                                 fan=cfg, cluster=cluster)
         storage.write_bytes(str(out / "scores.parquet"), scores.to_parquet(index=False), out)
-        table = pd.read_parquet(manifest)
-        stale = remove_stale_scores(out, table, cfg.rewards)
-        report_cuts(st, {spec.name: prompt_cuts(spec, table, str(out), device=device) for spec in cfg.rewards})
+        stale = remove_stale_scores(out, pd.read_parquet(manifest), cfg.rewards)
+        report_cuts(st, cuts)
         for name, s in scores.groupby("reward")["score"]:
             st.log(**{f"mean_{name}": float(np.nanmean(s)) if s.notna().any() else float("nan")})
         st.log(n_scores=len(scores), stale_removed=stale)

@@ -66,7 +66,7 @@ def study_flow(cfg: Config) -> str:
                     with tracking.children_of(run.info.run_id):
                         train = cfg.train.model_copy(update={"objective": arm.objective, "seed": seed})
                         train_flow(train, cfg.generate, paths_run, cfg.tracking)
-                        evaluate_flow(evaluate, cfg.score, cfg.generate, paths_run, cfg.tracking)
+                        evaluate_flow(evaluate, cfg.score, cfg.generate, cfg.cluster, paths_run, cfg.tracking)
                     _log_headline(d / "metrics" / "evaluate.json", study.benchmark)
                 runs.append((arm.name, seed, d / "eval"))
         base_arm = next(a.name for a in study.arms if not a.objective)

@@ -10,10 +10,12 @@ from __future__ import annotations
 import types
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Literal, Union, get_args, get_origin
+from typing import Any, ClassVar, Literal, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from synrank.cluster_config import ClusterConfig, FanOut
 
 ROOT = Path(__file__).resolve().parent.parent
 PARAMS_FILE = ROOT / "params.yaml"
@@ -79,7 +81,8 @@ class GeneratorSpec(Strict):
                                "this model and its LoRA; they can run code when loaded. Off: safetensors only.")
 
 
-class GenerateConfig(Strict):
+class GenerateConfig(FanOut):
+    WHOLE_GPUS: ClassVar[bool] = True  # a diffusion pipeline gets a GPU (or more) to itself
     # Defaults to empty (validate_config refuses that where a command needs generators) so that a partial
     # parameter from the Prefect API, {"batch_size": 2}, passes the server's schema check and keeps the
     # deployment's generators (synrank.deployment_params).
@@ -104,7 +107,7 @@ class RewardSpec(Strict):
                                "Off: safetensors only.")
 
 
-class ScoreConfig(Strict):
+class ScoreConfig(FanOut):
     rewards: list[RewardSpec] = Field(default_factory=list, description="Every image is scored by each; at least "
                                       "one (empty only in a partial parameter, see GenerateConfig.generators).")
     batch_size: int = Field(default=32, ge=1, description="Images per reward forward pass.")
@@ -236,6 +239,7 @@ class Config(Strict):
     online: OnlineConfig = Field(default_factory=OnlineConfig, description="`synrank online` only.")
     study: StudyConfig = Field(default_factory=StudyConfig, description="`synrank study` only.")
     tracking: TrackingConfig = Field(default_factory=TrackingConfig, description="MLflow store and experiment.")
+    cluster: ClusterConfig = Field(default_factory=ClusterConfig, description="The Ray cluster of engine: ray.")
 
 
 class ConfigError(ValueError):
@@ -384,12 +388,12 @@ def flow_parameters(stage: str, cfg: Config) -> dict[str, BaseModel]:
     common = {"paths": cfg.paths, "tracking": cfg.tracking}
     own: dict[str, dict[str, BaseModel]] = {
         "sample": {"cfg": cfg.sample},
-        "generate": {"cfg": cfg.generate},
-        "score": {"cfg": cfg.score},
+        "generate": {"cfg": cfg.generate, "cluster": cfg.cluster},
+        "score": {"cfg": cfg.score, "cluster": cfg.cluster},
         "rank": {"cfg": cfg.rank},
         "train": {"cfg": cfg.train, "generate": cfg.generate},
         "export": {"cfg": cfg.export, "generate": cfg.generate, "score": cfg.score, "rank": cfg.rank},
-        "evaluate": {"cfg": cfg.evaluate, "rewards": cfg.score, "generate": cfg.generate},
+        "evaluate": {"cfg": cfg.evaluate, "rewards": cfg.score, "generate": cfg.generate, "cluster": cfg.cluster},
     }
     if stage in ("pipeline", "online", "study"):
         return {"cfg": cfg}

@@ -44,6 +44,21 @@ def dump_params(params: Params) -> dict[str, Any]:
     return {k: v.model_dump(mode="json") for k, v in params.items()}
 
 
+def content_params(params: Params) -> Any:
+    """`dump_params` without the fields that change where the work runs but not what it writes (a section's
+    `CONTENT_EXCLUDED`, e.g. generate.engine): the part of the params a stage's fingerprint hashes."""
+    if isinstance(params, dict):
+        return {k: content_params(v) for k, v in params.items()}
+    if isinstance(params, list):
+        return [content_params(v) for v in params]
+    if not isinstance(params, BaseModel):
+        return params
+    skip = getattr(params, "CONTENT_EXCLUDED", frozenset())
+    dumped = params.model_dump(mode="json")
+    return {k: content_params(getattr(params, k)) if isinstance(getattr(params, k), (BaseModel, list, dict)) else v
+            for k, v in dumped.items() if k not in skip}
+
+
 def run_params(name: str, params: Params) -> dict[str, str]:
     """A stage run's MLflow params: its own section unprefixed (`steps`, not `train.train.steps`), any
     other part of `params` under its key (`base.name`, `rewards.rewards.0.name`)."""
@@ -57,7 +72,7 @@ def fingerprint(name: str, params: Params, inputs: list[Path], extra: dict[str, 
     """sha256 of the stage name, its params, the content of its inputs, `extra` content ids (model
     weights) and its code."""
     h = hashlib.sha256(name.encode())
-    h.update(json.dumps(dump_params(params), sort_keys=True).encode())
+    h.update(json.dumps(content_params(params), sort_keys=True).encode())
     for p in inputs:
         h.update(path_id(Path(p)).encode())
     h.update(json.dumps(extra or {}, sort_keys=True).encode())

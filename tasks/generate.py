@@ -1,4 +1,5 @@
-"""Generation tasks: plan every image (id, prompt, seed, shard) up front, then render shard by shard.
+"""Generation tasks: plan every image (id, prompt, seed, shard) up front, then render one Prefect task per
+shard on the section's engine (synrank.fanout: in this process, or fanned out over a Ray cluster).
 
 The plan is a pure function of the prompts, the config and the generators' weights. Each shard is
 named by its content id (synrank.fingerprint.shard_id: the generator's spec and weights, and the
@@ -19,15 +20,20 @@ from __future__ import annotations
 
 import hashlib
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
 from prefect import task
+from prefect.cache_policies import NO_CACHE
 
 from synrank import storage
-from synrank.progress import progress
+from synrank.cluster_config import ClusterConfig, FanOut
 from synrank.config import GeneratorSpec
+from synrank.device import pick_device
+from synrank.fanout import Collector, Engine, keep_loaded, open_engine
 from synrank.fingerprint import generator_id, sha256_text, shard_id
+from synrank.stage import write_json
 from synrank.shards import LATENT_SUFFIX, npy_bytes, png_bytes, shape_text, write_shard
 
 # What a shard holds besides its rows' images; part of every shard's id, so that shards written before
@@ -75,30 +81,87 @@ def check_generators(specs: list[GeneratorSpec]) -> None:
         resolve_model_path(spec.path, what=f"generator '{spec.name}'")
 
 
-@task(name="generate-model", task_run_name="generate[{spec.name}]")
-def generate_model(spec: GeneratorSpec, plan_path: str, out_dir: str, batch_size: int,
-                   device: str = "cpu") -> str:
-    """Render all shards of one generator that are not published yet; returns its manifest path."""
+def loaded_generator(spec: GeneratorSpec, device: str):
+    """The generator, loaded once per worker process (synrank.fanout.keep_loaded); `device` 'auto' is resolved
+    here, on the worker that runs the task."""
     from models.generators import load_generator
 
-    out = Path(out_dir)
-    plan = pd.read_parquet(plan_path)
-    # A killed run may have left half-written temporary files (never final names): clear them.
-    for stale in (out / "shards" / spec.name).glob(".*.tmp*"):
-        stale.unlink()
+    device = pick_device(device)
+    return keep_loaded(f"generator:{generator_id(spec)}:{device}", lambda: load_generator(spec, device))
+
+
+@task(name="fit-prompts", task_run_name="fit-prompts[{spec.name}]", cache_policy=NO_CACHE)
+def fit_prompts_task(spec: GeneratorSpec, prompts: list[str], device: str) -> tuple[dict[str, str], dict | None]:
+    """The texts one generator is given for `prompts` and the report of what was cut (see fit_to_window)."""
+    return fit_to_window(loaded_generator(spec, device), prompts)
+
+
+@task(name="render-shards", task_run_name="generate[{spec.name}/{label}]", cache_policy=NO_CACHE)
+def render_shards(spec: GeneratorSpec, rows: pd.DataFrame, texts: dict[str, str], out_dir: str, batch_size: int,
+                  device: str, label: str) -> dict[str, pd.DataFrame]:
+    """Render the plan rows of one or more shards and publish each shard (tar, atomically under a name unique to
+    this writer); returns {manifest piece name: its rows with sha256 and LATENT_COLUMNS} for the driver to write.
+    A task that dies after publishing a tar is run again and writes the same bytes over it."""
+    gen = loaded_generator(spec, device)
+    decoder = gen.latent_decoder_id()
+    pieces = {}
+    for piece_name, part in rows.groupby("piece", sort=True):
+        members, info = render_shard(gen, part, texts, batch_size, decoder)
+        write_shard(part["shard"].iloc[0], members, Path(out_dir))
+        # Each image's own content id (which keys the score cache) and its latents'.
+        pieces[str(piece_name)] = part.assign(**{k: [r[k] for r in info] for k in ("sha256", *LATENT_COLUMNS)})
+    return pieces
+
+
+def submit_generator(engine: Engine, collect: Collector, spec: GeneratorSpec, plan: pd.DataFrame, out: Path,
+                     batch_size: int, device: str, shards_per_task: int = 1) -> int:
+    """Submit the shards of one generator's plan that are not published yet (a manifest piece marks a shard
+    done); the prompts are fitted to its text window first, once. Returns how many shards were submitted."""
     pending = [p for p, _ in plan.groupby("piece", sort=True) if not (out / p).exists()]
-    if pending:
-        gen = load_generator(spec, device)
-        text = fit_to_window(gen, list(dict.fromkeys(plan["prompt"])), out / "prompt_fit" / f"{spec.name}.json")
-        decoder = gen.latent_decoder_id()
-        for piece_name in progress(pending, f"generate {spec.name}", unit="shards"):
-            rows = plan[plan["piece"] == piece_name]
-            members, info = render_shard(gen, rows, text, batch_size, decoder)
-            write_shard(rows["shard"].iloc[0], members, out)
-            # The shard's manifest piece is written after the shard itself: its presence marks it done.
-            # It records each image's own content id (which keys the score cache) and its latents'.
-            rows = rows.assign(**{k: [r[k] for r in info] for k in ("sha256", *LATENT_COLUMNS)})
-            storage.write_bytes(str(out / piece_name), rows.to_parquet(index=False), out)
+    if not pending:
+        return 0
+    fit = engine.submit(fit_prompts_task, spec=spec, prompts=list(dict.fromkeys(plan["prompt"])), device=device)
+    texts, report = collect.wait_for(fit)
+    if report is not None:
+        write_json(out / "prompt_fit" / f"{spec.name}.json", report)
+    for i in range(0, len(pending), shards_per_task):
+        group = pending[i:i + shards_per_task]
+        rows = plan[plan["piece"].isin(group)]
+        label = "+".join(Path(p).name.split("-")[0] for p in group)  # the shards' numbers: 00003+00004
+        engine.submit(render_shards, name=f"{spec.name}/{label}", spec=spec, rows=rows,
+                      texts={p: texts[p] for p in set(rows["prompt"])}, out_dir=str(out), batch_size=batch_size,
+                      device=device, label=label)
+    return len(pending)
+
+
+def write_pieces(out: Path) -> Callable[[str, dict[str, pd.DataFrame]], None]:
+    """The driver's handler of a finished render task: write its manifest pieces (after the tar: a piece's
+    presence marks its shard done)."""
+    def write(_: str, pieces: dict[str, pd.DataFrame]) -> None:
+        for name, table in pieces.items():
+            storage.write_bytes(str(out / name), table.to_parquet(index=False), out)
+    return write
+
+
+def sweep_temporaries(out: Path, specs: list[GeneratorSpec]) -> None:
+    """Remove the half-written temporaries a killed run left (never final names): once, before any task runs,
+    since a task's own temporary may be in the same folder."""
+    for spec in specs:
+        for stale in (out / "shards" / spec.name).glob(".*.tmp*"):
+            stale.unlink()
+
+
+def render_plan(spec: GeneratorSpec, plan_path: str, out_dir: str, batch_size: int, device: str = "cpu",
+                fan: FanOut | None = None, cluster: ClusterConfig | None = None) -> str:
+    """Render every missing shard of one generator's plan file (the stage does this for all generators at
+    once, in generate_all); returns the generator's shard folder."""
+    out, fan = Path(out_dir), fan or FanOut()
+    sweep_temporaries(out, [spec])
+    with open_engine(fan, cluster or ClusterConfig()) as engine:
+        collect = Collector(engine, write_pieces(out), f"generate {spec.name}")
+        submit_generator(engine, collect, spec, pd.read_parquet(plan_path), out, batch_size, device,
+                         fan.shards_per_task)
+        collect.finish()
     return str(out / "shards" / spec.name)
 
 
@@ -125,21 +188,20 @@ def render_shard(gen, rows: pd.DataFrame, text: dict[str, str], batch_size: int,
     return members, info
 
 
-def fit_to_window(gen, prompts: list[str], report_path: Path) -> dict[str, str]:
-    """prompt -> the text the generator is given: the prompt, or its longest whole-word prefix that fits the
-    generator's text window. What was cut is counted in report_path (and the stage's report), never silent."""
+def fit_to_window(gen, prompts: list[str]) -> tuple[dict[str, str], dict | None]:
+    """(prompt -> the text the generator is given: the prompt, or its longest whole-word prefix that fits the
+    generator's text window; the report of what was cut, None for a generator without a window). Written by
+    the driver to prompt_fit/<generator>.json (and the stage's report): a cut is counted, never silent."""
     from models.prompt_fit import fit_prompts
-    from synrank.stage import write_json
 
     window = gen.text_window()
     if window is None:
-        return {p: p for p in prompts}
+        return {p: p for p in prompts}, None
     fitted, report = fit_prompts(prompts, *window, mode="truncate")
     texts = [f.texts[0] for f in fitted]
     summary = {k: v for k, v in report.as_dict().items() if k != "over_limit_ids"}
-    write_json(report_path, {**summary, "examples": [prompts[i] for i in report.over_limit_ids[:10]],
-                             "encoders": encoder_cuts(gen, texts, window[0], summary)})
-    return dict(zip(prompts, texts))
+    return dict(zip(prompts, texts)), {**summary, "examples": [prompts[i] for i in report.over_limit_ids[:10]],
+                                       "encoders": encoder_cuts(gen, texts, window[0], summary)}
 
 
 def encoder_cuts(gen, texts: list[str], primary, fitted: dict) -> dict[str, dict]:
@@ -163,20 +225,27 @@ def truncation_report(out: Path) -> dict[str, dict]:
 
 
 def generate_all(specs: list[GeneratorSpec], prompts: pd.DataFrame, out: Path, images_per_prompt: int,
-                 seed: int, shard_size: int, batch_size: int, device: str, store: str = ""
-                 ) -> tuple[pd.DataFrame, int]:
-    """Plan, render and collect every generator's images; returns the manifest and how many files of
-    earlier runs that the manifest no longer uses were removed."""
+                 seed: int, shard_size: int, batch_size: int, device: str, store: str = "",
+                 fan: FanOut | None = None, cluster: ClusterConfig | None = None) -> tuple[pd.DataFrame, int]:
+    """Plan, render (on `fan`'s engine: synrank.fanout) and collect every generator's images; returns the
+    manifest and how many files of earlier runs that the manifest no longer uses were removed.
+    Raises ShardTasksFailed after writing every shard that did not fail."""
+    fan = fan or FanOut()
     check_generators(specs)
-    plan_paths = []
+    plans = {}
     for spec in specs:
-        plan = plan_images(prompts, spec.name, images_per_prompt, seed, shard_size, store, generator_id(spec))
+        plans[spec.name] = plan_images(prompts, spec.name, images_per_prompt, seed, shard_size, store,
+                                       generator_id(spec))
         plan_path = out / "plans" / f"{spec.name}.parquet"
         plan_path.parent.mkdir(parents=True, exist_ok=True)
-        plan.to_parquet(plan_path, index=False)
-        generate_model(spec, str(plan_path), str(out), batch_size, device)
-        plan_paths.append(str(plan_path))
-    manifest = pd.read_parquet(write_manifest(plan_paths, str(out)))
+        plans[spec.name].to_parquet(plan_path, index=False)
+    sweep_temporaries(out, specs)
+    with open_engine(fan, cluster or ClusterConfig()) as engine:
+        collect = Collector(engine, write_pieces(out), "generate")
+        for spec in specs:
+            submit_generator(engine, collect, spec, plans[spec.name], out, batch_size, device, fan.shards_per_task)
+        collect.finish()
+    manifest = pd.read_parquet(write_manifest([str(out / "plans" / f"{s.name}.parquet") for s in specs], str(out)))
     return manifest, remove_stale(out, manifest)
 
 

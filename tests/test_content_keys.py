@@ -13,7 +13,7 @@ import tasks.score
 from models.tiny import build_tiny_clip, build_tiny_sd
 from synrank.config import GeneratorSpec, Paths, RewardSpec, SampleConfig, TrackingConfig
 from tasks.generate import generate_all
-from tasks.score import score_reward
+from tasks.score import score_all
 
 PROMPTS = ["a red circle", "a blue square", "two green stars", "a white ring"]
 
@@ -123,8 +123,9 @@ def test_scores_are_keyed_by_reward_weights_and_image_content(models: Path, tmp_
     def score() -> tuple[pd.DataFrame, int]:
         with monkeypatch.context() as m:
             scored = Counter(m, tasks.score, "score_shard")
-            path = score_reward.fn(spec, str(images / "manifest.parquet"), str(images), str(scores), 4, "cpu")
-        return pd.read_parquet(path), len(scored.calls)
+            table, _ = score_all([spec], str(images / "manifest.parquet"), str(images), str(scores), 4, "cpu")
+        assert pd.read_parquet(scores / "clip.parquet").equals(table)
+        return table, len(scored.calls)
 
     first, n = score()
     assert n == 4 and len(first) == 4
@@ -159,7 +160,7 @@ def test_changed_prompt_file_never_meets_old_images(models: Path, tmp_path: Path
     for name, text in (("a.txt", "a red circle"), ("b.txt", "a blue square")):
         (tmp_path / name).write_text(text + "\n")
         sample_flow(SampleConfig(sources=[{"path": str(tmp_path / name), "split": "train"}]), paths, tracking)
-        generate_flow(gen, paths, tracking)
+        generate_flow(gen, paths=paths, tracking=tracking)
         manifest = pd.read_parquet(tmp_path / "images" / "manifest.parquet")
         assert list(manifest["prompt"]) == [text]
     assert len(list((tmp_path / "images" / "shards").rglob("*.tar"))) == 1

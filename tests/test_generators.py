@@ -172,7 +172,7 @@ def test_long_prompts_are_cut_at_a_whole_word_and_counted(backend: str, window: 
     import pandas as pd
 
     from synrank.shards import load_images
-    from tasks.generate import generate_model, plan_images, truncation_report
+    from tasks.generate import render_plan, plan_images, truncation_report
 
     spec = tiny_spec(backend, tiny(backend))
     gen = load_generator(spec)
@@ -187,7 +187,7 @@ def test_long_prompts_are_cut_at_a_whole_word_and_counted(backend: str, window: 
     prompts = pd.DataFrame({"prompt_id": ["short", "long"], "prompt": [PROMPTS[0], long]})
     plan = plan_images(prompts, spec.name, 1, 0, 8)
     plan.to_parquet(tmp_path / "plan.parquet")
-    generate_model.fn(spec, str(tmp_path / "plan.parquet"), str(tmp_path), 2, "cpu")
+    render_plan(spec, str(tmp_path / "plan.parquet"), str(tmp_path), 2, "cpu")
     report = truncation_report(tmp_path)[spec.name]
     assert (report["n_prompts"], report["n_truncated"], report["max_tokens"]) == (2, 1, size)
     assert report["tokens_dropped"] == n_tokens[-1] - n_tokens[keep] and report["examples"] == [long]

@@ -30,7 +30,7 @@ PROMPTS = [f"a photo of {i} red circles" for i in range(4)]
 def world(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
     """A tiny SD pipeline's images of PROMPTS (K each) in shards, the manifest, and a second pipeline
     whose VAE has other weights."""
-    from tasks.generate import generate_model, plan_images, write_manifest
+    from tasks.generate import render_plan, plan_images, write_manifest
 
     root = tmp_path_factory.mktemp("latents")
     model = build_tiny_sd(root / "model", seed=4, channels=(16, 32))
@@ -42,7 +42,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
     plan_path = images / "plans" / "g.parquet"
     plan_path.parent.mkdir(parents=True)
     plan.to_parquet(plan_path, index=False)
-    generate_model.fn(spec, str(plan_path), str(images), BATCH, "cpu")
+    render_plan(spec, str(plan_path), str(images), BATCH, "cpu")
     manifest = pd.read_parquet(write_manifest.fn([str(plan_path)], str(images)))
     return SimpleNamespace(root=root, spec=spec, other=str(other), images=images, manifest=manifest)
 

@@ -87,18 +87,18 @@ def test_generation_is_deterministic(ran: tuple[Config, str], tmp_path: Path) ->
 
     import torch
 
-    from tasks.generate import generate_model
+    from tasks.generate import render_plan
 
     cfg, _ = ran
     images = cfg.paths.resolve("images")
     spec = cfg.generate.generators[0]
     plan = str(images / "plans" / f"{spec.name}.parquet")
-    generate_model.fn(spec, plan, str(tmp_path / "same"), cfg.generate.batch_size, "cpu")
+    render_plan(spec, plan, str(tmp_path / "same"), cfg.generate.batch_size, "cpu")
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         for name, batch in (("one-4", cfg.generate.batch_size), ("one-3", 3)):
-            generate_model.fn(spec, plan, str(tmp_path / name), batch, "cpu")
+            render_plan(spec, plan, str(tmp_path / name), batch, "cpu")
     finally:
         torch.set_num_threads(threads)
     first = sorted((images / "shards" / spec.name).glob("*.tar"))
