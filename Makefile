@@ -17,9 +17,14 @@ export PYTHONWARNINGS := ignore::FutureWarning
 # Ports: `make up PREFECT_PORT=4300 MLFLOW_PORT=5001 S3_PORT=9000` picks others than the defaults; `make up`
 # records the ports in use in run/ports.env and every later make reads them from there.
 -include run/ports.env
+-include run/ray.env
+ifneq ($(RAY_ADDRESS),)
+export RAY_ADDRESS
+endif
 PREFECT_PORT ?= 4200
 MLFLOW_PORT ?= 5000
 S3_PORT ?= 8333
+RAY_PORT ?= 6379
 export PREFECT_PORT MLFLOW_PORT S3_PORT
 ifneq ($(wildcard run/prefect.pid),)
 export PREFECT_API_URL := http://127.0.0.1:$(PREFECT_PORT)/api
@@ -29,10 +34,17 @@ endif
 
 .PHONY: run test env data repro clean
 
-env: .venv/.synced
-.venv/.synced: pyproject.toml uv.lock
+# Optional extras: `make test EXTRAS=ray` (what .ci/run does) also installs prefect-ray and ray, pinned in uv.lock.
+# --inexact: a later plain `make run` keeps an extra installed before (the default run never imports it).
+EXTRAS ?=
+ifneq ($(RAY),)
+EXTRAS += ray
+endif
+SYNCED := .venv/.synced$(subst $(eval) ,,$(EXTRAS:%=-%))
+env: $(SYNCED)
+$(SYNCED): pyproject.toml uv.lock
 	@python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
-	$(UV) sync --frozen
+	$(UV) sync --frozen --inexact $(EXTRAS:%=--extra %)
 	@touch $@
 
 # data/ is tracked by data.dvc; a fresh clone has no DVC cache, so rebuild it from code (deterministic).
@@ -64,11 +76,19 @@ clean:
 # MLflow server on 127.0.0.1:5000 over mlflow/mlflow.db, and a SeaweedFS S3 server on 127.0.0.1:8333
 # (bucket `synrank`; set generate.store=s3://synrank/images, or use it as a DVC remote). `make up` again starts only what is missing
 # and redeploys (after an edit of params.yaml); `make down` stops them all.
+# `make up RAY=1` also starts a single-node Ray head on 127.0.0.1:6379 (the ray extra; run/ray.env then gives
+# later makes RAY_ADDRESS, so `--set generate.engine=ray` runs on it); `make down` stops it too.
 .PHONY: up down
 up: env
 	@$(RUN) python -m synrank.s3server start --dir run/s3 --port $(S3_PORT) --pidfile run/s3.pid --bucket synrank
 	@scripts/services.sh up
+	@if [ -n "$(RAY)" ] && [ ! -f run/ray.env ]; then \
+	    RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 $(RUN) ray start --head --node-ip-address=127.0.0.1 --port=$(RAY_PORT) \
+	        --include-dashboard=false --disable-usage-stats >run/ray.log 2>&1 \
+	    && echo "RAY_ADDRESS=127.0.0.1:$(RAY_PORT)" >run/ray.env && echo "ray: head on 127.0.0.1:$(RAY_PORT)" \
+	    || { echo "ray: could not start a head (run/ray.log)"; exit 1; }; fi
 
 down:
 	@$(RUN) python -m synrank.s3server stop --pidfile run/s3.pid
 	@scripts/services.sh down
+	@if [ -f run/ray.env ]; then $(RUN) ray stop >/dev/null 2>&1; rm -f run/ray.env; echo "ray: stopped"; fi

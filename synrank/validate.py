@@ -168,6 +168,18 @@ def check_group_size(cfg: Config, command: str) -> None:
             raise _refuse(f"study.arms.{i}.objective", arm.objective, problem, allowed)
 
 
+def check_engines(cfg: Config, command: str) -> None:
+    """engine: ray needs the ray extra; refused now, not after the stages before it have run."""
+    import importlib.util
+
+    installed = all(importlib.util.find_spec(m) is not None for m in ("prefect_ray", "ray"))
+    for section in ("generate", "score"):
+        runs_it = command in (section, "evaluate", "pipeline", "online", "study", "all")
+        if runs_it and getattr(cfg, section).engine == "ray" and not installed:
+            raise ConfigError(f"bad value for '{section}.engine': 'ray' needs the ray extra, which is not installed "
+                              "here: `python3 -m uv sync --frozen --inexact --extra ray` (or `make env EXTRAS=ray`)")
+
+
 def validate_config(cfg: Config, command: str = "pipeline") -> None:
     """Raise ConfigError (one line: key, value, allowed values) at the first problem; cheap checks first.
     `command`: what will run ("study" and "online" also check their sections; "all" checks everything,
@@ -177,6 +189,7 @@ def validate_config(cfg: Config, command: str = "pipeline") -> None:
     check_registry_keys(cfg, command)
     check_group_size(cfg, command)
     check_benchmark_weights(cfg, command)
+    check_engines(cfg, command)
 
 
 def load_checked_config(path: str | Path = PARAMS_FILE, overrides: list[str] | None = None,

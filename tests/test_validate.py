@@ -200,3 +200,35 @@ def test_a_stage_run_before_its_inputs_exist_says_which_command_makes_them(
     assert err == f"synrank: '{tmp_path / 'rankings' / 'rankings.parquet'}' does not exist: run `synrank rank` " \
                   "(or `synrank pipeline`) first\n"
     assert list(tmp_path.iterdir()) == []
+
+
+def test_engine_ray_without_the_extra_is_refused_for_the_commands_that_run_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "prefect_ray" else real(name, *a))
+    for command, key in (("generate", "generate.engine"), ("pipeline", "generate.engine"), ("score", "score.engine")):
+        with pytest.raises(ConfigError, match=rf"^bad value for '{key}': 'ray' needs the ray extra, which is not "
+                                              r"installed here: `python3 -m uv sync --frozen --inexact --extra ray`"):
+            load_checked_config(overrides=[f"{key}=ray"], command=command)
+    load_checked_config(overrides=["score.engine=ray"], command="rank")  # rank never scores
+    with pytest.raises(ConfigError, match=r"^bad value for 'generate.gpus_per_task': .*a whole number of GPUs"):
+        load_config(overrides=["generate.gpus_per_task=0.5"])
+    assert load_config(overrides=["score.gpus_per_task=0.25"]).score.gpus_per_task == 0.25
+
+
+def test_where_shards_run_is_not_part_of_any_stage_fingerprint() -> None:
+    """Engine settings change where the work runs, not a byte of it: no stage reruns when they change (the
+    stages hash their sections, never `cluster`)."""
+    from synrank.config import flow_parameters
+    from synrank.stage import fingerprint
+
+    plain = load_config()
+    moved = load_config(overrides=["generate.engine=ray", "generate.gpus_per_task=2", "score.shards_per_task=4",
+                                   "score.resources={a100: 1}", "cluster.address=10.0.0.1:6379"])
+    for stage in ("generate", "score", "train", "evaluate"):
+        a, b = (fingerprint(stage, {k: v for k, v in flow_parameters(stage, c).items() if k != "cluster"}, [], None)
+                for c in (plain, moved))
+        assert a == b, stage
+    seeded = load_config(overrides=["generate.seed=1"])
+    assert fingerprint("generate", seeded.generate, [], None) != fingerprint("generate", plain.generate, [], None)
