@@ -5,7 +5,7 @@ tasks.generate.generate_all, which is what the stage runs, into a fresh folder p
 - local at 1 and at 2 torch threads (the in-process path; no Ray import);
 - ray on a temporary local Ray with 1 CPU (one worker at a time) and with 2 CPUs (two workers), fake GPUs
   off (gpus_per_task 0), each task at one torch thread (Ray's OMP_NUM_THREADS for a 1-CPU task);
-each with 1 shard and with N shards. Fitting T(n) = a + b n per run kind gives the fixed cost per run `a`
+each with 1 shard and with N shards, after one unmeasured warm-up run (the Prefect server, the imports). Fitting T(n) = a + b n per run kind gives the fixed cost per run `a`
 (Ray: starting Ray, the first workers importing torch/diffusers/prefect and loading the pipeline) and the cost
 per shard `b`; the overheads are the Ray rows minus the local row of the same per-process thread count.
 
@@ -70,6 +70,8 @@ def main() -> None:
     runs = [("local", 1, 1), ("local", 2, 1), ("ray", 1, 1), ("ray", 1, 2)]  # (engine, torch threads, Ray CPUs)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
+        # Not measured: starts this process's ephemeral Prefect server and imports torch, diffusers and the zoo.
+        timed("local", 2, 1, 1, args.shard_size, Path(tmp) / "warm-up")
         for kind, threads, cpus in runs:
             t = {}
             for n in (1, args.shards):
