@@ -30,7 +30,6 @@ sys.path.insert(0, str(ROOT))  # run from anywhere without installing
 from synrank.cli import prefect_env  # noqa: E402
 
 os.environ.update(prefect_env(os.environ))  # an ephemeral Prefect server that may take its time on 2 cores
-os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402

@@ -10,7 +10,8 @@ to prefect-ray, each for a failure seen with Ray 2.60:
   start an ephemeral Prefect server of its own;
 - `max_calls=0`: Ray ends a GPU task's worker process after each task by default, and the loaded pipeline
   with it (synrank.fanout.keep_loaded);
-- resources no node offers fail at once with the numbers, instead of tasks that wait forever.
+- resources no node offers fail at once with the numbers, instead of tasks that wait forever;
+- no `uv run` hook (UV_HOOK_ENV below): workers start with this environment's Python.
 Token authentication (on by default for clusters Ray 2.60 starts) is Ray's own: `ray.init` finds the token
 that `ray start` wrote (~/.ray/auth_token) or $RAY_AUTH_TOKEN.
 """
@@ -25,6 +26,10 @@ from typing import Any
 from synrank.cluster_config import ClusterConfig, FanOut
 
 LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # "0": a local Ray keeps 127.0.0.1 as its node address
+# "0": no `uv run` hook. Under `uv run` (make run, make test) Ray would otherwise zip the working directory as
+# every job's working_dir and start each worker through `uv run`, which with our --frozen --no-sync never
+# registers (the raylet retries every 60 s, forever). The workers use this environment's Python instead.
+UV_HOOK_ENV = "RAY_ENABLE_UV_RUN_RUNTIME_ENV"
 
 
 class RayEngineError(RuntimeError):
@@ -52,8 +57,9 @@ def init_kwargs(cluster: ClusterConfig) -> dict[str, Any]:
 def task_runner(cluster: ClusterConfig) -> Iterator[Any]:
     """A started RayTaskRunner (connected to the cluster, or owning a temporary local Ray until the block ends)."""
     address = cluster_address(cluster)
+    os.environ.setdefault(UV_HOOK_ENV, "0")  # both read when Ray is first imported
     if not address:
-        os.environ.setdefault(LOOPBACK_ENV, "0")  # before Ray is first imported
+        os.environ.setdefault(LOOPBACK_ENV, "0")
     try:
         from prefect_ray import RayTaskRunner
     except ImportError as err:

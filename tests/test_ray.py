@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # before Ray's import: nodes keep 127.0.0.1
+os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")  # as synrank.ray_engine does (under `make test`'s uv run)
 
 import threading
 import time
