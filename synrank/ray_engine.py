@@ -100,9 +100,13 @@ def check_feasible(need: dict[str, float], nodes: list[dict[str, float]]) -> Non
     otherwise queue the tasks forever."""
     if any(all(node.get(k, 0) >= v for k, v in need.items()) for node in nodes):
         return
-    have = "; ".join(", ".join(f"{k} {v:g}" for k, v in sorted(n.items()) if not k.startswith(("node:", "memory",
-                                                                                               "object_store")))
-                     for n in nodes) or "no live nodes"
-    raise RayEngineError(f"no node of the Ray cluster offers what each task needs ({', '.join(f'{k} {v:g}' for k, v in need.items())}); "
-                         f"its nodes have: {have}. Set gpus_per_task: 0 to run on CPUs, or start nodes with those "
-                         "resources (`ray start --address ... --num-gpus N --resources '{...}'`).")
+    have = "; ".join(_listing(n) for n in nodes) or "no live nodes"
+    raise RayEngineError(f"no node of the Ray cluster offers what each task needs ({_listing(need)}); its nodes "
+                         f"have: {have}. Set gpus_per_task: 0 to run on CPUs, or start nodes with those resources "
+                         "(`ray start --address ... --num-gpus N --resources '{...}'`).")
+
+
+def _listing(resources: dict[str, float]) -> str:
+    """'CPU 1, GPU 2' (Ray's per-node bookkeeping entries, node:<ip>, memory, object_store_memory, left out)."""
+    bookkeeping = ("node:", "memory", "object_store")
+    return ", ".join(f"{k} {v:g}" for k, v in sorted(resources.items()) if not k.startswith(bookkeeping))

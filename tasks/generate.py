@@ -117,7 +117,8 @@ def submit_generator(engine: Engine, collect: Collector, spec: GeneratorSpec, pl
                      batch_size: int, device: str, shards_per_task: int = 1) -> int:
     """Submit the shards of one generator's plan that are not published yet (a manifest piece marks a shard
     done); the prompts are fitted to its text window first, once. Returns how many shards were submitted."""
-    pending = [p for p, _ in plan.groupby("piece", sort=True) if not (out / p).exists()]
+    shards = {str(p): rows for p, rows in plan.groupby("piece", sort=True)}  # one pass, not one filter per shard
+    pending = [p for p in shards if not (out / p).exists()]
     if not pending:
         return 0
     fit = engine.submit(fit_prompts_task, spec=spec, prompts=list(dict.fromkeys(plan["prompt"])), device=device)
@@ -126,7 +127,7 @@ def submit_generator(engine: Engine, collect: Collector, spec: GeneratorSpec, pl
         write_json(out / "prompt_fit" / f"{spec.name}.json", report)
     for i in range(0, len(pending), shards_per_task):
         group = pending[i:i + shards_per_task]
-        rows = plan[plan["piece"].isin(group)]
+        rows = pd.concat([shards[p] for p in group])
         label = "+".join(Path(p).name.split("-")[0] for p in group)  # the shards' numbers: 00003+00004
         engine.submit(render_shards, name=f"{spec.name}/{label}", spec=spec, rows=rows,
                       texts={p: texts[p] for p in set(rows["prompt"])}, out_dir=str(out), batch_size=batch_size,
@@ -155,14 +156,21 @@ def render_plan(spec: GeneratorSpec, plan_path: str, out_dir: str, batch_size: i
                 fan: FanOut | None = None, cluster: ClusterConfig | None = None) -> str:
     """Render every missing shard of one generator's plan file (the stage does this for all generators at
     once, in generate_all); returns the generator's shard folder."""
-    out, fan = Path(out_dir), fan or FanOut()
-    sweep_temporaries(out, [spec])
-    with open_engine(fan, cluster or ClusterConfig()) as engine:
-        collect = Collector(engine, write_pieces(out), f"generate {spec.name}")
-        submit_generator(engine, collect, spec, pd.read_parquet(plan_path), out, batch_size, device,
-                         fan.shards_per_task)
+    render_plans({spec.name: (spec, pd.read_parquet(plan_path))}, Path(out_dir), batch_size, device,
+                 fan or FanOut(), cluster or ClusterConfig())
+    return str(Path(out_dir) / "shards" / spec.name)
+
+
+def render_plans(plans: dict[str, tuple[GeneratorSpec, pd.DataFrame]], out: Path, batch_size: int, device: str,
+                 fan: FanOut, cluster: ClusterConfig) -> None:
+    """Render the missing shards of every (generator, plan) on `fan`'s engine, writing each manifest piece as
+    its shard finishes. Raises ShardTasksFailed after writing every shard that did not fail."""
+    sweep_temporaries(out, [spec for spec, _ in plans.values()])
+    with open_engine(fan, cluster) as engine:
+        collect = Collector(engine, write_pieces(out), "generate")
+        for spec, plan in plans.values():
+            submit_generator(engine, collect, spec, plan, out, batch_size, device, fan.shards_per_task)
         collect.finish()
-    return str(out / "shards" / spec.name)
 
 
 def render_shard(gen, rows: pd.DataFrame, text: dict[str, str], batch_size: int, decoder: str
@@ -239,12 +247,7 @@ def generate_all(specs: list[GeneratorSpec], prompts: pd.DataFrame, out: Path, i
         plan_path = out / "plans" / f"{spec.name}.parquet"
         plan_path.parent.mkdir(parents=True, exist_ok=True)
         plans[spec.name].to_parquet(plan_path, index=False)
-    sweep_temporaries(out, specs)
-    with open_engine(fan, cluster or ClusterConfig()) as engine:
-        collect = Collector(engine, write_pieces(out), "generate")
-        for spec in specs:
-            submit_generator(engine, collect, spec, plans[spec.name], out, batch_size, device, fan.shards_per_task)
-        collect.finish()
+    render_plans({s.name: (s, plans[s.name]) for s in specs}, out, batch_size, device, fan, cluster or ClusterConfig())
     manifest = pd.read_parquet(write_manifest([str(out / "plans" / f"{s.name}.parquet") for s in specs], str(out)))
     return manifest, remove_stale(out, manifest)
 

@@ -80,13 +80,15 @@ def score_all(specs: list[RewardSpec], manifest_path: str, images_root: str, out
               device: str, fan: FanOut | None = None, cluster: ClusterConfig | None = None
               ) -> tuple[pd.DataFrame, dict[str, dict[str, Any]]]:
     """Score every image of the manifest under every reward, one task per reward x `shards_per_task` image
-    shards on `fan`'s engine (synrank.fanout); writes `<out_dir>/<reward>.parquet` per reward. Returns the scores (image_id, reward, score; rewards in order,
-    manifest order within each) and each reward's prompt cuts (see prompt_cuts). Every (reward, shard) is
+    shards on `fan`'s engine (synrank.fanout); writes `<out_dir>/<reward>.parquet` per reward. Returns the
+    scores (image_id, reward, score; rewards in order, manifest order within each) and each reward's prompt
+    cuts (see prompt_cuts). Every (reward, shard) is
     cached by content, so a killed run resumes per shard and only new rewards or images are scored.
     Raises ShardTasksFailed after writing every shard that did not fail."""
     fan, manifest, out = fan or FanOut(), pd.read_parquet(manifest_path), Path(out_dir)
     keys = {spec.name: shard_keys(reward_id(spec), manifest) for spec in specs}
     cuts = {spec.name: cached_cuts(spec, manifest, out) for spec in specs}
+    by_shard = {str(s): rows for s, rows in manifest.groupby("shard", sort=False)}  # one pass, not one per task
     with open_engine(fan, cluster or ClusterConfig()) as engine:
         collect = Collector(engine, write_cache(out, keys), "score")
         for spec in specs:
@@ -101,7 +103,7 @@ def score_all(specs: list[RewardSpec], manifest_path: str, images_root: str, out
                 group = pending[i:i + fan.shards_per_task]
                 label = "+".join(f"{Path(g).parent.name}/{Path(g).name.split('-')[0]}" for g in group)
                 engine.submit(score_shards, name=f"{spec.name}\t" + "\t".join(group), spec=spec,
-                              rows=manifest[manifest["shard"].isin(group)], images_root=images_root,
+                              rows=pd.concat([by_shard[g] for g in group]), images_root=images_root,
                               batch_size=batch_size, device=device, label=label)
             print(f"reward {spec.name}: {len(pending)} shards to score, {len(keys[spec.name]) - len(pending)} cached")
         collect.finish()
