@@ -4,29 +4,32 @@ overall), metrics/evaluate.json for DVC, the same numbers and a side-by-side ima
 
 from __future__ import annotations
 
-import mlflow
 import pandas as pd
 from prefect import flow
 from prefect.artifacts import create_image_artifact, create_markdown_artifact
 
+import mlflow
 from models.evaluation import winrates
 from models.trainer import tuned_spec
-from synrank.deployment_params import with_deployment_defaults
 from synrank.cluster_config import ClusterConfig
 from synrank.config import EvaluateConfig, GenerateConfig, Paths, ScoreConfig, TrackingConfig
-from synrank.device import pick_device
+from synrank.deployment_params import with_deployment_defaults
 from synrank.fingerprint import generator_id, reward_id
 from synrank.stage import stage_run, write_json
-from tasks.evaluate import (benchmark_table, comparison_grid, grid_prompts, run_benchmark, summary_markdown,
-                            task_rows)
+from tasks.evaluate import benchmark_table, comparison_grid, grid_prompts, run_benchmark, summary_markdown, task_rows
 from tasks.generate import generate_all
 from tasks.score import remove_stale_scores, score_all
 
 
 @flow(name="evaluate", log_prints=True)
-def evaluate_flow(cfg: EvaluateConfig, rewards: ScoreConfig, generate: GenerateConfig,
-                  cluster: ClusterConfig = ClusterConfig(), paths: Paths = Paths(),
-                  tracking: TrackingConfig = TrackingConfig()) -> str:
+def evaluate_flow(
+    cfg: EvaluateConfig,
+    rewards: ScoreConfig,
+    generate: GenerateConfig,
+    cluster: ClusterConfig = ClusterConfig(),
+    paths: Paths = Paths(),
+    tracking: TrackingConfig = TrackingConfig(),
+) -> str:
     cfg = with_deployment_defaults("cfg", cfg)  # a partial parameter from the API keeps the rest
     model_dir, prompts_dir, out = paths.resolve("model"), paths.resolve("prompts"), paths.resolve("eval")
     base, tuned = tuned_spec(model_dir)
@@ -34,55 +37,103 @@ def evaluate_flow(cfg: EvaluateConfig, rewards: ScoreConfig, generate: GenerateC
     params = {"evaluate": cfg, "rewards": rewards, **{f"generator_{g.name}": g for g in others}}
     # The tuned weights are an input folder; the base's and the other generators' and rewards' weights
     # are content ids, so a model retrained under the same name is evaluated again.
-    weights = {**{f"generator:{g.name}": generator_id(g) for g in [base, *others]},
-               **{f"reward:{r.name}": reward_id(r) for r in rewards.rewards}}
-    with stage_run("evaluate", params, inputs=[model_dir, prompts_dir], out=out, tracking_cfg=tracking,
-                   extra=weights) as st:
+    weights = {
+        **{f"generator:{g.name}": generator_id(g) for g in [base, *others]},
+        **{f"reward:{r.name}": reward_id(r) for r in rewards.rewards},
+    }
+    with stage_run(
+        "evaluate", params, inputs=[model_dir, prompts_dir], out=out, tracking_cfg=tracking, extra=weights
+    ) as st:
         if not st.up_to_date:
             device = rewards.device  # "auto" is resolved by each task, on the worker that runs it
             prompts = pd.read_parquet(prompts_dir / "prompts.parquet")
             prompts = prompts[prompts["split"] == "eval"].head(cfg.max_prompts)
             images = out / "images"
-            manifest, stale = generate_all([base, tuned, *others], prompts, images, cfg.images_per_prompt, cfg.seed,
-                                           shard_size=256, batch_size=generate.batch_size, device=device,
-                                           fan=generate, cluster=cluster)
-            scores, _ = score_all(rewards.rewards, str(images / "manifest.parquet"), str(images), str(out),
-                                  rewards.batch_size, device, fan=rewards, cluster=cluster)
+            manifest, stale = generate_all(
+                [base, tuned, *others],
+                prompts,
+                images,
+                cfg.images_per_prompt,
+                cfg.seed,
+                shard_size=256,
+                batch_size=generate.batch_size,
+                device=device,
+                fan=generate,
+                cluster=cluster,
+            )
+            scores, _ = score_all(
+                rewards.rewards,
+                str(images / "manifest.parquet"),
+                str(images),
+                str(out),
+                rewards.batch_size,
+                device,
+                fan=rewards,
+                cluster=cluster,
+            )
             stale += remove_stale_scores(out, manifest, rewards.rewards, tables=False)
             st.log(stale_removed=stale)
             # Per-category win-rates when the prompts have categories (PartiPrompts, GenEval tasks).
             # A prompt without a category (a plain text file) reads back from parquet as None or NaN.
-            categories = {p: c if isinstance(c, str) and c else "(none)"
-                          for p, c in zip(prompts["prompt_id"], prompts["category"])}
-            results = winrates(scores, manifest, base.name, tuned.name,
-                               categories if set(categories.values()) != {"(none)"} else None)
+            categories = {
+                p: c if isinstance(c, str) and c else "(none)"
+                for p, c in zip(prompts["prompt_id"], prompts["category"])
+            }
+            results = winrates(
+                scores, manifest, base.name, tuned.name, categories if set(categories.values()) != {"(none)"} else None
+            )
             benches, paired, verdicts = {}, {}, {}
             for b in cfg.benchmarks:
-                benches[b], paired[b], judged = run_benchmark(b, manifest, prompts, str(images),
-                                                              pair=(base.name, tuned.name))
+                benches[b], paired[b], judged = run_benchmark(
+                    b, manifest, prompts, str(images), pair=(base.name, tuned.name)
+                )
                 judged.to_parquet(out / f"judged_{b}.parquet", index=False)
                 if not verdicts:  # the grid marks the first benchmark's verdicts (a graded score passes at 0.5)
-                    verdicts = {(m, p, int(i)): v >= 0.5 for m, p, i, v in
-                                zip(judged["model"], judged["prompt_id"], judged["index"], judged["value"])}
-            st.report = {"base": base.name, "tuned": tuned.name, "n_prompts": int(len(prompts)),
-                         "winrate": results, "benchmarks": benches, "paired": paired}
+                    verdicts = {
+                        (m, p, int(i)): v >= 0.5
+                        for m, p, i, v in zip(judged["model"], judged["prompt_id"], judged["index"], judged["value"])
+                    }
+            st.report = {
+                "base": base.name,
+                "tuned": tuned.name,
+                "n_prompts": int(len(prompts)),
+                "winrate": results,
+                "benchmarks": benches,
+                "paired": paired,
+            }
             st.log(**benchmark_metrics(benches, paired, {base.name: "base", tuned.name: "tuned"}))
             for reward, r in results.items():
-                st.log(**{f"winrate_{reward}": r["winrate"], f"winrate_{reward}_ci_low": r["ci_low"],
-                          f"winrate_{reward}_ci_high": r["ci_high"]},
-                       **{f"winrate_{reward}/{c}": v["winrate"] for c, v in r.get("categories", {}).items()})
+                st.log(
+                    **{
+                        f"winrate_{reward}": r["winrate"],
+                        f"winrate_{reward}_ci_low": r["ci_low"],
+                        f"winrate_{reward}_ci_high": r["ci_high"],
+                    },
+                    **{f"winrate_{reward}/{c}": v["winrate"] for c, v in r.get("categories", {}).items()},
+                )
             if cfg.grid_prompts:
                 first = rewards.rewards[0].name  # each image's score under the first reward, under it
-                labels = {i: f"{first} {v:.2f}" for i, v in scores[scores["reward"] == first][["image_id", "score"]]
-                          .itertuples(index=False)}
-                grid = comparison_grid(manifest, str(images), [base.name, tuned.name],
-                                       grid_prompts(prompts, cfg.grid_prompts), verdicts, labels)
+                labels = {
+                    i: f"{first} {v:.2f}"
+                    for i, v in scores[scores["reward"] == first][["image_id", "score"]].itertuples(index=False)
+                }
+                grid = comparison_grid(
+                    manifest,
+                    str(images),
+                    [base.name, tuned.name],
+                    grid_prompts(prompts, cfg.grid_prompts),
+                    verdicts,
+                    labels,
+                )
                 grid.save(out / "base_vs_tuned.png")
                 mlflow.log_image(grid, "base_vs_tuned.png")
                 if st.run_url:  # the MLflow server serves the file: the same grid as a Prefect artifact
-                    create_image_artifact(image_url=st.run_url.split("/#/")[0] + "/get-artifact?path="
-                                          f"base_vs_tuned.png&run_uuid={st.run_id}", key="base-vs-tuned",
-                                          description="base and tuned on the same seeds; border = benchmark verdict")
+                    create_image_artifact(
+                        image_url=st.run_url.split("/#/")[0] + "/get-artifact?path="
+                        f"base_vs_tuned.png&run_uuid={st.run_id}",
+                        key="base-vs-tuned",
+                        description="base and tuned on the same seeds; border = benchmark verdict",
+                    )
             task_rows(st.report).to_csv(out / "benchmark_tasks.csv", index=False, float_format="%.6g")
             md = summary_markdown(results, base.name, tuned.name) + "\n" + benchmark_table(st.report)
             (out / "summary.md").write_text(md)
@@ -100,12 +151,22 @@ def benchmark_metrics(benches: dict[str, dict], paired: dict[str, dict | None], 
     for bench, by_model in benches.items():
         if d := paired.get(bench):
             for prefix, x in [(bench, d), *((f"{bench}/probe/{t}", p) for t, p in d.get("probes", {}).items())]:
-                out.update({f"{prefix}/tuned_minus_base": x["delta"], f"{prefix}/tuned_minus_base_ci_low": x["ci95"][0],
-                            f"{prefix}/tuned_minus_base_ci_high": x["ci95"][1]})
+                out.update(
+                    {
+                        f"{prefix}/tuned_minus_base": x["delta"],
+                        f"{prefix}/tuned_minus_base_ci_low": x["ci95"][0],
+                        f"{prefix}/tuned_minus_base_ci_high": x["ci95"][1],
+                    }
+                )
         for model, s in by_model.items():
             role = roles.get(model, model)
             lo, hi = s["overall"]["ci95"]
-            out.update({f"{bench}/{role}/overall": s["overall"]["accuracy"],
-                        f"{bench}/{role}/overall_ci_low": lo, f"{bench}/{role}/overall_ci_high": hi})
+            out.update(
+                {
+                    f"{bench}/{role}/overall": s["overall"]["accuracy"],
+                    f"{bench}/{role}/overall_ci_low": lo,
+                    f"{bench}/{role}/overall_ci_high": hi,
+                }
+            )
             out.update({f"{bench}/{role}/probe/{t}": c["accuracy"] for t, c in s.get("probes", {}).items()})
     return out

@@ -17,8 +17,14 @@ from tasks.export import dataset_card, dataset_table, write_dataset
 
 
 @flow(name="export", log_prints=True)
-def export_flow(cfg: ExportConfig, generate: GenerateConfig, score: ScoreConfig, rank: RankConfig,
-                paths: Paths = Paths(), tracking: TrackingConfig = TrackingConfig()) -> str:
+def export_flow(
+    cfg: ExportConfig,
+    generate: GenerateConfig,
+    score: ScoreConfig,
+    rank: RankConfig,
+    paths: Paths = Paths(),
+    tracking: TrackingConfig = TrackingConfig(),
+) -> str:
     """Write paths.dataset from the prompts, images, scores and rankings of the last run."""
     cfg = with_deployment_defaults("cfg", cfg)  # a partial parameter from the API keeps the rest
     images, scores, rankings = paths.resolve("images"), paths.resolve("scores"), paths.resolve("rankings")
@@ -28,20 +34,32 @@ def export_flow(cfg: ExportConfig, generate: GenerateConfig, score: ScoreConfig,
     with stage_run("export", params, inputs=[images, scores, rankings], out=out, tracking_cfg=tracking) as st:
         if st.up_to_date:
             return str(out)
-        table = dataset_table(pd.read_parquet(images / "manifest.parquet"), pd.read_parquet(scores / "scores.parquet"),
-                              pd.read_parquet(rankings / "rankings.parquet"))
+        table = dataset_table(
+            pd.read_parquet(images / "manifest.parquet"),
+            pd.read_parquet(scores / "scores.parquet"),
+            pd.read_parquet(rankings / "rankings.parquet"),
+        )
         # Written beside the folder and moved in whole: a failed export leaves the previous one as it was,
         # and a smaller one leaves no stale file behind.
         work = out.parent / f".{out.name}-work"
         shutil.rmtree(work, ignore_errors=True)
         files = write_dataset(table, str(images), str(work), cfg.rows_per_shard)
-        card = dataset_card(cfg.name, len(table), table["prompt_id"].nunique(),
-                            [g.model_dump() for g in generate.generators], [r.model_dump() for r in score.rewards],
-                            rank.method, tracking_mod.data_version(), files)
+        card = dataset_card(
+            cfg.name,
+            len(table),
+            table["prompt_id"].nunique(),
+            [g.model_dump() for g in generate.generators],
+            [r.model_dump() for r in score.rewards],
+            rank.method,
+            tracking_mod.data_version(),
+            files,
+        )
         (work / "README.md").write_text(card)
         publish_dir(work, out, protected=(STAMP,))
         shutil.rmtree(work, ignore_errors=True)
         st.log(n_images=len(table), n_prompts=table["prompt_id"].nunique(), n_files=len(files))
-        print(f"[export] {len(table)} images of {table['prompt_id'].nunique()} prompts in {len(files)} parquet "
-              f"file(s) -> {out} (datasets.load_dataset('{out}'))")
+        print(
+            f"[export] {len(table)} images of {table['prompt_id'].nunique()} prompts in {len(files)} parquet "
+            f"file(s) -> {out} (datasets.load_dataset('{out}'))"
+        )
     return str(out)

@@ -5,17 +5,21 @@ from __future__ import annotations
 import pandas as pd
 from prefect import flow
 
-from synrank.deployment_params import with_deployment_defaults
 from synrank.cluster_config import ClusterConfig
 from synrank.config import GenerateConfig, Paths, TrackingConfig
+from synrank.deployment_params import with_deployment_defaults
 from synrank.fingerprint import generator_id
 from synrank.stage import stage_run
 from tasks.generate import generate_all, truncation_report
 
 
 @flow(name="generate", log_prints=True)
-def generate_flow(cfg: GenerateConfig, cluster: ClusterConfig = ClusterConfig(), paths: Paths = Paths(),
-                  tracking: TrackingConfig = TrackingConfig()) -> str:
+def generate_flow(
+    cfg: GenerateConfig,
+    cluster: ClusterConfig = ClusterConfig(),
+    paths: Paths = Paths(),
+    tracking: TrackingConfig = TrackingConfig(),
+) -> str:
     cfg = with_deployment_defaults("cfg", cfg)  # a partial parameter from the API keeps the rest
     prompts_dir, out = paths.resolve("prompts"), paths.resolve("images")
     weights = {g.name: generator_id(g) for g in cfg.generators}  # a retrained model under the same name is new
@@ -24,26 +28,56 @@ def generate_flow(cfg: GenerateConfig, cluster: ClusterConfig = ClusterConfig(),
             return str(out)
         prompts = pd.read_parquet(prompts_dir / "prompts.parquet")
         prompts = prompts[prompts["split"] == "train"]
-        manifest, stale = generate_all(cfg.generators, prompts, out, cfg.images_per_prompt, cfg.seed, cfg.shard_size,
-                                       cfg.batch_size, cfg.device, cfg.store, fan=cfg, cluster=cluster)
+        manifest, stale = generate_all(
+            cfg.generators,
+            prompts,
+            out,
+            cfg.images_per_prompt,
+            cfg.seed,
+            cfg.shard_size,
+            cfg.batch_size,
+            cfg.device,
+            cfg.store,
+            fan=cfg,
+            cluster=cluster,
+        )
         # Images stored with their final latents (the train stage uses those instead of encoding the PNG).
         with_latents = int((manifest["latent_member"].fillna("") != "").sum())
-        st.log(n_images=len(manifest), n_prompts=manifest["prompt_id"].nunique(), n_models=len(cfg.generators),
-               stale_removed=stale, n_latents=with_latents)
+        st.log(
+            n_images=len(manifest),
+            n_prompts=manifest["prompt_id"].nunique(),
+            n_models=len(cfg.generators),
+            stale_removed=stale,
+            n_latents=with_latents,
+        )
         st.report["prompt_fit"] = fits = truncation_report(out)
         st.log(**{f"prompts_truncated/{m}": r["n_truncated"] for m, r in fits.items()})
-        st.log(**{f"prompts_truncated/{m}/{e}": c["n_truncated"] for m, r in fits.items()
-                  for e, c in r.get("encoders", {}).items()})
+        st.log(
+            **{
+                f"prompts_truncated/{m}/{e}": c["n_truncated"]
+                for m, r in fits.items()
+                for e, c in r.get("encoders", {}).items()
+            }
+        )
         for m, r in fits.items():
             if r["n_truncated"]:
-                print(f"{m}: {r['n_truncated']} of {r['n_prompts']} prompts were longer than its {r['max_tokens']}-token "
-                      f"text window and cut at the last whole word that fits ({r['tokens_dropped']} tokens dropped)")
+                print(
+                    f"{m}: {r['n_truncated']} of {r['n_prompts']} prompts were longer than its {r['max_tokens']}-token "
+                    f"text window and cut at the last whole word that fits ({r['tokens_dropped']} tokens dropped)"
+                )
             for e, c in r.get("encoders", {}).items():
                 if c["max_tokens"] < r["max_tokens"] and c["n_truncated"]:  # the pipeline cuts these itself
-                    print(f"{m}: its {e} encoder reads {c['max_tokens']} tokens and still cuts {c['n_truncated']} of "
-                          f"the prompts it is given ({c['tokens_dropped']} tokens)")
-        removed = (f"; removed {stale} files of earlier runs that no longer match the prompts, settings or weights"
-                   if stale else "")
-        print(f"generated {len(manifest)} images ({with_latents} with their latents) for "
-              f"{manifest['prompt_id'].nunique()} prompts x {len(cfg.generators)} models{removed}")
+                    print(
+                        f"{m}: its {e} encoder reads {c['max_tokens']} tokens and still cuts {c['n_truncated']} of "
+                        f"the prompts it is given ({c['tokens_dropped']} tokens)"
+                    )
+        removed = (
+            f"; removed {stale} files of earlier runs that no longer match the prompts, settings or weights"
+            if stale
+            else ""
+        )
+        print(
+            f"generated {len(manifest)} images ({with_latents} with their latents) for "
+            f"{manifest['prompt_id'].nunique()} prompts x {len(cfg.generators)} models{removed}"
+        )
     return str(out)

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import mlflow
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
 
+import mlflow
 from flows.evaluate import evaluate_flow
 from flows.generate import generate_flow
 from flows.rank import rank_flow
@@ -22,8 +22,8 @@ from flows.score import score_flow
 from flows.train import base_generator, train_flow
 from models.trainer import tuned_spec
 from synrank import tracking
-from synrank.deployment_params import with_deployment_defaults
 from synrank.config import Config, GeneratorSpec
+from synrank.deployment_params import with_deployment_defaults
 from synrank.stage import write_json
 from synrank.storage import write_bytes
 from synrank.validate import validate_config
@@ -51,7 +51,9 @@ def fuse_tuned(model_dir: str, out_dir: str) -> GeneratorSpec:
 @flow(name="online", log_prints=True)
 def online_flow(cfg: Config) -> str:
     cfg = with_deployment_defaults("cfg", cfg)  # a partial parameter from the API keeps the rest
-    validate_config(cfg, command="online")  # a bad train.base (once a bare StopIteration) or key fails here, before any compute
+    validate_config(
+        cfg, command="online"
+    )  # a bad train.base (once a bare StopIteration) or key fails here, before any compute
     current = base_generator(cfg.train, cfg.generate)
     tracking.setup(cfg.tracking)
     sample_flow(cfg.sample, cfg.paths, cfg.tracking)
@@ -62,11 +64,13 @@ def online_flow(cfg: Config) -> str:
         with tracking.children_of(run.info.run_id):
             for r in range(1, cfg.online.rounds + 1):
                 d = root / f"round-{r}"
-                paths = cfg.paths.model_copy(update={k: str(d / k) for k in
-                                                     ("images", "scores", "rankings", "model", "eval", "metrics")})
+                paths = cfg.paths.model_copy(
+                    update={k: str(d / k) for k in ("images", "scores", "rankings", "model", "eval", "metrics")}
+                )
                 spec = current.model_copy(update={"name": f"{name}-r{r - 1}"})
-                gen = cfg.generate.model_copy(update={"generators": [spec],
-                                                      "images_per_prompt": cfg.online.images_per_prompt})
+                gen = cfg.generate.model_copy(
+                    update={"generators": [spec], "images_per_prompt": cfg.online.images_per_prompt}
+                )
                 train = cfg.train.model_copy(update={"base": spec.name, "objective": cfg.online.objective})
                 generate_flow(gen, cfg.cluster, paths, cfg.tracking)
                 score_flow(cfg.score, cfg.cluster, paths, cfg.tracking)
@@ -84,8 +88,9 @@ def _report_rounds(root: Path, rounds: int, benchmark: str) -> None:
     with the round as their step, so the loop's progress shows while it runs."""
     from models.benchmarks import load_benchmark
 
-    rows = rounds_summary([root / f"round-{r}" for r in range(1, rounds + 1)], benchmark,
-                          load_benchmark(benchmark).tasks)
+    rows = rounds_summary(
+        [root / f"round-{r}" for r in range(1, rounds + 1)], benchmark, load_benchmark(benchmark).tasks
+    )
     md = f"# Online {benchmark}: rounds 0-{rounds}\n\n" + rounds_markdown(rows, benchmark)
     write_json(root / "online.json", rows)
     write_bytes(str(root / "online.md"), md.encode(), root)

@@ -10,9 +10,9 @@ from __future__ import annotations
 from contextlib import ExitStack
 from typing import Any
 
-import mlflow
 from prefect import flow
 
+import mlflow
 from flows.evaluate import evaluate_flow
 from flows.generate import generate_flow
 from flows.rank import rank_flow
@@ -20,14 +20,19 @@ from flows.sample import sample_flow
 from flows.score import score_flow
 from flows.train import train_flow, train_identity
 from synrank import runlock, subdeploy, tracking
+from synrank.config import Config, flow_parameters, stage_outputs
 from synrank.deployment_params import with_deployment_defaults
-from synrank.config import stage_outputs
 from synrank.stage import fingerprint, note_runs, output_id, read_stamp
-from synrank.config import Config, flow_parameters
 from synrank.validate import validate_config
 
-STAGE_FLOWS = {"sample": sample_flow, "generate": generate_flow, "score": score_flow, "rank": rank_flow,
-               "train": train_flow, "evaluate": evaluate_flow}
+STAGE_FLOWS = {
+    "sample": sample_flow,
+    "generate": generate_flow,
+    "score": score_flow,
+    "rank": rank_flow,
+    "train": train_flow,
+    "evaluate": evaluate_flow,
+}
 
 
 @flow(name="pipeline", log_prints=True)
@@ -67,8 +72,9 @@ def train_remotely(deployment: Any, cfg: Config, parent_run_id: str, held: ExitS
     paths = cfg.paths.model_copy(update={k: str(cfg.paths.resolve(k)) for k in type(cfg.paths).model_fields})
     print(f"train: running deployment '{deployment.name}' on pool '{deployment.work_pool_name}'")
     params = {**flow_parameters("train", cfg), "paths": paths}
-    subdeploy.run_remote(deployment, params, {tracking.PARENT_ENV: parent_run_id,
-                                              "MLFLOW_TRACKING_URI": mlflow.get_tracking_uri()})
+    subdeploy.run_remote(
+        deployment, params, {tracking.PARENT_ENV: parent_run_id, "MLFLOW_TRACKING_URI": mlflow.get_tracking_uri()}
+    )
     out = paths.resolve("model")
     held.enter_context(runlock.hold([out]))  # nothing replaces the model before evaluate has read it
     stamp = read_stamp(out) or {}
@@ -77,7 +83,8 @@ def train_remotely(deployment: Any, cfg: Config, parent_run_id: str, held: ExitS
         raise subdeploy.StageRunFailed(
             f"train: deployment '{deployment.name}' completed, but '{out}' does not hold this run's model "
             f"(stamp fingerprint {str(stamp.get('fingerprint'))[:16]}, expected {expected[:16]}): another train "
-            "run replaced it, or the worker's machine does not share these output folders")
+            "run replaced it, or the worker's machine does not share these output folders"
+        )
 
 
 def headline_metrics(evaluate: dict[str, float]) -> dict[str, float]:
@@ -85,6 +92,7 @@ def headline_metrics(evaluate: dict[str, float]) -> dict[str, float]:
     per benchmark the base and tuned overall and the paired tuned - base difference with their CIs, and
     each reward's win-rate with its CI; per-task, per-category and probe breakdowns stay on the
     evaluate run."""
+
     def headline(key: str) -> bool:
         if key.startswith("winrate_"):
             return "/" not in key

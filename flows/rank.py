@@ -3,21 +3,22 @@ phi, tau, k, model), with how often each generator wins and how much the rewards
 
 from __future__ import annotations
 
-import mlflow
 import pandas as pd
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
+import mlflow
 from models.ranking import rank_groups, reward_agreement
-from synrank.deployment_params import with_deployment_defaults
 from synrank.config import Paths, RankConfig, TrackingConfig
+from synrank.deployment_params import with_deployment_defaults
 from synrank.stage import stage_run
 from tasks.evaluate import ranked_grid
 
 
 @task(name="rank-images", task_run_name="rank[{method}]")
-def rank_images(scores_path: str, manifest_path: str, out_path: str, method: str,
-                rewards: list[str] | None = None) -> dict:
+def rank_images(
+    scores_path: str, manifest_path: str, out_path: str, method: str, rewards: list[str] | None = None
+) -> dict:
     manifest = pd.read_parquet(manifest_path)
     prompt_of = manifest.set_index("image_id")["prompt_id"]
     scores = pd.read_parquet(scores_path)
@@ -34,35 +35,54 @@ def rank_images(scores_path: str, manifest_path: str, out_path: str, method: str
 
 
 @flow(name="rank", log_prints=True)
-def rank_flow(cfg: RankConfig = RankConfig(), paths: Paths = Paths(),
-              tracking: TrackingConfig = TrackingConfig()) -> str:
+def rank_flow(
+    cfg: RankConfig = RankConfig(), paths: Paths = Paths(), tracking: TrackingConfig = TrackingConfig()
+) -> str:
     cfg = with_deployment_defaults("cfg", cfg)  # a partial parameter from the API keeps the rest
     scores, images, out = paths.resolve("scores"), paths.resolve("images"), paths.resolve("rankings")
     with stage_run("rank", cfg, inputs=[scores, images], out=out, tracking_cfg=tracking) as st:
         if st.up_to_date:
             return str(out)
-        st.report = rank_images(str(scores / "scores.parquet"), str(images / "manifest.parquet"),
-                                str(out / "rankings.parquet"), cfg.method, cfg.rewards)
+        st.report = rank_images(
+            str(scores / "scores.parquet"),
+            str(images / "manifest.parquet"),
+            str(out / "rankings.parquet"),
+            cfg.method,
+            cfg.rewards,
+        )
         ranked = pd.read_parquet(out / "rankings.parquet")
         # How often each generator wins: the mean phi per model (the paper's model-quality readout).
         wins = ranked.groupby("model")["phi"].mean()
-        st.log(**{f"phi_{m}": v for m, v in wins.items()}, n_ranked=len(ranked),
-               non_finite_left_out=st.report["non_finite_left_out"],
-               **{f"kendall_tau/{k}": v for k, v in st.report["kendall_tau"].items()})
-        create_table_artifact([{"model": m, "mean_phi": round(float(v), 4)} for m, v in wins.items()],
-                              key="generator-wins", description="mean phi per generator (how often it wins)")
+        st.log(
+            **{f"phi_{m}": v for m, v in wins.items()},
+            n_ranked=len(ranked),
+            non_finite_left_out=st.report["non_finite_left_out"],
+            **{f"kendall_tau/{k}": v for k, v in st.report["kendall_tau"].items()},
+        )
+        create_table_artifact(
+            [{"model": m, "mean_phi": round(float(v), 4)} for m, v in wins.items()],
+            key="generator-wins",
+            description="mean phi per generator (how often it wins)",
+        )
         if cfg.examples:
             manifest = pd.read_parquet(images / "manifest.parquet")
-            grid = ranked_grid(ranked.merge(manifest[["image_id", "prompt", "shard", "member"]], on="image_id"),
-                               str(images), cfg.examples)
+            grid = ranked_grid(
+                ranked.merge(manifest[["image_id", "prompt", "shard", "member"]], on="image_id"),
+                str(images),
+                cfg.examples,
+            )
             grid.save(out / "ranked_examples.png")
             mlflow.log_image(grid, "ranked_examples.png")
             create_markdown_artifact(
                 f"# Ranked examples\n\nBest (tau = 1) on the left, {cfg.examples} prompts: "
                 f"`{out / 'ranked_examples.png'}`, also `ranked_examples.png` in MLflow run "
                 + (f"[{st.run_id}]({st.run_url})" if st.run_url else f"`{st.run_id}` ({mlflow.get_tracking_uri()})")
-                + ".\n", key="ranked-examples")
-        print(f"ranked {len(ranked)} images of {st.report['prompts']} prompts ({cfg.method}); left out "
-              f"{st.report['non_finite_left_out']} with non-finite rewards; mean phi per model: "
-              + ", ".join(f"{m}={v:.3f}" for m, v in wins.items()))
+                + ".\n",
+                key="ranked-examples",
+            )
+        print(
+            f"ranked {len(ranked)} images of {st.report['prompts']} prompts ({cfg.method}); left out "
+            f"{st.report['non_finite_left_out']} with non-finite rewards; mean phi per model: "
+            + ", ".join(f"{m}={v:.3f}" for m, v in wins.items())
+        )
     return str(out)

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 from prefect import flow
 
-from synrank.deployment_params import with_deployment_defaults
 from synrank.config import Paths, SampleConfig, TrackingConfig
+from synrank.deployment_params import with_deployment_defaults
 from synrank.prompts import SKIP_REASONS, source_path, split
 from synrank.stage import stage_run
 from tasks.sample import read_prompt_sources, write_prompt_table
 
 
 @flow(name="sample")
-def sample_flow(cfg: SampleConfig = SampleConfig(), paths: Paths = Paths(),
-                tracking: TrackingConfig = TrackingConfig()) -> str:
+def sample_flow(
+    cfg: SampleConfig = SampleConfig(), paths: Paths = Paths(), tracking: TrackingConfig = TrackingConfig()
+) -> str:
     cfg = with_deployment_defaults("cfg", cfg)  # a partial parameter from the API keeps the rest
     out = paths.resolve("prompts")
     # The source files are the stage's inputs: editing one makes the stamp stale.
@@ -28,11 +29,18 @@ def sample_flow(cfg: SampleConfig = SampleConfig(), paths: Paths = Paths(),
         write_prompt_table(rows, splits, str(out))
         n_eval = splits.count("eval")
         skipped = {k: report[k] for k in SKIP_REASONS}
-        st.log(n_prompts=len(rows), n_train=len(rows) - n_eval, n_eval=n_eval, skipped=sum(skipped.values()),
-               **{f"skipped_{k}": v for k, v in skipped.items()})  # every reason, zeros too
+        st.log(
+            n_prompts=len(rows),
+            n_train=len(rows) - n_eval,
+            n_eval=n_eval,
+            skipped=sum(skipped.values()),
+            **{f"skipped_{k}": v for k, v in skipped.items()},
+        )  # every reason, zeros too
         st.report = report
-        print(f"[sample] {len(rows)} prompts ({len(rows) - n_eval} train, {n_eval} eval) from "
-              f"{len(cfg.sources)} source(s); skipped lines: "
-              + ", ".join(f"{k}={v}" for k, v in skipped.items())
-              + (f"; {report['also_in_train']} eval prompts also in train" if report["also_in_train"] else ""))
+        print(
+            f"[sample] {len(rows)} prompts ({len(rows) - n_eval} train, {n_eval} eval) from "
+            f"{len(cfg.sources)} source(s); skipped lines: "
+            + ", ".join(f"{k}={v}" for k, v in skipped.items())
+            + (f"; {report['also_in_train']} eval prompts also in train" if report["also_in_train"] else "")
+        )
     return str(out)

@@ -7,17 +7,21 @@ import pandas as pd
 from prefect import flow
 
 from synrank import storage
-from synrank.deployment_params import with_deployment_defaults
 from synrank.cluster_config import ClusterConfig
 from synrank.config import Paths, ScoreConfig, TrackingConfig
-from synrank.stage import Stage, stage_run
+from synrank.deployment_params import with_deployment_defaults
 from synrank.fingerprint import reward_id
+from synrank.stage import Stage, stage_run
 from tasks.score import remove_stale_scores, score_all
 
 
 @flow(name="score", log_prints=True)
-def score_flow(cfg: ScoreConfig, cluster: ClusterConfig = ClusterConfig(), paths: Paths = Paths(),
-               tracking: TrackingConfig = TrackingConfig()) -> str:
+def score_flow(
+    cfg: ScoreConfig,
+    cluster: ClusterConfig = ClusterConfig(),
+    paths: Paths = Paths(),
+    tracking: TrackingConfig = TrackingConfig(),
+) -> str:
     cfg = with_deployment_defaults("cfg", cfg)  # a partial parameter from the API keeps the rest
     images, out = paths.resolve("images"), paths.resolve("scores")
     weights = {r.name: reward_id(r) for r in cfg.rewards}  # new weights under the same name score again
@@ -25,8 +29,9 @@ def score_flow(cfg: ScoreConfig, cluster: ClusterConfig = ClusterConfig(), paths
         if st.up_to_date:
             return str(out)
         manifest = str(images / "manifest.parquet")
-        scores, cuts = score_all(cfg.rewards, manifest, str(images), str(out), cfg.batch_size, cfg.device,
-                                 fan=cfg, cluster=cluster)
+        scores, cuts = score_all(
+            cfg.rewards, manifest, str(images), str(out), cfg.batch_size, cfg.device, fan=cfg, cluster=cluster
+        )
         storage.write_bytes(str(out / "scores.parquet"), scores.to_parquet(index=False), out)
         stale = remove_stale_scores(out, pd.read_parquet(manifest), cfg.rewards)
         report_cuts(st, cuts)
@@ -45,6 +50,10 @@ def report_cuts(st: Stage, cuts: dict[str, dict]) -> None:
     for name, c in cuts.items():
         st.log(**{f"cut_prompts_{name}": c["n_cut"], f"cut_tokens_{name}": c["tokens_cut"]})
     if cut := {n: c for n, c in cuts.items() if c["n_cut"]}:
-        print("prompts cut by the rewards' text encoders (scored without their end): " + "; ".join(
-            f"{n}: {c['n_cut']} of {c['n_prompts']} over {c['max_tokens']} tokens, {c['tokens_cut']} tokens cut"
-            for n, c in cut.items()))
+        print(
+            "prompts cut by the rewards' text encoders (scored without their end): "
+            + "; ".join(
+                f"{n}: {c['n_cut']} of {c['n_prompts']} over {c['max_tokens']} tokens, {c['tokens_cut']} tokens cut"
+                for n, c in cut.items()
+            )
+        )

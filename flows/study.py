@@ -13,17 +13,17 @@ import json
 import time
 from pathlib import Path
 
-import mlflow
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
+import mlflow
 from flows.evaluate import evaluate_flow
 from flows.pipeline import STAGE_FLOWS
 from flows.rank import rank_flow
 from flows.train import train_flow
 from synrank import tracking
-from synrank.deployment_params import with_deployment_defaults
 from synrank.config import ROOT, Config, Paths, StudyArm, flow_parameters
+from synrank.deployment_params import with_deployment_defaults
 from synrank.stage import write_json
 from synrank.validate import validate_config
 from tasks.study import load_runs, study_markdown, study_results
@@ -39,7 +39,9 @@ def arm_paths(cfg: Config, arm: StudyArm, out: Path) -> Paths:
 @flow(name="study", log_prints=True)
 def study_flow(cfg: Config) -> str:
     cfg = with_deployment_defaults("cfg", cfg)  # a partial parameter from the API keeps the rest
-    validate_config(cfg, command="study")  # every name the study refers to (arms, rewards, reference, benchmark), before any compute
+    validate_config(
+        cfg, command="study"
+    )  # every name the study refers to (arms, rewards, reference, benchmark), before any compute
     study, t0 = cfg.study, time.time()
     out = Path(study.out) if Path(study.out).is_absolute() else ROOT / study.out
     evaluate = cfg.evaluate.model_copy(update={"all_generators": False, "benchmarks": [study.benchmark]})
@@ -47,8 +49,9 @@ def study_flow(cfg: Config) -> str:
     with mlflow.start_run(**tracking.run_identity("study")) as parent:
         tracking.link_from_prefect("study", parent.info.run_id, parent.info.experiment_id)
         mlflow.set_tags({"git_commit": tracking.git_commit(), "dvc_data_version": tracking.data_version()})
-        mlflow.log_params(tracking.flatten("", {"study": study.model_dump(mode="json"),
-                                                "train": cfg.train.model_dump(mode="json")}))
+        mlflow.log_params(
+            tracking.flatten("", {"study": study.model_dump(mode="json"), "train": cfg.train.model_dump(mode="json")})
+        )
         with tracking.children_of(parent.info.run_id):
             for stage in ("sample", "generate", "score"):
                 STAGE_FLOWS[stage](**flow_parameters(stage, cfg))
@@ -60,8 +63,13 @@ def study_flow(cfg: Config) -> str:
             for seed in study.seeds:
                 d = out / "runs" / f"{arm.name}-seed{seed}"
                 paths_run = paths.model_copy(update={k: str(d / k) for k in ("model", "eval", "metrics")})
-                tags = {"synrank.stage": "study-run", "method": arm.name, "seed": str(seed),
-                        "objective": arm.objective, "rewards": ",".join(arm.rewards) or "all"}
+                tags = {
+                    "synrank.stage": "study-run",
+                    "method": arm.name,
+                    "seed": str(seed),
+                    "objective": arm.objective,
+                    "rewards": ",".join(arm.rewards) or "all",
+                }
                 with mlflow.start_run(run_name=f"{arm.name} seed {seed}", nested=True, tags=tags) as run:
                     with tracking.children_of(run.info.run_id):
                         train = cfg.train.model_copy(update={"objective": arm.objective, "seed": seed})
@@ -72,13 +80,17 @@ def study_flow(cfg: Config) -> str:
         base_arm = next(a.name for a in study.arms if not a.objective)
         data = load_runs(runs, study.benchmark, [r.name for r in cfg.score.rewards], base_arm)
         results = study_results(data, study.reference)
-        with mlflow.start_run(run_name=f"{base_arm}", nested=True,
-                              tags={"synrank.stage": "study-run", "method": base_arm, "seed": "-"}):
+        with mlflow.start_run(
+            run_name=f"{base_arm}", nested=True, tags={"synrank.stage": "study-run", "method": base_arm, "seed": "-"}
+        ):
             mlflow.log_metric(f"{study.benchmark}/overall", results["arms"][base_arm]["overall"]["mean"])
         minutes = (time.time() - t0) / 60
-        md = (f"# Study: {len(study.arms)} arms x {len(study.seeds)} seeds\n\n" + study_markdown(results, study.benchmark)
-              + f"\nWall time {minutes:.1f} min; MLflow run `{parent.info.run_id}` (experiment "
-                f"`{cfg.tracking.experiment}`), its children tagged `method` and `seed`.\n")
+        md = (
+            f"# Study: {len(study.arms)} arms x {len(study.seeds)} seeds\n\n"
+            + study_markdown(results, study.benchmark)
+            + f"\nWall time {minutes:.1f} min; MLflow run `{parent.info.run_id}` (experiment "
+            f"`{cfg.tracking.experiment}`), its children tagged `method` and `seed`.\n"
+        )
         (out / "study.md").write_text(md)
         write_json(out / "study.json", results)
         mlflow.log_text(md, "study.md")

@@ -6,19 +6,18 @@ import json
 import shutil
 from pathlib import Path
 
-import mlflow
 import pandas as pd
 from prefect import flow, task
 
+import mlflow
+from synrank.config import ConfigError, GenerateConfig, Paths, TrackingConfig, TrainConfig
 from synrank.deployment_params import with_deployment_defaults
 from synrank.fingerprint import generator_id
-from synrank.config import ConfigError, GenerateConfig, Paths, TrackingConfig, TrainConfig
 from synrank.progress import Reporter
 from synrank.shards import load_arrays, load_images
 from synrank.stage import STAMP, stage_run
 from synrank.storage import publish_dir
 from tasks.tuned_model import log_tuned_model
-
 
 # Keys of train()'s result that name a setting rather than measure the run (logged as MLflow params).
 EFFECTIVE_SETTINGS = ("effective_mixed_precision", "timestep_density", "timestep_shift")
@@ -33,8 +32,10 @@ def check_objective(name: str) -> None:
     from models.objectives import OBJECTIVES
 
     if name not in OBJECTIVES.names():
-        raise ConfigError(f"bad value for 'train.objective': {name!r} is not a registered objective; "
-                          f"allowed: {', '.join(OBJECTIVES.names())}")
+        raise ConfigError(
+            f"bad value for 'train.objective': {name!r} is not a registered objective; "
+            f"allowed: {', '.join(OBJECTIVES.names())}"
+        )
 
 
 def base_generator(cfg: TrainConfig, generate: GenerateConfig):
@@ -42,8 +43,10 @@ def base_generator(cfg: TrainConfig, generate: GenerateConfig):
     if not cfg.base:
         return generate.generators[0]
     if cfg.base not in names:
-        raise ConfigError(f"bad value for 'train.base': {cfg.base!r} is not a generator in generate.generators; "
-                          f"allowed: {', '.join(names)}")
+        raise ConfigError(
+            f"bad value for 'train.base': {cfg.base!r} is not a generator in generate.generators; "
+            f"allowed: {', '.join(names)}"
+        )
     return generate.generators[names.index(cfg.base)]
 
 
@@ -52,13 +55,23 @@ def train_identity(cfg: TrainConfig, generate: GenerateConfig, paths: Paths) -> 
     the train config, the base generator, the rankings' and images' content, the base weights' content.
     The pipeline recomputes it to check that a train run on another worker left this run's model."""
     spec = base_generator(cfg, generate)
-    return {"params": {"train": cfg, "base": spec}, "inputs": [paths.resolve("rankings"), paths.resolve("images")],
-            "extra": {"base_weights": generator_id(spec)}}
+    return {
+        "params": {"train": cfg, "base": spec},
+        "inputs": [paths.resolve("rankings"), paths.resolve("images")],
+        "extra": {"base_weights": generator_id(spec)},
+    }
 
 
 @task(name="train-model", task_run_name="train[{cfg.objective}]")
-def train_model(cfg: TrainConfig, generate: GenerateConfig, rankings_path: str, images_root: str,
-                out_dir: str, work_dir: str, run_id: str) -> dict[str, float | str]:
+def train_model(
+    cfg: TrainConfig,
+    generate: GenerateConfig,
+    rankings_path: str,
+    images_root: str,
+    out_dir: str,
+    work_dir: str,
+    run_id: str,
+) -> dict[str, float | str]:
     from mlflow.entities import Metric
 
     from models.trainer import train
@@ -83,13 +96,17 @@ def train_model(cfg: TrainConfig, generate: GenerateConfig, rankings_path: str, 
 
     def log(metrics: dict[str, float], step: int) -> None:
         client.log_batch(run_id, metrics=[Metric(f"train/{k}", float(v), 0, step) for k, v in metrics.items()])
-        report(step, "".join(f", {k} {metrics[k]:.4g}" for k in ("loss", "implicit_acc") if k in metrics),
-               force=step == cfg.steps)
+        report(
+            step,
+            "".join(f", {k} {metrics[k]:.4g}" for k in ("loss", "implicit_acc") if k in metrics),
+            force=step == cfg.steps,
+        )
         with curve.open("a") as f:
             f.write(json.dumps({"step": step, **metrics}) + "\n")
 
-    final = train(spec, cfg, ranked, images, Path(out_dir), log, Path(work_dir),
-                  latents if "latent_member" in manifest else None)
+    final = train(
+        spec, cfg, ranked, images, Path(out_dir), log, Path(work_dir), latents if "latent_member" in manifest else None
+    )
     if curve.exists():  # absent on a non-main process
         write_curve(curve, Path(out_dir) / "train_curve.csv")
     return final
@@ -103,8 +120,9 @@ def write_curve(rows_path: Path, out: Path) -> None:
 
 
 @flow(name="train", log_prints=True)
-def train_flow(cfg: TrainConfig, generate: GenerateConfig, paths: Paths = Paths(),
-               tracking: TrackingConfig = TrackingConfig()) -> str:
+def train_flow(
+    cfg: TrainConfig, generate: GenerateConfig, paths: Paths = Paths(), tracking: TrackingConfig = TrackingConfig()
+) -> str:
     cfg = with_deployment_defaults("cfg", cfg)  # a partial parameter from the API keeps the rest
     rankings, images, out = paths.resolve("rankings"), paths.resolve("images"), paths.resolve("model")
     # A bad base or objective (a typo in the Prefect form) fails here, before any model loads.
@@ -119,8 +137,9 @@ def train_flow(cfg: TrainConfig, generate: GenerateConfig, paths: Paths = Paths(
         # work/result and moved into `out` only once training has succeeded, so a failed run (a
         # non-finite loss, a crash) leaves the previous model and its stamp as they were.
         work = out.parent / f".{out.name}-work" / st.fingerprint[:16]
-        final = train_model(cfg, generate, str(rankings / "rankings.parquet"), str(images), str(work / "result"),
-                            str(work), st.run_id)
+        final = train_model(
+            cfg, generate, str(rankings / "rankings.parquet"), str(images), str(work / "result"), str(work), st.run_id
+        )
         if not st.run_id:  # a non-main process of a multi-GPU run: rank 0 records and registers
             return str(out)
         publish_dir(work / "result", out, protected=(STAMP,))
@@ -132,10 +151,16 @@ def train_flow(cfg: TrainConfig, generate: GenerateConfig, paths: Paths = Paths(
         sources = {k: int(final.pop(k)) for k in LATENT_COUNTS if k in final}
         st.log(**sources, **{f"final_{k}": v for k, v in final.items()})
         # The tuned weights and tuned.json (the stamp is written later) as an MLflow pyfunc model, registered.
-        uri, version = log_tuned_model(out, f"synrank-{spec.name}",
-                                       {"objective": cfg.objective, "steps": str(cfg.steps)})
+        uri, version = log_tuned_model(
+            out, f"synrank-{spec.name}", {"objective": cfg.objective, "steps": str(cfg.steps)}
+        )
         st.report = {"registered_model": f"synrank-{spec.name}", "version": version, "model_uri": uri, **sources}
-        print(f"trained {cfg.objective} for {cfg.steps} steps: " + ", ".join(f"{k}={v:.4g}" for k, v in final.items())
-              + "; " + ", ".join(f"{k}={v}" for k, v in settings.items()) + "; latents: "
-              + ", ".join(f"{v} {k.removeprefix('latents_')}" for k, v in sources.items()))
+        print(
+            f"trained {cfg.objective} for {cfg.steps} steps: "
+            + ", ".join(f"{k}={v:.4g}" for k, v in final.items())
+            + "; "
+            + ", ".join(f"{k}={v}" for k, v in settings.items())
+            + "; latents: "
+            + ", ".join(f"{v} {k.removeprefix('latents_')}" for k, v in sources.items())
+        )
     return str(out)

@@ -34,8 +34,14 @@ def summarize_wins(outcomes: pd.DataFrame) -> dict[str, float]:
     """Outcomes are averaged per prompt first, so the CI resamples prompts, the unit that was sampled."""
     per_prompt = outcomes.groupby("prompt_id")["win"].mean().to_numpy()
     lo, hi = mean_ci(per_prompt)
-    return {"winrate": float(per_prompt.mean()) if len(per_prompt) else float("nan"), "ci_low": lo, "ci_high": hi,
-            "n": int(len(per_prompt)), "n_pairs": int(len(outcomes)), "mean_delta": float(outcomes["delta"].mean())}
+    return {
+        "winrate": float(per_prompt.mean()) if len(per_prompt) else float("nan"),
+        "ci_low": lo,
+        "ci_high": hi,
+        "n": int(len(per_prompt)),
+        "n_pairs": int(len(outcomes)),
+        "mean_delta": float(outcomes["delta"].mean()),
+    }
 
 
 def by_category(outcomes: pd.DataFrame, categories: Mapping[str, str]) -> dict[str, dict[str, float]]:
@@ -47,8 +53,9 @@ def by_category(outcomes: pd.DataFrame, categories: Mapping[str, str]) -> dict[s
     return {c: summarize_wins(outcomes[cats == c]) for c in sorted(set(cats))}
 
 
-def winrates(scores: pd.DataFrame, manifest: pd.DataFrame, base: str, tuned: str,
-             categories: Mapping[str, str] | None = None) -> dict[str, dict]:
+def winrates(
+    scores: pd.DataFrame, manifest: pd.DataFrame, base: str, tuned: str, categories: Mapping[str, str] | None = None
+) -> dict[str, dict]:
     """Win-rate of tuned over base per reward; with categories (prompt_id -> category) also per category."""
     out: dict[str, dict] = {}
     for reward, g in win_outcomes(scores, manifest, base, tuned).groupby("reward", sort=True):

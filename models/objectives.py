@@ -52,8 +52,15 @@ def preference_loss(s: torch.Tensor, weights: torch.Tensor, beta: float) -> torc
     return -(weights * F.logsigmoid(logits)).sum(dim=(1, 2)).mean()
 
 
-def objective_loss(obj: Objective, model_err: torch.Tensor, ref_err: torch.Tensor | None, phi: torch.Tensor,
-                   tau: torch.Tensor, mask: torch.Tensor, beta: float) -> tuple[torch.Tensor, torch.Tensor]:
+def objective_loss(
+    obj: Objective,
+    model_err: torch.Tensor,
+    ref_err: torch.Tensor | None,
+    phi: torch.Tensor,
+    tau: torch.Tensor,
+    mask: torch.Tensor,
+    beta: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(loss, W) for one batch of groups; W is zeros for objectives without pairs."""
     w = obj.pairs(phi, tau, mask) if obj.pairs else torch.zeros(phi.shape + phi.shape[1:], dtype=phi.dtype)
     w = w.to(model_err.device)
@@ -73,8 +80,11 @@ def pair_stats(s: torch.Tensor, weights: torch.Tensor, beta: float) -> dict[str,
     if n == 0:
         return {"implicit_acc": float("nan"), "reward_margin": float("nan"), "pairs": 0.0}
     diff = (s[:, :, None] - s[:, None, :])[pairs]
-    return {"implicit_acc": float((diff < 0).float().mean()), "reward_margin": float((-beta * diff).mean()),
-            "pairs": float(n)}
+    return {
+        "implicit_acc": float((diff < 0).float().mean()),
+        "reward_margin": float((-beta * diff).mean()),
+        "pairs": float(n),
+    }
 
 
 def _valid_pairs(mask: torch.Tensor) -> torch.Tensor:
@@ -142,8 +152,8 @@ def reward_weighted(phi: torch.Tensor, tau: torch.Tensor, mask: torch.Tensor) ->
     share phi_i / sum phi divides by a near-zero total (weights of +-1e7, negative ones that push the
     model away from images). Shifting keeps the order, puts every weight in [0, 1] summing to 1, and
     gives the group's worst image weight 0 (as sft does to all but the best); the weights do not change
-    when phi is shifted or scaled, so algorithm1, bradley_terry and zscore are treated alike. A group whose valid images all tie has no
-    preference to learn from and gets zero weights; padding slots always get 0."""
+    when phi is shifted or scaled, so algorithm1, bradley_terry and zscore are treated alike. A group whose
+    valid images all tie has no preference to learn from and gets zero weights; padding slots always get 0."""
     big = torch.finfo(phi.dtype).max
     low = torch.where(mask, phi, torch.full_like(phi, big)).amin(dim=1, keepdim=True)
     r = torch.where(mask, phi - low, torch.zeros_like(phi))

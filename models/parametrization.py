@@ -50,8 +50,9 @@ class Parametrization:
     snr_gamma: float | None = None  # Min-SNR-gamma loss weighting (epsilon / v-prediction only)
 
     @classmethod
-    def from_scheduler(cls, scheduler: Any, density: str = "auto", flow_shift: float | None = None,
-                       **density_args: float) -> Parametrization:
+    def from_scheduler(
+        cls, scheduler: Any, density: str = "auto", flow_shift: float | None = None, **density_args: float
+    ) -> Parametrization:
         """density "auto": logit_normal for flow matching (SD3's recipe), uniform discrete timesteps otherwise;
         flow_shift None: the scheduler's `shift`. density_args: logit_mean, logit_std, mode_scale. A flow
         density or shift for a DDPM-type model cannot take effect and is refused (ValueError)."""
@@ -65,18 +66,26 @@ class Parametrization:
             own = 1.0 if cfg.get("use_dynamic_shifting", False) else float(cfg.get("shift", 1.0))
             shift = own if flow_shift is None else float(flow_shift)
             if density_args.get("snr_gamma") is not None:
-                raise ValueError("snr_gamma (Min-SNR weighting) applies to epsilon / v-prediction models only; "
-                                 f"{type(scheduler).__name__} is flow matching: choose its timestep_density instead")
+                raise ValueError(
+                    "snr_gamma (Min-SNR weighting) applies to epsilon / v-prediction models only; "
+                    f"{type(scheduler).__name__} is flow matching: choose its timestep_density instead"
+                )
             return cls("flow", cfg.num_train_timesteps, None, density, shift, **density_args)
         if density not in ("auto", "uniform") or flow_shift is not None:
             what = f"timestep_density '{density}'" if density not in ("auto", "uniform") else "flow_shift"
-            raise ValueError(f"{what} applies to flow-matching models only; {type(scheduler).__name__} trains on "
-                             "uniformly drawn discrete timesteps (use timestep_density 'auto' or 'uniform')")
+            raise ValueError(
+                f"{what} applies to flow-matching models only; {type(scheduler).__name__} trains on "
+                "uniformly drawn discrete timesteps (use timestep_density 'auto' or 'uniform')"
+            )
         from diffusers import DDPMScheduler
 
         ddpm = DDPMScheduler.from_config(cfg)  # the training-time noise schedule of this model
-        return cls(cfg.get("prediction_type", "epsilon"), cfg.num_train_timesteps, ddpm.alphas_cumprod.float(),
-                   snr_gamma=density_args.get("snr_gamma"))
+        return cls(
+            cfg.get("prediction_type", "epsilon"),
+            cfg.num_train_timesteps,
+            ddpm.alphas_cumprod.float(),
+            snr_gamma=density_args.get("snr_gamma"),
+        )
 
     def sample_t(self, n: int, generator: torch.Generator) -> torch.Tensor:
         """n timesteps: discrete steps (long) for epsilon / v-prediction, sigmas in [0, 1] for flow."""

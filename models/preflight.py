@@ -42,16 +42,21 @@ def make_accelerator(mixed_precision: str, grad_accum: int) -> Any:
         raise PrecisionError(_refusal("fp16", device.type, chosen))
     accelerator = Accelerator(mixed_precision=chosen, gradient_accumulation_steps=grad_accum)
     self_managed = (DistributedType.DEEPSPEED, DistributedType.MEGATRON_LM)  # they apply precision themselves
-    if (accelerator.mixed_precision != "no" and not accelerator.native_amp
-            and accelerator.distributed_type not in self_managed):
+    if (
+        accelerator.mixed_precision != "no"
+        and not accelerator.native_amp
+        and accelerator.distributed_type not in self_managed
+    ):
         raise PrecisionError(_refusal(accelerator.mixed_precision, accelerator.device.type, chosen))
     return accelerator
 
 
 def _refusal(precision: str, device: str, chosen: str | None) -> str:
     source = "" if chosen else " (from accelerate's config / ACCELERATE_MIXED_PRECISION, as mixed_precision 'auto')"
-    return (f"train: mixed_precision '{precision}'{source} cannot take effect on {device} (accelerate runs fp32 "
-            "there); use 'no' or 'bf16'")
+    return (
+        f"train: mixed_precision '{precision}'{source} cannot take effect on {device} (accelerate runs fp32 "
+        "there); use 'no' or 'bf16'"
+    )
 
 
 def drop_tied_groups(ranked: pd.DataFrame, obj: Any) -> tuple[pd.DataFrame, dict[str, float]]:
@@ -68,11 +73,16 @@ def drop_tied_groups(ranked: pd.DataFrame, obj: Any) -> tuple[pd.DataFrame, dict
     tied_rows = groups.groupby("prompt_id")[label].transform("nunique") <= 1
     tied = set(groups.loc[tied_rows, "prompt_id"])
     drop = not obj.self_pairs and bool(tied)
-    counts = {"groups_ranked": float(n_groups), "groups_all_tied": float(len(tied)),
-              "groups_used": float(n_groups - len(tied) if drop else n_groups)}
+    counts = {
+        "groups_ranked": float(n_groups),
+        "groups_all_tied": float(len(tied)),
+        "groups_used": float(n_groups - len(tied) if drop else n_groups),
+    }
     if n_groups == 0:
         raise NothingToLearnError("train: no prompt has 2 or more ranked images; nothing to learn from")
     if not obj.self_pairs and len(tied) == n_groups:
-        raise NothingToLearnError(f"train: all {n_groups} ranked groups tie (every image of a prompt got the same "
-                                  f"{label}); nothing to learn from")
+        raise NothingToLearnError(
+            f"train: all {n_groups} ranked groups tie (every image of a prompt got the same "
+            f"{label}); nothing to learn from"
+        )
     return (ranked[~ranked["prompt_id"].isin(tied)] if drop else ranked), counts

@@ -58,7 +58,7 @@ def _longest_fit(prompt: str, spans: list[tuple[int, int]], tokenizer: Tokenizer
     lo, hi = 0, len(spans)
     while lo < hi:
         mid = (lo + hi + 1) // 2
-        if count_tokens(tokenizer, prompt[spans[0][0]: spans[mid - 1][1]]) <= budget:
+        if count_tokens(tokenizer, prompt[spans[0][0] : spans[mid - 1][1]]) <= budget:
             lo = mid
         else:
             hi = mid - 1
@@ -68,11 +68,12 @@ def _longest_fit(prompt: str, spans: list[tuple[int, int]], tokenizer: Tokenizer
 def _token_pieces(word: str, tokenizer: Tokenizer, budget: int) -> list[str]:
     # Only for a single "word" longer than the whole budget (a URL, a run of symbols): cut by tokens.
     ids = tokenizer(word, add_special_tokens=False)["input_ids"]
-    return [tokenizer.decode(ids[i: i + budget]).strip() for i in range(0, len(ids), budget)]
+    return [tokenizer.decode(ids[i : i + budget]).strip() for i in range(0, len(ids), budget)]
 
 
-def fit_prompt(prompt: str, tokenizer: Tokenizer, max_tokens: int, mode: Mode = "truncate",
-               report: FitReport | None = None) -> FittedPrompt:
+def fit_prompt(
+    prompt: str, tokenizer: Tokenizer, max_tokens: int, mode: Mode = "truncate", report: FitReport | None = None
+) -> FittedPrompt:
     """Fit one prompt into an encoder of `max_tokens` tokens (special tokens included, e.g. 77 for CLIP);
     counts what happened in `report` when given."""
     if mode not in ("truncate", "chunk"):
@@ -90,7 +91,11 @@ def fit_prompt(prompt: str, tokenizer: Tokenizer, max_tokens: int, mode: Mode = 
     i = 0
     while i < len(spans):
         k = _longest_fit(prompt, spans[i:], tokenizer, budget)
-        pieces = [prompt[spans[i][0]: spans[i + k - 1][1]]] if k else _token_pieces(prompt[slice(*spans[i])], tokenizer, budget)
+        pieces = (
+            [prompt[spans[i][0] : spans[i + k - 1][1]]]
+            if k
+            else _token_pieces(prompt[slice(*spans[i])], tokenizer, budget)
+        )
         texts.extend(pieces)
         i += max(k, 1)
         if mode == "truncate":
@@ -107,12 +112,18 @@ def fit_prompt(prompt: str, tokenizer: Tokenizer, max_tokens: int, mode: Mode = 
     return FittedPrompt(texts, n_tokens, budget, mode == "truncate")
 
 
-def fit_prompts(prompts: Iterable[str], tokenizer: Tokenizer, max_tokens: int,
-                mode: Mode = "truncate") -> tuple[list[FittedPrompt], FitReport]:
+def fit_prompts(
+    prompts: Iterable[str], tokenizer: Tokenizer, max_tokens: int, mode: Mode = "truncate"
+) -> tuple[list[FittedPrompt], FitReport]:
     """fit_prompt over many prompts; the report says how many were over the limit and what was done."""
     report = FitReport(mode=mode, max_tokens=max_tokens)
     fitted = [fit_prompt(p, tokenizer, max_tokens, mode, report) for p in prompts]
     if report.n_over_limit:
-        log.warning("%d of %d prompts exceed %d tokens: %s", report.n_over_limit, report.n_prompts, max_tokens,
-                    f"truncated ({report.tokens_dropped} tokens dropped)" if mode == "truncate" else "split into chunks")
+        log.warning(
+            "%d of %d prompts exceed %d tokens: %s",
+            report.n_over_limit,
+            report.n_prompts,
+            max_tokens,
+            f"truncated ({report.tokens_dropped} tokens dropped)" if mode == "truncate" else "split into chunks",
+        )
     return fitted, report

@@ -71,8 +71,9 @@ def reward_agreement(scores: pd.DataFrame, prompt_of: pd.Series) -> dict[str, fl
     return out
 
 
-def rank_groups(scores: pd.DataFrame, prompt_of: pd.Series, method: str = "algorithm1"
-               ) -> tuple[pd.DataFrame, dict[str, int]]:
+def rank_groups(
+    scores: pd.DataFrame, prompt_of: pd.Series, method: str = "algorithm1"
+) -> tuple[pd.DataFrame, dict[str, int]]:
     """scores: long table (image_id, reward, score); prompt_of: image_id -> prompt_id.
     Returns (image_id, prompt_id, phi, tau, k, advantage) and a report of what was left out. `method`
     swaps Algorithm 1's win fraction for another aggregate (AGGREGATORS); ranking and tau stay the same.

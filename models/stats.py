@@ -16,8 +16,9 @@ def cluster_codes(clusters: np.ndarray) -> tuple[np.ndarray, int]:
     return rank[inverse.reshape(-1)], len(first)
 
 
-def bootstrap_means(values: np.ndarray, rng: np.random.Generator, n_boot: int = N_BOOTSTRAP,
-                    clusters: np.ndarray | None = None) -> np.ndarray:
+def bootstrap_means(
+    values: np.ndarray, rng: np.random.Generator, n_boot: int = N_BOOTSTRAP, clusters: np.ndarray | None = None
+) -> np.ndarray:
     """(n_boot,) means of resamples (with replacement) of values.
 
     clusters: one id per value (e.g. the prompt of each image); a resample then draws whole clusters, as
@@ -49,8 +50,12 @@ def mean_ci(values: np.ndarray, seed: int = 0, n_boot: int = N_BOOTSTRAP) -> tup
     return percentile_ci(bootstrap_means(values, np.random.default_rng(seed), n_boot))
 
 
-def stratified_means(groups: dict[str, np.ndarray], seed: int = 0, n_boot: int = N_BOOTSTRAP,
-                     clusters: dict[str, np.ndarray] | None = None) -> tuple[dict, dict]:
+def stratified_means(
+    groups: dict[str, np.ndarray],
+    seed: int = 0,
+    n_boot: int = N_BOOTSTRAP,
+    clusters: dict[str, np.ndarray] | None = None,
+) -> tuple[dict, dict]:
     """Per group: mean, 95% CI (resampled within the group), n (values), n_units (distinct clusters, or
     values without clusters); overall: the mean of the group means (so large groups do not dominate, as
     GenEval averages its tasks) with its CI, n and n_units summed over the groups.
@@ -64,16 +69,24 @@ def stratified_means(groups: dict[str, np.ndarray], seed: int = 0, n_boot: int =
         values = np.asarray(values, dtype=np.float64)
         ids = None if clusters is None else np.asarray(clusters[name])
         boots.append(bootstrap_means(values, rng, n_boot, ids))
-        per[name] = {"mean": float(values.mean()), "ci95": list(percentile_ci(boots[-1])), "n": len(values),
-                     "n_units": len(values) if ids is None else cluster_codes(ids)[1]}
-    overall = {"mean": float(np.mean([g["mean"] for g in per.values()])),
-               "ci95": list(percentile_ci(np.mean(boots, axis=0))), "n": sum(g["n"] for g in per.values()),
-               "n_units": sum(g["n_units"] for g in per.values())}
+        per[name] = {
+            "mean": float(values.mean()),
+            "ci95": list(percentile_ci(boots[-1])),
+            "n": len(values),
+            "n_units": len(values) if ids is None else cluster_codes(ids)[1],
+        }
+    overall = {
+        "mean": float(np.mean([g["mean"] for g in per.values()])),
+        "ci95": list(percentile_ci(np.mean(boots, axis=0))),
+        "n": sum(g["n"] for g in per.values()),
+        "n_units": sum(g["n_units"] for g in per.values()),
+    }
     return per, overall
 
 
-def paired_task_delta(tasks: np.ndarray, diffs: np.ndarray, seed: int = 0, n_boot: int = N_BOOTSTRAP,
-                      clusters: np.ndarray | None = None) -> dict:
+def paired_task_delta(
+    tasks: np.ndarray, diffs: np.ndarray, seed: int = 0, n_boot: int = N_BOOTSTRAP, clusters: np.ndarray | None = None
+) -> dict:
     """Mean over tasks of the mean per-image difference (tuned - base, the same prompt and seed), with a
     95% CI from resampling within each task: whole clusters (one id per pair, e.g. its prompt: a prompt's
     images are not independent) or, without clusters, the image pairs. Pairing removes the
@@ -121,8 +134,10 @@ def _strata_clusters(strata: np.ndarray, clusters: np.ndarray | None) -> list[tu
 
 def _resampled_mean(values: np.ndarray, strata: list, draws: list[np.ndarray]) -> float:
     """The mean over strata of the mean over units of the drawn clusters (with repeats)."""
-    means = [np.bincount(codes, weights=values[g], minlength=len(sizes))[d].sum() / sizes[d].sum()
-             for (g, codes, sizes), d in zip(strata, draws)]
+    means = [
+        np.bincount(codes, weights=values[g], minlength=len(sizes))[d].sum() / sizes[d].sum()
+        for (g, codes, sizes), d in zip(strata, draws)
+    ]
     return float(np.mean(means))
 
 
@@ -134,8 +149,15 @@ def _check_clusters(strata: np.ndarray, clusters: np.ndarray) -> None:
         raise ValueError("a cluster spans two strata; every cluster (prompt) must lie in one stratum (task)")
 
 
-def seeds_and_units_bootstrap(arms: list[np.ndarray], signs: list[float], strata: np.ndarray, null: float = 0.0,
-                              seed: int = 0, n_boot: int = N_BOOTSTRAP, clusters: np.ndarray | None = None) -> dict:
+def seeds_and_units_bootstrap(
+    arms: list[np.ndarray],
+    signs: list[float],
+    strata: np.ndarray,
+    null: float = 0.0,
+    seed: int = 0,
+    n_boot: int = N_BOOTSTRAP,
+    clusters: np.ndarray | None = None,
+) -> dict:
     """A study's estimate with both sources of noise: sum over arms of sign * overall, where an arm is a
     (training seeds, units) matrix of per-unit values (an image's pass/fail, a prompt's win-rate) on the
     same units in the same order, and overall is the mean over strata of the stratum's mean over units of
@@ -159,10 +181,17 @@ def seeds_and_units_bootstrap(arms: list[np.ndarray], signs: list[float], strata
     boots = np.empty(n_boot)
     for b in range(n_boot):
         draws = [rng.integers(0, len(sizes), len(sizes)) for _, _, sizes in members]
-        boots[b] = sum(sign * _resampled_mean(a[rng.integers(0, len(a), len(a))].mean(axis=0), members, draws)
-                       for sign, a in zip(signs, arms))
+        boots[b] = sum(
+            sign * _resampled_mean(a[rng.integers(0, len(a), len(a))].mean(axis=0), members, draws)
+            for sign, a in zip(signs, arms)
+        )
     p = min(1.0, 2 * min(float((boots <= null).mean()), float((boots >= null).mean())))
     mean = sum(sign * _strata_mean(a.mean(axis=0), groups) for sign, a in zip(signs, arms))
-    return {"mean": float(mean), "ci95": list(percentile_ci(boots)),
-            "p": p, "n_units": int(len(strata)), "n_clusters": int(sum(len(sizes) for _, _, sizes in members)),
-            "n_seeds": [int(len(a)) for a in arms]}
+    return {
+        "mean": float(mean),
+        "ci95": list(percentile_ci(boots)),
+        "p": p,
+        "n_units": int(len(strata)),
+        "n_clusters": int(sum(len(sizes) for _, _, sizes in members)),
+        "n_seeds": [int(len(a)) for a in arms],
+    }

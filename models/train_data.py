@@ -42,8 +42,15 @@ class RankedGroups:
 
     def select(self, rows: torch.Tensor) -> RankedGroups:
         adv = self.advantage[rows] if self.advantage is not None else None
-        return replace(self, index=self.index[rows], phi=self.phi[rows], tau=self.tau[rows], mask=self.mask[rows],
-                       cond={k: v[rows] for k, v in self.cond.items()}, advantage=adv)
+        return replace(
+            self,
+            index=self.index[rows],
+            phi=self.phi[rows],
+            tau=self.tau[rows],
+            mask=self.mask[rows],
+            cond={k: v[rows] for k, v in self.cond.items()},
+            advantage=adv,
+        )
 
     def latents_of(self, index: torch.Tensor) -> torch.Tensor:
         return self.latents[index.clamp(min=0)]
@@ -133,8 +140,9 @@ def encode_prompts(pipe, prompts: list[str], device: str, size: int | Size) -> d
     the training (height, width) in pixels (an int: square), which SDXL's micro-conditioning names."""
     # inspect.signature sees through diffusers' LoRA-scale decorator (forward.__code__ would not).
     if hasattr(pipe, "transformer") and "pooled_projections" in inspect.signature(pipe.transformer.forward).parameters:
-        embeds, _, pooled, _ = pipe.encode_prompt(prompt=prompts, prompt_2=None, prompt_3=None, device=device,
-                                                  do_classifier_free_guidance=False)
+        embeds, _, pooled, _ = pipe.encode_prompt(
+            prompt=prompts, prompt_2=None, prompt_3=None, device=device, do_classifier_free_guidance=False
+        )
         return {"encoder_hidden_states": embeds.float().cpu(), "pooled_projections": pooled.float().cpu()}
     if getattr(pipe, "text_encoder_2", None) is not None and getattr(pipe, "unet", None) is not None:  # SDXL
         embeds, _, pooled, _ = pipe.encode_prompt(prompt=prompts, device=device, do_classifier_free_guidance=False)
@@ -142,10 +150,14 @@ def encode_prompts(pipe, prompts: list[str], device: str, size: int | Size) -> d
         # uncropped images at the training size.
         h, w = _hw(size)
         time_ids = torch.tensor([[h, w, 0, 0, h, w]], dtype=torch.float32).repeat(len(prompts), 1)
-        return {"encoder_hidden_states": embeds.float().cpu(), "text_embeds": pooled.float().cpu(),
-                "time_ids": time_ids}
-    tok = pipe.tokenizer(prompts, padding="max_length", max_length=pipe.tokenizer.model_max_length,
-                         truncation=True, return_tensors="pt")
+        return {
+            "encoder_hidden_states": embeds.float().cpu(),
+            "text_embeds": pooled.float().cpu(),
+            "time_ids": time_ids,
+        }
+    tok = pipe.tokenizer(
+        prompts, padding="max_length", max_length=pipe.tokenizer.model_max_length, truncation=True, return_tensors="pt"
+    )
     return {"encoder_hidden_states": pipe.text_encoder(tok.input_ids.to(device))[0].float().cpu()}
 
 
@@ -158,26 +170,42 @@ def _cache_key(ranked: pd.DataFrame, use_stored: pd.Series, size: int | Size) ->
     if use_stored.any():
         content = content.where(~use_stored, "latent:" + ranked["latent_sha256"].astype(str))
     adv = ranked["advantage"] if "advantage" in ranked else [None] * len(ranked)
-    rows = (f"{c}\t{p}\t{f}\t{t}\t{a}" for c, p, f, t, a in zip(content, ranked["prompt"], ranked["phi"],
-                                                               ranked["tau"], adv))
+    rows = (
+        f"{c}\t{p}\t{f}\t{t}\t{a}"
+        for c, p, f, t, a in zip(content, ranked["prompt"], ranked["phi"], ranked["tau"], adv)
+    )
     return hashlib.sha256(("\n".join(rows) + str(size)).encode("utf-8", "surrogatepass")).hexdigest()[:16]
 
 
 @torch.no_grad()
-def encode_images(pipe, ids: list[str], images: Callable[[list[str]], list[Image.Image]], size: int | Size,
-                  device: str, batch_size: int = 32) -> torch.Tensor:
+def encode_images(
+    pipe,
+    ids: list[str],
+    images: Callable[[list[str]], list[Image.Image]],
+    size: int | Size,
+    device: str,
+    batch_size: int = 32,
+) -> torch.Tensor:
     """(len(ids), C, h, w) float32 latents of the images, fitted to size = (height, width), through the
     VAE (its mean, no sampling), shifted and scaled into the denoiser's space as the pipelines do."""
     lat = []
     for start in tqdm(range(0, len(ids), batch_size), desc="encode latents", unit="batch"):
-        px = _to_pixels(images(ids[start:start + batch_size]), size).to(device, pipe.vae.dtype)
+        px = _to_pixels(images(ids[start : start + batch_size]), size).to(device, pipe.vae.dtype)
         lat.append(pipe.vae.encode(px).latent_dist.mean.float().cpu())
     vae_cfg = pipe.vae.config
     return (torch.cat(lat) - (vae_cfg.get("shift_factor") or 0.0)) * vae_cfg.scaling_factor
 
 
-def gather_latents(pipe, ids: list[str], use_stored: list[bool], images: Callable[[list[str]], list[Image.Image]],
-                   stored: StoredLatents | None, size: int | Size, device: str, batch_size: int = 32) -> torch.Tensor:
+def gather_latents(
+    pipe,
+    ids: list[str],
+    use_stored: list[bool],
+    images: Callable[[list[str]], list[Image.Image]],
+    stored: StoredLatents | None,
+    size: int | Size,
+    device: str,
+    batch_size: int = 32,
+) -> torch.Tensor:
     """(len(ids), C, h, w) float32: the stored latents where use_stored, the encoded PNG elsewhere."""
     keep = [i for i, u in zip(ids, use_stored) if u]
     encode = [i for i, u in zip(ids, use_stored) if not u]
@@ -190,9 +218,16 @@ def gather_latents(pipe, ids: list[str], use_stored: list[bool], images: Callabl
 
 
 @torch.no_grad()
-def build_groups(pipe, ranked: pd.DataFrame, images: Callable[[list[str]], list[Image.Image]],
-                 size: int | Size, device: str, cache: Path | None = None, batch_size: int = 32,
-                 stored: StoredLatents | None = None) -> RankedGroups:
+def build_groups(
+    pipe,
+    ranked: pd.DataFrame,
+    images: Callable[[list[str]], list[Image.Image]],
+    size: int | Size,
+    device: str,
+    cache: Path | None = None,
+    batch_size: int = 32,
+    stored: StoredLatents | None = None,
+) -> RankedGroups:
     """ranked: image_id, prompt_id, prompt, phi, tau [, advantage, sha256, the manifest's latent_* columns].
     Prompts with fewer than 2 images are dropped. size: the training (height, width) (see training_size;
     an int: square). Latents are (N, C, height/f, width/f) for the VAE's factor f: the stored ones where
@@ -200,8 +235,11 @@ def build_groups(pipe, ranked: pd.DataFrame, images: Callable[[list[str]], list[
     encoded."""
     counts = ranked.groupby("prompt_id")["image_id"].transform("size")
     ranked = ranked[counts >= 2].sort_values(["prompt_id", "tau", "image_id"]).reset_index(drop=True)
-    use = (usable_stored(ranked, stored.vae, latent_shape(pipe.vae, size)) if stored is not None
-           else pd.Series(False, index=ranked.index))
+    use = (
+        usable_stored(ranked, stored.vae, latent_shape(pipe.vae, size))
+        if stored is not None
+        else pd.Series(False, index=ranked.index)
+    )
     path = cache / f"groups-{_cache_key(ranked, use, size)}.pt" if cache else None
     if path is not None and path.exists():
         return RankedGroups(**torch.load(path))
@@ -210,7 +248,7 @@ def build_groups(pipe, ranked: pd.DataFrame, images: Callable[[list[str]], list[
     index, phi, tau, advantage = _group_tensors(groups, "advantage" in ranked)
     prompts = [g["prompt"].iloc[0] for _, g in groups]
     n = len(groups)
-    parts = [encode_prompts(pipe, prompts[i:i + batch_size], device, size) for i in range(0, n, batch_size)]
+    parts = [encode_prompts(pipe, prompts[i : i + batch_size], device, size) for i in range(0, n, batch_size)]
     cond = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
     out = RankedGroups(index, phi, tau, index >= 0, cond, latents, advantage, torch.tensor(use.to_numpy(bool)))
     if path is not None:
@@ -228,9 +266,9 @@ def _group_tensors(groups: list[tuple[str, pd.DataFrame]], with_advantage: bool)
     advantage = torch.zeros(n, k_max) if with_advantage else None
     tau = torch.full((n, k_max), k_max + 1, dtype=torch.long)
     for p, (_, g) in enumerate(groups):
-        index[p, :len(g)] = torch.tensor(g.index.to_numpy())
-        phi[p, :len(g)] = torch.tensor(g["phi"].to_numpy(), dtype=torch.float32)
-        tau[p, :len(g)] = torch.tensor(g["tau"].to_numpy())
+        index[p, : len(g)] = torch.tensor(g.index.to_numpy())
+        phi[p, : len(g)] = torch.tensor(g["phi"].to_numpy(), dtype=torch.float32)
+        tau[p, : len(g)] = torch.tensor(g["tau"].to_numpy())
         if advantage is not None:
-            advantage[p, :len(g)] = torch.tensor(g["advantage"].to_numpy(), dtype=torch.float32)
+            advantage[p, : len(g)] = torch.tensor(g["advantage"].to_numpy(), dtype=torch.float32)
     return index, phi, tau, advantage

@@ -28,12 +28,12 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm import tqdm
 
+from models.checkpoints import resume, save_checkpoint
 from models.generators.base import component_id, pickle_policy
 from models.objectives import OBJECTIVES, Objective, derangement, implicit_scores, objective_loss, pair_stats
 from models.parametrization import Parametrization, predict
 from models.preflight import drop_tied_groups, make_accelerator
 from models.train_data import RankedGroups, StoredLatents, build_groups, training_size
-from models.checkpoints import resume, save_checkpoint
 from synrank.config import GeneratorSpec, TrainConfig
 from synrank.models_io import resolve_model_path
 
@@ -45,8 +45,14 @@ class NonFiniteLossError(RuntimeError):
     """Training met a NaN or infinite loss or gradient norm; raised before anything is saved."""
 
 
-def denoise_errors(model, param: Parametrization, latents: torch.Tensor, cond: dict[str, torch.Tensor],
-                   t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+def denoise_errors(
+    model,
+    param: Parametrization,
+    latents: torch.Tensor,
+    cond: dict[str, torch.Tensor],
+    t: torch.Tensor,
+    noise: torch.Tensor,
+) -> torch.Tensor:
     """Per-image squared error. latents (B, K, C, h, w); t (B,); noise (B, C, h, w) shared by the K
     images of a group; cond per group. Returns (B, K)."""
     B, K = latents.shape[:2]
@@ -77,8 +83,9 @@ def objective_label(g: RankedGroups, obj: Objective) -> torch.Tensor:
     if obj.label == "phi":
         return g.phi
     if g.advantage is None:
-        raise ValueError(f"objective needs the rankings' '{obj.label}' column, which these rankings lack: "
-                         "run the rank stage again")
+        raise ValueError(
+            f"objective needs the rankings' '{obj.label}' column, which these rankings lack: run the rank stage again"
+        )
     return g.advantage
 
 
@@ -118,8 +125,11 @@ def load_for_training(spec: GeneratorSpec, cfg: TrainConfig, device) -> tuple:
     if cfg.lora_rank > 0:
         from peft import LoraConfig
 
-        model.add_adapter(LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_rank, init_lora_weights="gaussian",
-                                     target_modules=LORA_TARGETS))
+        model.add_adapter(
+            LoraConfig(
+                r=cfg.lora_rank, lora_alpha=cfg.lora_rank, init_lora_weights="gaussian", target_modules=LORA_TARGETS
+            )
+        )
         ref = None
     else:
         ref = copy.deepcopy(model).eval()
@@ -138,8 +148,17 @@ def split_holdout(groups: RankedGroups, fraction: float, seed: int) -> tuple[Ran
 
 
 @torch.no_grad()
-def heldout_accuracy(model, ref, param: Parametrization, groups: RankedGroups, obj: Objective, beta: float,
-                     device, draws: int = 4, batch: int = 16) -> float:
+def heldout_accuracy(
+    model,
+    ref,
+    param: Parametrization,
+    groups: RankedGroups,
+    obj: Objective,
+    beta: float,
+    device,
+    draws: int = 4,
+    batch: int = 16,
+) -> float:
     """Implicit accuracy on held-out groups, averaged over a few fixed (t, noise) draws."""
     from models.objectives import dpo_pairs, rankdpo_pairs
 
@@ -228,8 +247,9 @@ class _Loop:
             t = self.param.sample_t(len(rows), rng)
             noise = torch.randn(lat.shape[:1] + lat.shape[2:], generator=rng)
             lat, cond = lat.to(dev), {k: v.to(dev) for k, v in cond.items()}
-            model_err, ref_err = _errors(self.model, self.ref, self.param, lat, cond, t.to(dev), noise.to(dev),
-                                         self.raw)
+            model_err, ref_err = _errors(
+                self.model, self.ref, self.param, lat, cond, t.to(dev), noise.to(dev), self.raw
+            )
             loss, w = objective_loss(self.obj, model_err, ref_err, phi.to(dev), tau.to(dev), mask.to(dev), cfg.beta)
             grad_norm, skipped = self._update(loss, step)
         s = implicit_scores(model_err, ref_err).detach().cpu()
@@ -258,8 +278,10 @@ class _Loop:
         accumulation window; accelerate clears gradients only at the window's end) and report it skipped."""
         cfg = self.cfg
         if cfg.nonfinite == "fail":
-            raise NonFiniteLossError(f"train: {what} is {float(value.detach())} at step {step} (objective "
-                                     f"{cfg.objective}, learning_rate {cfg.learning_rate:g}); no model was saved")
+            raise NonFiniteLossError(
+                f"train: {what} is {float(value.detach())} at step {step} (objective "
+                f"{cfg.objective}, learning_rate {cfg.learning_rate:g}); no model was saved"
+            )
         self.opt.zero_grad()  # acts at the window's end (AcceleratedOptimizer), where the update is dropped
         self.dropped = not self.accelerator.sync_gradients
         return True
@@ -270,13 +292,20 @@ def _check_skipped(cfg: TrainConfig, skipped: int, step: int) -> None:
         raise NonFiniteLossError(
             f"train: {skipped} steps up to step {step} of {cfg.steps} had a non-finite loss or gradient norm "
             f"and were skipped (nonfinite=skip tolerates at most {MAX_SKIPPED_FRACTION:.0%} of the steps; "
-            f"objective {cfg.objective}, learning_rate {cfg.learning_rate:g}); no model was saved")
+            f"objective {cfg.objective}, learning_rate {cfg.learning_rate:g}); no model was saved"
+        )
 
 
-def train(spec: GeneratorSpec, cfg: TrainConfig, ranked: pd.DataFrame,
-          images: Callable[[list[str]], list[Image.Image]], out_dir: Path,
-          log: Callable[[dict[str, float], int], None] = lambda m, s: None,
-          work_dir: Path | None = None, latents: Callable[[list[str]], list] | None = None) -> dict[str, float | str]:
+def train(
+    spec: GeneratorSpec,
+    cfg: TrainConfig,
+    ranked: pd.DataFrame,
+    images: Callable[[list[str]], list[Image.Image]],
+    out_dir: Path,
+    log: Callable[[dict[str, float], int], None] = lambda m, s: None,
+    work_dir: Path | None = None,
+    latents: Callable[[list[str]], list] | None = None,
+) -> dict[str, float | str]:
     """Tune `spec`'s pipeline on ranked groups; saves LoRA weights or a full pipeline in out_dir and returns
     the last logged metrics plus `skipped_steps` (and `heldout_implicit_acc` with a holdout), drop_tied_groups'
     counts, where the latents came from (`latents_stored`, `latents_encoded`) and the effective settings
@@ -297,8 +326,12 @@ def train(spec: GeneratorSpec, cfg: TrainConfig, ranked: pd.DataFrame,
     set_seed(cfg.seed)
     device = accelerator.device
     pipe, model, ref = load_for_training(spec, cfg, device)
-    param = Parametrization.from_scheduler(pipe.scheduler, cfg.timestep_density, cfg.flow_shift,
-                                           **cfg.model_dump(include={"logit_mean", "logit_std", "mode_scale", "snr_gamma"}))
+    param = Parametrization.from_scheduler(
+        pipe.scheduler,
+        cfg.timestep_density,
+        cfg.flow_shift,
+        **cfg.model_dump(include={"logit_mean", "logit_std", "mode_scale", "snr_gamma"}),
+    )
     groups = training_groups(pipe, spec, cfg, ranked, images, latents, device, work_dir / "cache")
     train_groups, held = split_holdout(groups, cfg.holdout_fraction, cfg.seed)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -311,8 +344,9 @@ def train(spec: GeneratorSpec, cfg: TrainConfig, ranked: pd.DataFrame,
     start, skipped = resume(accelerator, ckpts, rng)
     last: dict[str, float | str] = {}
     model.train()
-    for step in tqdm(range(start + 1, cfg.steps + 1), desc=f"train {cfg.objective}", unit="step",
-                     initial=start, total=cfg.steps):
+    for step in tqdm(
+        range(start + 1, cfg.steps + 1), desc=f"train {cfg.objective}", unit="step", initial=start, total=cfg.steps
+    ):
         # A step is one optimizer update, as diffusers' max_train_steps: grad_accum micro-batches whose
         # gradients accelerate adds up, the update on the last (accelerator.sync_gradients).
         results = [loop.step(step, rng) for _ in range(cfg.grad_accum)]
@@ -326,8 +360,13 @@ def train(spec: GeneratorSpec, cfg: TrainConfig, ranked: pd.DataFrame,
         if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < cfg.steps:
             save_checkpoint(accelerator, ckpts, step, rng, skipped)
     accelerator.wait_for_everyone()
-    last.update(skipped_steps=float(skipped), **counts, **groups.latent_counts(),
-                effective_mixed_precision=accelerator.mixed_precision, **param.describe())
+    last.update(
+        skipped_steps=float(skipped),
+        **counts,
+        **groups.latent_counts(),
+        effective_mixed_precision=accelerator.mixed_precision,
+        **param.describe(),
+    )
     if not accelerator.is_main_process:
         return last
     if held is not None:
@@ -337,8 +376,16 @@ def train(spec: GeneratorSpec, cfg: TrainConfig, ranked: pd.DataFrame,
     return last
 
 
-def training_groups(pipe, spec: GeneratorSpec, cfg: TrainConfig, ranked: pd.DataFrame, images: Callable,
-                    latents: Callable | None, device, cache: Path) -> RankedGroups:
+def training_groups(
+    pipe,
+    spec: GeneratorSpec,
+    cfg: TrainConfig,
+    ranked: pd.DataFrame,
+    images: Callable,
+    latents: Callable | None,
+    device,
+    cache: Path,
+) -> RankedGroups:
     """build_groups at training_size(spec.height, spec.width, cfg.resolution), taking the stored latents
     (`latents`, by image id) of the images whose VAE is this base's own (the content of its vae folder)."""
     size = training_size(spec.height, spec.width, cfg.resolution)

@@ -70,18 +70,38 @@ def timed(fn: Callable[[], list]) -> tuple[float, float, list]:
 
 
 def bench(cfg: UNetConfig, n: int, steps: int, repeats: int, folder: Path) -> dict[str, object]:
-    path = (Path(__file__).resolve().parent.parent / cfg.path if cfg.path else
-            build_tiny_sd(folder, image_size=cfg.image_size, channels=cfg.channels, layers_per_block=cfg.layers_per_block))
-    spec = GeneratorSpec(name=f"bench-{cfg.image_size}", backend="sd15", path=str(path), steps=steps,
-                         guidance=5.0, height=cfg.image_size, width=cfg.image_size)
+    path = (
+        Path(__file__).resolve().parent.parent / cfg.path
+        if cfg.path
+        else build_tiny_sd(
+            folder, image_size=cfg.image_size, channels=cfg.channels, layers_per_block=cfg.layers_per_block
+        )
+    )
+    spec = GeneratorSpec(
+        name=f"bench-{cfg.image_size}",
+        backend="sd15",
+        path=str(path),
+        steps=steps,
+        guidance=5.0,
+        height=cfg.image_size,
+        width=cfg.image_size,
+    )
     gen = load_generator(spec)
     pipe = gen.pipe
     texts, seeds = prompts(n), list(range(n))
 
     def naive() -> list:
-        return [pipe(p, generator=g, num_inference_steps=steps, guidance_scale=spec.guidance,
-                     height=spec.height, width=spec.width).images[0]
-                for p, g in zip(texts, seeded_generators(seeds))]
+        return [
+            pipe(
+                p,
+                generator=g,
+                num_inference_steps=steps,
+                guidance_scale=spec.guidance,
+                height=spec.height,
+                width=spec.width,
+            ).images[0]
+            for p, g in zip(texts, seeded_generators(seeds))
+        ]
 
     def batched() -> list:
         return gen.generate(texts, seeds)
@@ -95,8 +115,10 @@ def bench(cfg: UNetConfig, n: int, steps: int, repeats: int, folder: Path) -> di
     wall_batched = statistics.median(b[0] for b, _ in runs)
     wall_naive = statistics.median(nv[0] for _, nv in runs)
     batched_images, naive_images = runs[-1][0][2], runs[-1][1][2]
-    max_diff = max(int(np.abs(np.asarray(a, np.int16) - np.asarray(b, np.int16)).max())
-                   for a, b in zip(batched_images, naive_images))
+    max_diff = max(
+        int(np.abs(np.asarray(a, np.int16) - np.asarray(b, np.int16)).max())
+        for a, b in zip(batched_images, naive_images)
+    )
     return {
         "config": cfg.label,
         "UNet params": f"{sum(p.numel() for p in pipe.unet.parameters()) / 1e6:.2f} M",
@@ -133,9 +155,11 @@ def main() -> None:
         for key in args.configs.split(","):
             rows.append(bench(CONFIGS[key], args.prompts, args.steps, args.repeats, Path(tmp) / key))
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(f"{args.prompts} prompts, {args.steps} steps, CFG on, float32 CPU, torch threads "
-          f"{torch.get_num_threads()}, {os.cpu_count()} CPUs, load average {load:.1f}; "
-          f"medians of {args.repeats} alternating runs.\n")
+    print(
+        f"{args.prompts} prompts, {args.steps} steps, CFG on, float32 CPU, torch threads "
+        f"{torch.get_num_threads()}, {os.cpu_count()} CPUs, load average {load:.1f}; "
+        f"medians of {args.repeats} alternating runs.\n"
+    )
     print(markdown(rows))
 
 

@@ -5,7 +5,8 @@ tasks.generate.generate_all, which is what the stage runs, into a fresh folder p
 - local at 1 and at 2 torch threads (the in-process path; no Ray import);
 - ray on a temporary local Ray with 1 CPU (one worker at a time) and with 2 CPUs (two workers), fake GPUs
   off (gpus_per_task 0), each task at one torch thread (Ray's OMP_NUM_THREADS for a 1-CPU task);
-each with 1 shard and with N shards, after one unmeasured warm-up run (the Prefect server, the imports). Fitting T(n) = a + b n per run kind gives the fixed cost per run `a`
+each with 1 shard and with N shards, after one unmeasured warm-up run (the Prefect server, the imports).
+Fitting T(n) = a + b n per run kind gives the fixed cost per run `a`
 (Ray: starting Ray, the first workers importing torch/diffusers/prefect and loading the pipeline) and the cost
 per shard `b`; the overheads are the Ray rows minus the local row of the same per-process thread count.
 
@@ -54,8 +55,9 @@ def timed(kind: str, threads: int, cpus: int, n_shards: int, shard_size: int, ou
     torch.set_num_threads(threads)
     table = prompts(n_shards * shard_size // 2)
     t0 = time.perf_counter()
-    manifest, _ = generate_all([spec], table, out, 2, 0, shard_size, 64, "cpu", fan=fan,
-                               cluster=ClusterConfig(num_cpus=cpus, num_gpus=0))
+    manifest, _ = generate_all(
+        [spec], table, out, 2, 0, shard_size, 64, "cpu", fan=fan, cluster=ClusterConfig(num_cpus=cpus, num_gpus=0)
+    )
     seconds = time.perf_counter() - t0
     assert len(manifest) == n_shards * shard_size
     return seconds
@@ -80,14 +82,18 @@ def main() -> None:
             per_shard = (t[args.shards] - t[1]) / (args.shards - 1)
             rows.append((kind, threads, cpus, t[1], t[args.shards], t[1] - per_shard, per_shard))
     n, size = args.shards, args.shard_size
-    print(f"| engine | workers x torch threads | T(1 shard) s | T({n} shards) s | fixed per run s | per shard s "
-          f"| shards/min |")
+    print(
+        f"| engine | workers x torch threads | T(1 shard) s | T({n} shards) s | fixed per run s | per shard s "
+        f"| shards/min |"
+    )
     print("|---|---|---|---|---|---|---|")
     for kind, threads, cpus, t1, tn, fixed, per in rows:
         workers = f"{cpus if kind == 'ray' else 1} x {threads}"
         print(f"| {kind} | {workers} | {t1:.1f} | {tn:.1f} | {fixed:.1f} | {per:.2f} | {60 / per:.1f} |")
-    print(f"\n{size} images per shard (shapes-sd-s, 32 px, 10 steps, batch 64); machine: {os.cpu_count()} CPUs, "
-          f"torch {torch.__version__}")
+    print(
+        f"\n{size} images per shard (shapes-sd-s, 32 px, 10 steps, batch 64); machine: {os.cpu_count()} CPUs, "
+        f"torch {torch.__version__}"
+    )
 
 
 if __name__ == "__main__":

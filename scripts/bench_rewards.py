@@ -45,27 +45,41 @@ def main() -> None:
     parser.add_argument("--per-prompt", type=int, default=4, help="images per distinct prompt in a batch")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--image-size", type=int, default=64)
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch intra-op threads; 1 keeps timings stable on a small shared machine")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch intra-op threads; 1 keeps timings stable on a small shared machine",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
     rng = np.random.default_rng(0)
-    images = [Image.fromarray(rng.integers(0, 256, (args.image_size, args.image_size, 3), dtype=np.uint8))
-              for _ in range(args.batch)]
+    images = [
+        Image.fromarray(rng.integers(0, 256, (args.image_size, args.image_size, 3), dtype=np.uint8))
+        for _ in range(args.batch)
+    ]
     prompts = [f"a photo of object number {i // args.per_prompt} on a table" for i in range(args.batch)]
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        specs: list[RewardSpec] = [build_hps(root / "hps"), build_pickscore(root / "pick"),
-                                   build_aesthetic(root / "aes"), build_imagereward(root / "ir")]
+        specs: list[RewardSpec] = [
+            build_hps(root / "hps"),
+            build_pickscore(root / "pick"),
+            build_aesthetic(root / "aes"),
+            build_imagereward(root / "ir"),
+        ]
         rows = []
         for spec in specs:
             reward = load_reward(spec, "cpu")
-            reward.score(images[:2], prompts[:2])                       # warm-up
-            t = fastest(args.repeats, {
-                "batched": lambda: reward.score(images, prompts),
-                "looped": lambda: [reward.score([im], [p]) for im, p in zip(images, prompts)]})
+            reward.score(images[:2], prompts[:2])  # warm-up
+            t = fastest(
+                args.repeats,
+                {
+                    "batched": lambda reward=reward: reward.score(images, prompts),
+                    "looped": lambda reward=reward: [reward.score([im], [p]) for im, p in zip(images, prompts)],
+                },
+            )
             batched, looped = t["batched"], t["looped"]
             rows.append((spec.kind, args.batch / batched, args.batch / looped, looped / batched))
 

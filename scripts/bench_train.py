@@ -29,10 +29,18 @@ def measure(objective: str, k: int, prompts: int, steps: int, width: int, latent
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     torch.manual_seed(0)
-    unet = UNet2DConditionModel(sample_size=latent, in_channels=4, out_channels=4, layers_per_block=1,
-                                block_out_channels=(width, 2 * width), norm_num_groups=8, cross_attention_dim=64,
-                                attention_head_dim=8, down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-                                up_block_types=("CrossAttnUpBlock2D", "UpBlock2D")).to(device)
+    unet = UNet2DConditionModel(
+        sample_size=latent,
+        in_channels=4,
+        out_channels=4,
+        layers_per_block=1,
+        block_out_channels=(width, 2 * width),
+        norm_num_groups=8,
+        cross_attention_dim=64,
+        attention_head_dim=8,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+    ).to(device)
     ref = UNet2DConditionModel.from_config(unet.config).to(device).requires_grad_(False)
     ref.load_state_dict(unet.state_dict())
     opt = torch.optim.AdamW(unet.parameters(), lr=1e-5)
@@ -64,11 +72,22 @@ def measure(objective: str, k: int, prompts: int, steps: int, width: int, latent
             times.append(time.perf_counter() - t0)
             pairs = int((w > 0).sum())
     step_s = sum(times) / len(times)
-    peak = (torch.cuda.max_memory_allocated() if device == "cuda"
-            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024) / 2**20
-    return {"objective": objective, "K": k, "step_s": step_s, "pairs_per_step": pairs,
-            "pairs_per_s": pairs / step_s, "images_per_s": prompts * k / step_s, "peak_mib": peak,
-            "params_m": sum(p.numel() for p in unet.parameters()) / 1e6, "device": device}
+    peak = (
+        torch.cuda.max_memory_allocated()
+        if device == "cuda"
+        else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    ) / 2**20
+    return {
+        "objective": objective,
+        "K": k,
+        "step_s": step_s,
+        "pairs_per_step": pairs,
+        "pairs_per_s": pairs / step_s,
+        "images_per_s": prompts * k / step_s,
+        "peak_mib": peak,
+        "params_m": sum(p.numel() for p in unet.parameters()) / 1e6,
+        "device": device,
+    }
 
 
 def main() -> None:
@@ -87,18 +106,38 @@ def main() -> None:
     runs: dict[str, list[dict]] = {"dpo:2": [], "rankdpo:4": []}
     for _ in range(a.repeats):  # alternate, each in a fresh process (its own peak memory); keep the fastest
         for one in runs:
-            out = subprocess.run([sys.executable, __file__, "--one", one, "--prompts", str(a.prompts), "--steps",
-                                  str(a.steps), "--width", str(a.width), "--latent", str(a.latent)],
-                                 capture_output=True, text=True, check=True)
+            out = subprocess.run(
+                [
+                    sys.executable,
+                    __file__,
+                    "--one",
+                    one,
+                    "--prompts",
+                    str(a.prompts),
+                    "--steps",
+                    str(a.steps),
+                    "--width",
+                    str(a.width),
+                    "--latent",
+                    str(a.latent),
+                ],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
             runs[one].append(json.loads(out.stdout.strip().splitlines()[-1]))
     rows = [min(r, key=lambda x: x["step_s"]) for r in runs.values()]
-    print(f"UNet {rows[0]['params_m']:.1f} M params, latents 4x{a.latent}x{a.latent}, {a.prompts} prompts per step, "
-          f"device {rows[0]['device']}\n")
+    print(
+        f"UNet {rows[0]['params_m']:.1f} M params, latents 4x{a.latent}x{a.latent}, {a.prompts} prompts per step, "
+        f"device {rows[0]['device']}\n"
+    )
     print("| objective | K | step (s) | pairs/step | pairs/s (comparisons/s) | images/s | peak MiB |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['objective']} | {r['K']} | {r['step_s']:.3f} | {r['pairs_per_step']} | {r['pairs_per_s']:.1f} | "
-              f"{r['images_per_s']:.1f} | {r['peak_mib']:.0f} |")
+        print(
+            f"| {r['objective']} | {r['K']} | {r['step_s']:.3f} | {r['pairs_per_step']} | {r['pairs_per_s']:.1f} | "
+            f"{r['images_per_s']:.1f} | {r['peak_mib']:.0f} |"
+        )
     print(f"\nRankDPO / DPO comparisons/s: {rows[1]['pairs_per_s'] / rows[0]['pairs_per_s']:.2f}x")
 
 

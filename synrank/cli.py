@@ -30,12 +30,14 @@ def prefect_env(environ: Mapping[str, str]) -> dict[str, str]:
 
 
 # What each stage reads from the stages before it: (Paths field, file, the stage that writes it).
-NEEDS = {"generate": [("prompts", "prompts.parquet", "sample")],
-         "score": [("images", "manifest.parquet", "generate")],
-         "rank": [("scores", "scores.parquet", "score"), ("images", "manifest.parquet", "generate")],
-         "train": [("rankings", "rankings.parquet", "rank"), ("images", "manifest.parquet", "generate")],
-         "evaluate": [("model", "tuned.json", "train"), ("prompts", "prompts.parquet", "sample")],
-         "export": [("rankings", "rankings.parquet", "rank"), ("scores", "scores.parquet", "score")]}
+NEEDS = {
+    "generate": [("prompts", "prompts.parquet", "sample")],
+    "score": [("images", "manifest.parquet", "generate")],
+    "rank": [("scores", "scores.parquet", "score"), ("images", "manifest.parquet", "generate")],
+    "train": [("rankings", "rankings.parquet", "rank"), ("images", "manifest.parquet", "generate")],
+    "evaluate": [("model", "tuned.json", "train"), ("prompts", "prompts.parquet", "sample")],
+    "export": [("rankings", "rankings.parquet", "rank"), ("scores", "scores.parquet", "score")],
+}
 
 
 def missing_input(command: str, cfg: Config) -> str:
@@ -86,8 +88,9 @@ def _deploy(args: argparse.Namespace) -> int:
 def _zoo(args: argparse.Namespace) -> int:
     from models.zoo.build import main as build_zoo
 
-    return build_zoo(["--out", args.out, "--scale", str(args.scale), "--seed", str(args.seed),
-                      "--workers", str(args.workers)])
+    return build_zoo(
+        ["--out", args.out, "--scale", str(args.scale), "--seed", str(args.seed), "--workers", str(args.workers)]
+    )
 
 
 def _table(args: argparse.Namespace) -> int:
@@ -115,18 +118,31 @@ def main(argv: list[str] | None = None) -> int:
     for name, help_text in STAGES.items():
         p = sub.add_parser(name, help=help_text)
         p.add_argument("--params", default=str(PARAMS_FILE), help="params file (default: params.yaml)")
-        p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                       help="override a param, e.g. --set train.beta=5000 (repeatable)")
-    extra: dict[str, Callable[[argparse.Namespace], int]] = {"data": _data, "table": _table, "deploy": _deploy,
-                                                             "zoo": _zoo}
+        p.add_argument(
+            "--set",
+            dest="overrides",
+            action="append",
+            default=[],
+            metavar="KEY=VALUE",
+            help="override a param, e.g. --set train.beta=5000 (repeatable)",
+        )
+    extra: dict[str, Callable[[argparse.Namespace], int]] = {
+        "data": _data,
+        "table": _table,
+        "deploy": _deploy,
+        "zoo": _zoo,
+    }
     sub.add_parser("data", help="rebuild data/ if absent (deterministic), check it against data.dvc, cache it")
     z = sub.add_parser("zoo", help="train the shapes-world zoo from scratch: VAE, 4 generators, 3 CLIP rewards")
     z.add_argument("--out", default="zoo", help="output folder (default: zoo)")
     z.add_argument("--scale", type=float, default=1.0, help="multiplies every step count (0.01 = a smoke run)")
     z.add_argument("--seed", type=int, default=0)
     z.add_argument("--workers", type=int, default=2, help="single-threaded training processes")
-    t = sub.add_parser("table", help="print the benchmark table of the last evaluation: models x tasks, probes "
-                                     "apart, the paired tuned - base difference with its 95%% CI and n")
+    t = sub.add_parser(
+        "table",
+        help="print the benchmark table of the last evaluation: models x tasks, probes "
+        "apart, the paired tuned - base difference with its 95%% CI and n",
+    )
     t.add_argument("--metrics", default=None, help="evaluate.json (default: metrics/evaluate.json)")
     d = sub.add_parser("deploy", help="register prefect.yaml's deployments with params.yaml as their defaults")
     d.add_argument("--params", default=str(PARAMS_FILE), help="params file (default: params.yaml)")

@@ -18,7 +18,7 @@ import ast
 import hashlib
 import re
 import sys
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 from synrank.config import ROOT
@@ -52,7 +52,7 @@ def _package_modules(package: str) -> list[str]:
     return sorted(f"{package}.{p.stem}" for p in init.parent.glob("*.py") if p.stem != "__init__")
 
 
-@lru_cache(maxsize=None)
+@cache
 def direct_imports(path: Path) -> tuple[str, ...]:
     """Project modules named by one file's import statements and `import_all("...")` calls."""
     tree = ast.parse(path.read_text(), filename=str(path))
@@ -130,7 +130,7 @@ def write_dvc_deps(dvc_yaml: Path = ROOT / "dvc.yaml") -> bool:
             raise ValueError(f"dvc.yaml: stage '{stage}' has no one-list `deps: [...]`")
         old = [d.strip() for d in m.group(3).replace("\n", " ").split(",") if d.strip()]
         data_deps = [d for d in old if d.split("/")[0] not in PACKAGES]
-        text = text[: m.start(2)] + _deps_line(m.group(2), data_deps, stage_files(stage)) + text[m.end():]
+        text = text[: m.start(2)] + _deps_line(m.group(2), data_deps, stage_files(stage)) + text[m.end() :]
     changed = text != dvc_yaml.read_text()
     dvc_yaml.write_text(text)
     return changed

@@ -2,7 +2,8 @@
 
 A fresh clone has no DVC cache and no reachable remote, so `synrank data` regenerates data/
 deterministically (fixed seeds): the prompt corpora of the shapes world, in GenEval's metadata
-schema. The models the default run uses are the committed zoo (zoo/, the `zoo` DVC stage). The bytes, and so the hash recorded in data.dvc, come out the same every time;
+schema. The models the default run uses are the committed zoo (zoo/, the `zoo` DVC stage). The bytes, and so
+the hash recorded in data.dvc, come out the same every time;
 `dvc status data.dvc` confirms it."""
 
 from __future__ import annotations
@@ -72,8 +73,9 @@ def dvc_executable() -> str:
         return str(beside)
     found = shutil.which("dvc")
     if found is None:
-        raise RuntimeError(f"no dvc executable beside {sys.executable} or on PATH: install the project's "
-                           "environment (make env)")
+        raise RuntimeError(
+            f"no dvc executable beside {sys.executable} or on PATH: install the project's environment (make env)"
+        )
     return found
 
 
@@ -86,7 +88,9 @@ def ensure_data(root: Path = ROOT) -> str:
         build_data(root / "data")
     recorded, actual = check_data(root)
     if recorded != actual:
-        raise RuntimeError(f"data/ hashes to {actual} but data.dvc records {recorded}: rebuild with "
-                           "`rm -rf data && synrank data`, or `dvc add data` if the change is intended")
+        raise RuntimeError(
+            f"data/ hashes to {actual} but data.dvc records {recorded}: rebuild with "
+            "`rm -rf data && synrank data`, or `dvc add data` if the change is intended"
+        )
     subprocess.run([dvc_executable(), "commit", "--force", "--quiet", "data.dvc"], cwd=root, check=True)
     return f"data/ matches data.dvc ({recorded})"

@@ -62,13 +62,27 @@ def deployment_parameters(flow: Any, cfg: Config) -> dict[str, Any]:
 PIPELINE_UNREAD = ("online", "study")  # Config sections of `synrank online` / `synrank study`, not the pipeline's
 
 # (schema definition, field) -> which list of choices the form offers; see form_schema.
-CHOICES = {("TrainConfig", "objective"): "objective", ("OnlineConfig", "objective"): "objective",
-           ("GeneratorSpec", "backend"): "generator backend", ("RewardSpec", "kind"): "reward kind",
-           ("EvaluateConfig", "benchmarks"): "benchmark", ("StudyConfig", "benchmark"): "benchmark",
-           ("TrainConfig", "base"): "generator"}
-SECTION_TITLES = {"sample": "Prompts", "generate": "Generation", "score": "Reward models", "rank": "Ranking",
-                  "train": "Training", "evaluate": "Evaluation", "export": "Dataset export",
-                  "pipeline": "Pipeline config", "online": "Online loop config", "study": "Study config"}
+CHOICES = {
+    ("TrainConfig", "objective"): "objective",
+    ("OnlineConfig", "objective"): "objective",
+    ("GeneratorSpec", "backend"): "generator backend",
+    ("RewardSpec", "kind"): "reward kind",
+    ("EvaluateConfig", "benchmarks"): "benchmark",
+    ("StudyConfig", "benchmark"): "benchmark",
+    ("TrainConfig", "base"): "generator",
+}
+SECTION_TITLES = {
+    "sample": "Prompts",
+    "generate": "Generation",
+    "score": "Reward models",
+    "rank": "Ranking",
+    "train": "Training",
+    "evaluate": "Evaluation",
+    "export": "Dataset export",
+    "pipeline": "Pipeline config",
+    "online": "Online loop config",
+    "study": "Study config",
+}
 
 
 def form_schema(schema: dict[str, Any], stage: str, cfg: Config) -> dict[str, Any]:
@@ -106,10 +120,12 @@ def form_schema(schema: dict[str, Any], stage: str, cfg: Config) -> dict[str, An
 def fill_env(value: Any, env: Mapping[str, str]) -> Any:
     """Replace `{{ $NAME }}` in every string of `value`; an unset variable is an error."""
     if isinstance(value, str):
+
         def sub(m: re.Match[str]) -> str:
             if m[1] not in env:
                 raise DeployError(f"prefect.yaml uses ${m[1]}, which is not set")
             return env[m[1]]
+
         return _ENV_PLACEHOLDER.sub(sub, value)
     if isinstance(value, dict):
         return {k: fill_env(v, env) for k, v in value.items()}
@@ -171,9 +187,14 @@ def ensure_work_pools(names: list[str], pool_type: str = "process") -> list[str]
     return created
 
 
-def deploy(params: str | Path = PARAMS_FILE, overrides: list[str] | None = None, only: list[str] | None = None,
-           spec_file: str | Path = DEPLOY_FILE, env: Mapping[str, str] | None = None,
-           log: Callable[[str], None] = print) -> dict[str, UUID]:
+def deploy(
+    params: str | Path = PARAMS_FILE,
+    overrides: list[str] | None = None,
+    only: list[str] | None = None,
+    spec_file: str | Path = DEPLOY_FILE,
+    env: Mapping[str, str] | None = None,
+    log: Callable[[str], None] = print,
+) -> dict[str, UUID]:
     """Create or update the deployments of `spec_file` (all, or those named in `only`); returns their ids."""
     from prefect import Flow
     from prefect.runner.storage import LocalStorage
@@ -216,8 +237,12 @@ def deploy(params: str | Path = PARAMS_FILE, overrides: list[str] | None = None,
     return ids
 
 
-def run_deploy(params: str | Path = PARAMS_FILE, overrides: list[str] | None = None,
-               only: list[str] | None = None, spec_file: str | Path = DEPLOY_FILE) -> int:
+def run_deploy(
+    params: str | Path = PARAMS_FILE,
+    overrides: list[str] | None = None,
+    only: list[str] | None = None,
+    spec_file: str | Path = DEPLOY_FILE,
+) -> int:
     """`deploy` for a command line: a bad config or prefect.yaml is one line on stderr and exit code 2."""
     import httpx
     from prefect.settings import PREFECT_API_URL
@@ -236,10 +261,21 @@ def run_deploy(params: str | Path = PARAMS_FILE, overrides: list[str] | None = N
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m synrank.deploy", description=__doc__.split("\n\n")[0])
     parser.add_argument("--params", default=str(PARAMS_FILE), help="params file (default: params.yaml)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a param in every deployment's defaults (repeatable)")
-    parser.add_argument("--only", action="append", default=[], metavar="NAME",
-                        help="deploy only this deployment of prefect.yaml (repeatable)")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a param in every deployment's defaults (repeatable)",
+    )
+    parser.add_argument(
+        "--only",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="deploy only this deployment of prefect.yaml (repeatable)",
+    )
     parser.add_argument("--file", default=str(DEPLOY_FILE), help="deployment file (default: prefect.yaml)")
     args = parser.parse_args(argv)
     return run_deploy(args.params, args.overrides, args.only, args.file)

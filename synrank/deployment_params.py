@@ -23,8 +23,11 @@ def merge_set_fields(value: BaseModel, defaults: Any) -> Any:
     out = dict(defaults)
     for name in value.model_fields_set:
         field = getattr(value, name)
-        out[name] = (merge_set_fields(field, defaults.get(name)) if isinstance(field, BaseModel)
-                     else value.model_dump(mode="json", include={name})[name])
+        out[name] = (
+            merge_set_fields(field, defaults.get(name))
+            if isinstance(field, BaseModel)
+            else value.model_dump(mode="json", include={name})[name]
+        )
     return out
 
 

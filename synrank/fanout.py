@@ -121,7 +121,8 @@ class Collector:
             raise ShardTasksFailed(
                 f"{self.desc}: {len(self.failed)} of {total} tasks failed ({', '.join(self.failed)}); the other "
                 f"{total - len(self.failed)} are written and a rerun does only these. First error, {name}: "
-                f"{type(err).__name__}: {err}") from err
+                f"{type(err).__name__}: {err}"
+            ) from err
 
     def _take(self, future: PrefectFuture) -> None:
         name = self.engine.pending.pop(future, None)
@@ -146,5 +147,6 @@ def mark_crashed(future: PrefectFuture, err: BaseException) -> None:
     with get_client(sync_client=True) as client:
         run = client.read_task_run(future.task_run_id)
         if run.state is None or not run.state.is_final():
-            client.set_task_run_state(future.task_run_id, Crashed(message=f"{type(err).__name__}: {err}"[:500]),
-                                      force=True)
+            client.set_task_run_state(
+                future.task_run_id, Crashed(message=f"{type(err).__name__}: {err}"[:500]), force=True
+            )

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import threading
 from collections.abc import Iterable
 from pathlib import Path
@@ -86,8 +85,11 @@ def _hidden(rel: Path) -> bool:
 def tree_files(path: Path, exclude: Iterable[str] = ()) -> list[Path]:
     """The content files of a folder, sorted; hidden names (temporaries, locks, stamps) and `exclude` left out."""
     skip = set(exclude)
-    return sorted(p for p in path.rglob("*") if p.is_file() and not _hidden(p.relative_to(path))
-                  and p.relative_to(path).as_posix() not in skip)
+    return sorted(
+        p
+        for p in path.rglob("*")
+        if p.is_file() and not _hidden(p.relative_to(path)) and p.relative_to(path).as_posix() not in skip
+    )
 
 
 def path_id(path: Path, exclude: Iterable[str] = ()) -> str:
@@ -136,7 +138,9 @@ def _location_id(value: str) -> str:
 def reward_id(spec: RewardSpec) -> str:
     """Everything that decides a reward's scores (besides the code): its spec, with its weights'
     content in place of where they are stored."""
-    return sha256_text("reward", _spec_json(spec, arch=_location_id(spec.arch), pretrained=_location_id(spec.pretrained)))
+    return sha256_text(
+        "reward", _spec_json(spec, arch=_location_id(spec.arch), pretrained=_location_id(spec.pretrained))
+    )
 
 
 def shard_id(generator: str, rows: Iterable[tuple[str, str, int, int]]) -> str:

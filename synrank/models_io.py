@@ -23,7 +23,8 @@ def resolve_model_path(path: str, what: str) -> str:
             return snapshot_download(path, local_files_only=True)
         except Exception:
             if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false"):
-                raise FileNotFoundError(f"{what}: '{path}' is not a local path and the hub is offline "
-                                        f"(HF_HUB_OFFLINE) with no cached copy") from None
+                raise FileNotFoundError(
+                    f"{what}: '{path}' is not a local path and the hub is offline (HF_HUB_OFFLINE) with no cached copy"
+                ) from None
             return path
     raise FileNotFoundError(f"{what}: model path '{path}' does not exist (looked at {local})")

@@ -61,8 +61,9 @@ class Reporter:
                 log.debug("progress artifact update failed: %s", err)
 
 
-def progress(items: Iterable[T], desc: str, unit: str = "it", total: int | None = None,
-             every: float = 30.0, **tqdm_kwargs: Any) -> Iterator[T]:
+def progress(
+    items: Iterable[T], desc: str, unit: str = "it", total: int | None = None, every: float = 30.0, **tqdm_kwargs: Any
+) -> Iterator[T]:
     """Yield `items` while reporting progress (tqdm; in a Prefect run also the log and an artifact,
     at most every `every` seconds, always at the end). `total` defaults to len(items)."""
     if total is None:

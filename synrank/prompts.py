@@ -183,11 +183,13 @@ def _via(record: Callable[[str, str], Any], key: str) -> Parser:
     or the DPG-Bench item id) on the cleaned line, so the prompt in meta is the row's prompt. The record
     (models.benchmarks.common.BenchmarkPrompt) becomes (prompt, category, meta JSON). A blank record cannot
     reach it, since _judge drops blank text first, but would be malformed all the same."""
+
     def parse(text: str) -> Parsed:
         item = record(clean(text), key)
         if item is None:
             raise Malformed("blank benchmark record")
         return item.prompt, item.category, json.dumps(item.meta, ensure_ascii=False)
+
     return parse
 
 
@@ -239,11 +241,14 @@ def _judge(line: bytes, parse: Parser, max_chars: int) -> Parsed | str | None:
     return prompt, category, meta
 
 
-def _read_one(src: PromptSource, path: Path, seen: set[tuple[str, str]], out: list[dict[str, Any]],
-              max_chars: int) -> dict[str, Any]:
+def _read_one(
+    src: PromptSource, path: Path, seen: set[tuple[str, str]], out: list[dict[str, Any]], max_chars: int
+) -> dict[str, Any]:
     if path.is_dir() and src.format not in FOLDER_FORMATS:
-        raise ValueError(f"prompt source '{path}' is a folder, but format '{src.format}' reads one file; "
-                         f"the formats that read a folder are {', '.join(FOLDER_FORMATS)}")
+        raise ValueError(
+            f"prompt source '{path}' is a folder, but format '{src.format}' reads one file; "
+            f"the formats that read a folder are {', '.join(FOLDER_FORMATS)}"
+        )
     fmt = detect_format(path) if src.format == "auto" else src.format
     counts = dict.fromkeys(COUNT_KEYS, 0)
     # A benchmark list pinned to eval may repeat training prompts on purpose (its images get their own
@@ -267,18 +272,20 @@ def _read_one(src: PromptSource, path: Path, seen: set[tuple[str, str]], out: li
             counts["duplicate"] += 1
         else:
             seen.add((group, prompt))
-            out.append({"prompt": prompt, "category": category, "source": src.path, "meta": meta,
-                        "split": src.split})
+            out.append({"prompt": prompt, "category": category, "source": src.path, "meta": meta, "split": src.split})
             counts["good"] += 1
     stopped_early = src.limit is not None and counts["good"] >= src.limit
     if (missing := [c for c in src.categories if c not in found]) and not stopped_early:
-        raise ValueError(f"prompt source '{src.path}': no line has category {', '.join(map(repr, missing))}; "
-                         f"its categories are {', '.join(sorted(map(str, found - {None}))) or 'none'}")
+        raise ValueError(
+            f"prompt source '{src.path}': no line has category {', '.join(map(repr, missing))}; "
+            f"its categories are {', '.join(sorted(map(str, found - {None}))) or 'none'}"
+        )
     return {"path": src.path, "format": fmt, **counts}
 
 
-def read_sources(sources: list[PromptSource], root: Path = ROOT,
-                 max_prompt_chars: int = DEFAULT_MAX_PROMPT_CHARS) -> Prompts:
+def read_sources(
+    sources: list[PromptSource], root: Path = ROOT, max_prompt_chars: int = DEFAULT_MAX_PROMPT_CHARS
+) -> Prompts:
     """Read every source in order; a prompt already seen in an earlier line or source is a duplicate,
     except that eval-pinned sources are judged only against each other (`also_in_train` counts their
     prompts that the other sources contain too). Each line is good or counted under one SKIP_REASONS
@@ -323,7 +330,9 @@ def split(rows: list[dict[str, Any]], eval_fraction: float, seed: int) -> list[s
     if eval_fraction > 0 and n >= 2:
         n_eval = max(n_eval, 1)
     n_eval = min(n_eval, max(n - 1, 0))  # keep at least one training prompt
-    order = sorted(range(n), key=lambda i: (
-        hashlib.sha1(f"{seed}:{rows[i]['prompt']}".encode("utf-8", "surrogatepass")).digest(), i))
+    order = sorted(
+        range(n),
+        key=lambda i: (hashlib.sha1(f"{seed}:{rows[i]['prompt']}".encode("utf-8", "surrogatepass")).digest(), i),
+    )
     eval_idx = set(order[:n_eval])
     return ["eval" if i in eval_idx else "train" for i in range(n)]

@@ -63,8 +63,9 @@ def task_runner(cluster: ClusterConfig) -> Iterator[Any]:
     try:
         from prefect_ray import RayTaskRunner
     except ImportError as err:
-        raise RayEngineError("engine: ray needs the ray extra: `uv sync --extra ray` (prefect-ray and ray, pinned "
-                             f"in uv.lock); {err}") from None
+        raise RayEngineError(
+            f"engine: ray needs the ray extra: `uv sync --extra ray` (prefect-ray and ray, pinned in uv.lock); {err}"
+        ) from None
     with RayTaskRunner(address=address or None, init_kwargs=init_kwargs(cluster)) as runner:
         yield runner
 
@@ -91,8 +92,14 @@ def task_options(fan: FanOut, cluster: ClusterConfig) -> dict[str, Any]:
     env = {"PREFECT_API_URL": api_url(cluster)}
     if key := os.environ.get("PREFECT_API_KEY"):
         env["PREFECT_API_KEY"] = key
-    return {"num_cpus": fan.cpus_per_task, "num_gpus": gpus, "resources": dict(fan.resources),
-            "max_calls": 0, "max_retries": fan.max_retries, "runtime_env": {"env_vars": env}}
+    return {
+        "num_cpus": fan.cpus_per_task,
+        "num_gpus": gpus,
+        "resources": dict(fan.resources),
+        "max_calls": 0,
+        "max_retries": fan.max_retries,
+        "runtime_env": {"env_vars": env},
+    }
 
 
 def check_feasible(need: dict[str, float], nodes: list[dict[str, float]]) -> None:
@@ -101,9 +108,11 @@ def check_feasible(need: dict[str, float], nodes: list[dict[str, float]]) -> Non
     if any(all(node.get(k, 0) >= v for k, v in need.items()) for node in nodes):
         return
     have = "; ".join(_listing(n) for n in nodes) or "no live nodes"
-    raise RayEngineError(f"no node of the Ray cluster offers what each task needs ({_listing(need)}); its nodes "
-                         f"have: {have}. Set gpus_per_task: 0 to run on CPUs, or start nodes with those resources "
-                         "(`ray start --address ... --num-gpus N --resources '{...}'`).")
+    raise RayEngineError(
+        f"no node of the Ray cluster offers what each task needs ({_listing(need)}); its nodes "
+        f"have: {have}. Set gpus_per_task: 0 to run on CPUs, or start nodes with those resources "
+        "(`ray start --address ... --num-gpus N --resources '{...}'`)."
+    )
 
 
 def _listing(resources: dict[str, float]) -> str:

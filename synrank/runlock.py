@@ -38,8 +38,10 @@ _killed: list[dict[str, Any]] = []  # killed holders' records found on acquiring
 
 def _describe(path: Path, rec: dict[str, Any]) -> str:
     since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(rec.get("started", 0)))
-    return (f"'{path.parent}' is in use by another synrank run: pid {rec.get('pid', '?')} on host "
-            f"{rec.get('host', '?')} ({rec.get('command', '?')}, since {since}); wait for it to finish or stop it")
+    return (
+        f"'{path.parent}' is in use by another synrank run: pid {rec.get('pid', '?')} on host "
+        f"{rec.get('host', '?')} ({rec.get('command', '?')}, since {since}); wait for it to finish or stop it"
+    )
 
 
 def _read(fd: int) -> dict[str, Any]:
@@ -61,8 +63,15 @@ def _write(fd: int, rec: dict[str, Any]) -> None:
 
 def _new_record() -> dict[str, Any]:
     if not _record:
-        _record.update(pid=os.getpid(), host=socket.gethostname(), started=time.time(), state="running",
-                       command=" ".join(["synrank", *sys.argv[1:]]) or "python", mlflow=[], prefect=[])
+        _record.update(
+            pid=os.getpid(),
+            host=socket.gethostname(),
+            started=time.time(),
+            state="running",
+            command=" ".join(["synrank", *sys.argv[1:]]) or "python",
+            mlflow=[],
+            prefect=[],
+        )
     return _record
 
 

@@ -55,9 +55,16 @@ class S3ServerError(RuntimeError):
 
 
 # Each Ports field and the `weed server` flag that sets it.
-PORT_FLAGS = {"s3": "-s3.port", "s3_grpc": "-s3.port.grpc", "master": "-master.port",
-              "master_grpc": "-master.port.grpc", "volume": "-volume.port", "volume_grpc": "-volume.port.grpc",
-              "filer": "-filer.port", "filer_grpc": "-filer.port.grpc"}
+PORT_FLAGS = {
+    "s3": "-s3.port",
+    "s3_grpc": "-s3.port.grpc",
+    "master": "-master.port",
+    "master_grpc": "-master.port.grpc",
+    "volume": "-volume.port",
+    "volume_grpc": "-volume.port.grpc",
+    "filer": "-filer.port",
+    "filer_grpc": "-filer.port.grpc",
+}
 
 
 @dataclass(frozen=True)
@@ -199,8 +206,11 @@ class SeaweedServer:
         """Variables to add to a client's environment: the endpoint (botocore >= 1.31 reads it itself), plus
         placeholder credentials and region where the environment has none (SeaweedFS accepts any)."""
         env = {"AWS_ENDPOINT_URL_S3": self.endpoint_url}
-        defaults = {"AWS_ACCESS_KEY_ID": PLACEHOLDER_KEY, "AWS_SECRET_ACCESS_KEY": PLACEHOLDER_KEY,
-                    "AWS_DEFAULT_REGION": DEFAULT_REGION}
+        defaults = {
+            "AWS_ACCESS_KEY_ID": PLACEHOLDER_KEY,
+            "AWS_SECRET_ACCESS_KEY": PLACEHOLDER_KEY,
+            "AWS_DEFAULT_REGION": DEFAULT_REGION,
+        }
         env.update({k: v for k, v in defaults.items() if not os.environ.get(k)})
         return env
 
@@ -209,9 +219,13 @@ class SeaweedServer:
         with the server's credentials, or placeholder keys when it accepts any."""
         key, secret = self.credentials or (PLACEHOLDER_KEY, PLACEHOLDER_KEY)
         return boto3.client(
-            "s3", endpoint_url=self.endpoint_url, region_name=DEFAULT_REGION,
-            aws_access_key_id=key, aws_secret_access_key=secret,
-            config=BotoConfig(connect_timeout=2, read_timeout=10, retries={"total_max_attempts": 1}))
+            "s3",
+            endpoint_url=self.endpoint_url,
+            region_name=DEFAULT_REGION,
+            aws_access_key_id=key,
+            aws_secret_access_key=secret,
+            config=BotoConfig(connect_timeout=2, read_timeout=10, retries={"total_max_attempts": 1}),
+        )
 
     def alive(self) -> bool:
         if self.process is not None:
@@ -260,7 +274,8 @@ class SeaweedServer:
             if time.monotonic() > deadline:
                 raise S3ServerError(
                     f"S3 server at {self.endpoint_url} not ready within {timeout:g}s (last error: {last}); "
-                    f"see {self.log_path}\n{_log_tail(self.log_path)}")
+                    f"see {self.log_path}\n{_log_tail(self.log_path)}"
+                )
             time.sleep(0.3)
         for bucket in buckets:
             _create_bucket(client, bucket)
@@ -280,8 +295,15 @@ def _create_bucket(client: Any, bucket: str) -> None:
             raise
 
 
-def start(data_dir: Path, s3_port: int = 0, *, buckets: Sequence[str] = (), timeout: float = 60.0,
-          volume_max: int = 100, volume_size_mb: int = 64) -> SeaweedServer:
+def start(
+    data_dir: Path,
+    s3_port: int = 0,
+    *,
+    buckets: Sequence[str] = (),
+    timeout: float = 60.0,
+    volume_max: int = 100,
+    volume_size_mb: int = 64,
+) -> SeaweedServer:
     """Start `weed server` with its data in `data_dir`, S3 on 127.0.0.1:`s3_port` (0: a free port),
     and return once it serves S3 requests. On any failure the process group is killed again.
 
@@ -296,17 +318,29 @@ def start(data_dir: Path, s3_port: int = 0, *, buckets: Sequence[str] = (), time
     log = data_dir / LOG_NAME
     if log.exists():
         log.replace(log.with_name(LOG_NAME + ".1"))  # keep one previous run for a post-mortem
-    cmd = [weed_binary(), "-logtostderr",  # glog would otherwise write files into /tmp
-           "server", f"-dir={data_dir}", f"-ip={HOST}", f"-ip.bind={HOST}", *ports.flags(), "-s3",
-           f"-master.volumeSizeLimitMB={volume_size_mb}", f"-volume.max={volume_max}",
-           "-master.telemetry=false",  # no reports to seaweedfs.com (offline by design)
-           "-volume.preStopSeconds=0",  # no 10 s heartbeat drain: there is no other volume server
-           "-s3.port.iceberg=0", "-s3.port.lance=0"]  # extra listeners on fixed ports we do not use
+    cmd = [
+        weed_binary(),
+        "-logtostderr",  # glog would otherwise write files into /tmp
+        "server",
+        f"-dir={data_dir}",
+        f"-ip={HOST}",
+        f"-ip.bind={HOST}",
+        *ports.flags(),
+        "-s3",
+        f"-master.volumeSizeLimitMB={volume_size_mb}",
+        f"-volume.max={volume_max}",
+        "-master.telemetry=false",  # no reports to seaweedfs.com (offline by design)
+        "-volume.preStopSeconds=0",  # no 10 s heartbeat drain: there is no other volume server
+        "-s3.port.iceberg=0",
+        "-s3.port.lance=0",
+    ]  # extra listeners on fixed ports we do not use
     with open(log, "wb") as out:
-        process = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                   cwd=data_dir, start_new_session=True)
-    server = SeaweedServer(pid=process.pid, data_dir=data_dir, ports=ports, process=process,
-                           credentials=env_credentials())
+        process = subprocess.Popen(
+            cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=data_dir, start_new_session=True
+        )
+    server = SeaweedServer(
+        pid=process.pid, data_dir=data_dir, ports=ports, process=process, credentials=env_credentials()
+    )
     try:
         server.wait_ready(timeout, buckets)
     except BaseException:
@@ -328,8 +362,13 @@ def attach(pid: int) -> SeaweedServer | None:
         return None
     flags = {a.split("=", 1)[0]: a.split("=", 1)[1] for a in args if "=" in a}
     try:
-        return SeaweedServer(pid=pid, data_dir=Path(flags["-dir"]), ports=Ports.from_flags(flags),
-                             host=flags.get("-ip", HOST), credentials=env_credentials())
+        return SeaweedServer(
+            pid=pid,
+            data_dir=Path(flags["-dir"]),
+            ports=Ports.from_flags(flags),
+            host=flags.get("-ip", HOST),
+            credentials=env_credentials(),
+        )
     except (KeyError, ValueError):
         return None
 
@@ -368,8 +407,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"s3: already running (pid {running.pid}) at {running.endpoint_url}")
             return 0
         try:
-            server = start(args.dir, args.port, buckets=args.bucket, timeout=args.timeout,
-                           volume_max=args.volume_max)
+            server = start(args.dir, args.port, buckets=args.bucket, timeout=args.timeout, volume_max=args.volume_max)
         except S3ServerError as err:
             print(f"s3: {err}", file=sys.stderr)
             return 1

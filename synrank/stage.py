@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import mlflow
 from pydantic import BaseModel
 
+import mlflow
 from synrank import runlock, tracking
 from synrank.codehash import stage_code_id
 from synrank.config import TrackingConfig
@@ -55,8 +55,11 @@ def content_params(params: Params) -> Any:
         return params
     skip = getattr(params, "CONTENT_EXCLUDED", frozenset())
     dumped = params.model_dump(mode="json")
-    return {k: content_params(getattr(params, k)) if isinstance(getattr(params, k), (BaseModel, list, dict)) else v
-            for k, v in dumped.items() if k not in skip}
+    return {
+        k: content_params(getattr(params, k)) if isinstance(getattr(params, k), (BaseModel, list, dict)) else v
+        for k, v in dumped.items()
+        if k not in skip
+    }
 
 
 def run_params(name: str, params: Params) -> dict[str, str]:
@@ -131,8 +134,15 @@ def note_runs(run_id: str) -> None:
 
 
 @contextmanager
-def stage_run(name: str, params: Params, inputs: list[Path], out: Path, tracking_cfg: TrackingConfig,
-              force: bool = False, extra: dict[str, str] | None = None) -> Iterator[Stage]:
+def stage_run(
+    name: str,
+    params: Params,
+    inputs: list[Path],
+    out: Path,
+    tracking_cfg: TrackingConfig,
+    force: bool = False,
+    extra: dict[str, str] | None = None,
+) -> Iterator[Stage]:
     """Run a stage body inside an MLflow run, holding the output folder's lock; skip the body
     (`stage.up_to_date`) if the stamp matches the fingerprint and the folder's content.
     `extra`: content ids of inputs that are not paths (model weights). Raises runlock.LockHeld at once
@@ -166,8 +176,16 @@ def stage_run(name: str, params: Params, inputs: list[Path], out: Path, tracking
             if not st.up_to_date:
                 st.metrics.setdefault("seconds", time.time() - t0)
                 # Written last: only a run that got here vouches for the folder's content.
-                write_json(out / STAMP, {"stage": name, "fingerprint": fp, "outputs": output_id(out),
-                                         "metrics": st.metrics, "report": st.report})
+                write_json(
+                    out / STAMP,
+                    {
+                        "stage": name,
+                        "fingerprint": fp,
+                        "outputs": output_id(out),
+                        "metrics": st.metrics,
+                        "report": st.report,
+                    },
+                )
             save_cache()
             if st.metrics:
                 mlflow.log_metrics({tracking.metric_key(k): v for k, v in st.metrics.items()})

@@ -34,8 +34,16 @@ S3_SCHEME = "s3://"
 DEFAULT_REGION = "us-east-1"
 # The environment that decides which client s3_client() builds; part of its cache key, so a test (or a
 # second local server) that changes it gets a matching client instead of a stale cached one.
-_CLIENT_ENV = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "AWS_PROFILE", "AWS_ACCESS_KEY_ID",
-               "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_DEFAULT_REGION", "AWS_REGION")
+_CLIENT_ENV = (
+    "AWS_ENDPOINT_URL_S3",
+    "AWS_ENDPOINT_URL",
+    "AWS_PROFILE",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_DEFAULT_REGION",
+    "AWS_REGION",
+)
 _MISSING_CODES = {"NoSuchKey", "NoSuchBucket", "404", "NotFound"}
 _DENIED_CODES = {"AccessDenied", "403", "Forbidden"}
 
@@ -46,7 +54,7 @@ def is_s3(location: str) -> bool:
 
 def split_s3(location: str) -> tuple[str, str]:
     """`s3://bucket/a/b` -> ("bucket", "a/b"); a location without a bucket or a key is an error."""
-    bucket, _, key = location[len(S3_SCHEME):].partition("/")
+    bucket, _, key = location[len(S3_SCHEME) :].partition("/")
     if not is_s3(location) or not bucket or not key:
         raise ValueError(f"not an S3 object location (s3://bucket/key): {location!r}")
     return bucket, key
@@ -90,7 +98,6 @@ def _client_for(env: tuple[str | None, ...]) -> S3Client:
 def s3_client() -> S3Client:
     """The shared S3 client for the current AWS_* environment (built once, then cached)."""
     return _client_for(tuple(os.environ.get(name) for name in _CLIENT_ENV))
-
 
 
 def _s3_error(err: Exception, action: str, location: str) -> OSError:

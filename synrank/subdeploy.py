@@ -50,10 +50,12 @@ def remote_deployment(stage: str) -> Any:
             return None
         online = WorkerFilter(status=WorkerFilterStatus(any_=["ONLINE"]))
         if not client.read_workers_for_work_pool(dep.work_pool_name, worker_filter=online):
-            raise StageRunFailed(f"the {stage} stage goes to deployment '{name}', but its pool "
-                                 f"'{dep.work_pool_name}' has no online worker: start one (`make up` starts one "
-                                 f"per pool; on a GPU machine `prefect worker start --pool {dep.work_pool_name}`) "
-                                 "or run the pipeline from the CLI")
+            raise StageRunFailed(
+                f"the {stage} stage goes to deployment '{name}', but its pool "
+                f"'{dep.work_pool_name}' has no online worker: start one (`make up` starts one "
+                f"per pool; on a GPU machine `prefect worker start --pool {dep.work_pool_name}`) "
+                "or run the pipeline from the CLI"
+            )
         return dep
 
 
@@ -64,10 +66,17 @@ def run_remote(deployment: Any, parameters: dict[str, BaseModel], env: dict[str,
     from prefect.deployments import run_deployment
 
     job_env = {**((deployment.job_variables or {}).get("env") or {}), **env}
-    run = run_deployment(deployment.id, parameters={k: v.model_dump(mode="json") for k, v in parameters.items()},
-                         job_variables={"env": job_env}, timeout=None, as_subflow=True)
+    run = run_deployment(
+        deployment.id,
+        parameters={k: v.model_dump(mode="json") for k, v in parameters.items()},
+        job_variables={"env": job_env},
+        timeout=None,
+        as_subflow=True,
+    )
     if run.state is None or not run.state.is_completed():
         state = run.state.name if run.state else "no state"
-        raise StageRunFailed(f"deployment run '{run.name}' ({run.id}) of {deployment.name} ended {state}: "
-                             f"{run.state.message if run.state else ''}; its log is in the Prefect UI")
+        raise StageRunFailed(
+            f"deployment run '{run.name}' ({run.id}) of {deployment.name} ended {state}: "
+            f"{run.state.message if run.state else ''}; its log is in the Prefect UI"
+        )
     return run

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
-
 from synrank.config import ROOT, TrackingConfig
 
 # The pipeline flow sets this so that every stage run, even one in a worker process, nests under it.
@@ -55,8 +54,9 @@ def setup(cfg: TrackingConfig) -> str:
     location = None
     if uri.startswith("sqlite:///"):
         location = (Path(uri.removeprefix("sqlite:///")).parent / "artifacts").as_uri()
-    exp_id = mlflow.create_experiment(cfg.experiment, artifact_location=location,
-                                      tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
+    exp_id = mlflow.create_experiment(
+        cfg.experiment, artifact_location=location, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND}
+    )
     mlflow.set_experiment(experiment_id=exp_id)
     return exp_id
 
@@ -69,8 +69,11 @@ def prefect_context() -> dict[str, str]:
 
     if not flow_run.id:
         return {}
-    tags = {"prefect.flow_run_id": str(flow_run.id), "prefect.flow_run_name": str(flow_run.name),
-            "prefect.flow_name": str(flow_run.flow_name)}
+    tags = {
+        "prefect.flow_run_id": str(flow_run.id),
+        "prefect.flow_run_name": str(flow_run.name),
+        "prefect.flow_name": str(flow_run.flow_name),
+    }
     if url := flow_run.ui_url:
         tags["prefect.flow_run_url"] = str(url)
     return tags
@@ -98,9 +101,12 @@ def link_from_prefect(stage: str, run_id: str, experiment_id: str) -> None:
     url = run_url(run_id, experiment_id)
     get_run_logger().info(f"MLflow run of {stage}: {url or f'{run_id} in {mlflow.get_tracking_uri()}'}")
     if url:
-        create_link_artifact(url, link_text=f"MLflow run {run_id[:8]} ({stage})",
-                             key=f"mlflow-{re.sub(r'[^a-z0-9-]', '-', stage.lower())}",
-                             description=f"the {stage} stage's MLflow run: params, metrics, artifacts")
+        create_link_artifact(
+            url,
+            link_text=f"MLflow run {run_id[:8]} ({stage})",
+            key=f"mlflow-{re.sub(r'[^a-z0-9-]', '-', stage.lower())}",
+            description=f"the {stage} stage's MLflow run: params, metrics, artifacts",
+        )
 
 
 def run_identity(stage: str) -> dict[str, Any]:
@@ -115,8 +121,9 @@ def run_identity(stage: str) -> dict[str, Any]:
 def git_commit() -> str:
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
-                               capture_output=True, text=True).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True, text=True
+        ).stdout.strip()
         return out.stdout.strip() + ("-dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from functools import cache
-
 from pathlib import Path
 
 from synrank.config import PARAMS_FILE, Config, ConfigError, load_config
@@ -33,8 +32,12 @@ def registries() -> dict[str, list[str]]:
 
     for package in ("models.generators", "models.rewards", "models.benchmarks"):
         import_all(package)
-    return {"objective": OBJECTIVES.names(), "generator backend": GENERATORS.names(),
-            "reward kind": REWARDS.names(), "benchmark": benchmark_names()}
+    return {
+        "objective": OBJECTIVES.names(),
+        "generator backend": GENERATORS.names(),
+        "reward kind": REWARDS.names(),
+        "benchmark": benchmark_names(),
+    }
 
 
 def pair_objectives() -> list[str]:
@@ -62,12 +65,20 @@ def check_registry_keys(cfg: Config, command: str) -> None:
     if command in ("online", "all"):
         _one_of("online.objective", cfg.online.objective, reg["objective"], "a registered objective")
         if not cfg.evaluate.benchmarks:  # every round is measured on the first one
-            raise _refuse("evaluate.benchmarks", [], "is empty, but the online loop reports each round on its "
-                          "first benchmark", reg["benchmark"])
+            raise _refuse(
+                "evaluate.benchmarks",
+                [],
+                "is empty, but the online loop reports each round on its first benchmark",
+                reg["benchmark"],
+            )
     for i, arm in enumerate(cfg.study.arms if command in ("study", "all") else []):
         if arm.objective:  # empty = the untrained base
-            _one_of(f"study.arms.{i}.objective", arm.objective, reg["objective"],
-                    "a registered objective (or empty for the untrained base)")
+            _one_of(
+                f"study.arms.{i}.objective",
+                arm.objective,
+                reg["objective"],
+                "a registered objective (or empty for the untrained base)",
+            )
     for i, g in enumerate(cfg.generate.generators):
         _one_of(f"generate.generators.{i}.backend", g.backend, reg["generator backend"], "a generator backend")
     for i, r in enumerate(cfg.score.rewards):
@@ -94,22 +105,28 @@ def check_benchmark_weights(cfg: Config, command: str) -> None:
     for key, name in named:
         missing = missing_weights(name)
         if missing:
-            raise ConfigError(f"bad value for '{key}': {name!r} needs weights that are not on this machine: "
-                              + "; ".join(w.describe() for w in missing)
-                              + "; download them (huggingface-cli download <id>) or pick a benchmark without")
+            raise ConfigError(
+                f"bad value for '{key}': {name!r} needs weights that are not on this machine: "
+                + "; ".join(w.describe() for w in missing)
+                + "; download them (huggingface-cli download <id>) or pick a benchmark without"
+            )
 
 
 def _unique(key: str, names: list[str]) -> None:
     seen: set[str] = set()
     for i, name in enumerate(names):
         if name in seen:
-            raise ConfigError(f"bad value for '{key}.{i}.name': {name!r} is used twice; names in {key} must be "
-                              f"unique, taken: {', '.join(names[:i])}")
+            raise ConfigError(
+                f"bad value for '{key}.{i}.name': {name!r} is used twice; names in {key} must be "
+                f"unique, taken: {', '.join(names[:i])}"
+            )
         seen.add(name)
 
 
-NEEDS = {"generate.generators": ("generate", "train", "evaluate", "export", "pipeline", "online", "study", "all"),
-         "score.rewards": ("score", "rank", "evaluate", "export", "pipeline", "online", "study", "all")}
+NEEDS = {
+    "generate.generators": ("generate", "train", "evaluate", "export", "pipeline", "online", "study", "all"),
+    "score.rewards": ("score", "rank", "evaluate", "export", "pipeline", "online", "study", "all"),
+}
 
 
 def check_not_empty(cfg: Config, command: str) -> None:
@@ -146,8 +163,10 @@ def check_study_names(cfg: Config, rewards: list[str], arms: list[str]) -> None:
     _one_of("study.reference", cfg.study.reference, arms, "a study arm")
     bases = [a.name for a in cfg.study.arms if not a.objective]
     if len(bases) != 1:
-        raise ConfigError(f"bad value for 'study.arms': exactly one arm must be the untrained base (no objective), "
-                          f"got {len(bases)}: {', '.join(bases) or '(none)'}")
+        raise ConfigError(
+            f"bad value for 'study.arms': exactly one arm must be the untrained base (no objective), "
+            f"got {len(bases)}: {', '.join(bases) or '(none)'}"
+        )
 
 
 def check_group_size(cfg: Config, command: str) -> None:
@@ -157,9 +176,11 @@ def check_group_size(cfg: Config, command: str) -> None:
     if k >= 2:
         return
     pairs = pair_objectives()
-    problem = (f"forms pairs within a prompt's images, but generate gives K = {len(g.generators)} generator(s) x "
-               f"{g.images_per_prompt} image(s) per prompt = {k}; add a generator or raise "
-               "generate.images_per_prompt, or pick an objective without pairs")
+    problem = (
+        f"forms pairs within a prompt's images, but generate gives K = {len(g.generators)} generator(s) x "
+        f"{g.images_per_prompt} image(s) per prompt = {k}; add a generator or raise "
+        "generate.images_per_prompt, or pick an objective without pairs"
+    )
     allowed = [o for o in registries()["objective"] if o not in pairs]
     if cfg.train.objective in pairs:
         raise _refuse("train.objective", cfg.train.objective, problem, allowed)
@@ -176,8 +197,10 @@ def check_engines(cfg: Config, command: str) -> None:
     for section in ("generate", "score"):
         runs_it = command in (section, "evaluate", "pipeline", "online", "study", "all")
         if runs_it and getattr(cfg, section).engine == "ray" and not installed:
-            raise ConfigError(f"bad value for '{section}.engine': 'ray' needs the ray extra, which is not installed "
-                              "here: `python3 -m uv sync --frozen --inexact --extra ray` (or `make env EXTRAS=ray`)")
+            raise ConfigError(
+                f"bad value for '{section}.engine': 'ray' needs the ray extra, which is not installed "
+                "here: `python3 -m uv sync --frozen --inexact --extra ray` (or `make env EXTRAS=ray`)"
+            )
 
 
 def validate_config(cfg: Config, command: str = "pipeline") -> None:
@@ -192,8 +215,9 @@ def validate_config(cfg: Config, command: str = "pipeline") -> None:
     check_engines(cfg, command)
 
 
-def load_checked_config(path: str | Path = PARAMS_FILE, overrides: list[str] | None = None,
-                        command: str = "pipeline") -> Config:
+def load_checked_config(
+    path: str | Path = PARAMS_FILE, overrides: list[str] | None = None, command: str = "pipeline"
+) -> Config:
     """`load_config` (types, unknown keys) and then `validate_config` (registries, cross-references).
     Kept apart from synrank.config so that the stages' code, which imports the config models, does not
     import every registry (synrank.codehash: a stage's fingerprint covers what it imports)."""

@@ -13,7 +13,6 @@ from models.shapes.specs import TASKS as GENEVAL_TASKS
 from synrank.progress import progress
 from synrank.shards import load_images
 
-
 VERDICT_COLOURS = {True: (40, 170, 60), False: (210, 50, 40), None: (170, 170, 170)}  # pass, fail, not judged
 
 
@@ -25,9 +24,15 @@ def grid_prompts(prompts: pd.DataFrame, per_category: int) -> list[str]:
 
 
 @task(name="comparison-grid")
-def comparison_grid(manifest: pd.DataFrame, images_root: str, models: list[str], prompt_ids: list[str],
-                    verdicts: dict[tuple[str, str, int], bool] | None = None,
-                    labels: dict[str, str] | None = None, cell: int = 192) -> Image.Image:
+def comparison_grid(
+    manifest: pd.DataFrame,
+    images_root: str,
+    models: list[str],
+    prompt_ids: list[str],
+    verdicts: dict[tuple[str, str, int], bool] | None = None,
+    labels: dict[str, str] | None = None,
+    cell: int = 192,
+) -> Image.Image:
     """One row per prompt (its text above), one column per model, the same seed (index 0) across a row,
     each image `cell` px wide. A border marks the benchmark verdict of (model, prompt_id, 0): green pass,
     red fail, grey not judged; `labels[image_id]` (a reward score) is written under the image."""
@@ -57,26 +62,41 @@ def comparison_grid(manifest: pd.DataFrame, images_root: str, models: list[str],
 
 
 def summary_markdown(results: dict[str, dict], base: str, tuned: str) -> str:
-    lines = [f"# Evaluation: {tuned} vs {base}", "", "| reward | win-rate | 95% CI | pairs | mean delta |",
-             "|---|---|---|---|---|"]
+    lines = [
+        f"# Evaluation: {tuned} vs {base}",
+        "",
+        "| reward | win-rate | 95% CI | pairs | mean delta |",
+        "|---|---|---|---|---|",
+    ]
     for reward, r in results.items():
-        lines.append(f"| {reward} | {r['winrate']:.3f} | [{r['ci_low']:.3f}, {r['ci_high']:.3f}] | "
-                     f"{r['n_pairs']} | {r['mean_delta']:+.4f} |")
+        lines.append(
+            f"| {reward} | {r['winrate']:.3f} | [{r['ci_low']:.3f}, {r['ci_high']:.3f}] | "
+            f"{r['n_pairs']} | {r['mean_delta']:+.4f} |"
+        )
     cats = task_order({c for r in results.values() for c in r.get("categories", {})})
     if cats:
-        lines += ["", "Win-rate per prompt category:", "", "| category | prompts | " + " | ".join(results) + " |",
-                  "|---" * (len(results) + 2) + "|"]
+        lines += [
+            "",
+            "Win-rate per prompt category:",
+            "",
+            "| category | prompts | " + " | ".join(results) + " |",
+            "|---" * (len(results) + 2) + "|",
+        ]
         for c in cats:
             cells = [r.get("categories", {}).get(c) for r in results.values()]
             n = next(x["n"] for x in cells if x)
-            lines.append(f"| {c} | {n} | " + " | ".join(
-                f"{x['winrate']:.3f} [{x['ci_low']:.2f}, {x['ci_high']:.2f}]" if x else "-" for x in cells) + " |")
+            lines.append(
+                f"| {c} | {n} | "
+                + " | ".join(f"{x['winrate']:.3f} [{x['ci_low']:.2f}, {x['ci_high']:.2f}]" if x else "-" for x in cells)
+                + " |"
+            )
     return "\n".join(lines) + "\n"
 
 
 @task(name="run-benchmark", task_run_name="benchmark[{name}]")
-def run_benchmark(name: str, manifest: pd.DataFrame, prompts: pd.DataFrame, images_root: str,
-                  pair: tuple[str, str] | None = None) -> tuple[dict, dict | None, pd.DataFrame]:
+def run_benchmark(
+    name: str, manifest: pd.DataFrame, prompts: pd.DataFrame, images_root: str, pair: tuple[str, str] | None = None
+) -> tuple[dict, dict | None, pd.DataFrame]:
     """({model: summary}, paired, judged) for the images whose prompt metadata the benchmark understands;
     the summaries' CIs resample prompts within each task (a prompt's images are not independent);
     paired = tuned minus base on the same prompts and seeds when pair=(base, tuned) are both there: the
@@ -92,16 +112,31 @@ def run_benchmark(name: str, manifest: pd.DataFrame, prompts: pd.DataFrame, imag
     out, judged = {}, {}
     for model, g in rows.groupby("model", sort=False):
         images = load_images(Path(images_root), zip(g["shard"], g["member"]))
-        results = [bench.judge(im, meta[p]) for im, p in
-                   progress(zip(images, g["prompt_id"]), f"{name} {model}", unit="images", total=len(g))]
+        results = [
+            bench.judge(im, meta[p])
+            for im, p in progress(zip(images, g["prompt_id"]), f"{name} {model}", unit="images", total=len(g))
+        ]
         out[model] = bench.summarize(results, prompts=[str(p) for p in g["prompt_id"]])
-        judged[model] = pd.DataFrame({"prompt_id": g["prompt_id"].values, "index": g["index"].values,
-                                      "task": [t for t, _ in results], "value": [float(v) for _, v in results]})
-    table = pd.concat([j.assign(model=m) for m, j in judged.items()], ignore_index=True) if judged else \
-        pd.DataFrame(columns=["prompt_id", "index", "task", "value", "model"])
+        judged[model] = pd.DataFrame(
+            {
+                "prompt_id": g["prompt_id"].values,
+                "index": g["index"].values,
+                "task": [t for t, _ in results],
+                "value": [float(v) for _, v in results],
+            }
+        )
+    table = (
+        pd.concat([j.assign(model=m) for m, j in judged.items()], ignore_index=True)
+        if judged
+        else pd.DataFrame(columns=["prompt_id", "index", "task", "value", "model"])
+    )
     if not (pair and all(m in judged for m in pair)):
         return out, None, table
-    return out, {"base": pair[0], "tuned": pair[1], **paired_between(judged[pair[0]], judged[pair[1]], bench.tasks)}, table
+    return (
+        out,
+        {"base": pair[0], "tuned": pair[1], **paired_between(judged[pair[0]], judged[pair[1]], bench.tasks)},
+        table,
+    )
 
 
 def paired_between(base: pd.DataFrame, tuned: pd.DataFrame, tasks: Sequence[str] | None = None) -> dict:
@@ -112,8 +147,12 @@ def paired_between(base: pd.DataFrame, tuned: pd.DataFrame, tasks: Sequence[str]
     from models.shapes.benchmark import paired_score
 
     both = base.merge(tuned, on=["prompt_id", "index", "task"], suffixes=("_base", "_tuned"))
-    return paired_score(both["task"].to_numpy(), (both["value_tuned"] - both["value_base"]).to_numpy(),
-                        both["prompt_id"].astype(str).to_numpy(), tasks=GENEVAL_TASKS if tasks is None else tasks)
+    return paired_score(
+        both["task"].to_numpy(),
+        (both["value_tuned"] - both["value_base"]).to_numpy(),
+        both["prompt_id"].astype(str).to_numpy(),
+        tasks=GENEVAL_TASKS if tasks is None else tasks,
+    )
 
 
 def task_rows(report: dict) -> pd.DataFrame:
@@ -123,8 +162,17 @@ def task_rows(report: dict) -> pd.DataFrame:
     for bench, by_model in report.get("benchmarks", {}).items():
         for model, s in by_model.items():
             for task_name, c in [*s["tasks"].items(), ("overall", s["overall"]), *s.get("probes", {}).items()]:
-                rows.append({"benchmark": bench, "model": model, "task": task_name, "label": f"{task_name} | {model}",
-                             "accuracy": c["accuracy"], "ci_low": c["ci95"][0], "ci_high": c["ci95"][1]})
+                rows.append(
+                    {
+                        "benchmark": bench,
+                        "model": model,
+                        "task": task_name,
+                        "label": f"{task_name} | {model}",
+                        "accuracy": c["accuracy"],
+                        "ci_low": c["ci95"][0],
+                        "ci_high": c["ci95"][1],
+                    }
+                )
     return pd.DataFrame(rows, columns=["benchmark", "model", "task", "label", "accuracy", "ci_low", "ci_high"])
 
 
@@ -151,18 +199,23 @@ def _paired_lines(d: dict) -> list[str]:
     """The headline paired difference with its CI and n, then one line per probe."""
     lo, hi = d["ci95"]
     how = ", prompts resampled within tasks" if "n_prompts" in d else ""
-    lines = [f"- {d['tuned']} - {d['base']}, paired on the same prompts and seeds: {d['delta']:+.3f} "
-             f"[{lo:+.3f}, {hi:+.3f}] (95% CI, {_sizes(d)}{how})"]
+    lines = [
+        f"- {d['tuned']} - {d['base']}, paired on the same prompts and seeds: {d['delta']:+.3f} "
+        f"[{lo:+.3f}, {hi:+.3f}] (95% CI, {_sizes(d)}{how})"
+    ]
     for tag, p in d.get("probes", {}).items():
-        lines.append(f"- probe {tag} (not in overall): {p['delta']:+.3f} [{p['ci95'][0]:+.3f}, {p['ci95'][1]:+.3f}] "
-                     f"(95% CI, {_sizes(p)})")
+        lines.append(
+            f"- probe {tag} (not in overall): {p['delta']:+.3f} [{p['ci95'][0]:+.3f}, {p['ci95'][1]:+.3f}] "
+            f"(95% CI, {_sizes(p)})"
+        )
     return lines
 
 
 def _n_line(summary: dict, tasks: list[str], probes: list[str]) -> str:
     """Prompts / images per task and probe of one model's summary; '' for an older report without them."""
-    cells = [(t, summary["tasks"].get(t)) for t in tasks] + [(f"probe {p}", summary.get("probes", {}).get(p))
-                                                                 for p in probes]
+    cells = [(t, summary["tasks"].get(t)) for t in tasks] + [
+        (f"probe {p}", summary.get("probes", {}).get(p)) for p in probes
+    ]
     if not all(c and "n_prompts" in c for _, c in cells):
         return ""
     return "- n (prompts/images): " + ", ".join(f"{t} {c['n_prompts']}/{c['n']}" for t, c in cells)
@@ -177,8 +230,12 @@ def benchmark_table(report: dict) -> str:
     for bench, by_model in report.get("benchmarks", {}).items():
         tasks = task_order({t for s in by_model.values() for t in s["tasks"]})
         probes = sorted({p for s in by_model.values() for p in s.get("probes", {})})
-        lines += [f"### {bench}", "", "| model | " + " | ".join(tasks + ["overall"] + [f"probe: {p}" for p in probes])
-                  + " |", "|---" * (len(tasks) + len(probes) + 2) + "|"]
+        lines += [
+            f"### {bench}",
+            "",
+            "| model | " + " | ".join(tasks + ["overall"] + [f"probe: {p}" for p in probes]) + " |",
+            "|---" * (len(tasks) + len(probes) + 2) + "|",
+        ]
         # Base and tuned first, then the other generators (a JSON round trip has sorted the names).
         first = [m for m in (report.get("base"), report.get("tuned")) if m in by_model]
         for model in first + sorted(set(by_model) - set(first)):
@@ -188,7 +245,9 @@ def benchmark_table(report: dict) -> str:
         delta = report.get("paired", {}).get(bench)
         if delta and "tasks" in delta:
             cells = [delta["tasks"].get(t) for t in tasks] + [delta] + [delta.get("probes", {}).get(p) for p in probes]
-            lines.append(f"| {delta['tuned']} - {delta['base']} (paired) | " + " | ".join(map(format_delta, cells)) + " |")
+            lines.append(
+                f"| {delta['tuned']} - {delta['base']} (paired) | " + " | ".join(map(format_delta, cells)) + " |"
+            )
         n_line = _n_line(by_model[(first or sorted(by_model))[0]], tasks, probes) if by_model else ""
         lines += [""] + ([n_line] if n_line else []) + (_paired_lines(delta) if delta else [])
         lines.append("")

@@ -30,8 +30,11 @@ def dataset_table(manifest: pd.DataFrame, scores: pd.DataFrame, rankings: pd.Dat
     wide = scores.pivot(index="image_id", columns="reward", values="score").add_prefix("score_")
     wide.columns.name = None
     cols = ["image_id", "prompt_id", "prompt", "model", "seed", "shard", "member"]
-    table = (rankings[["image_id", *RANK_COLUMNS]].merge(manifest[cols], on="image_id", how="left")
-             .merge(wide, left_on="image_id", right_index=True, how="left"))
+    table = (
+        rankings[["image_id", *RANK_COLUMNS]]
+        .merge(manifest[cols], on="image_id", how="left")
+        .merge(wide, left_on="image_id", right_index=True, how="left")
+    )
     return table[["image_id", *cols[1:], *wide.columns, *RANK_COLUMNS]]
 
 
@@ -47,7 +50,7 @@ def write_dataset(table: pd.DataFrame, images_root: str, out_dir: str, rows_per_
     data.mkdir(parents=True, exist_ok=True)
     names = []
     for i in range(n):
-        part = table.iloc[i * rows_per_shard:(i + 1) * rows_per_shard]
+        part = table.iloc[i * rows_per_shard : (i + 1) * rows_per_shard]
         pngs = load_members(Path(images_root), zip(part["shard"], part["member"]))
         frame = part.drop(columns=["shard", "member"]).assign(image=[{"bytes": b, "path": None} for b in pngs])
         features = Features({c: _feature(c, frame[c], Value, Image) for c in frame.columns})
@@ -65,12 +68,22 @@ def _feature(column: str, values: pd.Series, value: Any, image: Any) -> Any:
     return value("float64") if pd.api.types.is_float_dtype(values) else value("string")
 
 
-def dataset_card(name: str, n_images: int, n_prompts: int, generators: list[dict[str, Any]],
-                 rewards: list[dict[str, Any]], method: str, data_version: str, files: list[str]) -> str:
+def dataset_card(
+    name: str,
+    n_images: int,
+    n_prompts: int,
+    generators: list[dict[str, Any]],
+    rewards: list[dict[str, Any]],
+    method: str,
+    data_version: str,
+    files: list[str],
+) -> str:
     """README.md of the dataset folder: the YAML header `datasets` reads (its data files), then what the
     data is, how it was made and how to load it."""
-    gen_lines = "\n".join(f"- `{g['name']}`: `{g['path']}`, {g['steps']} steps, guidance {g['guidance']}, "
-                          f"{g['height']}x{g['width']}" for g in generators)
+    gen_lines = "\n".join(
+        f"- `{g['name']}`: `{g['path']}`, {g['steps']} steps, guidance {g['guidance']}, {g['height']}x{g['width']}"
+        for g in generators
+    )
     reward_lines = "\n".join(f"- `{r['name']}`: {r['kind']} (`{r['arch']}`)" for r in rewards)
     return f"""---
 pretty_name: {name}

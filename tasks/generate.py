@@ -33,8 +33,8 @@ from synrank.config import GeneratorSpec
 from synrank.device import pick_device
 from synrank.fanout import Collector, Engine, keep_loaded, open_engine
 from synrank.fingerprint import generator_id, sha256_text, shard_id
-from synrank.stage import write_json
 from synrank.shards import LATENT_SUFFIX, npy_bytes, png_bytes, shape_text, write_shard
+from synrank.stage import write_json
 
 # What a shard holds besides its rows' images; part of every shard's id, so that shards written before
 # the latents were stored (same generator, same rows) are rendered again instead of being reused.
@@ -48,8 +48,15 @@ def image_seed(base_seed: int, prompt_id: str, index: int) -> int:
     return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
 
 
-def plan_images(prompts: pd.DataFrame, model: str, images_per_prompt: int, seed: int,
-                shard_size: int, store: str = "", generator: str = "") -> pd.DataFrame:
+def plan_images(
+    prompts: pd.DataFrame,
+    model: str,
+    images_per_prompt: int,
+    seed: int,
+    shard_size: int,
+    store: str = "",
+    generator: str = "",
+) -> pd.DataFrame:
     """Every image of one generator: id, prompt, seed, shard location, member name and the shard's
     content id (`generator` is the generator's content id, synrank.fingerprint.generator_id). Shards go
     under `store` (e.g. s3://bucket/prefix) if given, else into the images folder; the per-shard
@@ -57,13 +64,23 @@ def plan_images(prompts: pd.DataFrame, model: str, images_per_prompt: int, seed:
     rows = []
     for pid, prompt in zip(prompts["prompt_id"], prompts["prompt"]):
         for k in range(images_per_prompt):
-            rows.append({"image_id": f"{model}-{pid}-{k}", "prompt_id": pid, "prompt": prompt, "model": model,
-                         "index": k, "seed": image_seed(seed, pid, k)})
+            rows.append(
+                {
+                    "image_id": f"{model}-{pid}-{k}",
+                    "prompt_id": pid,
+                    "prompt": prompt,
+                    "model": model,
+                    "index": k,
+                    "seed": image_seed(seed, pid, k),
+                }
+            )
     plan = pd.DataFrame(rows, columns=["image_id", "prompt_id", "prompt", "model", "index", "seed"])
     number = [i // shard_size for i in range(len(plan))]
     content = sha256_text(generator, SHARD_LAYOUT)
-    ids = {n: shard_id(content, zip(g["image_id"], g["prompt"], g["index"], g["seed"]))
-           for n, g in plan.groupby(pd.Series(number, dtype="int64"), sort=True)}
+    ids = {
+        n: shard_id(content, zip(g["image_id"], g["prompt"], g["index"], g["seed"]))
+        for n, g in plan.groupby(pd.Series(number, dtype="int64"), sort=True)
+    }
     plan["shard_id"] = [ids[n] for n in number]
     names = [f"shards/{model}/{n:05d}-{ids[n][:16]}" for n in number]
     plan["shard"] = [storage.join(store, f"{name}.tar") if store else f"{name}.tar" for name in names]
@@ -97,8 +114,15 @@ def fit_prompts_task(spec: GeneratorSpec, prompts: list[str], device: str) -> tu
 
 
 @task(name="render-shards", task_run_name="generate[{spec.name}/{label}]", cache_policy=NO_CACHE)
-def render_shards(spec: GeneratorSpec, rows: pd.DataFrame, texts: dict[str, str], out_dir: str, batch_size: int,
-                  device: str, label: str) -> dict[str, pd.DataFrame]:
+def render_shards(
+    spec: GeneratorSpec,
+    rows: pd.DataFrame,
+    texts: dict[str, str],
+    out_dir: str,
+    batch_size: int,
+    device: str,
+    label: str,
+) -> dict[str, pd.DataFrame]:
     """Render the plan rows of one or more shards and publish each shard (tar, atomically under a name unique to
     this writer); returns {manifest piece name: its rows with sha256 and LATENT_COLUMNS} for the driver to write.
     A task that dies after publishing a tar is run again and writes the same bytes over it."""
@@ -113,8 +137,16 @@ def render_shards(spec: GeneratorSpec, rows: pd.DataFrame, texts: dict[str, str]
     return pieces
 
 
-def submit_generator(engine: Engine, collect: Collector, spec: GeneratorSpec, plan: pd.DataFrame, out: Path,
-                     batch_size: int, device: str, shards_per_task: int = 1) -> int:
+def submit_generator(
+    engine: Engine,
+    collect: Collector,
+    spec: GeneratorSpec,
+    plan: pd.DataFrame,
+    out: Path,
+    batch_size: int,
+    device: str,
+    shards_per_task: int = 1,
+) -> int:
     """Submit the shards of one generator's plan that are not published yet (a manifest piece marks a shard
     done); the prompts are fitted to its text window first, once. Returns how many shards were submitted."""
     shards = {str(p): rows for p, rows in plan.groupby("piece", sort=True)}  # one pass, not one filter per shard
@@ -126,21 +158,31 @@ def submit_generator(engine: Engine, collect: Collector, spec: GeneratorSpec, pl
     if report is not None:
         write_json(out / "prompt_fit" / f"{spec.name}.json", report)
     for i in range(0, len(pending), shards_per_task):
-        group = pending[i:i + shards_per_task]
+        group = pending[i : i + shards_per_task]
         rows = pd.concat([shards[p] for p in group])
         label = "+".join(Path(p).name.split("-")[0] for p in group)  # the shards' numbers: 00003+00004
-        engine.submit(render_shards, name=f"{spec.name}/{label}", spec=spec, rows=rows,
-                      texts={p: texts[p] for p in set(rows["prompt"])}, out_dir=str(out), batch_size=batch_size,
-                      device=device, label=label)
+        engine.submit(
+            render_shards,
+            name=f"{spec.name}/{label}",
+            spec=spec,
+            rows=rows,
+            texts={p: texts[p] for p in set(rows["prompt"])},
+            out_dir=str(out),
+            batch_size=batch_size,
+            device=device,
+            label=label,
+        )
     return len(pending)
 
 
 def write_pieces(out: Path) -> Callable[[str, dict[str, pd.DataFrame]], None]:
     """The driver's handler of a finished render task: write its manifest pieces (after the tar: a piece's
     presence marks its shard done)."""
+
     def write(_: str, pieces: dict[str, pd.DataFrame]) -> None:
         for name, table in pieces.items():
             storage.write_bytes(str(out / name), table.to_parquet(index=False), out)
+
     return write
 
 
@@ -152,17 +194,36 @@ def sweep_temporaries(out: Path, specs: list[GeneratorSpec]) -> None:
             stale.unlink()
 
 
-def render_plan(spec: GeneratorSpec, plan_path: str, out_dir: str, batch_size: int, device: str = "cpu",
-                fan: FanOut | None = None, cluster: ClusterConfig | None = None) -> str:
+def render_plan(
+    spec: GeneratorSpec,
+    plan_path: str,
+    out_dir: str,
+    batch_size: int,
+    device: str = "cpu",
+    fan: FanOut | None = None,
+    cluster: ClusterConfig | None = None,
+) -> str:
     """Render every missing shard of one generator's plan file (the stage does this for all generators at
     once, in generate_all); returns the generator's shard folder."""
-    render_plans({spec.name: (spec, pd.read_parquet(plan_path))}, Path(out_dir), batch_size, device,
-                 fan or FanOut(), cluster or ClusterConfig())
+    render_plans(
+        {spec.name: (spec, pd.read_parquet(plan_path))},
+        Path(out_dir),
+        batch_size,
+        device,
+        fan or FanOut(),
+        cluster or ClusterConfig(),
+    )
     return str(Path(out_dir) / "shards" / spec.name)
 
 
-def render_plans(plans: dict[str, tuple[GeneratorSpec, pd.DataFrame]], out: Path, batch_size: int, device: str,
-                 fan: FanOut, cluster: ClusterConfig) -> None:
+def render_plans(
+    plans: dict[str, tuple[GeneratorSpec, pd.DataFrame]],
+    out: Path,
+    batch_size: int,
+    device: str,
+    fan: FanOut,
+    cluster: ClusterConfig,
+) -> None:
     """Render the missing shards of every (generator, plan) on `fan`'s engine, writing each manifest piece as
     its shard finishes. Raises ShardTasksFailed after writing every shard that did not fail."""
     sweep_temporaries(out, [spec for spec, _ in plans.values()])
@@ -173,14 +234,15 @@ def render_plans(plans: dict[str, tuple[GeneratorSpec, pd.DataFrame]], out: Path
         collect.finish()
 
 
-def render_shard(gen, rows: pd.DataFrame, text: dict[str, str], batch_size: int, decoder: str
-                 ) -> tuple[list[tuple[str, bytes]], list[dict[str, str]]]:
+def render_shard(
+    gen, rows: pd.DataFrame, text: dict[str, str], batch_size: int, decoder: str
+) -> tuple[list[tuple[str, bytes]], list[dict[str, str]]]:
     """One shard's tar members, each image's PNG followed by its latents' .npy (float32 (C, h, w)), and per
     row the manifest's sha256 and LATENT_COLUMNS; `decoder` is the content id of the generator's VAE.
     A backend that captured no latents gets no .npy member and '' in those columns."""
     members, info = [], []
     for start in range(0, len(rows), batch_size):
-        batch = rows.iloc[start:start + batch_size]
+        batch = rows.iloc[start : start + batch_size]
         out = gen.render([text[p] for p in batch["prompt"]], [int(s) for s in batch["seed"]])
         for i, (image_id, member, image) in enumerate(zip(batch["image_id"], batch["member"], out.images)):
             png = png_bytes(image)
@@ -190,8 +252,12 @@ def render_shard(gen, rows: pd.DataFrame, text: dict[str, str], batch_size: int,
                 latents = out.latents[i].numpy()
                 data, name = npy_bytes(latents), f"{image_id}{LATENT_SUFFIX}"
                 members.append((name, data))
-                row.update(latent_member=name, latent_sha256=hashlib.sha256(data).hexdigest(),
-                           latent_shape=shape_text(latents.shape), latent_vae=decoder)
+                row.update(
+                    latent_member=name,
+                    latent_sha256=hashlib.sha256(data).hexdigest(),
+                    latent_shape=shape_text(latents.shape),
+                    latent_vae=decoder,
+                )
             info.append(row)
     return members, info
 
@@ -208,8 +274,11 @@ def fit_to_window(gen, prompts: list[str]) -> tuple[dict[str, str], dict | None]
     fitted, report = fit_prompts(prompts, *window, mode="truncate")
     texts = [f.texts[0] for f in fitted]
     summary = {k: v for k, v in report.as_dict().items() if k != "over_limit_ids"}
-    return dict(zip(prompts, texts)), {**summary, "examples": [prompts[i] for i in report.over_limit_ids[:10]],
-                                       "encoders": encoder_cuts(gen, texts, window[0], summary)}
+    return dict(zip(prompts, texts)), {
+        **summary,
+        "examples": [prompts[i] for i in report.over_limit_ids[:10]],
+        "encoders": encoder_cuts(gen, texts, window[0], summary),
+    }
 
 
 def encoder_cuts(gen, texts: list[str], primary, fitted: dict) -> dict[str, dict]:
@@ -220,8 +289,11 @@ def encoder_cuts(gen, texts: list[str], primary, fitted: dict) -> dict[str, dict
     out = {}
     for name, (tok, size) in gen.text_encoders().items():
         r = fitted if tok is primary else fit_prompts(texts, tok, size, mode="truncate")[1].as_dict()
-        out[name] = {"max_tokens": r["max_tokens"], "n_truncated": r["n_truncated"],
-                     "tokens_dropped": r["tokens_dropped"]}
+        out[name] = {
+            "max_tokens": r["max_tokens"],
+            "n_truncated": r["n_truncated"],
+            "tokens_dropped": r["tokens_dropped"],
+        }
     return out
 
 
@@ -232,9 +304,19 @@ def truncation_report(out: Path) -> dict[str, dict]:
     return {f.stem: json.loads(f.read_text()) for f in sorted((out / "prompt_fit").glob("*.json"))}
 
 
-def generate_all(specs: list[GeneratorSpec], prompts: pd.DataFrame, out: Path, images_per_prompt: int,
-                 seed: int, shard_size: int, batch_size: int, device: str, store: str = "",
-                 fan: FanOut | None = None, cluster: ClusterConfig | None = None) -> tuple[pd.DataFrame, int]:
+def generate_all(
+    specs: list[GeneratorSpec],
+    prompts: pd.DataFrame,
+    out: Path,
+    images_per_prompt: int,
+    seed: int,
+    shard_size: int,
+    batch_size: int,
+    device: str,
+    store: str = "",
+    fan: FanOut | None = None,
+    cluster: ClusterConfig | None = None,
+) -> tuple[pd.DataFrame, int]:
     """Plan, render (on `fan`'s engine: synrank.fanout) and collect every generator's images; returns the
     manifest and how many files of earlier runs that the manifest no longer uses were removed.
     Raises ShardTasksFailed after writing every shard that did not fail."""
@@ -242,8 +324,9 @@ def generate_all(specs: list[GeneratorSpec], prompts: pd.DataFrame, out: Path, i
     check_generators(specs)
     plans = {}
     for spec in specs:
-        plans[spec.name] = plan_images(prompts, spec.name, images_per_prompt, seed, shard_size, store,
-                                       generator_id(spec))
+        plans[spec.name] = plan_images(
+            prompts, spec.name, images_per_prompt, seed, shard_size, store, generator_id(spec)
+        )
         plan_path = out / "plans" / f"{spec.name}.parquet"
         plan_path.parent.mkdir(parents=True, exist_ok=True)
         plans[spec.name].to_parquet(plan_path, index=False)
@@ -256,7 +339,9 @@ def generate_all(specs: list[GeneratorSpec], prompts: pd.DataFrame, out: Path, i
 def write_manifest(plan_paths: list[str], out_dir: str) -> str:
     """Concatenate the plans' manifest pieces into manifest.parquet (atomically)."""
     out = Path(out_dir)
-    frames = [pd.read_parquet(out / piece) for p in plan_paths for piece in sorted(pd.read_parquet(p)["piece"].unique())]
+    frames = [
+        pd.read_parquet(out / piece) for p in plan_paths for piece in sorted(pd.read_parquet(p)["piece"].unique())
+    ]
     manifest = pd.concat(frames, ignore_index=True)
     storage.write_bytes(str(out / "manifest.parquet"), manifest.to_parquet(index=False), out)
     return str(out / "manifest.parquet")
@@ -266,8 +351,9 @@ def remove_stale(out: Path, manifest: pd.DataFrame) -> int:
     """Remove the local shards, pieces and plans that the new manifest does not use (earlier prompts,
     settings or weights); returns how many files went. Run only after the manifest is written, so a
     failed run never loses the previous result. Shards in an S3 store are left in place."""
-    keep = {out / p for p in manifest["piece"]} | {storage.local_path(s, out) for s in manifest["shard"]
-                                                     if not storage.is_s3(s)}
+    keep = {out / p for p in manifest["piece"]} | {
+        storage.local_path(s, out) for s in manifest["shard"] if not storage.is_s3(s)
+    }
     models = set(manifest["model"])
     removed = 0
     for f in sorted((out / "shards").rglob("*")) if (out / "shards").exists() else []:

@@ -33,21 +33,41 @@ def rounds_summary(round_dirs: list[Path], benchmark: str, tasks: Sequence[str] 
         by_model = report["benchmarks"][benchmark]
         if start is None:
             start = _judged(d, benchmark, report["base"])
-            rows.append({"round": 0, "model": report["base"], "accuracy": by_model[report["base"]]["overall"],
-                         "gain": None, "since_start": None})
+            rows.append(
+                {
+                    "round": 0,
+                    "model": report["base"],
+                    "accuracy": by_model[report["base"]]["overall"],
+                    "gain": None,
+                    "since_start": None,
+                }
+            )
         tuned = _judged(d, benchmark, report["tuned"])
-        rows.append({"round": r, "model": report["tuned"], "accuracy": by_model[report["tuned"]]["overall"],
-                     "gain": report["paired"].get(benchmark),
-                     "since_start": paired_between(start, tuned, tasks) if r > 1 else report["paired"].get(benchmark)})
+        rows.append(
+            {
+                "round": r,
+                "model": report["tuned"],
+                "accuracy": by_model[report["tuned"]]["overall"],
+                "gain": report["paired"].get(benchmark),
+                "since_start": paired_between(start, tuned, tasks) if r > 1 else report["paired"].get(benchmark),
+            }
+        )
     return rows
 
 
 def rounds_markdown(rows: list[dict], benchmark: str) -> str:
     """rounds_summary as a markdown table: accuracy and both paired gains with their 95% CIs."""
-    lines = [f"| round | model | {benchmark} accuracy [95% CI] | gain over the previous round (paired) "
-             "| gain since round 0 (paired) |", "|---|---|---|---|---|"]
-    lines += [f"| {row['round']} | {row['model']} | {format_accuracy(row['accuracy'])} | {format_delta(row['gain'])} "
-              f"| {format_delta(row['since_start'])} |" for row in rows]
+    lines = [
+        f"| round | model | {benchmark} accuracy [95% CI] | gain over the previous round (paired) "
+        "| gain since round 0 (paired) |",
+        "|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {row['round']} | {row['model']} | {format_accuracy(row['accuracy'])} | {format_delta(row['gain'])} "
+        f"| {format_delta(row['since_start'])} |"
+        for row in rows
+    ]
     n = rows[0]["accuracy"]
-    return "\n".join(lines) + (f"\n\n{n['n_prompts']} held-out prompts, {n['n']} images per model; CIs resample "
-                               "prompts within tasks.\n")
+    return "\n".join(lines) + (
+        f"\n\n{n['n_prompts']} held-out prompts, {n['n']} images per model; CIs resample prompts within tasks.\n"
+    )

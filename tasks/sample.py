@@ -25,8 +25,10 @@ SCHEMA = pa.schema([(name, pa.string()) for name in ("prompt_id", "prompt", "spl
 
 
 @task(cache_policy=NO_CACHE)
-def read_prompt_sources(sources: list[PromptSource], max_prompt_chars: int = DEFAULT_MAX_PROMPT_CHARS,
-                        ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+def read_prompt_sources(
+    sources: list[PromptSource],
+    max_prompt_chars: int = DEFAULT_MAX_PROMPT_CHARS,
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Rows and a report with a count for every reason in SKIP_REASONS (longer prompts are too_long)."""
     result = read_sources(sources, max_prompt_chars=max_prompt_chars)
     return result.rows, result.report
@@ -37,14 +39,16 @@ def write_prompt_table(rows: list[dict[str, Any]], splits: list[str], out_dir: s
     """Write `prompts.parquet` into out_dir atomically; returns its path."""
     if len(rows) != len(splits):
         raise ValueError(f"{len(rows)} rows but {len(splits)} split labels")
-    df = pd.DataFrame({
-        "prompt_id": [prompt_id(r["prompt"]) for r in rows],
-        "prompt": [r["prompt"] for r in rows],
-        "split": splits,
-        "category": [r["category"] for r in rows],
-        "source": [r["source"] for r in rows],
-        "meta": [r["meta"] for r in rows],
-    })
+    df = pd.DataFrame(
+        {
+            "prompt_id": [prompt_id(r["prompt"]) for r in rows],
+            "prompt": [r["prompt"] for r in rows],
+            "split": splits,
+            "category": [r["category"] for r in rows],
+            "source": [r["source"] for r in rows],
+            "meta": [r["meta"] for r in rows],
+        }
+    )
     out = Path(out_dir) / TABLE
     out.parent.mkdir(parents=True, exist_ok=True)
     # Same folder as the target so os.replace is a rename: readers never see half a file.

@@ -31,17 +31,19 @@ from synrank.shards import load_images
 
 def shard_keys(rid: str, manifest: pd.DataFrame) -> dict[str, str]:
     """shard location -> cache key (reward id + each image's content id and prompt, in manifest order)."""
-    return {shard: sha256_text("scores", rid, *(f"{h}\t{p}" for h, p in zip(g["sha256"], g["prompt"])))
-            for shard, g in manifest.groupby("shard", sort=False)}
+    return {
+        shard: sha256_text("scores", rid, *(f"{h}\t{p}" for h, p in zip(g["sha256"], g["prompt"])))
+        for shard, g in manifest.groupby("shard", sort=False)
+    }
 
 
 def score_shard(reward, rows: pd.DataFrame, images_root: Path, batch_size: int) -> np.ndarray:
     """Scores of one shard's images (one value per row), in batches of batch_size."""
     scores = np.empty(len(rows))
     for start in range(0, len(rows), batch_size):
-        batch = rows.iloc[start:start + batch_size]
+        batch = rows.iloc[start : start + batch_size]
         images = load_images(images_root, zip(batch["shard"], batch["member"]))
-        scores[start:start + len(batch)] = reward.score(images, list(batch["prompt"]))
+        scores[start : start + len(batch)] = reward.score(images, list(batch["prompt"]))
     return scores
 
 
@@ -60,14 +62,18 @@ def loaded_reward(spec: RewardSpec, device: str):
 
 
 @task(name="score-shards", task_run_name="score[{spec.name}/{label}]", cache_policy=NO_CACHE)
-def score_shards(spec: RewardSpec, rows: pd.DataFrame, images_root: str, batch_size: int, device: str,
-                 label: str) -> dict[str, pd.DataFrame]:
+def score_shards(
+    spec: RewardSpec, rows: pd.DataFrame, images_root: str, batch_size: int, device: str, label: str
+) -> dict[str, pd.DataFrame]:
     """Scores of one or more image shards under one reward: {shard location: (image_id, score) table}, for the
     driver to write as cache files."""
     reward = loaded_reward(spec, device)
-    return {str(shard): pd.DataFrame({"image_id": part["image_id"],
-                                      "score": score_shard(reward, part, Path(images_root), batch_size)})
-            for shard, part in rows.groupby("shard", sort=False)}
+    return {
+        str(shard): pd.DataFrame(
+            {"image_id": part["image_id"], "score": score_shard(reward, part, Path(images_root), batch_size)}
+        )
+        for shard, part in rows.groupby("shard", sort=False)
+    }
 
 
 @task(name="prompt-cuts", task_run_name="prompt-cuts[{spec.name}]", cache_policy=NO_CACHE)
@@ -76,9 +82,16 @@ def prompt_cuts_task(spec: RewardSpec, prompts: list[str], device: str) -> dict[
     return count_cuts(loaded_reward(spec, device), prompts)
 
 
-def score_all(specs: list[RewardSpec], manifest_path: str, images_root: str, out_dir: str, batch_size: int,
-              device: str, fan: FanOut | None = None, cluster: ClusterConfig | None = None
-              ) -> tuple[pd.DataFrame, dict[str, dict[str, Any]]]:
+def score_all(
+    specs: list[RewardSpec],
+    manifest_path: str,
+    images_root: str,
+    out_dir: str,
+    batch_size: int,
+    device: str,
+    fan: FanOut | None = None,
+    cluster: ClusterConfig | None = None,
+) -> tuple[pd.DataFrame, dict[str, dict[str, Any]]]:
     """Score every image of the manifest under every reward, one task per reward x `shards_per_task` image
     shards on `fan`'s engine (synrank.fanout); writes `<out_dir>/<reward>.parquet` per reward. Returns the
     scores (image_id, reward, score; rewards in order, manifest order within each) and each reward's prompt
@@ -96,15 +109,23 @@ def score_all(specs: list[RewardSpec], manifest_path: str, images_root: str, out
             pending = [s for s, k in keys[spec.name].items() if not (cache / f"{k}.parquet").exists()]
             if cuts[spec.name] is None:
                 prompts = sorted(set(manifest["prompt"]))
-                cuts[spec.name] = collect.wait_for(engine.submit(prompt_cuts_task, spec=spec, prompts=prompts,
-                                                                 device=device))
+                cuts[spec.name] = collect.wait_for(
+                    engine.submit(prompt_cuts_task, spec=spec, prompts=prompts, device=device)
+                )
                 write_cuts(spec, manifest, out, cuts[spec.name])
             for i in range(0, len(pending), fan.shards_per_task):
-                group = pending[i:i + fan.shards_per_task]
+                group = pending[i : i + fan.shards_per_task]
                 label = "+".join(f"{Path(g).parent.name}/{Path(g).name.split('-')[0]}" for g in group)
-                engine.submit(score_shards, name=f"{spec.name}\t" + "\t".join(group), spec=spec,
-                              rows=pd.concat([by_shard[g] for g in group]), images_root=images_root,
-                              batch_size=batch_size, device=device, label=label)
+                engine.submit(
+                    score_shards,
+                    name=f"{spec.name}\t" + "\t".join(group),
+                    spec=spec,
+                    rows=pd.concat([by_shard[g] for g in group]),
+                    images_root=images_root,
+                    batch_size=batch_size,
+                    device=device,
+                    label=label,
+                )
             print(f"reward {spec.name}: {len(pending)} shards to score, {len(keys[spec.name]) - len(pending)} cached")
         collect.finish()
     tables = [reward_table(spec.name, keys[spec.name], manifest, out) for spec in specs]
@@ -116,10 +137,12 @@ def score_all(specs: list[RewardSpec], manifest_path: str, images_root: str, out
 def write_cache(out: Path, keys: dict[str, dict[str, str]]) -> Callable[[str, dict[str, pd.DataFrame]], None]:
     """The driver's handler of a finished score task: one cache file per (reward, shard), written atomically
     (its presence means the shard is done)."""
+
     def write(name: str, tables: dict[str, pd.DataFrame]) -> None:
         reward = name.split("\t")[0]
         for shard, table in tables.items():
             write_scores(out / "cache" / reward / f"{keys[reward][shard]}.parquet", table)
+
     return write
 
 
@@ -156,8 +179,13 @@ def count_cuts(reward: Any, prompts: list[str]) -> dict[str, Any]:
     window = text_window(reward, prompts)
     counts, budget = window if window else ([], None)
     over = [n - budget for n in counts if budget is not None and n > budget]
-    return {"max_tokens": budget, "n_prompts": len(prompts), "n_cut": len(over), "tokens_cut": sum(over),
-            "longest": max(counts, default=0)}
+    return {
+        "max_tokens": budget,
+        "n_prompts": len(prompts),
+        "n_cut": len(over),
+        "tokens_cut": sum(over),
+        "longest": max(counts, default=0),
+    }
 
 
 def prompt_cuts(spec: RewardSpec, manifest: pd.DataFrame, out_dir: str, device: str = "cpu") -> dict[str, Any]:
@@ -173,7 +201,9 @@ def prompt_cuts(spec: RewardSpec, manifest: pd.DataFrame, out_dir: str, device: 
 def remove_stale_scores(out_dir: Path, manifest: pd.DataFrame, specs: list[RewardSpec], tables: bool = True) -> int:
     """Remove cache files that no current (reward, shard) key names and, with `tables`, per-reward
     tables of rewards no longer scored (every parquet beside scores.parquet); the count."""
-    keep = {out_dir / "cache" / s.name / f"{k}.parquet" for s in specs for k in shard_keys(reward_id(s), manifest).values()}
+    keep = {
+        out_dir / "cache" / s.name / f"{k}.parquet" for s in specs for k in shard_keys(reward_id(s), manifest).values()
+    }
     keep |= {out_dir / f"{s.name}.parquet" for s in specs}
     removed = 0
     for f in sorted((out_dir / "cache").rglob("*.parquet")) if (out_dir / "cache").exists() else []:

@@ -38,8 +38,9 @@ class StudyData:
     base_arm: str = "base"
 
 
-def load_runs(runs: list[tuple[str, int, Path]], benchmark: str, rewards: list[str], base_arm: str = "base"
-              ) -> StudyData:
+def load_runs(
+    runs: list[tuple[str, int, Path]], benchmark: str, rewards: list[str], base_arm: str = "base"
+) -> StudyData:
     """runs: (arm, seed, evaluation folder written by the evaluate stage) for every trained run."""
     data, base_units = None, None
     for arm, seed, ev in runs:
@@ -51,17 +52,26 @@ def load_runs(runs: list[tuple[str, int, Path]], benchmark: str, rewards: list[s
             raise ValueError(f"{ev}: the tuned model was not judged on every image the base was")
         if data is None:
             probes = report.get("benchmarks", {}).get(benchmark, {}).get(report["base"], {}).get("probes", {})
-            data = StudyData(tasks=base["task"].to_numpy(), prompts=base["prompt_id"].astype(str).to_numpy(),
-                             probes=sorted(probes), base_arm=base_arm)
+            data = StudyData(
+                tasks=base["task"].to_numpy(),
+                prompts=base["prompt_id"].astype(str).to_numpy(),
+                probes=sorted(probes),
+                base_arm=base_arm,
+            )
             base_units = base
             data.values[base_arm], data.seeds[base_arm] = base["value"].to_numpy()[None, :], []
         elif not base[KEY + ["value"]].equals(base_units[KEY + ["value"]]):
-            raise ValueError(f"{ev}: the base model's images differ from the first run's; the runs were not "
-                             f"evaluated on the same prompts and noise, so they cannot be compared pairwise")
+            raise ValueError(
+                f"{ev}: the base model's images differ from the first run's; the runs were not "
+                f"evaluated on the same prompts and noise, so they cannot be compared pairwise"
+            )
         manifest = pd.read_parquet(ev / "images" / "manifest.parquet")
         scores = pd.concat([pd.read_parquet(ev / f"{r}.parquet") for r in rewards], ignore_index=True)
-        per_prompt = (win_outcomes(scores, manifest, report["base"], report["tuned"])
-                      .groupby(["reward", "prompt_id"])["win"].mean())
+        per_prompt = (
+            win_outcomes(scores, manifest, report["base"], report["tuned"])
+            .groupby(["reward", "prompt_id"])["win"]
+            .mean()
+        )
         data.values[arm] = np.vstack([data.values.get(arm, np.empty((0, len(base)))), tuned["value"].to_numpy()])
         wins = data.wins.setdefault(arm, {})
         for r in rewards:
@@ -81,8 +91,13 @@ def study_results(data: StudyData, reference: str, n_boot: int = N_BOOT) -> dict
     main = ~np.isin(data.tasks, data.probes)
     tasks, prompts = data.tasks[main], data.prompts[main] if len(data.prompts) else None
 
-    def boot(arms: list[np.ndarray], signs: list[float], strata: np.ndarray, null: float = 0.0,
-             clusters: np.ndarray | None = None) -> dict:
+    def boot(
+        arms: list[np.ndarray],
+        signs: list[float],
+        strata: np.ndarray,
+        null: float = 0.0,
+        clusters: np.ndarray | None = None,
+    ) -> dict:
         return seeds_and_units_bootstrap(arms, signs, strata, null=null, n_boot=n_boot, clusters=clusters)
 
     def bench(arms: list[np.ndarray], signs: list[float]) -> dict:
@@ -90,9 +105,12 @@ def study_results(data: StudyData, reference: str, n_boot: int = N_BOOT) -> dict
 
     rows, n_tests = {}, 0
     for arm, m in data.values.items():
-        row = {"seeds": data.seeds[arm], "overall": bench([m], [1.0]),
-               "per_seed": [mean_of_strata(s[main], tasks) for s in m] if data.seeds[arm] else [],
-               "tasks": {t: float(m[:, data.tasks == t].mean()) for t in sorted(set(data.tasks.tolist()))}}
+        row = {
+            "seeds": data.seeds[arm],
+            "overall": bench([m], [1.0]),
+            "per_seed": [mean_of_strata(s[main], tasks) for s in m] if data.seeds[arm] else [],
+            "tasks": {t: float(m[:, data.tasks == t].mean()) for t in sorted(set(data.tasks.tolist()))},
+        }
         if arm != data.base_arm:
             row["vs_base"] = bench([m, base], [1.0, -1.0])
             n_tests += 1
@@ -104,9 +122,17 @@ def study_results(data: StudyData, reference: str, n_boot: int = N_BOOT) -> dict
                 row["winrates"][r] = boot([w], [1.0], np.zeros(w.shape[1]), null=0.5)
                 n_tests += 1
         rows[arm] = row
-    return {"arms": rows, "order": list(rows), "reference": reference, "base": data.base_arm, "comparisons": n_tests,
-            "n_images": int(main.sum()), "n_prompts": int(len(set(prompts.tolist()))) if prompts is not None else None,
-            "probes": list(data.probes), "n_boot": n_boot}
+    return {
+        "arms": rows,
+        "order": list(rows),
+        "reference": reference,
+        "base": data.base_arm,
+        "comparisons": n_tests,
+        "n_images": int(main.sum()),
+        "n_prompts": int(len(set(prompts.tolist()))) if prompts is not None else None,
+        "probes": list(data.probes),
+        "n_boot": n_boot,
+    }
 
 
 def _mark(stat: dict, n_tests: int) -> str:
@@ -123,26 +149,51 @@ def study_markdown(results: dict, benchmark: str) -> str:
     m, ref = results["comparisons"], results["reference"]
     arms = {name: results["arms"][name] for name in results["order"]}  # JSON round trips sort the keys
     rewards = sorted({r for a in arms.values() for r in a.get("winrates", {})})
-    head = ["arm", "seeds", f"{benchmark} overall", "per seed", f"minus {results['base']}", f"minus {ref}",
-            *[f"win-rate {r}" for r in rewards]]
+    head = [
+        "arm",
+        "seeds",
+        f"{benchmark} overall",
+        "per seed",
+        f"minus {results['base']}",
+        f"minus {ref}",
+        *[f"win-rate {r}" for r in rewards],
+    ]
     lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
     for name, a in arms.items():
-        cells = [name, ", ".join(map(str, a["seeds"])) or "-", _cell(a["overall"]),
-                 " / ".join(f"{v:.3f}" for v in a["per_seed"]) or "-",
-                 _cell(a["vs_base"], m, signed=True) if "vs_base" in a else "-",
-                 _cell(a["vs_reference"], m, signed=True) if "vs_reference" in a else "-",
-                 *[_cell(a["winrates"][r], m) if r in a.get("winrates", {}) else "-" for r in rewards]]
+        cells = [
+            name,
+            ", ".join(map(str, a["seeds"])) or "-",
+            _cell(a["overall"]),
+            " / ".join(f"{v:.3f}" for v in a["per_seed"]) or "-",
+            _cell(a["vs_base"], m, signed=True) if "vs_base" in a else "-",
+            _cell(a["vs_reference"], m, signed=True) if "vs_reference" in a else "-",
+            *[_cell(a["winrates"][r], m) if r in a.get("winrates", {}) else "-" for r in rewards],
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     tasks = task_order({t for a in arms.values() for t in a["tasks"]})
-    lines += ["", f"Per task ({benchmark} accuracy, mean over seeds):", "",
-              "| arm | " + " | ".join(tasks) + " |", "|---" * (len(tasks) + 1) + "|"]
+    lines += [
+        "",
+        f"Per task ({benchmark} accuracy, mean over seeds):",
+        "",
+        "| arm | " + " | ".join(tasks) + " |",
+        "|---" * (len(tasks) + 1) + "|",
+    ]
     lines += [f"| {n} | " + " | ".join(f"{a['tasks'][t]:.3f}" for t in tasks) + " |" for n, a in arms.items()]
-    held_out = (f"{results['n_prompts']} held-out prompts ({results['n_images']} images) as whole prompts"
-                if results.get("n_prompts") else f"{results['n_images']} held-out images")
-    probes = (f"Overall: the mean of the tasks; probe {', '.join(results['probes'])} is not part of it. "
-              if results.get("probes") else "")
-    lines += ["", f"95% CIs from {results['n_boot']} bootstrap replicates that resample each arm's training seeds "
-                  f"and the {held_out} (within each task; win-rates: prompts). {probes}"
-                  f"`*`: p < 0.05 against 0 (differences) or 0.5 (win-rates); `**`: also significant after a "
-                  f"Bonferroni correction for the table's {m} tests (p < {0.05 / max(m, 1):.4f})."]
+    held_out = (
+        f"{results['n_prompts']} held-out prompts ({results['n_images']} images) as whole prompts"
+        if results.get("n_prompts")
+        else f"{results['n_images']} held-out images"
+    )
+    probes = (
+        f"Overall: the mean of the tasks; probe {', '.join(results['probes'])} is not part of it. "
+        if results.get("probes")
+        else ""
+    )
+    lines += [
+        "",
+        f"95% CIs from {results['n_boot']} bootstrap replicates that resample each arm's training seeds "
+        f"and the {held_out} (within each task; win-rates: prompts). {probes}"
+        f"`*`: p < 0.05 against 0 (differences) or 0.5 (win-rates); `**`: also significant after a "
+        f"Bonferroni correction for the table's {m} tests (p < {0.05 / max(m, 1):.4f}).",
+    ]
     return "\n".join(lines) + "\n"

@@ -16,16 +16,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import mlflow
 import pandas as pd
 from mlflow.models.signature import ModelSignature
 from mlflow.types.schema import ColSpec, Schema
 
+import mlflow
 from synrank.shards import png_bytes
 
-SIGNATURE = ModelSignature(inputs=Schema([ColSpec("string", "prompt"), ColSpec("long", "seed")]),
-                           outputs=Schema([ColSpec("string", "prompt"), ColSpec("long", "seed"),
-                                           ColSpec("binary", "image")]))
+SIGNATURE = ModelSignature(
+    inputs=Schema([ColSpec("string", "prompt"), ColSpec("long", "seed")]),
+    outputs=Schema([ColSpec("string", "prompt"), ColSpec("long", "seed"), ColSpec("binary", "image")]),
+)
 
 
 class TunedGenerator(mlflow.pyfunc.PythonModel):
@@ -48,9 +49,13 @@ def log_tuned_model(model_dir: Path, registered_name: str, tags: dict[str, str])
     """Log `model_dir` (a train stage output) as the active run's MLflow model `tuned_model` and register
     it as a new version of `registered_name` with `tags`; returns (model URI, version)."""
     info = mlflow.pyfunc.log_model(
-        name="tuned_model", python_model=TunedGenerator(), artifacts={"tuned": str(model_dir)},
-        signature=SIGNATURE, registered_model_name=registered_name,
-        pip_requirements=["torch", "diffusers", "transformers", "peft", "pandas", "pillow"])  # no inference: offline
+        name="tuned_model",
+        python_model=TunedGenerator(),
+        artifacts={"tuned": str(model_dir)},
+        signature=SIGNATURE,
+        registered_model_name=registered_name,
+        pip_requirements=["torch", "diffusers", "transformers", "peft", "pandas", "pillow"],
+    )  # no inference: offline
     version = str(info.registered_model_version)
     client = mlflow.MlflowClient()
     for k, v in tags.items():

@@ -26,8 +26,10 @@ def prefect_harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
-        "markers", "integration: starts real Prefect/MLflow servers and workers (about a minute); "
-                   "leave out with -m 'not integration'")
+        "markers",
+        "integration: starts real Prefect/MLflow servers and workers (about a minute); "
+        "leave out with -m 'not integration'",
+    )
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

@@ -17,12 +17,20 @@ from PIL import Image
 from models.benchmarks import BENCHMARKS, load_benchmark
 from models.benchmarks.common import ADAPTERS, SCORED
 from models.benchmarks.dpg_bench import read_dpg_bench
-from models.prompt_fit import count_tokens, fit_prompt, fit_prompts
 from models.benchmarks.geneval import COLORS, Detection, GenEval, evaluate, read_geneval, relative_position
 from models.benchmarks.geneval_shapes import GenEvalShapes
 from models.benchmarks.partiprompts import category_winrates, read_partiprompts
-from models.benchmarks.t2i_compbench import (AttributeVqaScorer, ClipSimilarityScorer, ComplexScorer, SpatialScorer,
-                                             T2ICompBench, noun_phrases, parse_spatial, read_t2i_compbench)
+from models.benchmarks.t2i_compbench import (
+    AttributeVqaScorer,
+    ClipSimilarityScorer,
+    ComplexScorer,
+    SpatialScorer,
+    T2ICompBench,
+    noun_phrases,
+    parse_spatial,
+    read_t2i_compbench,
+)
+from models.prompt_fit import count_tokens, fit_prompt, fit_prompts
 from models.shapes import make_specs
 from models.stats import mean_ci
 from synrank.config import ROOT
@@ -43,8 +51,12 @@ def square(cx: float, cy: float = 50.0, side: float = 20.0) -> tuple[float, floa
 
 # --- GenEval rules on synthetic detections ------------------------------------------------------------
 
-COUNT3 = {"tag": "counting", "include": [{"class": "dog", "count": 3}], "exclude": [{"class": "dog", "count": 4}],
-          "prompt": "a photo of three dogs"}
+COUNT3 = {
+    "tag": "counting",
+    "include": [{"class": "dog", "count": 3}],
+    "exclude": [{"class": "dog", "count": 4}],
+    "prompt": "a photo of three dogs",
+}
 
 
 def test_counting_threshold_is_090_for_counting_and_030_otherwise() -> None:
@@ -63,9 +75,11 @@ def test_exclude_caps_the_count() -> None:
     assert evaluate([det("dog", 0.95)] * 3 + [det("cat", 0.99)], COUNT3).passed  # other classes are free
 
 
-POSITION = {"tag": "position", "include": [{"class": "teddy bear", "count": 1},
-                                           {"class": "dog", "count": 1, "position": ["left of", 0]}],
-            "prompt": "a photo of a dog left of a teddy bear"}
+POSITION = {
+    "tag": "position",
+    "include": [{"class": "teddy bear", "count": 1}, {"class": "dog", "count": 1, "position": ["left of", 0]}],
+    "prompt": "a photo of a dog left of a teddy bear",
+}
 
 
 def test_position_margin() -> None:
@@ -76,17 +90,20 @@ def test_position_margin() -> None:
     assert evaluate([bear, det("dog", 0.9, square(35))], POSITION).passed
     assert not evaluate([bear, det("dog", 0.9, square(65))], POSITION).passed  # right of, not left of
     # The margin scales with the boxes (not the image): 60 px wide boxes need more than 2 x 12 px.
-    assert not evaluate([det("teddy bear", 0.9, square(50, side=60)), det("dog", 0.9, square(35, side=60))],
-                        POSITION).passed
+    assert not evaluate(
+        [det("teddy bear", 0.9, square(50, side=60)), det("dog", 0.9, square(35, side=60))], POSITION
+    ).passed
     assert relative_position(square(50, cy=20), square(50, cy=80)) == {"above"}  # image y grows downwards
     assert relative_position(square(50), square(52)) == set()
     missing = evaluate([det("dog", 0.9, square(35))], POSITION)
     assert not missing.passed and any("no target" in r for r in missing.reasons)
 
 
-COLOR_ATTR = {"tag": "color_attr", "include": [{"class": "car", "count": 1, "color": "red"},
-                                               {"class": "bench", "count": 1, "color": "blue"}],
-              "prompt": "a photo of a red car and a blue bench"}
+COLOR_ATTR = {
+    "tag": "color_attr",
+    "include": [{"class": "car", "count": 1, "color": "red"}, {"class": "bench", "count": 1, "color": "blue"}],
+    "prompt": "a photo of a red car and a blue bench",
+}
 
 
 class FakeColors:
@@ -113,6 +130,7 @@ def test_color_attribution() -> None:
 
 
 # --- GenEval adapter, registry, exclusivity with geneval-shapes ----------------------------------------
+
 
 @pytest.mark.skipif(not GENEVAL_FILE.is_file(), reason=f"GenEval metadata not found at {GENEVAL_FILE}")
 def test_geneval_adapter_reads_the_real_file() -> None:
@@ -176,31 +194,74 @@ def clip_tok():
 @pytest.fixture(scope="module")
 def tiny_models(tmp_path_factory: pytest.TempPathFactory, clip_tok) -> dict[str, str]:
     import torch
-    from transformers import (BertTokenizer, BlipConfig, BlipForQuestionAnswering, BlipImageProcessor, BlipProcessor,
-                              CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor, Owlv2Config,
-                              Owlv2ForObjectDetection, Owlv2ImageProcessor, Owlv2Processor)
+    from transformers import (
+        BertTokenizer,
+        BlipConfig,
+        BlipForQuestionAnswering,
+        BlipImageProcessor,
+        BlipProcessor,
+        CLIPConfig,
+        CLIPImageProcessor,
+        CLIPModel,
+        CLIPProcessor,
+        Owlv2Config,
+        Owlv2ForObjectDetection,
+        Owlv2ImageProcessor,
+        Owlv2Processor,
+    )
 
     root = tmp_path_factory.mktemp("tiny_models")
     torch.manual_seed(0)
     owl = root / "owlv2"
-    Owlv2ForObjectDetection(Owlv2Config(text_config=dict(TINY, max_position_embeddings=16), vision_config=TINY_VISION,
-                                        projection_dim=32)).save_pretrained(owl)
-    Owlv2Processor(image_processor=Owlv2ImageProcessor(size={"height": 32, "width": 32}),
-                   tokenizer=clip_tok).save_pretrained(owl)
+    Owlv2ForObjectDetection(
+        Owlv2Config(text_config=dict(TINY, max_position_embeddings=16), vision_config=TINY_VISION, projection_dim=32)
+    ).save_pretrained(owl)
+    Owlv2Processor(
+        image_processor=Owlv2ImageProcessor(size={"height": 32, "width": 32}), tokenizer=clip_tok
+    ).save_pretrained(owl)
     clip = root / "clip"
     CLIPModel(CLIPConfig(text_config=TINY, vision_config=TINY_VISION, projection_dim=16)).save_pretrained(clip)
-    CLIPProcessor(image_processor=CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}),
-                  tokenizer=clip_tok).save_pretrained(clip)
+    CLIPProcessor(
+        image_processor=CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}),
+        tokenizer=clip_tok,
+    ).save_pretrained(clip)
     # BLIP's tokenizer is BERT WordPiece; a small vocabulary with BLIP's decoder-start token [DEC] will do.
-    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[DEC]", "yes", "no", "?", "a", "an", "green", "red",
-             "bench", "car", "and"]
+    words = [
+        "[PAD]",
+        "[UNK]",
+        "[CLS]",
+        "[SEP]",
+        "[MASK]",
+        "[DEC]",
+        "yes",
+        "no",
+        "?",
+        "a",
+        "an",
+        "green",
+        "red",
+        "bench",
+        "car",
+        "and",
+    ]
     tok = BertTokenizer(vocab={w: i for i, w in enumerate(words)})
     tok.add_special_tokens({"bos_token": "[DEC]"})
     blip = root / "blip"
-    text = dict(TINY, vocab_size=len(words), encoder_hidden_size=32, bos_token_id=5, pad_token_id=0, sep_token_id=3,
-                max_position_embeddings=32)
-    BlipForQuestionAnswering(BlipConfig(text_config=text, vision_config=TINY_VISION, projection_dim=16)).save_pretrained(blip)
-    BlipProcessor(image_processor=BlipImageProcessor(size={"height": 32, "width": 32}), tokenizer=tok).save_pretrained(blip)
+    text = dict(
+        TINY,
+        vocab_size=len(words),
+        encoder_hidden_size=32,
+        bos_token_id=5,
+        pad_token_id=0,
+        sep_token_id=3,
+        max_position_embeddings=32,
+    )
+    BlipForQuestionAnswering(
+        BlipConfig(text_config=text, vision_config=TINY_VISION, projection_dim=16)
+    ).save_pretrained(blip)
+    BlipProcessor(image_processor=BlipImageProcessor(size={"height": 32, "width": 32}), tokenizer=tok).save_pretrained(
+        blip
+    )
     return {"owlv2": str(owl), "clip": str(clip), "blip": str(blip)}
 
 
@@ -216,7 +277,9 @@ def test_geneval_owlv2_and_clip_end_to_end(tiny_models: dict[str, str]) -> None:
     colors = ClipColorClassifier(ClipEncoder(tiny_models["clip"]))
     mask = np.zeros((100, 100), bool)
     mask[10:30, 10:30] = True
-    found = colors.classify(IMAGE, [det("car", 0.9, (10, 10, 30, 30)), Detection("car", 0.9, (5, 5, 5, 5), mask)], "car")
+    found = colors.classify(
+        IMAGE, [det("car", 0.9, (10, 10, 30, 30)), Detection("car", 0.9, (5, 5, 5, 5), mask)], "car"
+    )
     assert len(found) == 2 and set(found) <= set(COLORS)
 
 
@@ -231,6 +294,7 @@ def test_blip_vqa_yes_probability(tiny_models: dict[str, str]) -> None:
 
 
 # --- T2I-CompBench ------------------------------------------------------------------------------------
+
 
 def test_t2i_compbench_adapter(tmp_path: Path) -> None:
     (tmp_path / "color_val.txt").write_text("a green bench and a red car\n\na blue backpack and a brown cow\n")
@@ -309,13 +373,14 @@ def test_t2i_benchmark_dispatch() -> None:
         bench.score(IMAGE, {**meta, "category": "numeracy"})
 
 
-def test_t2i_compbench_from_the_config_on_tiny_weights(tiny_models: dict[str, str], tmp_path: Path,
-                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_t2i_compbench_from_the_config_on_tiny_weights(
+    tiny_models: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """`evaluate.benchmarks: [t2i-compbench]`: refused at config validation while its weights are absent
     (naming them and the setting), accepted once the settings point at weights, and the evaluate stage's
     run_benchmark scores prompts read by the sample stage's reader with tiny random BLIP/CLIP/OWLv2."""
-    from models.benchmarks.t2i_compbench import BLIP_ENV, CLIP_ENV
     from models.benchmarks.geneval import OWLV2_ENV
+    from models.benchmarks.t2i_compbench import BLIP_ENV, CLIP_ENV
     from synrank.config import ConfigError, PromptSource
     from synrank.shards import png_bytes, write_shard
     from synrank.validate import load_checked_config
@@ -328,30 +393,46 @@ def test_t2i_compbench_from_the_config_on_tiny_weights(tiny_models: dict[str, st
         load_checked_config(overrides=["evaluate.benchmarks=[t2i-compbench]"])
     for env, key in ((BLIP_ENV, "blip"), (CLIP_ENV, "clip"), (OWLV2_ENV, "owlv2")):
         monkeypatch.setenv(env, tiny_models[key])
-    assert load_checked_config(overrides=["evaluate.benchmarks=[t2i-compbench]"]).evaluate.benchmarks == ["t2i-compbench"]
+    assert load_checked_config(overrides=["evaluate.benchmarks=[t2i-compbench]"]).evaluate.benchmarks == [
+        "t2i-compbench"
+    ]
 
     (tmp_path / "color_val.txt").write_text("a green bench and a red car\na red bench\n")
     (tmp_path / "spatial_train.txt").write_text("a car on the left of a bench\n")
     (tmp_path / "non_spatial_val.txt").write_text("a man is playing the guitar\n")
-    rows, _ = read_prompt_sources([PromptSource(path=str(tmp_path / f), format="t2i-compbench")
-                                   for f in ("color_val.txt", "spatial_train.txt", "non_spatial_val.txt")])
+    rows, _ = read_prompt_sources(
+        [
+            PromptSource(path=str(tmp_path / f), format="t2i-compbench")
+            for f in ("color_val.txt", "spatial_train.txt", "non_spatial_val.txt")
+        ]
+    )
     prompts = pd.DataFrame({"prompt_id": [f"p{i}" for i in range(len(rows))], "meta": [r["meta"] for r in rows]})
     manifest, images = [], {}
     for model, colour in (("base", "white"), ("tuned", "red")):
         for pid in prompts["prompt_id"]:
             for i in range(2):
                 images[f"{model}-{pid}-{i}.png"] = Image.new("RGB", (32, 32), colour if i else "green")
-                manifest.append({"model": model, "prompt_id": pid, "index": i, "shard": f"{model}.tar",
-                                 "member": f"{model}-{pid}-{i}.png"})
+                manifest.append(
+                    {
+                        "model": model,
+                        "prompt_id": pid,
+                        "index": i,
+                        "shard": f"{model}.tar",
+                        "member": f"{model}-{pid}-{i}.png",
+                    }
+                )
         write_shard(f"{model}.tar", [(m, png_bytes(im)) for m, im in images.items() if m.startswith(model)], tmp_path)
-    out, paired, judged = run_benchmark.fn("t2i-compbench", pd.DataFrame(manifest), prompts, str(tmp_path),
-                                           pair=("base", "tuned"))
+    out, paired, judged = run_benchmark.fn(
+        "t2i-compbench", pd.DataFrame(manifest), prompts, str(tmp_path), pair=("base", "tuned")
+    )
 
     # Every image's score is the scorer's own on that image, and the summaries are the plain means.
     bench = load_benchmark("t2i-compbench")
     metas = {pid: json.loads(m) for pid, m in zip(prompts["prompt_id"], prompts["meta"])}
-    want = [bench.score(images[f"{m}-{p}-{i}.png"], metas[p])[1] for m, p, i in
-            zip(judged["model"], judged["prompt_id"], judged["index"])]
+    want = [
+        bench.score(images[f"{m}-{p}-{i}.png"], metas[p])[1]
+        for m, p, i in zip(judged["model"], judged["prompt_id"], judged["index"])
+    ]
     assert judged["value"].tolist() == pytest.approx(want) and len(judged) == 16
     assert set(judged["task"]) == {"color", "spatial", "non_spatial"}
     assert all(0.0 <= v <= 1.0 for v, t in zip(want, judged["task"]) if t != "non_spatial")  # CLIP: a cosine
@@ -364,11 +445,13 @@ def test_t2i_compbench_from_the_config_on_tiny_weights(tiny_models: dict[str, st
 
 # --- DPG-Bench ------------------------------------------------------------------------------------------
 
-LONG = ("A sprawling medieval market square at dawn, where merchants in patched woolen cloaks arrange baskets of "
-        "red apples, golden pears and purple plums beside a weathered stone fountain carved with three leaping "
-        "dolphins; behind them a crooked timber inn leans over the cobblestones, its green shutters half open, "
-        "while a grey cat sleeps on a barrel, two children chase a runaway goose past a blacksmith hammering a "
-        "glowing horseshoe, and thin clouds drift over the distant snowy mountains under a pale pink sky.")
+LONG = (
+    "A sprawling medieval market square at dawn, where merchants in patched woolen cloaks arrange baskets of "
+    "red apples, golden pears and purple plums beside a weathered stone fountain carved with three leaping "
+    "dolphins; behind them a crooked timber inn leans over the cobblestones, its green shutters half open, "
+    "while a grey cat sleeps on a barrel, two children chase a runaway goose past a blacksmith hammering a "
+    "glowing horseshoe, and thin clouds drift over the distant snowy mountains under a pale pink sky."
+)
 
 
 def test_dpg_adapter(tmp_path: Path) -> None:
@@ -382,8 +465,13 @@ def test_dpg_adapter(tmp_path: Path) -> None:
     with open(tmp_path / "dpg_bench.csv", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["item_id", "proposition_id", "dependency", "category_broad", "question_natural_language"])
-        w.writerows([["item2", "1", "0", "entity", "Is there a cube?"], ["item2", "2", "1", "attribute", "Is the cube red?"],
-                     ["item3", "1", "0", "entity", "Are there dogs?"]])
+        w.writerows(
+            [
+                ["item2", "1", "0", "entity", "Is there a cube?"],
+                ["item2", "2", "1", "attribute", "Is the cube red?"],
+                ["item3", "1", "0", "entity", "Are there dogs?"],
+            ]
+        )
     got = read_dpg_bench(prompts)  # dpg_bench.csv beside the prompt folder is found
     assert [len(p.meta["questions"]) for p in got] == [0, 2, 1]
     assert got[1].meta["questions"][1]["question_natural_language"] == "Is the cube red?"
@@ -419,6 +507,7 @@ def test_fit_prompt_chunks(clip_tok) -> None:
 
 # --- PartiPrompts ---------------------------------------------------------------------------------------
 
+
 @pytest.mark.skipif(not PARTI_FILE.is_file(), reason=f"PartiPrompts not found at {PARTI_FILE}")
 def test_partiprompts_adapter_reads_the_real_file() -> None:
     prompts = read_partiprompts(PARTI_FILE)
@@ -434,8 +523,16 @@ def test_category_winrates_on_a_hand_made_table() -> None:
     rows = []
     # (prompt, seed index, base score, tuned score): p1 wins both seeds -> 1; p2 ties then loses -> 0.25;
     # p3 wins then loses -> 0.5; p4 has no base image for seed 1, so only seed 0 (a win) counts -> 1.
-    for pid, idx, b, t in [("p1", 0, 0.1, 0.2), ("p1", 1, 0.3, 0.4), ("p2", 0, 0.5, 0.5), ("p2", 1, 0.6, 0.1),
-                           ("p3", 0, 0.0, 1.0), ("p3", 1, 1.0, 0.0), ("p4", 0, 0.2, 0.3), ("p4", 1, None, 0.9)]:
+    for pid, idx, b, t in [
+        ("p1", 0, 0.1, 0.2),
+        ("p1", 1, 0.3, 0.4),
+        ("p2", 0, 0.5, 0.5),
+        ("p2", 1, 0.6, 0.1),
+        ("p3", 0, 0.0, 1.0),
+        ("p3", 1, 1.0, 0.0),
+        ("p4", 0, 0.2, 0.3),
+        ("p4", 1, None, 0.9),
+    ]:
         rows.append({"prompt_id": pid, "index": idx, "model": "tuned", "score": t})
         if b is not None:
             rows.append({"prompt_id": pid, "index": idx, "model": "base", "score": b})

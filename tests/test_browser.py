@@ -74,8 +74,10 @@ def _client(svc: Services) -> Any:
 
 def _mlflow_runs(svc: Services, experiment: str = "browser-test") -> list[dict]:
     exp = get_json(f"{svc.mlflow_url}/api/2.0/mlflow/experiments/get-by-name?experiment_name={experiment}")
-    found = get_json(f"{svc.mlflow_url}/api/2.0/mlflow/runs/search",
-                     {"experiment_ids": [exp["experiment"]["experiment_id"]], "max_results": 100})
+    found = get_json(
+        f"{svc.mlflow_url}/api/2.0/mlflow/runs/search",
+        {"experiment_ids": [exp["experiment"]["experiment_id"]], "max_results": 100},
+    )
     return found.get("runs", [])
 
 
@@ -99,8 +101,10 @@ def test_pipeline_deployment_trains_on_the_gpu_pool(world: Services, pipeline_ru
     with _client(world) as client:
         train_dep = client.read_deployment_by_name("train/train")
         assert train_dep.work_pool_name == "gpu"
-        trains = client.read_flow_runs(deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[train_dep.id])),
-                                       flow_run_filter=FlowRunFilter())
+        trains = client.read_flow_runs(
+            deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[train_dep.id])),
+            flow_run_filter=FlowRunFilter(),
+        )
         trains = [r for r in trains if r.parent_task_run_id is not None]  # the pipeline's, not the UI's
         assert len(trains) == 1 and trains[0].state.is_completed()
         assert trains[0].work_pool_name == "gpu" and trains[0].parent_task_run_id is not None  # a sub-flow run
@@ -131,8 +135,12 @@ def test_a_custom_train_run_from_the_prefect_ui_links_to_its_mlflow_run(world: S
         try:
             # The deployment's custom run form: only the train section, its fields typed, defaults deployed.
             page.goto(f"{world.prefect_url}/deployments/deployment/{train_dep.id}/run", wait_until="networkidle")
-            steps = page.locator("label", has_text=re.compile(r"^Steps\b")).locator(
-                "xpath=ancestor::*[.//input][1]").locator("input").first
+            steps = (
+                page.locator("label", has_text=re.compile(r"^Steps\b"))
+                .locator("xpath=ancestor::*[.//input][1]")
+                .locator("input")
+                .first
+            )
             assert steps.input_value() == "3"
             steps.fill(str(STEPS))
             page.screenshot(path=SCREENSHOTS / "1-train-custom-run.png", full_page=True)

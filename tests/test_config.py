@@ -22,23 +22,27 @@ def test_committed_params_validate_and_round_trip(tmp_path: Path) -> None:
 
 
 def test_overrides_reach_nested_keys_and_list_items() -> None:
-    cfg = load_config(PARAMS_FILE, ["train.beta=5000", "generate.generators.1.steps=3", "sample.seed=7",
-                                    "evaluate.max_prompts=null"])
+    cfg = load_config(
+        PARAMS_FILE, ["train.beta=5000", "generate.generators.1.steps=3", "sample.seed=7", "evaluate.max_prompts=null"]
+    )
     assert cfg.train.beta == 5000.0
     assert cfg.generate.generators[1].steps == 3
     assert cfg.sample.seed == 7
     assert cfg.evaluate.max_prompts is None
 
 
-@pytest.mark.parametrize("override, message", [
-    ("train.betaa=1", "unknown key 'train.betaa'"),
-    ("trian.beta=1", "unknown key 'trian'"),
-    ("train.beta=abc", "bad value for 'train.beta'"),
-    ("train.steps=0", "bad value for 'train.steps'"),
-    ("generate.generators.0.stepz=3", "unknown key 'generate.generators.0.stepz'"),
-    ("generate.generators.9.steps=3", "unknown key 'generate.generators.9'"),
-    ("train.beta", "not of the form key=value"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("train.betaa=1", "unknown key 'train.betaa'"),
+        ("trian.beta=1", "unknown key 'trian'"),
+        ("train.beta=abc", "bad value for 'train.beta'"),
+        ("train.steps=0", "bad value for 'train.steps'"),
+        ("generate.generators.0.stepz=3", "unknown key 'generate.generators.0.stepz'"),
+        ("generate.generators.9.steps=3", "unknown key 'generate.generators.9'"),
+        ("train.beta", "not of the form key=value"),
+    ],
+)
 def test_bad_overrides_are_rejected_by_name(override: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
         load_config(PARAMS_FILE, [override])
@@ -67,10 +71,20 @@ def test_cli_rejects_before_any_work(tmp_path: Path, capsys: pytest.CaptureFixtu
 def test_overrides_parse_as_the_field_expects() -> None:
     """String fields keep the text (YAML 1.1 would read `no` as False, `123` as an int); other fields
     are YAML: numbers, null, lists."""
-    cfg = load_config(PARAMS_FILE, ["train.mixed_precision=no", "generate.generators.1.name=123", "train.base=123",
-                                    "generate.generators.0.name=off", "train.beta=5000", "evaluate.max_prompts=null",
-                                    "rank.rewards=[clip-p4, detector]", "evaluate.benchmarks=[geneval-shapes]",
-                                    "score.rewards.0.arch='local-dir:zoo/shapes-clip-p4'"])
+    cfg = load_config(
+        PARAMS_FILE,
+        [
+            "train.mixed_precision=no",
+            "generate.generators.1.name=123",
+            "train.base=123",
+            "generate.generators.0.name=off",
+            "train.beta=5000",
+            "evaluate.max_prompts=null",
+            "rank.rewards=[clip-p4, detector]",
+            "evaluate.benchmarks=[geneval-shapes]",
+            "score.rewards.0.arch='local-dir:zoo/shapes-clip-p4'",
+        ],
+    )
     assert cfg.train.mixed_precision == "no"
     assert cfg.train.base == "123" and cfg.generate.generators[1].name == "123"
     assert cfg.generate.generators[0].name == "off"

@@ -48,12 +48,15 @@ def _prompts(texts: list[str]) -> pd.DataFrame:
 
 
 def _specs(models: Path, steps_b: int = 2) -> list[GeneratorSpec]:
-    return [GeneratorSpec(name="a", path=str(models / "a"), steps=2, height=32, width=32),
-            GeneratorSpec(name="b", path=str(models / "b"), steps=steps_b, height=32, width=32)]
+    return [
+        GeneratorSpec(name="a", path=str(models / "a"), steps=2, height=32, width=32),
+        GeneratorSpec(name="b", path=str(models / "b"), steps=steps_b, height=32, width=32),
+    ]
 
 
-def _generate(out: Path, specs: list[GeneratorSpec], texts: list[str], mp: pytest.MonkeyPatch,
-              seed: int = 0, k: int = 1) -> tuple[pd.DataFrame, int, list[str]]:
+def _generate(
+    out: Path, specs: list[GeneratorSpec], texts: list[str], mp: pytest.MonkeyPatch, seed: int = 0, k: int = 1
+) -> tuple[pd.DataFrame, int, list[str]]:
     """(manifest, stale files removed, the shards rendered by this call)."""
     with mp.context() as m:
         rendered = Counter(m, tasks.generate, "write_shard")
@@ -91,8 +94,9 @@ def test_generation_reruns_exactly_what_changed(models: Path, tmp_path: Path, mo
     assert len(manifest) == 16 and len(rendered) == 14 and _shards(out) == set(manifest["shard"])
 
 
-def test_new_weights_under_the_same_name_regenerate(models: Path, tmp_path: Path,
-                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_new_weights_under_the_same_name_regenerate(
+    models: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import shutil
 
     local = tmp_path / "models"
@@ -108,8 +112,9 @@ def test_new_weights_under_the_same_name_regenerate(models: Path, tmp_path: Path
     assert list(second[~a_rows]["sha256"]) != list(first[~a_rows]["sha256"])  # and the images did change
 
 
-def test_scores_are_keyed_by_reward_weights_and_image_content(models: Path, tmp_path: Path,
-                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+def test_scores_are_keyed_by_reward_weights_and_image_content(
+    models: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import shutil
 
     from synrank.fingerprint import reward_id
@@ -180,18 +185,30 @@ def test_dvc_deps_are_each_stages_import_closure() -> None:
         assert code == stage_files(stage), f"dvc.yaml deps of '{stage}': run python -m synrank.codehash --write"
     assert "models/prompt_fit.py" in stage_files("generate") and "models/prompt_fit.py" in stage_files("evaluate")
     assert "models/trainer.py" in stage_files("train") and "models/trainer.py" not in stage_files("sample")
-    assert not any(f.startswith("models/zoo/") and f != "models/zoo/__init__.py" and "detector" not in f
-                   and "prompt_parser" not in f for f in stage_files("score"))
+    assert not any(
+        f.startswith("models/zoo/")
+        and f != "models/zoo/__init__.py"
+        and "detector" not in f
+        and "prompt_parser" not in f
+        for f in stage_files("score")
+    )
 
 
 def test_code_id_follows_imports_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import synrank.codehash as ch
 
-    files = {"flows/__init__.py": "", "flows/s.py": "from tasks.s import f\n", "tasks/__init__.py": "",
-             "tasks/s.py": "def f():\n    from models import reg\n    reg.import_all('models.plugins')\n",
-             "models/__init__.py": "", "models/reg.py": "", "models/plugins/__init__.py": "",
-             "models/plugins/one.py": "from . import two\n", "models/plugins/two.py": "",
-             "models/unused.py": "x = 1\n"}
+    files = {
+        "flows/__init__.py": "",
+        "flows/s.py": "from tasks.s import f\n",
+        "tasks/__init__.py": "",
+        "tasks/s.py": "def f():\n    from models import reg\n    reg.import_all('models.plugins')\n",
+        "models/__init__.py": "",
+        "models/reg.py": "",
+        "models/plugins/__init__.py": "",
+        "models/plugins/one.py": "from . import two\n",
+        "models/plugins/two.py": "",
+        "models/unused.py": "x = 1\n",
+    }
     for rel, text in files.items():
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / rel).write_text(text)

@@ -17,8 +17,7 @@ from models.benchmarks.geneval_shapes import GenEvalShapes
 from models.stats import bootstrap_means, paired_task_delta, percentile_ci, seeds_and_units_bootstrap, stratified_means
 
 
-def _direct_cluster_means(values: np.ndarray, clusters: list[str], rng: np.random.Generator, n_boot: int
-                          ) -> np.ndarray:
+def _direct_cluster_means(values: np.ndarray, clusters: list[str], rng: np.random.Generator, n_boot: int) -> np.ndarray:
     """The prompt-level resample written out: draw as many prompts as there are (numbered in order of
     first appearance), pool all their images, take the mean."""
     names = list(dict.fromkeys(clusters))
@@ -136,8 +135,9 @@ def test_seeds_and_units_bootstrap_against_numpy() -> None:
         for sign, arm in ((1.0, a), (-1.0, b)):
             m = arm[rng.integers(0, len(arm), len(arm))].mean(axis=0)
             # Stratum s holds prompts 3s..3s+2, each two adjacent units.
-            total += sign * np.mean([np.concatenate([m[6 * s + 2 * i: 6 * s + 2 * i + 2] for i in d]).mean()
-                                     for s, d in enumerate(drawn)])
+            total += sign * np.mean(
+                [np.concatenate([m[6 * s + 2 * i : 6 * s + 2 * i + 2] for i in d]).mean() for s, d in enumerate(drawn)]
+            )
         boots.append(total)
     assert got["ci95"] == pytest.approx(list(percentile_ci(np.array(boots))), abs=1e-12)
     diff = a.mean(axis=0) - b.mean(axis=0)
@@ -151,8 +151,12 @@ def test_geneval_shapes_summary_resamples_prompts_and_keeps_the_probe_apart() ->
     # colors: prompt c1 passes both images, c2 neither -> .5; position: p1 and p2 pass one of two -> .5,
     # and every prompt-level resample of it is .5; the probe (novel_binding) passes all and stays out of
     # the overall, which is the mean of colors and position only.
-    results = [("colors", True)] * 2 + [("colors", False)] * 2 + [("position", True), ("position", False)] * 2 \
+    results = (
+        [("colors", True)] * 2
+        + [("colors", False)] * 2
+        + [("position", True), ("position", False)] * 2
         + [("novel_binding", True)] * 2
+    )
     prompts = ["c1", "c1", "c2", "c2", "p1", "p1", "p2", "p2", "n1", "n1"]
     s = GenEvalShapes().summarize(results, prompts=prompts)
     assert list(s["tasks"]) == ["colors", "position"] and list(s["probes"]) == ["novel_binding"]
@@ -186,24 +190,37 @@ def _judged_world(root: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     one shard per model."""
     from synrank.shards import png_bytes, write_shard
 
-    metas = {"c1": {"tag": "colors", "include": [{"class": "circle", "count": 1, "color": "red"}]},
-             "c2": {"tag": "colors", "include": [{"class": "star", "count": 1, "color": "blue"}]},
-             "n1": {"tag": "novel_binding", "include": [{"class": "square", "count": 1, "color": "green"}]},
-             "t1": {}}
+    metas = {
+        "c1": {"tag": "colors", "include": [{"class": "circle", "count": 1, "color": "red"}]},
+        "c2": {"tag": "colors", "include": [{"class": "star", "count": 1, "color": "blue"}]},
+        "n1": {"tag": "novel_binding", "include": [{"class": "square", "count": 1, "color": "green"}]},
+        "t1": {},
+    }
     prompts = pd.DataFrame({"prompt_id": list(metas), "meta": [json.dumps(m) for m in metas.values()]})
     rows = []
     for model, white in (("base", set()), ("tuned", {"c1", "n1"})):
         color = {p: "white" if p in white else "black" for p in metas}
-        members = [(f"{model}-{p}-{i}.png", png_bytes(Image.new("RGB", (8, 8), color[p])))
-                   for p in metas for i in range(2)]
+        members = [
+            (f"{model}-{p}-{i}.png", png_bytes(Image.new("RGB", (8, 8), color[p]))) for p in metas for i in range(2)
+        ]
         write_shard(f"shards/{model}.tar", members, root)
-        rows += [{"model": model, "prompt_id": p, "index": i, "shard": f"shards/{model}.tar",
-                  "member": f"{model}-{p}-{i}.png"} for p in metas for i in range(2)]
+        rows += [
+            {
+                "model": model,
+                "prompt_id": p,
+                "index": i,
+                "shard": f"shards/{model}.tar",
+                "member": f"{model}-{p}-{i}.png",
+            }
+            for p in metas
+            for i in range(2)
+        ]
     return prompts, pd.DataFrame(rows)
 
 
 def test_run_benchmark_and_table_report_prompts_images_and_the_probe(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     from flows.evaluate import benchmark_metrics
     from synrank.cli import main
     from tasks.evaluate import benchmark_table, run_benchmark
@@ -220,19 +237,27 @@ def test_run_benchmark_and_table_report_prompts_images_and_the_probe(
     assert metrics["geneval-shapes/tuned_minus_base"] == 0.5 and metrics["geneval-shapes/tuned/overall"] == 0.5
     assert metrics["geneval-shapes/probe/novel_binding/tuned_minus_base"] == 1.0
     assert metrics["geneval-shapes/tuned/probe/novel_binding"] == 1.0
-    report = {"base": "base", "tuned": "tuned", "benchmarks": {"geneval-shapes": out},
-              "paired": {"geneval-shapes": paired}}
+    report = {
+        "base": "base",
+        "tuned": "tuned",
+        "benchmarks": {"geneval-shapes": out},
+        "paired": {"geneval-shapes": paired},
+    }
     lines = benchmark_table(json.loads(json.dumps(report))).splitlines()
     assert lines[2:8] == [
-        "| model | colors | overall | probe: novel_binding |", "|---|---|---|---|",
+        "| model | colors | overall | probe: novel_binding |",
+        "|---|---|---|---|",
         "| base | 0.000 [0.00, 0.00] | 0.000 [0.00, 0.00] | 0.000 [0.00, 0.00] |",
         "| tuned | 0.500 [0.00, 1.00] | 0.500 [0.00, 1.00] | 1.000 [1.00, 1.00] |",
-        "| tuned - base (paired) | +0.500 [+0.00, +1.00] | +0.500 [+0.00, +1.00] | +1.000 [+1.00, +1.00] |", ""]
+        "| tuned - base (paired) | +0.500 [+0.00, +1.00] | +0.500 [+0.00, +1.00] | +1.000 [+1.00, +1.00] |",
+        "",
+    ]
     assert lines[8:11] == [
         "- n (prompts/images): colors 2/4, probe novel_binding 1/2",
         "- tuned - base, paired on the same prompts and seeds: +0.500 [+0.000, +1.000] "
         "(95% CI, 4 image pairs on 2 prompts, prompts resampled within tasks)",
-        "- probe novel_binding (not in overall): +1.000 [+1.000, +1.000] (95% CI, 2 image pairs on 1 prompt)"]
+        "- probe novel_binding (not in overall): +1.000 [+1.000, +1.000] (95% CI, 2 image pairs on 1 prompt)",
+    ]
     (tmp_path / "evaluate.json").write_text(json.dumps(report))
     assert main(["table", "--metrics", str(tmp_path / "evaluate.json")]) == 0
     assert capsys.readouterr().out.rstrip("\n").splitlines() == lines  # `synrank table` prints the same

@@ -40,6 +40,7 @@ def _gen(seed: int = 0) -> torch.Generator:
 
 # -- SD3 / flow matching: the timestep density ---------------------------------------------------------------
 
+
 def test_shifted_density_is_the_scheduler_shift_of_a_uniform_draw() -> None:
     param = Parametrization.from_scheduler(_flow(3.0), "shifted")
     sigma = param.sample_t(N, _gen(1))
@@ -114,6 +115,7 @@ def test_flow_shift_overrides_and_dynamic_shifting_is_unshifted() -> None:
 
 # -- epsilon / v-prediction UNets: unchanged ------------------------------------------------------------------
 
+
 def _ddim(**kw: object):
     from diffusers import DDIMScheduler
 
@@ -166,6 +168,7 @@ def test_train_config_defaults() -> None:
 
 # -- mixed precision: honoured, or refused ---------------------------------------------------------------------
 
+
 @pytest.fixture
 def fresh_accelerate(monkeypatch: pytest.MonkeyPatch) -> Iterator[pytest.MonkeyPatch]:
     """accelerate keeps its state per process; start and leave it empty so other tests build their own."""
@@ -181,16 +184,21 @@ def fresh_accelerate(monkeypatch: pytest.MonkeyPatch) -> Iterator[pytest.MonkeyP
     reset()
 
 
-FP16_ON_CPU = (r"^train: mixed_precision 'fp16' cannot take effect on cpu \(accelerate runs fp32 there\); "
-               r"use 'no' or 'bf16'$")
+FP16_ON_CPU = (
+    r"^train: mixed_precision 'fp16' cannot take effect on cpu \(accelerate runs fp32 there\); "
+    r"use 'no' or 'bf16'$"
+)
 
 
 def test_fp16_on_cpu_is_refused(fresh_accelerate: pytest.MonkeyPatch) -> None:
     with pytest.raises(PrecisionError, match=FP16_ON_CPU):
         make_accelerator("fp16", 1)
     fresh_accelerate.setenv("ACCELERATE_MIXED_PRECISION", "fp16")
-    with pytest.raises(PrecisionError, match=r"'fp16' \(from accelerate's config / ACCELERATE_MIXED_PRECISION, as "
-                                             r"mixed_precision 'auto'\) cannot take effect on cpu"):
+    with pytest.raises(
+        PrecisionError,
+        match=r"'fp16' \(from accelerate's config / ACCELERATE_MIXED_PRECISION, as "
+        r"mixed_precision 'auto'\) cannot take effect on cpu",
+    ):
         make_accelerator("auto", 1)
 
 
@@ -232,6 +240,7 @@ def test_bf16_on_cpu_does_take_effect(fresh_accelerate: pytest.MonkeyPatch) -> N
 
 
 # -- ties: no ordered pair, nothing to learn -------------------------------------------------------------------
+
 
 def _tie(ranked, prompts: list[str]):
     """Every image of these prompts gets phi 0.5 and rank 1 (equal phi share a rank)."""
@@ -291,8 +300,11 @@ def _train(model: str, ranked, images, out: Path, **cfg: object) -> dict[str, fl
 def test_all_tied_groups_stop_before_training(tiny_model: str, tmp_path: Path) -> None:
     ranked, images = ranked_table(n_prompts=12)
     ranked = _tie(ranked, list(ranked["prompt_id"].unique()))
-    with pytest.raises(NothingToLearnError, match=r"^train: all 12 ranked groups tie \(every image of a prompt got "
-                                                  r"the same phi\); nothing to learn from$"):
+    with pytest.raises(
+        NothingToLearnError,
+        match=r"^train: all 12 ranked groups tie \(every image of a prompt got "
+        r"the same phi\); nothing to learn from$",
+    ):
         _train(tiny_model, ranked, images, tmp_path / "out")
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").rglob("*"))
 

@@ -76,7 +76,8 @@ def test_a_partial_parameter_changes_only_the_fields_it_names() -> None:
     partial = TrainConfig.model_validate({"steps": 5})  # what Prefect builds from cfg={"steps": 5}
     merged = TrainConfig.model_validate(merge_set_fields(partial, deployed["train"]))
     assert merged.steps == 5 and merged.model_dump(exclude={"steps"}) == TrainConfig.model_validate(
-        deployed["train"]).model_dump(exclude={"steps"})
+        deployed["train"]
+    ).model_dump(exclude={"steps"})
     assert merged.base == "shapes-sd-s" != TrainConfig().base  # the model's own default would be ''
     # Nested: a pipeline run given {"train": {"beta": 5.0}} keeps every other section and train field.
     given = Config.model_validate({"train": {"beta": 5.0}})
@@ -86,8 +87,10 @@ def test_a_partial_parameter_changes_only_the_fields_it_names() -> None:
     assert nested.generate.model_dump(mode="json") == deployed["generate"]  # the generators kept
 
 
-@pytest.mark.parametrize("stage, partial", [("generate", {"batch_size": 2}), ("score", {"batch_size": 2}),
-                                            ("pipeline", {"train": {"steps": 5}})])
+@pytest.mark.parametrize(
+    "stage, partial",
+    [("generate", {"batch_size": 2}), ("score", {"batch_size": 2}), ("pipeline", {"train": {"steps": 5}})],
+)
 def test_the_server_takes_a_partial_parameter_of_every_deployment(stage: str, partial: dict[str, Any]) -> None:
     """Prefect's server checks a run's parameters against the deployment's schema before the flow merges in
     the deployment's defaults: sections whose lists are required (generators, rewards) must not make a

@@ -4,7 +4,6 @@ tar and its manifest piece, then resumed, is tests/test_resume_pipeline.py's fir
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -19,8 +18,13 @@ from synrank.config import ROOT, Paths, SampleConfig, TrackingConfig
 def _params(root: Path, out: Path, model: Path) -> Path:
     cfg = yaml.safe_load((ROOT / "params.yaml").read_text())
     cfg["paths"] = {"prompts": str(root / "prompts"), "images": str(out / "images")}
-    cfg["generate"] = {"generators": [{"name": "g", "path": str(model), "steps": 2, "height": 32, "width": 32}],
-                       "images_per_prompt": 2, "batch_size": 2, "shard_size": 2, "seed": 3}
+    cfg["generate"] = {
+        "generators": [{"name": "g", "path": str(model), "steps": 2, "height": 32, "width": 32}],
+        "images_per_prompt": 2,
+        "batch_size": 2,
+        "shard_size": 2,
+        "seed": 3,
+    }
     cfg["train"]["base"] = "g"
     cfg["tracking"] = {"tracking_uri": f"sqlite:///{root / 'mlflow.db'}"}
     path = out / "params.yaml"
@@ -43,8 +47,11 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("gen")
     build_tiny_sd(root / "model", seed=4, channels=(16, 32))
     (root / "p.txt").write_text("".join(f"a photo of {i} red circles\n" for i in range(12)))
-    sample_flow(SampleConfig(sources=[{"path": str(root / "p.txt")}], eval_fraction=0.0),
-                Paths(prompts=str(root / "prompts")), TrackingConfig(tracking_uri=f"sqlite:///{root}/mlflow.db"))
+    sample_flow(
+        SampleConfig(sources=[{"path": str(root / "p.txt")}], eval_fraction=0.0),
+        Paths(prompts=str(root / "prompts")),
+        TrackingConfig(tracking_uri=f"sqlite:///{root}/mlflow.db"),
+    )
     return root
 
 

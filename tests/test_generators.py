@@ -54,8 +54,9 @@ def prefect_harness() -> Iterator[None]:
 
 
 def tiny_spec(backend: str, path: Path | str, **overrides: object) -> GeneratorSpec:
-    fields = dict(name=f"tiny-{backend}", backend=backend, path=str(path), steps=2, guidance=5.0,
-                  height=SIZE, width=SIZE)
+    fields = dict(
+        name=f"tiny-{backend}", backend=backend, path=str(path), steps=2, guidance=5.0, height=SIZE, width=SIZE
+    )
     return GeneratorSpec(**{**fields, **overrides})
 
 
@@ -78,6 +79,7 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
 @pytest.fixture
 def no_loading(monkeypatch: pytest.MonkeyPatch) -> Callable[[str], None]:
     """Make a backend's weight loading fail loudly, to prove an error came before it."""
+
     def forbid(backend: str) -> None:
         def load(self: object, source: str) -> None:
             raise AssertionError(f"{backend} started loading {source}")
@@ -89,7 +91,8 @@ def no_loading(monkeypatch: pytest.MonkeyPatch) -> Callable[[str], None]:
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_backend_generates_a_batch_where_each_image_depends_on_its_seed_only(
-        backend: str, tiny: Callable[[str], Path]) -> None:
+    backend: str, tiny: Callable[[str], Path]
+) -> None:
     gen = load_generator(tiny_spec(backend, tiny(backend)))
     assert type(gen) is GENERATORS.get(backend)
 
@@ -104,7 +107,8 @@ def test_backend_generates_a_batch_where_each_image_depends_on_its_seed_only(
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_missing_path_is_one_clear_error_before_loading(
-        backend: str, tmp_path: Path, no_loading: Callable[[str], None]) -> None:
+    backend: str, tmp_path: Path, no_loading: Callable[[str], None]
+) -> None:
     no_loading(backend)
     missing = tmp_path / "no-such-pipeline"
     with pytest.raises(FileNotFoundError, match="no-such-pipeline"):
@@ -123,7 +127,8 @@ def test_lora_is_loaded_on_top(backend: str, tiny: Callable[[str], Path], tmp_pa
 
 @pytest.mark.parametrize("backend", ["pixart-sigma", "stable-cascade"])
 def test_lora_on_a_pipeline_without_lora_loader_is_refused_before_loading(
-        backend: str, tmp_path: Path, no_loading: Callable[[str], None]) -> None:
+    backend: str, tmp_path: Path, no_loading: Callable[[str], None]
+) -> None:
     no_loading(backend)
     (tmp_path / "model" / "prior").mkdir(parents=True)
     (tmp_path / "model" / "decoder").mkdir()
@@ -165,14 +170,15 @@ def test_presets_name_the_published_checkpoint(backend: str) -> None:
 
 
 @pytest.mark.parametrize("backend, window", [("sd15", 77), ("sd3", 256)])
-def test_long_prompts_are_cut_at_a_whole_word_and_counted(backend: str, window: int, tiny: Callable[[str], Path],
-                                                          tmp_path: Path) -> None:
+def test_long_prompts_are_cut_at_a_whole_word_and_counted(
+    backend: str, window: int, tiny: Callable[[str], Path], tmp_path: Path
+) -> None:
     """A prompt past the generator's text window is given as its longest whole-word prefix that fits
     (SD3: T5's 256 tokens, not CLIP's 77), and the stage's report counts it."""
     import pandas as pd
 
     from synrank.shards import load_images
-    from tasks.generate import render_plan, plan_images, truncation_report
+    from tasks.generate import plan_images, render_plan, truncation_report
 
     spec = tiny_spec(backend, tiny(backend))
     gen = load_generator(spec)
@@ -198,8 +204,12 @@ def test_long_prompts_are_cut_at_a_whole_word_and_counted(backend: str, window: 
     else:
         clip = gen.pipe.tokenizer
         kept = len(clip(" ".join(words[:keep]), add_special_tokens=False)["input_ids"])
-        cut = {"max_tokens": 77, "n_truncated": 1, "tokens_dropped": kept - len(clip(fit_prompt(
-            " ".join(words[:keep]), clip, 77).texts[0], add_special_tokens=False)["input_ids"])}
+        cut = {
+            "max_tokens": 77,
+            "n_truncated": 1,
+            "tokens_dropped": kept
+            - len(clip(fit_prompt(" ".join(words[:keep]), clip, 77).texts[0], add_special_tokens=False)["input_ids"]),
+        }
         assert report["encoders"] == {"tokenizer": cut, "tokenizer_2": cut, "tokenizer_3": fitted}
     manifest = pd.read_parquet(tmp_path / plan["piece"].iloc[0])
     row = manifest[manifest["prompt_id"] == "long"].iloc[0]

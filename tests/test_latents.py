@@ -30,7 +30,7 @@ PROMPTS = [f"a photo of {i} red circles" for i in range(4)]
 def world(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
     """A tiny SD pipeline's images of PROMPTS (K each) in shards, the manifest, and a second pipeline
     whose VAE has other weights."""
-    from tasks.generate import render_plan, plan_images, write_manifest
+    from tasks.generate import plan_images, render_plan, write_manifest
 
     root = tmp_path_factory.mktemp("latents")
     model = build_tiny_sd(root / "model", seed=4, channels=(16, 32))
@@ -56,7 +56,7 @@ def _pipe(path: str):
 
 
 def _batches(manifest: pd.DataFrame) -> list[pd.DataFrame]:
-    return [manifest.iloc[i:i + BATCH] for i in range(0, len(manifest), BATCH)]
+    return [manifest.iloc[i : i + BATCH] for i in range(0, len(manifest), BATCH)]
 
 
 def test_manifest_records_the_latents_and_their_vae(world: SimpleNamespace) -> None:
@@ -75,9 +75,15 @@ def test_manifest_records_the_latents_and_their_vae(world: SimpleNamespace) -> N
 def test_stored_latents_are_the_pipelines_own_and_decode_to_the_stored_png(world: SimpleNamespace) -> None:
     pipe, spec = _pipe(world.spec.path), world.spec
     for batch in _batches(world.manifest):
-        own = pipe(prompt=list(batch["prompt"]), generator=seeded_generators(list(batch["seed"])),
-                   num_inference_steps=spec.steps, guidance_scale=spec.guidance, height=spec.height,
-                   width=spec.width, output_type="latent").images
+        own = pipe(
+            prompt=list(batch["prompt"]),
+            generator=seeded_generators(list(batch["seed"])),
+            num_inference_steps=spec.steps,
+            guidance_scale=spec.guidance,
+            height=spec.height,
+            width=spec.width,
+            output_type="latent",
+        ).images
         stored = torch.from_numpy(np.stack(load_arrays(world.images, zip(batch["shard"], batch["latent_member"]))))
         assert stored.dtype == torch.float32 and torch.equal(stored, own)
         # Decoded as StableDiffusionPipeline does (no safety checker in the tiny pipeline), as one batch.
@@ -89,8 +95,20 @@ def test_stored_latents_are_the_pipelines_own_and_decode_to_the_stored_png(world
 def _ranked(manifest: pd.DataFrame) -> pd.DataFrame:
     """Each prompt's K images strictly ranked by index, with the manifest columns training reads."""
     ranked = manifest.assign(phi=manifest["index"] / (K - 1), tau=K - manifest["index"])
-    return ranked[["image_id", "prompt_id", "prompt", "phi", "tau", "sha256", "latent_member", "latent_sha256",
-                   "latent_shape", "latent_vae"]]
+    return ranked[
+        [
+            "image_id",
+            "prompt_id",
+            "prompt",
+            "phi",
+            "tau",
+            "sha256",
+            "latent_member",
+            "latent_sha256",
+            "latent_shape",
+            "latent_vae",
+        ]
+    ]
 
 
 def _train(world: SimpleNamespace, base: str, out: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[dict, int]:
@@ -114,26 +132,35 @@ def _train(world: SimpleNamespace, base: str, out: Path, monkeypatch: pytest.Mon
 
     cfg = TrainConfig(steps=1, prompts_per_step=2, lora_rank=2, log_every=1, checkpoint_every=0, holdout_fraction=0.0)
     spec = world.spec.model_copy(update={"path": base})
-    final = train(spec, cfg, _ranked(world.manifest), lambda ids: load_images(world.images, members(ids, "member")),
-                  out, latents=lambda ids: load_arrays(world.images, members(ids, "latent_member")))
+    final = train(
+        spec,
+        cfg,
+        _ranked(world.manifest),
+        lambda ids: load_images(world.images, members(ids, "member")),
+        out,
+        latents=lambda ids: load_arrays(world.images, members(ids, "latent_member")),
+    )
     return final, len(calls)
 
 
-def test_training_on_stored_latents_encodes_nothing(world: SimpleNamespace, tmp_path: Path,
-                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+def test_training_on_stored_latents_encodes_nothing(
+    world: SimpleNamespace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     final, encoded = _train(world, world.spec.path, tmp_path, monkeypatch)
     n = len(world.manifest)
     assert (final["latents_stored"], final["latents_encoded"], encoded) == (n, 0, 0)
     # The training latents are the stored arrays themselves (the cached groups, in build_groups' order).
     groups = torch.load(next((tmp_path / "cache").glob("groups-*.pt")))
     order = _ranked(world.manifest).sort_values(["prompt_id", "tau", "image_id"])
-    stored = load_arrays(world.images, zip(world.manifest.set_index("image_id").loc[order["image_id"], "shard"],
-                                           order["latent_member"]))
+    stored = load_arrays(
+        world.images, zip(world.manifest.set_index("image_id").loc[order["image_id"], "shard"], order["latent_member"])
+    )
     assert torch.equal(groups["latents"], torch.from_numpy(np.stack(stored))) and bool(groups["stored"].all())
 
 
-def test_a_base_with_another_vae_encodes_the_pngs(world: SimpleNamespace, tmp_path: Path,
-                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_base_with_another_vae_encodes_the_pngs(
+    world: SimpleNamespace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     assert component_id(world.other, "vae") != component_id(world.spec.path, "vae")
     final, encoded = _train(world, world.other, tmp_path, monkeypatch)
     assert (final["latents_stored"], final["latents_encoded"]) == (0, len(world.manifest)) and encoded > 0

@@ -6,14 +6,13 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator
 
-import mlflow
 import pytest
 from prefect import flow
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey, LogFilter, LogFilterFlowRunId
-
 from prefect.logging.handlers import APILogHandler
 
+import mlflow
 from flows.pipeline import headline_metrics
 from synrank import tracking
 from synrank.progress import progress
@@ -27,21 +26,34 @@ def tracking_uri() -> Iterator[None]:
 
 
 def test_headline_metrics_keep_the_overall_the_paired_difference_and_the_winrates() -> None:
-    metrics = {"geneval-shapes/base/overall": 0.2, "geneval-shapes/tuned/overall_ci_low": 0.19,
-               "geneval-shapes/tuned_minus_base": 0.01, "geneval-shapes/tuned_minus_base_ci_high": 0.02,
-               "geneval-shapes/probe/novel_binding/tuned_minus_base": 0.5,
-               "geneval-shapes/base/probe/novel_binding": 0.1,
-               "geneval-shapes/tuned/counting": 0.3, "winrate_clip": 0.6, "winrate_clip_ci_low": 0.55,
-               "winrate_clip/counting": 0.7, "seconds": 12.0}
+    metrics = {
+        "geneval-shapes/base/overall": 0.2,
+        "geneval-shapes/tuned/overall_ci_low": 0.19,
+        "geneval-shapes/tuned_minus_base": 0.01,
+        "geneval-shapes/tuned_minus_base_ci_high": 0.02,
+        "geneval-shapes/probe/novel_binding/tuned_minus_base": 0.5,
+        "geneval-shapes/base/probe/novel_binding": 0.1,
+        "geneval-shapes/tuned/counting": 0.3,
+        "winrate_clip": 0.6,
+        "winrate_clip_ci_low": 0.55,
+        "winrate_clip/counting": 0.7,
+        "seconds": 12.0,
+    }
     assert headline_metrics(metrics) == {
-        "geneval-shapes/base/overall": 0.2, "geneval-shapes/tuned/overall_ci_low": 0.19,
-        "geneval-shapes/tuned_minus_base": 0.01, "geneval-shapes/tuned_minus_base_ci_high": 0.02,
-        "winrate_clip": 0.6, "winrate_clip_ci_low": 0.55}
+        "geneval-shapes/base/overall": 0.2,
+        "geneval-shapes/tuned/overall_ci_low": 0.19,
+        "geneval-shapes/tuned_minus_base": 0.01,
+        "geneval-shapes/tuned_minus_base_ci_high": 0.02,
+        "winrate_clip": 0.6,
+        "winrate_clip_ci_low": 0.55,
+    }
 
 
 def test_run_url_only_for_a_tracking_server(tracking_uri: None) -> None:
     mlflow.set_tracking_uri("http://127.0.0.1:5000/")
-    assert tracking.run_url("abc", "7") == "http://127.0.0.1:5000/#/experiments/7/runs/abc?workflowType=machine_learning"
+    assert (
+        tracking.run_url("abc", "7") == "http://127.0.0.1:5000/#/experiments/7/runs/abc?workflowType=machine_learning"
+    )
     mlflow.set_tracking_uri("sqlite:////tmp/x.db")
     assert tracking.run_url("abc", "7") is None
 
@@ -74,8 +86,9 @@ def test_run_identity_names_the_mlflow_run_after_the_prefect_flow_run(tracking_u
     mine = [a for a in arts if str(a.flow_run_id) == run_id]
     assert len(mine) == 1 and mine[0].type == "markdown"  # Prefect stores a link artifact as markdown
     assert "http://127.0.0.1:5999/#/experiments/3/runs/0123456789abcdef?workflowType=machine_learning" in mine[0].data
-    assert any("MLflow run of train: http://127.0.0.1:5999/#/experiments/3/runs/0123456789abcdef" in lg.message
-               for lg in logs)
+    assert any(
+        "MLflow run of train: http://127.0.0.1:5999/#/experiments/3/runs/0123456789abcdef" in lg.message for lg in logs
+    )
 
 
 def test_progress_reports_to_the_flow_run_log_and_a_progress_artifact() -> None:
@@ -94,7 +107,8 @@ def test_progress_reports_to_the_flow_run_log_and_a_progress_artifact() -> None:
         async with get_client() as client:
             logs = await client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id])))
             arts = await client.read_artifacts(
-                artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["progress-render-demo"])))
+                artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["progress-render-demo"]))
+            )
             return logs, arts
 
     APILogHandler().flush()

@@ -89,8 +89,13 @@ def test_gpo_weighs_the_raw_rewards_advantage_by_hand() -> None:
     # One prompt, 3 images, 2 rewards: r1 = [1, 2, 3] -> z = [-1.2247, 0, 1.2247];
     # r2 = [10, 10, 40] -> mean 20, std sqrt(200) -> z = [-0.7071, -0.7071, 1.4142].
     # advantage = mean of the two = [-0.9659, -0.3536, 1.3195].
-    scores = pd.DataFrame({"image_id": ["i0", "i1", "i2"] * 2, "reward": ["r1"] * 3 + ["r2"] * 3,
-                           "score": [1.0, 2.0, 3.0, 10.0, 10.0, 40.0]})
+    scores = pd.DataFrame(
+        {
+            "image_id": ["i0", "i1", "i2"] * 2,
+            "reward": ["r1"] * 3 + ["r2"] * 3,
+            "score": [1.0, 2.0, 3.0, 10.0, 10.0, 40.0],
+        }
+    )
     ranked, _ = rank_groups(scores, pd.Series({"i0": "p", "i1": "p", "i2": "p"}))
     adv = ranked.set_index("image_id").loc[["i0", "i1", "i2"], "advantage"].to_numpy()
     z1, z2 = np.array([-1, 0, 1]) * np.sqrt(1.5), np.array([-1, -1, 2]) / np.sqrt(2)
@@ -108,8 +113,9 @@ def test_gpo_weighs_the_raw_rewards_advantage_by_hand() -> None:
     # the same pairs differently.
     phi = torch.tensor([ranked.set_index("image_id").loc[["i0", "i1", "i2"], "phi"].to_numpy()], dtype=torch.float32)
     assert torch.allclose(phi, torch.tensor([[0.0, 0.25, 1.0]]))
-    assert not torch.allclose(OBJECTIVES.get("gpo-phi").pairs(phi, torch.tensor([[3, 2, 1]]),
-                                                              torch.ones(1, 3, dtype=torch.bool))[0], w)
+    assert not torch.allclose(
+        OBJECTIVES.get("gpo-phi").pairs(phi, torch.tensor([[3, 2, 1]]), torch.ones(1, 3, dtype=torch.bool))[0], w
+    )
 
 
 def test_all_equal_groups_give_zero_not_nan() -> None:

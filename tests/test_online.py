@@ -6,10 +6,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import mlflow
 import pandas as pd
 import pytest
 
+import mlflow
 from synrank.config import validate
 from tasks.online import rounds_markdown, rounds_summary
 
@@ -21,15 +21,20 @@ def write_round(d: Path, base: str, tuned: str, values: dict[str, list[float]]) 
     (d / "metrics").mkdir(parents=True)
     (d / "eval").mkdir()
     ids = [("p1", 0), ("p1", 1), ("p2", 0), ("p2", 1)]
-    rows = [{"prompt_id": p, "index": i, "task": "counting", "value": v, "model": m}
-            for m in (base, tuned) for (p, i), v in zip(ids, values[m])]
+    rows = [
+        {"prompt_id": p, "index": i, "task": "counting", "value": v, "model": m}
+        for m in (base, tuned)
+        for (p, i), v in zip(ids, values[m])
+    ]
     pd.DataFrame(rows).to_parquet(d / "eval" / "judged_bench.parquet", index=False)
-    acc = {m: {"overall": {"accuracy": sum(values[m]) / 4, "ci95": [0.0, 1.0], "n": 4, "n_prompts": 2}}
-           for m in (base, tuned)}
-    gain = {"delta": (sum(values[tuned]) - sum(values[base])) / 4, "ci95": [-1.0, 1.0], "n_pairs": 4,
-            "n_prompts": 2}
-    (d / "metrics" / "evaluate.json").write_text(json.dumps(
-        {"base": base, "tuned": tuned, "benchmarks": {"bench": acc}, "paired": {"bench": gain}}))
+    acc = {
+        m: {"overall": {"accuracy": sum(values[m]) / 4, "ci95": [0.0, 1.0], "n": 4, "n_prompts": 2}}
+        for m in (base, tuned)
+    }
+    gain = {"delta": (sum(values[tuned]) - sum(values[base])) / 4, "ci95": [-1.0, 1.0], "n_pairs": 4, "n_prompts": 2}
+    (d / "metrics" / "evaluate.json").write_text(
+        json.dumps({"base": base, "tuned": tuned, "benchmarks": {"bench": acc}, "paired": {"bench": gain}})
+    )
 
 
 def test_rounds_summary_pairs_every_round_with_round_zero(tmp_path: Path) -> None:
@@ -38,7 +43,10 @@ def test_rounds_summary_pairs_every_round_with_round_zero(tmp_path: Path) -> Non
     write_round(tmp_path / "round-2", "r1", "r2", {"r1": m1, "r2": m2})
     rows = rounds_summary([tmp_path / "round-1", tmp_path / "round-2"], "bench")
     assert [(r["round"], r["model"], r["accuracy"]["accuracy"]) for r in rows] == [
-        (0, "r0", 0.25), (1, "r1", 0.5), (2, "r2", 1.0)]
+        (0, "r0", 0.25),
+        (1, "r1", 0.5),
+        (2, "r2", 1.0),
+    ]
     assert rows[0]["gain"] is None and rows[0]["since_start"] is None
     assert rows[1]["since_start"] == rows[1]["gain"]  # round 1 starts from round 0
     assert rows[2]["gain"]["delta"] == 0.5
@@ -60,8 +68,10 @@ def test_two_tiny_online_rounds_end_to_end(tmp_path: Path) -> None:
     cfg = tiny_config(tmp_path)
     (tmp_path / "eval.jsonl").write_text("".join(json.dumps(p) + "\n" for p in EVAL_PROMPTS))
     data = cfg.model_dump(mode="json")
-    data["sample"]["sources"] = [{"path": str(tmp_path / "prompts.txt"), "split": "train"},
-                                 {"path": str(tmp_path / "eval.jsonl"), "split": "eval", "categories": ["counting"]}]
+    data["sample"]["sources"] = [
+        {"path": str(tmp_path / "prompts.txt"), "split": "train"},
+        {"path": str(tmp_path / "eval.jsonl"), "split": "eval", "categories": ["counting"]},
+    ]
     data["train"].update({"base": "gen-a", "steps": 2, "log_every": 1})
     data["evaluate"].update({"images_per_prompt": 2, "all_generators": False})
     data["online"] = {"rounds": 2, "images_per_prompt": 2, "objective": "gpo"}

@@ -6,18 +6,25 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
-import mlflow
 import numpy as np
 import pandas as pd
 import pytest
 
+import mlflow
 from models.tiny import build_tiny_clip, build_tiny_sd
 from synrank.config import Config, validate
 from synrank.shards import read_shard
 
-PROMPTS = ["a photo of a red circle", "a photo of two blue squares", "a photo of a star",
-           "a photo of a green ring left of a yellow cross", "a photo of three triangles",
-           "a photo of a purple star", "a photo of a white square", "a photo of four circles"]
+PROMPTS = [
+    "a photo of a red circle",
+    "a photo of two blue squares",
+    "a photo of a star",
+    "a photo of a green ring left of a yellow cross",
+    "a photo of three triangles",
+    "a photo of a purple star",
+    "a photo of a white square",
+    "a photo of four circles",
+]
 
 
 def tiny_config(root: Path) -> Config:
@@ -27,16 +34,24 @@ def tiny_config(root: Path) -> Config:
     build_tiny_clip(models / "clip", seed=3)
     (root / "prompts.txt").write_text("\n".join(PROMPTS) + "\n")
     out = root / "outputs"
-    return validate({
-        "paths": {k: str(out / k) for k in ("prompts", "images", "scores", "rankings", "model", "eval", "metrics")},
-        "sample": {"sources": [{"path": str(root / "prompts.txt")}], "eval_fraction": 0.25},
-        "generate": {"generators": [{"name": n, "path": str(models / n), "steps": 2, "height": 32, "width": 32}
-                                    for n in ("gen-a", "gen-b")], "batch_size": 4, "shard_size": 4},
-        "score": {"rewards": [{"name": "clip", "arch": f"local-dir:{models / 'clip'}"}]},
-        "train": {"steps": 3, "prompts_per_step": 2, "lora_rank": 2, "log_every": 1},
-        "evaluate": {"images_per_prompt": 1, "grid_prompts": 2},
-        "tracking": {"tracking_uri": f"sqlite:///{root / 'mlflow.db'}", "experiment": "e2e"},
-    })
+    return validate(
+        {
+            "paths": {k: str(out / k) for k in ("prompts", "images", "scores", "rankings", "model", "eval", "metrics")},
+            "sample": {"sources": [{"path": str(root / "prompts.txt")}], "eval_fraction": 0.25},
+            "generate": {
+                "generators": [
+                    {"name": n, "path": str(models / n), "steps": 2, "height": 32, "width": 32}
+                    for n in ("gen-a", "gen-b")
+                ],
+                "batch_size": 4,
+                "shard_size": 4,
+            },
+            "score": {"rewards": [{"name": "clip", "arch": f"local-dir:{models / 'clip'}"}]},
+            "train": {"steps": 3, "prompts_per_step": 2, "lora_rank": 2, "log_every": 1},
+            "evaluate": {"images_per_prompt": 1, "grid_prompts": 2},
+            "tracking": {"tracking_uri": f"sqlite:///{root / 'mlflow.db'}", "experiment": "e2e"},
+        }
+    )
 
 
 @pytest.fixture(scope="module")
@@ -68,8 +83,15 @@ def test_stage_outputs(ran: tuple[Config, str]) -> None:
     scores = pd.read_parquet(p.resolve("scores") / "scores.parquet")
     assert len(scores) == 12 and np.isfinite(scores["score"]).all()
     cuts = json.loads((p.resolve("scores") / "_stage.json").read_text())["report"]["prompt_cuts"]
-    assert cuts == {"clip": {"max_tokens": 75, "n_prompts": 6, "n_cut": 0, "tokens_cut": 0,
-                             "longest": max(len(t.split()) for t in prompts["prompt"][prompts["split"] == "train"])}}
+    assert cuts == {
+        "clip": {
+            "max_tokens": 75,
+            "n_prompts": 6,
+            "n_cut": 0,
+            "tokens_cut": 0,
+            "longest": max(len(t.split()) for t in prompts["prompt"][prompts["split"] == "train"]),
+        }
+    }
     ranked = pd.read_parquet(p.resolve("rankings") / "rankings.parquet")
     assert len(ranked) == 12 and set(ranked["phi"]) <= {0.0, 1.0}  # K = 2, one reward
     assert (ranked.groupby("prompt_id")["phi"].sum() <= 1.0).all()
@@ -166,8 +188,10 @@ def test_second_run_skips_every_stage(ran: tuple[Config, str]) -> None:
     from flows.pipeline import pipeline_flow
 
     cfg, _ = ran
-    stamps = {d: (cfg.paths.resolve(d) / "_stage.json").read_bytes()
-              for d in ("prompts", "images", "scores", "rankings", "model", "eval")}
+    stamps = {
+        d: (cfg.paths.resolve(d) / "_stage.json").read_bytes()
+        for d in ("prompts", "images", "scores", "rankings", "model", "eval")
+    }
     parent_id = pipeline_flow(cfg)
     client = mlflow.MlflowClient(cfg.tracking.tracking_uri)
     exp = client.get_experiment_by_name("e2e").experiment_id
@@ -199,7 +223,8 @@ def test_a_remote_train_must_leave_this_runs_model(ran: tuple[Config, str], monk
 
 
 def test_retrain_with_other_settings_then_evaluate_renders_only_the_new_tuned_model(
-        ran: tuple[Config, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    ran: tuple[Config, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The tuned model keeps its name (`<base>-tuned`) across retrains; its eval shards are keyed by its
     weights' content, so evaluate renders it again (and only it) and drops the old tuned images."""
     import tasks.generate
@@ -234,8 +259,12 @@ def test_export_loads_with_datasets_and_matches_the_stage_outputs(ran: tuple[Con
     from synrank.config import ExportConfig, flow_parameters
 
     cfg, _ = ran
-    cfg = cfg.model_copy(update={"paths": cfg.paths.model_copy(update={"dataset": str(tmp_path / "dataset")}),
-                                 "export": ExportConfig(rows_per_shard=5)})
+    cfg = cfg.model_copy(
+        update={
+            "paths": cfg.paths.model_copy(update={"dataset": str(tmp_path / "dataset")}),
+            "export": ExportConfig(rows_per_shard=5),
+        }
+    )
     out = Path(export_flow(**flow_parameters("export", cfg)))
     assert sorted(f.name for f in (out / "data").iterdir()) == [f"train-0000{i}-of-00003.parquet" for i in range(3)]
     ds = load_dataset(str(out), split="train", cache_dir=str(tmp_path / "hf-cache"))

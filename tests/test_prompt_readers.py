@@ -110,24 +110,36 @@ def bad_kind(draw: Draw, fmt: str, goods: list[str]) -> tuple[bytes, str]:
         return line.replace('"id": 3', json.dumps({"id": lone})[1:-1]).encode(), "bad_unicode"
     if kind == "cut":
         line = line_for(fmt, draw(st.sampled_from(goods)))
-        return line[:draw(st.integers(1, len(line) - 1))].encode(), "malformed"
+        return line[: draw(st.integers(1, len(line) - 1))].encode(), "malformed"
     if kind == "not_record":
-        return draw(st.sampled_from(['[1, 2]', '"a cat"', '{"text": "a cat"}', '{"prompt": 5}', "null",
-                                     '{"prompt": "a", "n": ' + "9" * 5000 + "}", '{"tag": "x", "prompt": "a"}'
-                                     if fmt == "geneval" else "{}"])).encode(), "malformed"
+        return draw(
+            st.sampled_from(
+                [
+                    "[1, 2]",
+                    '"a cat"',
+                    '{"text": "a cat"}',
+                    '{"prompt": 5}',
+                    "null",
+                    '{"prompt": "a", "n": ' + "9" * 5000 + "}",
+                    '{"tag": "x", "prompt": "a"}' if fmt == "geneval" else "{}",
+                ]
+            )
+        ).encode(), "malformed"
     return (line_for(fmt, draw(st.sampled_from(goods))) + "\tx\ty").encode(), "malformed"  # extra_cells
 
 
 def junk_line(draw: Draw, fmt: str) -> bytes:
     """A line of unknown fate: raw bytes, text with surrogates, JSON of anything, deep brackets."""
     anything = st.text(st.one_of(st.characters(), st.integers(0xD800, 0xDFFF).map(chr)), max_size=40)
-    line = draw(st.one_of(
-        st.binary(max_size=80),
-        anything.map(lambda s: s.encode("utf-8", "surrogatepass")),
-        anything.map(lambda s: line_for(fmt, s).encode("utf-8", "surrogatepass")),
-        anything.map(lambda s: json.dumps({"prompt": s}, ensure_ascii=False).encode("utf-8", "surrogatepass")),
-        st.integers(1, 60_000).map(lambda d: b"[" * d + b"]" * (d % 2) * d),
-    ))
+    line = draw(
+        st.one_of(
+            st.binary(max_size=80),
+            anything.map(lambda s: s.encode("utf-8", "surrogatepass")),
+            anything.map(lambda s: line_for(fmt, s).encode("utf-8", "surrogatepass")),
+            anything.map(lambda s: json.dumps({"prompt": s}, ensure_ascii=False).encode("utf-8", "surrogatepass")),
+            st.integers(1, 60_000).map(lambda d: b"[" * d + b"]" * (d % 2) * d),
+        )
+    )
     return line.replace(b"\n", b" ").replace(b"\r", b" ")  # one line stays one line
 
 
@@ -179,8 +191,10 @@ def test_random_bytes_never_raise_and_every_line_is_counted(fmt: str, auto: bool
 
 
 @PROPS
-@given(junk=st.lists(st.binary(max_size=60).map(lambda b: b"\xff" + b.replace(b"\n", b"")), max_size=5),
-       depth=st.integers(1_000, 60_000))
+@given(
+    junk=st.lists(st.binary(max_size=60).map(lambda b: b"\xff" + b.replace(b"\n", b"")), max_size=5),
+    depth=st.integers(1_000, 60_000),
+)
 def test_detection_reads_past_junk_and_deep_json(junk: list[bytes], depth: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "mine.jsonl"
@@ -211,11 +225,15 @@ def test_fifty_thousand_brackets_are_malformed_not_a_crash(fmt: str) -> None:
 
 
 def test_lone_surrogate_escape_is_bad_unicode() -> None:
-    lines = [rb'{"prompt": "a cat \ud800"}', rb'{"prompt": "a dog", "note": "\udfff"}',
-             rb'{"prompt": "a smile \ud83d\ude00"}', b'{"prompt": "a \\u00e9t\\u00e9"}']
+    lines = [
+        rb'{"prompt": "a cat \ud800"}',
+        rb'{"prompt": "a dog", "note": "\udfff"}',
+        rb'{"prompt": "a smile \ud83d\ude00"}',
+        b'{"prompt": "a \\u00e9t\\u00e9"}',
+    ]
     rep, rows = read("jsonl", lines)
     assert counts(rep) == {"good": 2, "bad_unicode": 2}
-    assert [r["prompt"] for r in rows] == ["a smile \U0001F600", "a été"]  # a surrogate pair is one character
+    assert [r["prompt"] for r in rows] == ["a smile \U0001f600", "a été"]  # a surrogate pair is one character
     assert_rows_are_clean(rows)
     assert counts(read("text", [b"a cat \xed\xa0\x80"])[0]) == {"bad_utf8": 1}  # raw surrogate bytes: not UTF-8
 
@@ -268,24 +286,41 @@ def test_partiprompts_without_a_prompt_column_is_malformed_not_a_crash() -> None
     assert res.rows == [] and counts(res.report) == {"bad_utf8": 1, "empty": 1, "malformed": 2}
 
 
-def test_stage_passes_the_limit_and_reports_every_reason(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                          capsys: pytest.CaptureFixture[str]) -> None:
+def test_stage_passes_the_limit_and_reports_every_reason(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     from flows.sample import sample_flow
     from synrank import stage
     from synrank.config import Paths, TrackingConfig
 
     monkeypatch.setattr(stage, "code_hash", lambda *_: "fixed")  # other code in the tree may change meanwhile
     monkeypatch.delenv("SYNRANK_PARENT_RUN_ID", raising=False)
-    (tmp_path / "p.jsonl").write_bytes(b"\n".join([
-        b'{"prompt": "a cat", "category": "x"}', b'{"prompt": "a longer prompt"}', rb'{"prompt": "a \ud800"}',
-        b"[" * 50_000, b"\x00\x00", b"\xef\xbb\xbf" + b'{"prompt": "a cat", "category": "x"}', b"\xff",
-        b'{"prompt": "a dog", "category": "y"}']))
+    (tmp_path / "p.jsonl").write_bytes(
+        b"\n".join(
+            [
+                b'{"prompt": "a cat", "category": "x"}',
+                b'{"prompt": "a longer prompt"}',
+                rb'{"prompt": "a \ud800"}',
+                b"[" * 50_000,
+                b"\x00\x00",
+                b"\xef\xbb\xbf" + b'{"prompt": "a cat", "category": "x"}',
+                b"\xff",
+                b'{"prompt": "a dog", "category": "y"}',
+            ]
+        )
+    )
     cfg = SampleConfig(sources=[PromptSource(path=str(tmp_path / "p.jsonl"), categories=["x"])], max_prompt_chars=10)
-    out = Path(sample_flow(cfg, Paths(prompts=str(tmp_path / "prompts")),
-                           TrackingConfig(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db", experiment="readers")))
-    assert ("skipped lines: empty=1, duplicate=1, bad_utf8=1, malformed=1, bad_unicode=1, too_long=1, "
-            "other_category=1"
-            in capsys.readouterr().out)
+    out = Path(
+        sample_flow(
+            cfg,
+            Paths(prompts=str(tmp_path / "prompts")),
+            TrackingConfig(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db", experiment="readers"),
+        )
+    )
+    assert (
+        "skipped lines: empty=1, duplicate=1, bad_utf8=1, malformed=1, bad_unicode=1, too_long=1, "
+        "other_category=1" in capsys.readouterr().out
+    )
     assert pd.read_parquet(out / "prompts.parquet")["prompt"].tolist() == ["a cat"]
     stamp = json.loads((out / stage.STAMP).read_text())
     assert {k: stamp["metrics"][f"skipped_{k}"] for k in SKIP_REASONS} == dict.fromkeys(SKIP_REASONS, 1.0)
@@ -294,8 +329,12 @@ def test_stage_passes_the_limit_and_reports_every_reason(tmp_path: Path, monkeyp
 
 def test_categories_keep_only_their_lines_and_a_mistyped_one_is_named(tmp_path: Path) -> None:
     path = tmp_path / "meta.jsonl"
-    path.write_text("".join(json.dumps({"tag": t, "include": [], "prompt": p}) + "\n" for t, p in
-                            [("counting", "two cats"), ("colors", "a red cat"), ("counting", "three dogs")]))
+    path.write_text(
+        "".join(
+            json.dumps({"tag": t, "include": [], "prompt": p}) + "\n"
+            for t, p in [("counting", "two cats"), ("colors", "a red cat"), ("counting", "three dogs")]
+        )
+    )
     res = read_sources([PromptSource(path=str(path), categories=["counting"])])
     assert [(r["prompt"], r["category"]) for r in res.rows] == [("two cats", "counting"), ("three dogs", "counting")]
     assert counts(res.report) == {"good": 2, "other_category": 1}

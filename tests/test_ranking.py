@@ -24,11 +24,13 @@ def test_all_tied_and_single_image() -> None:
 
 
 def test_rank_groups_table_and_non_finite_rewards() -> None:
-    scores = pd.DataFrame({
-        "image_id": ["a0", "a1", "a2", "b0", "b1"] * 2,
-        "reward": ["r1"] * 5 + ["r2"] * 5,
-        "score": [3.0, 2.0, 1.0, 0.5, np.nan, 1.0, 3.0, 2.0, 0.1, 0.2],
-    })
+    scores = pd.DataFrame(
+        {
+            "image_id": ["a0", "a1", "a2", "b0", "b1"] * 2,
+            "reward": ["r1"] * 5 + ["r2"] * 5,
+            "score": [3.0, 2.0, 1.0, 0.5, np.nan, 1.0, 3.0, 2.0, 0.1, 0.2],
+        }
+    )
     prompt_of = pd.Series({"a0": "A", "a1": "A", "a2": "A", "b0": "B", "b1": "B"})
     out, report = rank_groups(scores, prompt_of)
     out = out.set_index("image_id")
@@ -53,6 +55,7 @@ def test_aggregation_variants_by_hand() -> None:
 def test_kendall_tau_between_rewards() -> None:
     assert kendall_tau(np.array([1.0, 2.0, 3.0]), np.array([3.0, 2.0, 1.0])) == -1.0
     assert kendall_tau(np.array([1.0, 2.0, 3.0]), np.array([1.0, 3.0, 2.0])) == 1 / 3
-    scores = pd.DataFrame({"image_id": ["a", "b", "c"] * 2, "reward": ["x"] * 3 + ["y"] * 3,
-                           "score": [1.0, 2.0, 3.0, 1.0, 2.0, 3.0]})
+    scores = pd.DataFrame(
+        {"image_id": ["a", "b", "c"] * 2, "reward": ["x"] * 3 + ["y"] * 3, "score": [1.0, 2.0, 3.0, 1.0, 2.0, 3.0]}
+    )
     assert reward_agreement(scores, pd.Series({"a": "P", "b": "P", "c": "P"})) == {"x_vs_y": 1.0}

@@ -27,8 +27,15 @@ import ray  # noqa: E402
 
 from models.tiny import build_tiny_clip, build_tiny_sd  # noqa: E402
 from synrank.cluster_config import ClusterConfig  # noqa: E402
-from synrank.config import ROOT, GenerateConfig, GeneratorSpec, Paths, RewardSpec, ScoreConfig  # noqa: E402
-from synrank.config import TrackingConfig  # noqa: E402
+from synrank.config import (  # noqa: E402
+    ROOT,
+    GenerateConfig,
+    GeneratorSpec,
+    Paths,
+    RewardSpec,
+    ScoreConfig,
+    TrackingConfig,  # noqa: E402
+)
 from synrank.fingerprint import tree_files  # noqa: E402
 
 N_SHARDS = 6  # 6 prompts x 2 images, 2 per shard
@@ -42,17 +49,30 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
     build_tiny_clip(root / "clip", seed=3)
     (root / "prompts").mkdir()
     texts = [f"a photo of {i} red circles" for i in range(6)]
-    pd.DataFrame({"prompt_id": [f"p{i}" for i in range(6)], "prompt": texts, "split": "train",
-                  "category": ""}).to_parquet(root / "prompts" / "prompts.parquet")
+    pd.DataFrame(
+        {"prompt_id": [f"p{i}" for i in range(6)], "prompt": texts, "split": "train", "category": ""}
+    ).to_parquet(root / "prompts" / "prompts.parquet")
     render(root, "local", "local", score=True)
     return root
 
 
 def configs(root: Path, engine: str, **fan: object) -> tuple[GenerateConfig, ScoreConfig]:
-    gen = GenerateConfig(generators=[GeneratorSpec(name="g", path=str(root / "model"), steps=2, height=32, width=32)],
-                         images_per_prompt=2, batch_size=2, shard_size=2, engine=engine, gpus_per_task=1, **fan)
-    score = ScoreConfig(rewards=[RewardSpec(name="clip", arch=f"local-dir:{root / 'clip'}")], batch_size=4,
-                        engine=engine, gpus_per_task=0.5, **fan)  # two reward tasks share a GPU
+    gen = GenerateConfig(
+        generators=[GeneratorSpec(name="g", path=str(root / "model"), steps=2, height=32, width=32)],
+        images_per_prompt=2,
+        batch_size=2,
+        shard_size=2,
+        engine=engine,
+        gpus_per_task=1,
+        **fan,
+    )
+    score = ScoreConfig(
+        rewards=[RewardSpec(name="clip", arch=f"local-dir:{root / 'clip'}")],
+        batch_size=4,
+        engine=engine,
+        gpus_per_task=0.5,
+        **fan,
+    )  # two reward tasks share a GPU
     return gen, score
 
 
@@ -70,8 +90,9 @@ def one_thread() -> Iterator[None]:
         torch.set_num_threads(threads)
 
 
-def render(root: Path, name: str, engine: str, cluster: ClusterConfig = ClusterConfig(), score: bool = False,
-           **fan: object) -> None:
+def render(
+    root: Path, name: str, engine: str, cluster: ClusterConfig = ClusterConfig(), score: bool = False, **fan: object
+) -> None:
     """generate (and score) on `engine` into root/name, as the stages call them (without their MLflow runs)."""
     from tasks.generate import generate_all
     from tasks.score import score_all
@@ -79,11 +100,29 @@ def render(root: Path, name: str, engine: str, cluster: ClusterConfig = ClusterC
     gen, rewards = configs(root, engine, **fan)
     images = root / name / "images"
     with one_thread():
-        generate_all(gen.generators, pd.read_parquet(root / "prompts" / "prompts.parquet"), images,
-                     gen.images_per_prompt, gen.seed, gen.shard_size, gen.batch_size, "cpu", fan=gen, cluster=cluster)
+        generate_all(
+            gen.generators,
+            pd.read_parquet(root / "prompts" / "prompts.parquet"),
+            images,
+            gen.images_per_prompt,
+            gen.seed,
+            gen.shard_size,
+            gen.batch_size,
+            "cpu",
+            fan=gen,
+            cluster=cluster,
+        )
         if score:
-            score_all(rewards.rewards, str(images / "manifest.parquet"), str(images), str(root / name / "scores"),
-                      rewards.batch_size, "cpu", fan=rewards, cluster=cluster)
+            score_all(
+                rewards.rewards,
+                str(images / "manifest.parquet"),
+                str(images),
+                str(root / name / "scores"),
+                rewards.batch_size,
+                "cpu",
+                fan=rewards,
+                cluster=cluster,
+            )
 
 
 def files(folder: Path) -> dict[str, bytes]:
@@ -115,8 +154,11 @@ def test_a_temporary_local_ray_offers_the_declared_gpus_and_refuses_what_no_node
         options = ray_engine.task_options(ScoreConfig(engine="ray"), ClusterConfig())
         assert (options["num_gpus"], options["max_calls"], options["max_retries"]) == (1.0, 0, 3)
         assert options["runtime_env"]["env_vars"]["PREFECT_API_URL"].startswith("http://127.0.0.1:")
-        with pytest.raises(ray_engine.RayEngineError, match=r"no node of the Ray cluster offers what each task "
-                           r"needs \(CPU 1, GPU 3\); its nodes have: CPU 1, GPU 2\. Set gpus_per_task: 0"):
+        with pytest.raises(
+            ray_engine.RayEngineError,
+            match=r"no node of the Ray cluster offers what each task "
+            r"needs \(CPU 1, GPU 3\); its nodes have: CPU 1, GPU 2\. Set gpus_per_task: 0",
+        ):
             ray_engine.task_options(GenerateConfig(engine="ray", gpus_per_task=3), ClusterConfig())
     assert not ray.is_initialized()  # the runner owned it and stopped it
 
@@ -125,9 +167,15 @@ def test_a_temporary_local_ray_offers_the_declared_gpus_and_refuses_what_no_node
 def faulty_ray(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """A local Ray (2 CPUs, 2 fake GPUs) whose workers run tests/ray_hooks.arm; yields its control folder."""
     control = tmp_path_factory.mktemp("faults")
-    ray.init(num_cpus=2, num_gpus=2, include_dashboard=False, runtime_env={
-        "worker_process_setup_hook": "tests.ray_hooks.arm",
-        "env_vars": {"SYNRANK_RAY_FAULTS": str(control), "PYTHONPATH": str(ROOT)}})
+    ray.init(
+        num_cpus=2,
+        num_gpus=2,
+        include_dashboard=False,
+        runtime_env={
+            "worker_process_setup_hook": "tests.ray_hooks.arm",
+            "env_vars": {"SYNRANK_RAY_FAULTS": str(control), "PYTHONPATH": str(ROOT)},
+        },
+    )
     try:
         yield control
     finally:
@@ -153,7 +201,8 @@ class TestOnOneRay:
         assert_same(world, "killed")
 
     def test_without_retries_the_flow_fails_clearly_and_a_rerun_renders_only_that_shard(
-            self, world: Path, faulty_ray: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        self, world: Path, faulty_ray: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
         from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
         import tasks.generate
@@ -181,8 +230,7 @@ class TestOnOneRay:
         assert_same(world, "no-retry")
 
 
-def test_a_gpu_node_removed_mid_shard_loses_nothing_and_the_cpu_head_runs_no_task(world: Path,
-                                                                                  tmp_path: Path) -> None:
+def test_a_gpu_node_removed_mid_shard_loses_nothing_and_the_cpu_head_runs_no_task(world: Path, tmp_path: Path) -> None:
     """ray.cluster_utils.Cluster: a CPU-only head and two 1-GPU nodes; the node of the first shard is removed
     while that shard renders."""
     from ray.cluster_utils import Cluster
@@ -193,9 +241,13 @@ def test_a_gpu_node_removed_mid_shard_loses_nothing_and_the_cpu_head_runs_no_tas
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "num_gpus": 0})
     gpu_nodes = [cluster.add_node(num_cpus=1, num_gpus=1) for _ in range(2)]
     head_id, gpu_ids = cluster.head_node.node_id, {n.node_id for n in gpu_nodes}
-    ray.init(address=cluster.address, runtime_env={"worker_process_setup_hook": "tests.ray_hooks.arm",
-                                                   "env_vars": {"SYNRANK_RAY_FAULTS": str(control),
-                                                                "PYTHONPATH": str(ROOT)}})
+    ray.init(
+        address=cluster.address,
+        runtime_env={
+            "worker_process_setup_hook": "tests.ray_hooks.arm",
+            "env_vars": {"SYNRANK_RAY_FAULTS": str(control), "PYTHONPATH": str(ROOT)},
+        },
+    )
     removed: list[str] = []
 
     def remove_the_stalled_node() -> None:

@@ -16,10 +16,10 @@ import sys
 import time
 from pathlib import Path
 
-import mlflow
 import pytest
 import yaml
 
+import mlflow
 from synrank.config import ROOT, STAGE_OUTPUT, STAGES
 from synrank.fingerprint import tree_files
 from tests.test_pipeline import tiny_config
@@ -31,8 +31,12 @@ def _env() -> dict[str, str]:
     from prefect.settings import get_current_settings
 
     # The test session's Prefect server; one torch thread so that every run computes alike.
-    return {**os.environ, "PREFECT_API_URL": str(get_current_settings().api.url), "PYTHONPATH": str(ROOT),
-            "OMP_NUM_THREADS": "1"}
+    return {
+        **os.environ,
+        "PREFECT_API_URL": str(get_current_settings().api.url),
+        "PYTHONPATH": str(ROOT),
+        "OMP_NUM_THREADS": "1",
+    }
 
 
 @pytest.fixture(scope="module")
@@ -77,8 +81,14 @@ def straight(world: tuple[Path, dict]) -> Path:
     """An uninterrupted run; while it runs, a second pipeline on the same outputs is refused."""
     params = _params(world, "straight")
     lock = world[0] / "straight" / "prompts" / ".synrank.lock"
-    first = subprocess.Popen([sys.executable, "-m", "synrank", "pipeline", "--params", str(params)], cwd=ROOT,
-                             env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = subprocess.Popen(
+        [sys.executable, "-m", "synrank", "pipeline", "--params", str(params)],
+        cwd=ROOT,
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.time() + 300
     while not (lock.exists() and '"running"' in lock.read_text()) and time.time() < deadline:
         assert first.poll() is None, first.communicate()
@@ -96,10 +106,12 @@ def straight(world: tuple[Path, dict]) -> Path:
 def test_killed_in_every_stage_and_resumed_equals_uninterrupted(world: tuple[Path, dict], straight: Path) -> None:
     params = _params(world, "resumed")
     resumed = world[0] / "resumed"
-    kills = [("tasks.generate:write_shard", 2),    # generate: after the 2nd shard's tar, before its piece
-             ("tasks.score:write_scores", 2),      # score: after the 2nd (reward, shard) cache file
-             ("models.trainer:save_checkpoint", 1),  # train: after the step-1 checkpoint
-             ("tasks.generate:write_shard", 1)]    # evaluate: generate is up to date, so its 1st eval shard
+    kills = [
+        ("tasks.generate:write_shard", 2),  # generate: after the 2nd shard's tar, before its piece
+        ("tasks.score:write_scores", 2),  # score: after the 2nd (reward, shard) cache file
+        ("models.trainer:save_checkpoint", 1),  # train: after the step-1 checkpoint
+        ("tasks.generate:write_shard", 1),
+    ]  # evaluate: generate is up to date, so its 1st eval shard
     for kill in kills:
         res = _pipeline(params, kill=kill)
         assert res.returncode == -signal.SIGKILL, (kill, res.stderr[-3000:])
@@ -117,8 +129,11 @@ def test_killed_in_every_stage_and_resumed_equals_uninterrupted(world: tuple[Pat
     from prefect.client.orchestration import get_client
 
     with get_client(sync_client=True) as pc:  # the flow runs of this test's runs (their paths are params)
-        states = [r.state.type.value for r in pc.read_flow_runs(limit=200)
-                  if str(resumed) in json.dumps(r.parameters, default=str)]
+        states = [
+            r.state.type.value
+            for r in pc.read_flow_runs(limit=200)
+            if str(resumed) in json.dumps(r.parameters, default=str)
+        ]
     assert "RUNNING" not in states and states.count("CRASHED") >= 2 * len(kills)
 
 

@@ -15,8 +15,15 @@ from PIL import Image
 
 from models.rewards import REWARDS, load_reward
 from models.rewards.preprocess import OPENAI_MEAN, OPENAI_STD, ClipPreprocess, from_open_clip
-from models.rewards.tiny import (HPS_ARCH, IR_WORDS, aesthetic_layers, build_aesthetic, build_hps,
-                                 build_imagereward, build_pickscore)
+from models.rewards.tiny import (
+    HPS_ARCH,
+    IR_WORDS,
+    aesthetic_layers,
+    build_aesthetic,
+    build_hps,
+    build_imagereward,
+    build_pickscore,
+)
 from synrank.config import RewardSpec
 
 PROMPTS = ["a red cube on a table", "a photo of a cat", "a red cube on a table", "two blue spheres"]
@@ -43,11 +50,13 @@ def test_all_kinds_registered() -> None:
     from synrank.registry import import_all
 
     import_all("models.rewards")
-    assert {"clipscore", "hpsv2", "hpsv2.1", "pickscore", "aesthetic", "imagereward", "mps",
-            "vqascore"} <= set(REWARDS.names())
+    assert {"clipscore", "hpsv2", "hpsv2.1", "pickscore", "aesthetic", "imagereward", "mps", "vqascore"} <= set(
+        REWARDS.names()
+    )
 
 
 # -- shared preprocessing ----------------------------------------------------------------------
+
 
 def test_crop_pipeline_equals_open_clip_transform(tmp_path: Path) -> None:
     import open_clip
@@ -62,7 +71,7 @@ def test_crop_pipeline_equals_open_clip_transform(tmp_path: Path) -> None:
 
 def test_pad_pipeline_centres_the_whole_image() -> None:
     pre = ClipPreprocess(size=28, fit="pad")
-    wide = pre.fit_image(Image.new("RGB", (60, 20), (200, 100, 50)))   # -> 28 x round(9.33) = 9 rows
+    wide = pre.fit_image(Image.new("RGB", (60, 20), (200, 100, 50)))  # -> 28 x round(9.33) = 9 rows
     rows = np.asarray(wide)[:, 14, 0]
     assert (rows[:9] == 0).all() and (rows[9:18] == 200).all() and (rows[18:] == 0).all()  # 19 = 9 + 10
     tall = np.asarray(pre.fit_image(Image.new("RGB", (10, 40), (255, 255, 255))))[14, :, 1]
@@ -75,11 +84,14 @@ def test_pad_pipeline_centres_the_whole_image() -> None:
 
 # -- HPS v2 / v2.1 -------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def hps_specs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, RewardSpec]:
     root = tmp_path_factory.mktemp("hps")
-    return {"hpsv2.1": build_hps(root, "hpsv2.1", wrapped=True),    # the released {'state_dict': ...}
-            "hpsv2": build_hps(root, "hpsv2", wrapped=False)}       # a bare state_dict, same weights
+    return {
+        "hpsv2.1": build_hps(root, "hpsv2.1", wrapped=True),  # the released {'state_dict': ...}
+        "hpsv2": build_hps(root, "hpsv2", wrapped=False),
+    }  # a bare state_dict, same weights
 
 
 @pytest.mark.parametrize("kind", ["hpsv2.1", "hpsv2"])
@@ -88,7 +100,7 @@ def test_hps_loads_checkpoint_and_scores_plain_cosine(hps_specs, kind: str) -> N
 
     reward = load_reward(hps_specs[kind])
     torch.manual_seed(1)
-    for key, value in open_clip.CLIP(**HPS_ARCH).state_dict().items():   # the weights build_hps saved
+    for key, value in open_clip.CLIP(**HPS_ARCH).state_dict().items():  # the weights build_hps saved
         assert torch.equal(reward.model.state_dict()[key], value), key
     assert reward.preprocess.fit == "pad" and reward.preprocess.size == 28
     scores = reward.score(images(), PROMPTS)
@@ -97,7 +109,7 @@ def test_hps_loads_checkpoint_and_scores_plain_cosine(hps_specs, kind: str) -> N
         img = reward.model.encode_image(reward.preprocess(images()))
         txt = reward.model.encode_text(reward.tokenizer(PROMPTS))
     cos = torch.nn.functional.cosine_similarity(img, txt).numpy()
-    np.testing.assert_allclose(scores, cos, rtol=1e-5, atol=1e-6)     # no logit scale, no x100
+    np.testing.assert_allclose(scores, cos, rtol=1e-5, atol=1e-6)  # no logit scale, no x100
     one_by_one = np.concatenate([reward.score([im], [p]) for im, p in zip(images(), PROMPTS)])
     np.testing.assert_allclose(scores, one_by_one, rtol=1e-5, atol=1e-6)
 
@@ -111,6 +123,7 @@ def test_hps_wrong_architecture_names_the_real_one(hps_specs, tmp_path: Path) ->
 
 
 # -- PickScore ----------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def pickscore(tmp_path_factory: pytest.TempPathFactory):
@@ -126,8 +139,9 @@ def test_pickscore_is_logit_scale_times_cosine(pickscore) -> None:
     check_scores(scores, 4)
     with torch.no_grad():
         img = reward.model.get_image_features(pixel_values=reward.preprocess(images())).pooler_output
-        txt = reward.model.get_text_features(**processor.tokenizer(PROMPTS, padding=True,
-                                                                   return_tensors="pt")).pooler_output
+        txt = reward.model.get_text_features(
+            **processor.tokenizer(PROMPTS, padding=True, return_tensors="pt")
+        ).pooler_output
     expected = 100.0 * torch.nn.functional.cosine_similarity(img, txt).numpy()
     np.testing.assert_allclose(scores, expected, rtol=1e-4, atol=1e-4)
 
@@ -138,13 +152,14 @@ def test_pickscore_pixels_match_the_clip_image_processor(pickscore) -> None:
     theirs = processor(images=images(), return_tensors="pt")["pixel_values"]
     assert ours.shape == theirs.shape
     diff = (ours - theirs).abs()
-    assert diff.mean() < 1e-3 and diff.max() < 0.05   # at most one uint8 level of resampling round-off
+    assert diff.mean() < 1e-3 and diff.max() < 0.05  # at most one uint8 level of resampling round-off
 
 
 # -- LAION aesthetic predictor ------------------------------------------------------------------
 
+
 def test_aesthetic_equals_manual_mlp_on_normalized_embedding(tmp_path: Path) -> None:
-    spec = build_aesthetic(tmp_path)                              # CLIP embed_dim 32
+    spec = build_aesthetic(tmp_path)  # CLIP embed_dim 32
     state = torch.load(spec.pretrained, weights_only=True)
     assert sorted(state) == sorted(f"layers.{i}.{p}" for i in (0, 2, 4, 6, 7) for p in ("weight", "bias"))
     reward = load_reward(spec)
@@ -152,7 +167,7 @@ def test_aesthetic_equals_manual_mlp_on_normalized_embedding(tmp_path: Path) -> 
     check_scores(scores, 4)
     with torch.no_grad():
         x = torch.nn.functional.normalize(reward.clip.encode_image(reward.preprocess(images())), dim=-1)
-        for i in (0, 2, 4, 6, 7):                                  # affine layers, no activations
+        for i in (0, 2, 4, 6, 7):  # affine layers, no activations
             x = x @ state[f"layers.{i}.weight"].T + state[f"layers.{i}.bias"]
     np.testing.assert_allclose(scores, x.squeeze(-1).numpy(), rtol=1e-5, atol=1e-6)
 
@@ -162,6 +177,7 @@ def test_aesthetic_equals_manual_mlp_on_normalized_embedding(tmp_path: Path) -> 
 
 
 # -- ImageReward --------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def imagereward(tmp_path_factory: pytest.TempPathFactory):
@@ -173,11 +189,16 @@ def test_imagereward_consumes_every_checkpoint_key(imagereward) -> None:
     from models.rewards.imagereward import remap_imagereward
 
     reward, state = imagereward
-    assert sorted(reward.skipped) == ["blip.text_encoder.embeddings.position_ids", "blip.text_proj.bias",
-                                      "blip.text_proj.weight", "blip.vision_proj.bias", "blip.vision_proj.weight"]
+    assert sorted(reward.skipped) == [
+        "blip.text_encoder.embeddings.position_ids",
+        "blip.text_proj.bias",
+        "blip.text_proj.weight",
+        "blip.vision_proj.bias",
+        "blip.vision_proj.weight",
+    ]
     mapped, _ = remap_imagereward(state)
     loaded = reward.model.state_dict()
-    assert set(mapped) == set(loaded)                          # nothing missing, nothing left over
+    assert set(mapped) == set(loaded)  # nothing missing, nothing left over
     for key, value in mapped.items():
         assert torch.equal(loaded[key], value), key
     assert reward.preprocess.size == 32 and reward.preprocess.fit == "crop"
@@ -212,6 +233,7 @@ def test_imagereward_normalization_truncation_and_padding(imagereward) -> None:
 
 # -- optional packages -----------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("kind,extra", [("mps", "Kwai-Kolors/MPS repository"), ("vqascore", "pip install t2v-metrics")])
 def test_optional_reward_names_what_to_install(kind: str, extra: str) -> None:
     from models.rewards.optional import MissingRewardPackage
@@ -237,8 +259,9 @@ def test_text_windows_count_content_tokens_against_each_encoder(pickscore, image
     assert text_window(load_reward(RewardSpec(name="det", kind="shapes-detector")), [LONG]) is None
 
 
-def test_score_stage_counts_the_prompts_each_reward_cuts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                         capsys: pytest.CaptureFixture[str]) -> None:
+def test_score_stage_counts_the_prompts_each_reward_cuts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     import pandas as pd
 
     import models.rewards
@@ -251,13 +274,17 @@ def test_score_stage_counts_the_prompts_each_reward_cuts(tmp_path: Path, monkeyp
     det = RewardSpec(name="det", kind="shapes-detector")
     manifest = pd.DataFrame({"prompt": ["a red circle", LONG, "a red circle", LONG]})
     cuts = {s.name: prompt_cuts(s, manifest, str(tmp_path / "scores")) for s in (clip, det)}
-    assert cuts == {"clip": {"max_tokens": 75, "n_prompts": 2, "n_cut": 1, "tokens_cut": 15, "longest": 90},
-                    "det": {"max_tokens": None, "n_prompts": 2, "n_cut": 0, "tokens_cut": 0, "longest": 0}}
+    assert cuts == {
+        "clip": {"max_tokens": 75, "n_prompts": 2, "n_cut": 1, "tokens_cut": 15, "longest": 90},
+        "det": {"max_tokens": None, "n_prompts": 2, "n_cut": 0, "tokens_cut": 0, "longest": 0},
+    }
     monkeypatch.setattr(models.rewards, "load_reward", lambda *a, **k: pytest.fail("the count is cached"))
     assert prompt_cuts(clip, manifest, str(tmp_path / "scores")) == cuts["clip"]
     st = Stage("score", tmp_path, "fp", up_to_date=False)
     report_cuts(st, cuts)
     assert st.report["prompt_cuts"] == cuts
     assert (st.metrics["cut_prompts_clip"], st.metrics["cut_tokens_clip"], st.metrics["cut_prompts_det"]) == (1, 15, 0)
-    assert capsys.readouterr().out == ("prompts cut by the rewards' text encoders (scored without their end): "
-                                       "clip: 1 of 2 over 75 tokens, 15 tokens cut\n")
+    assert capsys.readouterr().out == (
+        "prompts cut by the rewards' text encoders (scored without their end): "
+        "clip: 1 of 2 over 75 tokens, 15 tokens cut\n"
+    )

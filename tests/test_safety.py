@@ -39,13 +39,22 @@ def images() -> list[Image.Image]:
 
 
 def test_pickle_weight_files_lists_only_the_pickles_a_loader_could_read(tmp_path: Path) -> None:
-    for name in ("unet/w.bin", "unet/w.safetensors", "vae/w.bin", "model.ckpt", "scheduler/config.json", "x.pt",
-                 "cache/groups.pt", "checkpoints/optimizer.bin"):  # no loader reads the last two
+    for name in (
+        "unet/w.bin",
+        "unet/w.safetensors",
+        "vae/w.bin",
+        "model.ckpt",
+        "scheduler/config.json",
+        "x.pt",
+        "cache/groups.pt",
+        "checkpoints/optimizer.bin",
+    ):  # no loader reads the last two
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_bytes(b"")
     assert pickle_weight_files(tmp_path) == [tmp_path / "model.ckpt", tmp_path / "x.pt"]  # not a pipeline
-    (tmp_path / "model_index.json").write_text('{"_class_name": "P", "unet": ["diffusers", "U"], '
-                                               '"vae": ["diffusers", "V"], "scheduler": ["diffusers", "S"]}')
+    (tmp_path / "model_index.json").write_text(
+        '{"_class_name": "P", "unet": ["diffusers", "U"], "vae": ["diffusers", "V"], "scheduler": ["diffusers", "S"]}'
+    )
     assert pickle_weight_files(tmp_path) == [tmp_path / "model.ckpt", tmp_path / "x.pt", tmp_path / "vae" / "w.bin"]
     assert pickle_weight_files(tmp_path / "x.pt") == [tmp_path / "x.pt"]
     assert pickle_weight_files(tmp_path / "unet" / "w.safetensors") == []
@@ -53,6 +62,7 @@ def test_pickle_weight_files_lists_only_the_pickles_a_loader_could_read(tmp_path
 
 
 # -- generators ------------------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def tiny_sd(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
@@ -66,8 +76,11 @@ def tiny_sd(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 def test_a_generator_with_pickled_weights_is_refused_unless_allowed(tiny_sd: tuple[Path, Path]) -> None:
     safe, pickled = tiny_sd
     spec = GeneratorSpec(name="tiny", path=str(pickled), steps=2, height=32, width=32)
-    with pytest.raises(PickleWeightsError, match=r"generator 'tiny': '.*text_encoder/pytorch_model\.bin' is a "
-                                                 r"pickle file.*set allow_pickle: true on this generator"):
+    with pytest.raises(
+        PickleWeightsError,
+        match=r"generator 'tiny': '.*text_encoder/pytorch_model\.bin' is a "
+        r"pickle file.*set allow_pickle: true on this generator",
+    ):
         load_generator(spec)
     allowed = load_generator(spec.model_copy(update={"allow_pickle": True})).generate(["a red circle"], [3])
     reference = load_generator(spec.model_copy(update={"path": str(safe)})).generate(["a red circle"], [3])
@@ -96,14 +109,18 @@ def test_a_pickled_lora_is_refused_unless_allowed(tiny_sd: tuple[Path, Path], tm
 
 # -- rewards ---------------------------------------------------------------------------------------------
 
+
 def test_an_open_clip_folder_with_a_pickled_checkpoint_is_refused_unless_allowed(tmp_path: Path) -> None:
     import open_clip.factory
 
     reader = open_clip.factory.load_state_dict
     folder = pickle_weights(build_tiny_clip(tmp_path / "clip"))
     spec = RewardSpec(name="clip", kind="clipscore", arch=f"local-dir:{folder}")
-    with pytest.raises(PickleWeightsError, match=r"reward 'clip': '.*open_clip_pytorch_model\.bin' is a pickle file"
-                                                 r".*allow_pickle: true on this reward"):
+    with pytest.raises(
+        PickleWeightsError,
+        match=r"reward 'clip': '.*open_clip_pytorch_model\.bin' is a pickle file"
+        r".*allow_pickle: true on this reward",
+    ):
         load_reward(spec)
     assert open_clip.factory.load_state_dict is reader  # the guard is lifted again
     scores = load_reward(spec.model_copy(update={"allow_pickle": True})).score(images(), ["a red circle"] * 2)

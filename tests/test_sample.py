@@ -9,10 +9,10 @@ import json
 from collections import Counter
 from pathlib import Path
 
-import mlflow
 import pandas as pd
 import pytest
 
+import mlflow
 from synrank import stage
 from synrank.config import ROOT, Paths, PromptSource, SampleConfig, TrackingConfig
 from synrank.prompts import detect_format, prompt_id, read_sources, split
@@ -24,18 +24,23 @@ needs_bench = pytest.mark.skipif(not BENCH.is_dir(), reason=f"benchmark prompt f
 
 # Text: good "a cat", empty, good "a dog" (padded), blank, dup "a cat", Latin-1 line, good with CRLF, dup.
 TEXT = b"a cat\n\n  a dog  \n   \na cat\ncaf\xe9\nthe caf\xc3\xa9\r\na dog\n"
-JSONL = b"\n".join([
-    b'{"prompt": "a red car", "category": "vehicles", "id": 7}',  # good, category from its field
-    b"",  # empty
-    b'{"prompt": "a cat"}',  # duplicate of the text file's first prompt
-    b'{"prompt": "a bird"',  # malformed: cut-off JSON
-    b'{"text": "no prompt field"}',  # malformed: no prompt
-    b"[1, 2]",  # malformed: not an object
-    b'{"prompt": "   "}',  # empty prompt
-    b'{"prompt": "caf\xe9"}',  # bad UTF-8
-    b'{"prompt": " a blue boat "}',  # good, stripped
-    b'{"prompt": 5}',  # malformed: prompt not a string
-]) + b"\n"
+JSONL = (
+    b"\n".join(
+        [
+            b'{"prompt": "a red car", "category": "vehicles", "id": 7}',  # good, category from its field
+            b"",  # empty
+            b'{"prompt": "a cat"}',  # duplicate of the text file's first prompt
+            b'{"prompt": "a bird"',  # malformed: cut-off JSON
+            b'{"text": "no prompt field"}',  # malformed: no prompt
+            b"[1, 2]",  # malformed: not an object
+            b'{"prompt": "   "}',  # empty prompt
+            b'{"prompt": "caf\xe9"}',  # bad UTF-8
+            b'{"prompt": " a blue boat "}',  # good, stripped
+            b'{"prompt": 5}',  # malformed: prompt not a string
+        ]
+    )
+    + b"\n"
+)
 GOOD_ORDER = ["a cat", "a dog", "the café", "a red car", "a blue boat"]
 
 
@@ -80,12 +85,37 @@ def test_messy_files_counts_and_order(messy: list[PromptSource]) -> None:
     assert [r["prompt"] for r in res.rows] == GOOD_ORDER
     per = res.report["sources"]
     text, jsonl = per[messy[0].path], per[messy[1].path]
-    assert text == {"path": messy[0].path, "format": "text", "good": 3, "empty": 2, "duplicate": 2,
-                    "bad_utf8": 1, "malformed": 0, "bad_unicode": 0, "too_long": 0, "other_category": 0}
-    assert jsonl == {"path": messy[1].path, "format": "jsonl", "good": 2, "empty": 2, "duplicate": 1,
-                     "bad_utf8": 1, "malformed": 4, "bad_unicode": 0, "too_long": 0, "other_category": 0}
+    assert text == {
+        "path": messy[0].path,
+        "format": "text",
+        "good": 3,
+        "empty": 2,
+        "duplicate": 2,
+        "bad_utf8": 1,
+        "malformed": 0,
+        "bad_unicode": 0,
+        "too_long": 0,
+        "other_category": 0,
+    }
+    assert jsonl == {
+        "path": messy[1].path,
+        "format": "jsonl",
+        "good": 2,
+        "empty": 2,
+        "duplicate": 1,
+        "bad_utf8": 1,
+        "malformed": 4,
+        "bad_unicode": 0,
+        "too_long": 0,
+        "other_category": 0,
+    }
     assert {k: res.report[k] for k in ("good", "empty", "duplicate", "bad_utf8", "malformed")} == {
-        "good": 5, "empty": 4, "duplicate": 3, "bad_utf8": 2, "malformed": 4}
+        "good": 5,
+        "empty": 4,
+        "duplicate": 3,
+        "bad_utf8": 2,
+        "malformed": 4,
+    }
     car = res.rows[3]
     assert car["category"] == "vehicles" and json.loads(car["meta"]) == {"category": "vehicles", "id": 7}
     assert res.rows[0]["category"] is None and res.rows[0]["source"] == messy[0].path
@@ -115,7 +145,7 @@ def test_auto_format_detection(tmp_path: Path) -> None:
 
 
 def test_prompt_id_is_sha1_prefix() -> None:
-    assert prompt_id("a café") == hashlib.sha1("a café".encode("utf-8")).hexdigest()[:12]
+    assert prompt_id("a café") == hashlib.sha1("a café".encode()).hexdigest()[:12]
     assert len(prompt_id("x")) == 12 and prompt_id("x") == prompt_id("x") != prompt_id("y")
 
 
@@ -134,8 +164,9 @@ def test_split_sizes_and_determinism() -> None:
     assert split([], 0.2, seed=0) == []
 
 
-def test_flow_end_to_end_and_skip(tmp_path: Path, messy: list[PromptSource], monkeypatch: pytest.MonkeyPatch,
-                                  capsys: pytest.CaptureFixture[str]) -> None:
+def test_flow_end_to_end_and_skip(
+    tmp_path: Path, messy: list[PromptSource], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     from flows.sample import sample_flow
 
     # Other code in the tree may be edited while tests run; hold the code part of the fingerprint still.
@@ -157,7 +188,11 @@ def test_flow_end_to_end_and_skip(tmp_path: Path, messy: list[PromptSource], mon
     assert df["source"].tolist() == [messy[0].path] * 3 + [messy[1].path] * 2
     stamp = json.loads((out / stage.STAMP).read_text())
     assert {k: stamp["metrics"][k] for k in ("n_prompts", "n_train", "n_eval", "skipped")} == {
-        "n_prompts": 5.0, "n_train": 3.0, "n_eval": 2.0, "skipped": 13.0}
+        "n_prompts": 5.0,
+        "n_train": 3.0,
+        "n_eval": 2.0,
+        "skipped": 13.0,
+    }
     assert stamp["report"]["good"] == 5
 
     before = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in (out / stage.STAMP, out / "prompts.parquet")}
@@ -177,8 +212,17 @@ def test_flow_end_to_end_and_skip(tmp_path: Path, messy: list[PromptSource], mon
 def test_an_eval_pinned_list_may_repeat_train_prompts(tmp_path: Path) -> None:
     (tmp_path / "train.txt").write_text("a red circle\ntwo stars\na red circle\n")
     (tmp_path / "eval.txt").write_text("two stars\na blue ring\ntwo stars\n")
-    res = read_sources([PromptSource(path=str(tmp_path / "train.txt"), split="train"),
-                        PromptSource(path=str(tmp_path / "eval.txt"), split="eval")], root=tmp_path)
+    res = read_sources(
+        [
+            PromptSource(path=str(tmp_path / "train.txt"), split="train"),
+            PromptSource(path=str(tmp_path / "eval.txt"), split="eval"),
+        ],
+        root=tmp_path,
+    )
     assert [(r["prompt"], r["split"]) for r in res.rows] == [
-        ("a red circle", "train"), ("two stars", "train"), ("two stars", "eval"), ("a blue ring", "eval")]
+        ("a red circle", "train"),
+        ("two stars", "train"),
+        ("two stars", "eval"),
+        ("a blue ring", "eval"),
+    ]
     assert res.report["duplicate"] == 2 and res.report["also_in_train"] == 1

@@ -24,18 +24,25 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import mlflow
 import pandas as pd
 import pytest
 
+import mlflow
 from synrank import tracking
 from synrank.config import ROOT, PromptSource, SampleConfig, TrackingConfig, dump_params, load_config
 
-
 SCRIPT = ROOT / "scripts" / "services.sh"
 needs_tools = pytest.mark.skipif(not (shutil.which("setsid") and shutil.which("curl")), reason="needs setsid and curl")
-PROMPTS = ["a red circle", "a blue square", "a green triangle", "two red circles", "a big blue circle",
-           "a small green square", "three triangles", "a yellow star"]
+PROMPTS = [
+    "a red circle",
+    "a blue square",
+    "a green triangle",
+    "two red circles",
+    "a big blue circle",
+    "a small green square",
+    "three triangles",
+    "a yellow star",
+]
 RUN_TIMEOUT = 120
 
 
@@ -49,8 +56,18 @@ def test_prefect_yaml_deploys_every_flow_from_the_repo_root() -> None:
     from synrank.deploy import code_directory, read_spec
 
     specs = {d["name"]: d for d in read_spec()}
-    assert set(specs) == {"sample", "generate", "score", "rank", "train", "evaluate", "export", "pipeline", "online",
-                          "study"}
+    assert set(specs) == {
+        "sample",
+        "generate",
+        "score",
+        "rank",
+        "train",
+        "evaluate",
+        "export",
+        "pipeline",
+        "online",
+        "study",
+    }
     assert {n for n, d in specs.items() if d["work_pool"]["name"] == "gpu"} == {"train", "online", "study"}
     assert {d["work_pool"]["name"] for d in specs.values()} == {"cpu", "gpu"}
     for name, d in specs.items():
@@ -72,10 +89,12 @@ def test_deployment_defaults_are_the_cli_split_of_params_yaml() -> None:
         assert got == {k: v.model_dump(mode="json") for k, v in flow_parameters(name, cfg).items()}
         json.dumps(got)  # plain JSON, as the API stores it
     # The pipeline: the whole config but the sections only `synrank online` and `synrank study` read.
-    assert deployment_parameters(getattr(importlib.import_module("flows.pipeline"), "pipeline_flow"), cfg) == {
-        "cfg": cfg.model_dump(mode="json", exclude={"online", "study"})}
+    assert deployment_parameters(importlib.import_module("flows.pipeline").pipeline_flow, cfg) == {
+        "cfg": cfg.model_dump(mode="json", exclude={"online", "study"})
+    }
 
     def sample_flow(cfg: SampleConfig, seed: int) -> None: ...  # a required argument the mapping lacks
+
     with pytest.raises(DeployError, match="seed"):
         deployment_parameters(SimpleNamespace(name="sample", fn=sample_flow), cfg)
 
@@ -107,28 +126,42 @@ def kill_leftovers(run_dir: Path) -> None:
 
 
 @contextmanager
-def running_services(tmp: Path, params: Path, deploy_only: list[str], pools: str = "cpu",
-                     experiment_id: str = "") -> Iterator[Services]:
+def running_services(
+    tmp: Path, params: Path, deploy_only: list[str], pools: str = "cpu", experiment_id: str = ""
+) -> Iterator[Services]:
     """`scripts/services.sh up` on free ports with everything under tmp, deploying `deploy_only` from the
     params file; `down` (and SIGKILL of any leftover) on exit."""
     prefect_port, mlflow_port = free_port(), free_port()
-    env = {k: v for k, v in os.environ.items()
-           if k not in {"PREFECT_API_URL", "PREFECT_API_KEY", "PREFECT_PROFILE", "MLFLOW_TRACKING_URI",
-                        "SYNRANK_PARENT_RUN_ID"}}
-    env.update({
-        "SYNRANK_RUN_DIR": str(tmp / "run"),
-        "SYNRANK_PREFECT_HOME": str(tmp / "prefect_home"),
-        "SYNRANK_MLFLOW_DIR": str(tmp / "mlflow"),
-        "PREFECT_PORT": str(prefect_port),
-        "MLFLOW_PORT": str(mlflow_port),
-        "SYNRANK_POOLS": pools,
-        "SYNRANK_DEPLOY_ARGS": f"--params {params} " + " ".join(f"--only {d}" for d in deploy_only),
-        "PREFECT_WORKER_QUERY_SECONDS": "1",
-        "SYNRANK_UP_TIMEOUT": "150",
-        "SYNRANK_STOP_TIMEOUT": "10",
-    })
-    svc = Services(env, tmp / "run", f"http://127.0.0.1:{prefect_port}", f"http://127.0.0.1:{mlflow_port}",
-                   tmp / "outputs", tmp / "mlflow", experiment_id, "")
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k
+        not in {"PREFECT_API_URL", "PREFECT_API_KEY", "PREFECT_PROFILE", "MLFLOW_TRACKING_URI", "SYNRANK_PARENT_RUN_ID"}
+    }
+    env.update(
+        {
+            "SYNRANK_RUN_DIR": str(tmp / "run"),
+            "SYNRANK_PREFECT_HOME": str(tmp / "prefect_home"),
+            "SYNRANK_MLFLOW_DIR": str(tmp / "mlflow"),
+            "PREFECT_PORT": str(prefect_port),
+            "MLFLOW_PORT": str(mlflow_port),
+            "SYNRANK_POOLS": pools,
+            "SYNRANK_DEPLOY_ARGS": f"--params {params} " + " ".join(f"--only {d}" for d in deploy_only),
+            "PREFECT_WORKER_QUERY_SECONDS": "1",
+            "SYNRANK_UP_TIMEOUT": "150",
+            "SYNRANK_STOP_TIMEOUT": "10",
+        }
+    )
+    svc = Services(
+        env,
+        tmp / "run",
+        f"http://127.0.0.1:{prefect_port}",
+        f"http://127.0.0.1:{mlflow_port}",
+        tmp / "outputs",
+        tmp / "mlflow",
+        experiment_id,
+        "",
+    )
     try:
         up = script(["up"], env, timeout=240)
         assert up.returncode == 0, f"services.sh up failed:\n{up.stdout}\n{up.stderr}"
@@ -147,10 +180,10 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
     (tmp / "prompts.txt").write_text("\n".join(PROMPTS) + "\n")
     out = tmp / "outputs"
     cfg = load_config()
-    cfg.paths = cfg.paths.model_copy(update={k: str(out / k) for k in type(cfg.paths).model_fields
-                                                    if k != "data"})
-    cfg.sample = cfg.sample.model_copy(update={"sources": [PromptSource(path=str(tmp / "prompts.txt"))],
-                                               "eval_fraction": 0.25})
+    cfg.paths = cfg.paths.model_copy(update={k: str(out / k) for k in type(cfg.paths).model_fields if k != "data"})
+    cfg.sample = cfg.sample.model_copy(
+        update={"sources": [PromptSource(path=str(tmp / "prompts.txt"))], "eval_fraction": 0.25}
+    )
     cfg.tracking = TrackingConfig(experiment="services-test", tracking_uri="")  # "" = the worker's server
     params = tmp / "params.yaml"
     params.write_text(dump_params(cfg))
@@ -159,8 +192,9 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
     # file:// folder, and runs logged through the server must still work with it.
     previous_uri = mlflow.get_tracking_uri()
     try:
-        exp_id = tracking.setup(TrackingConfig(experiment="services-test",
-                                               tracking_uri=f"sqlite:///{tmp / 'mlflow' / 'mlflow.db'}"))
+        exp_id = tracking.setup(
+            TrackingConfig(experiment="services-test", tracking_uri=f"sqlite:///{tmp / 'mlflow' / 'mlflow.db'}")
+        )
     finally:
         mlflow.set_tracking_uri(previous_uri)
     with running_services(tmp, params, ["sample"], experiment_id=exp_id) as svc:
@@ -168,8 +202,9 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
 
 
 def get_json(url: str, body: dict | None = None) -> object:
-    req = urllib.request.Request(url, data=None if body is None else json.dumps(body).encode(),
-                                 headers={"Content-Type": "application/json"})
+    req = urllib.request.Request(
+        url, data=None if body is None else json.dumps(body).encode(), headers={"Content-Type": "application/json"}
+    )
     with urllib.request.urlopen(req, timeout=10) as r:
         return json.load(r)
 
@@ -206,8 +241,10 @@ def test_deployed_flow_runs_through_worker_and_logs_to_mlflow_server(services: S
     assert (table["split"] == "eval").sum() == 2
 
     # The stage's MLflow run went through the server into the sqlite-made experiment.
-    found = get_json(f"{services.mlflow_url}/api/2.0/mlflow/runs/search",
-                     {"experiment_ids": [services.experiment_id], "max_results": 10})
+    found = get_json(
+        f"{services.mlflow_url}/api/2.0/mlflow/runs/search",
+        {"experiment_ids": [services.experiment_id], "max_results": 10},
+    )
     runs = found.get("runs", [])
     assert len(runs) == 1, found
     data = runs[0]["data"]

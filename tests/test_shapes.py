@@ -11,12 +11,12 @@ import pytest
 from models.shapes import RESERVED, TASKS, detect, make_specs, render, render_wrong, score, verify, verify_report
 from models.shapes.geometry import relation_holds
 from models.shapes.specs import (
-    make_spec,
     COLORS,
     RELATIONS,
     SHAPES,
     heldout_prompts,
     heldout_specs,
+    make_spec,
     probe_specs,
     sample_spec,
     spec_combos,
@@ -66,7 +66,12 @@ def test_verifier_exact_on_every_shape_and_color() -> None:
 
 def test_detect_reports_every_object() -> None:
     rng = np.random.default_rng(3)
-    spec = {"tag": "counting", "include": [{"class": "star", "count": 3}], "exclude": [{"class": "star", "count": 4}], "prompt": "a photo of three stars"}
+    spec = {
+        "tag": "counting",
+        "include": [{"class": "star", "count": 3}],
+        "exclude": [{"class": "star", "count": 4}],
+        "prompt": "a photo of three stars",
+    }
     dets = detect(render(spec, 32, rng))
     assert [d.cls for d in dets] == ["star"] * 3
     assert all(0 < d.cx < 32 and 0 < d.cy < 32 and d.area > 10 for d in dets)
@@ -87,7 +92,12 @@ KIND_TASKS = {
     "relation": ("position",),
     "shape": TASKS,
 }
-KIND_REASONS = {"count": {"count", "exclude"}, "color": {"color"}, "relation": {"position"}, "shape": {"count", "exclude"}}
+KIND_REASONS = {
+    "count": {"count", "exclude"},
+    "color": {"color"},
+    "relation": {"position"},
+    "shape": {"count", "exclude"},
+}
 
 
 @pytest.mark.parametrize("kind", list(KIND_TASKS))
@@ -104,11 +114,16 @@ def test_wrong_renders_fail_on_the_right_property(kind: str) -> None:
             reasons = {f["reason"] for f in report["failures"]}
             assert reasons <= KIND_REASONS[kind], (kind, spec, wrong, report["failures"])
             if kind == "shape":  # the replaced class is missing and the new one is there
-                changed = [k for k, (a, b) in enumerate(zip(spec["include"], wrong["include"])) if a["class"] != b["class"]]
+                changed = [
+                    k for k, (a, b) in enumerate(zip(spec["include"], wrong["include"])) if a["class"] != b["class"]
+                ]
                 assert len(changed) == 1
                 assert any(f.get("item") == changed[0] and f["found_class"] == 0 for f in report["failures"])
             if kind == "count":
-                assert sum(it["count"] for it in wrong["include"]) - sum(it["count"] for it in spec["include"]) in (-1, 1)
+                assert sum(it["count"] for it in wrong["include"]) - sum(it["count"] for it in spec["include"]) in (
+                    -1,
+                    1,
+                )
 
 
 def test_wrong_kind_requires_the_property() -> None:
@@ -195,9 +210,7 @@ def test_specs_follow_genevals_schema() -> None:
 
 def test_prompts_are_phrased_like_geneval() -> None:
     prompts = {s["prompt"] for s in make_specs(3000, seed=3, split="eval")}
-    for p in (
-        "a photo of a circle",
-    ):
+    for p in ("a photo of a circle",):
         assert p in prompts, p
     assert any(p.startswith("a photo of an ") for p in prompts) and any(" left of " in p for p in prompts)
     assert any(" and a " in p for p in prompts) and any(p.startswith("a photo of four ") for p in prompts)
@@ -271,10 +284,15 @@ def test_benchmark_table_shows_the_paired_difference() -> None:
     from tasks.evaluate import benchmark_table
 
     cell = {"accuracy": 0.5, "ci95": [0.4, 0.6], "n": 8}
-    report = {"benchmarks": {"geneval-shapes": {"b": {"tasks": {"colors": cell}, "overall": cell},
-                                                "t": {"tasks": {"colors": cell}, "overall": cell}}},
-              "paired": {"geneval-shapes": {"base": "b", "tuned": "t", "delta": 0.031, "ci95": [0.012, 0.05],
-                                            "n_pairs": 8}}}
+    report = {
+        "benchmarks": {
+            "geneval-shapes": {
+                "b": {"tasks": {"colors": cell}, "overall": cell},
+                "t": {"tasks": {"colors": cell}, "overall": cell},
+            }
+        },
+        "paired": {"geneval-shapes": {"base": "b", "tuned": "t", "delta": 0.031, "ci95": [0.012, 0.05], "n_pairs": 8}},
+    }
     table = benchmark_table(report)
     assert "| t | 0.500 [0.40, 0.60] | 0.500 [0.40, 0.60] |" in table
     assert "t - b, paired on the same prompts and seeds: +0.031 [+0.012, +0.050] (95% CI, 8 image pairs)" in table

@@ -9,7 +9,6 @@ pull; a third starts its own server with AWS keys in the environment. Leave them
 
 from __future__ import annotations
 
-import io
 import os
 import shutil
 import subprocess
@@ -27,8 +26,16 @@ from synrank import s3server, storage
 from synrank.shards import load_images, png_bytes, read_shard, write_shard
 
 BUCKET = "synrank-test"
-AWS_VARS = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "AWS_PROFILE", "AWS_DEFAULT_REGION", "AWS_REGION",
-            "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
+AWS_VARS = (
+    "AWS_ENDPOINT_URL_S3",
+    "AWS_ENDPOINT_URL",
+    "AWS_PROFILE",
+    "AWS_DEFAULT_REGION",
+    "AWS_REGION",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+)
 
 
 def clean_aws_env(mp: pytest.MonkeyPatch, home: Path) -> None:
@@ -41,6 +48,7 @@ def clean_aws_env(mp: pytest.MonkeyPatch, home: Path) -> None:
 
 
 # -- local ---------------------------------------------------------------------------------------------
+
 
 def test_local_write_is_atomic_and_leaves_no_temp_file(tmp_path: Path) -> None:
     storage.write_bytes("a/b/shard.tar", b"first", tmp_path)
@@ -80,16 +88,19 @@ def test_missing_local_file_error_names_the_location(tmp_path: Path) -> None:
     assert str(tmp_path / "images" / "missing.tar") in str(err.value)
 
 
-@pytest.mark.parametrize(("base", "parts", "expected"), [
-    ("outputs/images", ("shard-0000.tar",), "outputs/images/shard-0000.tar"),
-    ("outputs/images/", ("/a/", "b.tar"), "outputs/images/a/b.tar"),
-    ("/abs/dir", ("x", "", "y"), "/abs/dir/x/y"),
-    ("/", ("x",), "/x"),
-    ("", ("x", "y"), "x/y"),
-    ("s3://bucket", ("prefix", "shard.tar"), "s3://bucket/prefix/shard.tar"),
-    ("s3://bucket/prefix/", ("/shard.tar",), "s3://bucket/prefix/shard.tar"),
-    ("s3://bucket/prefix", (), "s3://bucket/prefix"),
-])
+@pytest.mark.parametrize(
+    ("base", "parts", "expected"),
+    [
+        ("outputs/images", ("shard-0000.tar",), "outputs/images/shard-0000.tar"),
+        ("outputs/images/", ("/a/", "b.tar"), "outputs/images/a/b.tar"),
+        ("/abs/dir", ("x", "", "y"), "/abs/dir/x/y"),
+        ("/", ("x",), "/x"),
+        ("", ("x", "y"), "x/y"),
+        ("s3://bucket", ("prefix", "shard.tar"), "s3://bucket/prefix/shard.tar"),
+        ("s3://bucket/prefix/", ("/shard.tar",), "s3://bucket/prefix/shard.tar"),
+        ("s3://bucket/prefix", (), "s3://bucket/prefix"),
+    ],
+)
 def test_join(base: str, parts: tuple[str, ...], expected: str) -> None:
     assert storage.join(base, *parts) == expected
 
@@ -102,6 +113,7 @@ def test_split_s3() -> None:
 
 
 # -- S3 through moto -----------------------------------------------------------------------------------
+
 
 @pytest.fixture
 def moto_s3(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
@@ -150,6 +162,7 @@ def test_s3_client_reads_the_endpoint_from_the_environment(tmp_path: Path, monke
 
 
 # -- a real S3 server: SeaweedFS -----------------------------------------------------------------------
+
 
 def _have_weed() -> bool:
     try:
@@ -200,11 +213,16 @@ def test_shards_round_trip_through_seaweedfs(seaweed: s3server.SeaweedServer, tm
 
 
 def _dvc(repo: Path, *args: str) -> str:
-    env = {**os.environ, "DVC_NO_ANALYTICS": "1", "DVC_SITE_CACHE_DIR": str(repo.parent / "dvc-site-cache"),
-           "DVC_GLOBAL_CONFIG_DIR": str(repo.parent / "dvc-global"),
-           "DVC_SYSTEM_CONFIG_DIR": str(repo.parent / "dvc-system")}
-    done = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=repo, env=env,
-                          capture_output=True, text=True, timeout=120)
+    env = {
+        **os.environ,
+        "DVC_NO_ANALYTICS": "1",
+        "DVC_SITE_CACHE_DIR": str(repo.parent / "dvc-site-cache"),
+        "DVC_GLOBAL_CONFIG_DIR": str(repo.parent / "dvc-global"),
+        "DVC_SYSTEM_CONFIG_DIR": str(repo.parent / "dvc-system"),
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "dvc", *args], cwd=repo, env=env, capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 0, f"dvc {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}"
     return done.stdout
 
@@ -246,8 +264,25 @@ def test_start_works_with_aws_keys_in_the_environment(tmp_path: Path, monkeypatc
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "synrank-test-secret")
     pidfile = tmp_path / "s3.pid"
     cli = [sys.executable, "-m", "synrank.s3server"]
-    started = subprocess.run([*cli, "start", "--dir", str(tmp_path / "s3"), "--port", "0", "--pidfile", str(pidfile),
-                              "--bucket", BUCKET, "--timeout", "60"], capture_output=True, text=True, timeout=120)
+    started = subprocess.run(
+        [
+            *cli,
+            "start",
+            "--dir",
+            str(tmp_path / "s3"),
+            "--port",
+            "0",
+            "--pidfile",
+            str(pidfile),
+            "--bucket",
+            BUCKET,
+            "--timeout",
+            "60",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     try:
         assert started.returncode == 0, started.stderr
         server = s3server.attach(int(pidfile.read_text()))
@@ -255,8 +290,13 @@ def test_start_works_with_aws_keys_in_the_environment(tmp_path: Path, monkeypatc
         env_client = boto3.client("s3", endpoint_url=server.endpoint_url, region_name="us-east-1")
         env_client.put_object(Bucket=BUCKET, Key="k", Body=b"signed")
         assert env_client.get_object(Bucket=BUCKET, Key="k")["Body"].read() == b"signed"
-        other = boto3.client("s3", endpoint_url=server.endpoint_url, region_name="us-east-1",
-                             aws_access_key_id="someone-else", aws_secret_access_key="wrong")
+        other = boto3.client(
+            "s3",
+            endpoint_url=server.endpoint_url,
+            region_name="us-east-1",
+            aws_access_key_id="someone-else",
+            aws_secret_access_key="wrong",
+        )
         with pytest.raises(ClientError, match="InvalidAccessKeyId"):
             other.list_objects_v2(Bucket=BUCKET)
     finally:

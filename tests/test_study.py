@@ -6,11 +6,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import mlflow
 import numpy as np
 import pandas as pd
 import pytest
 
+import mlflow
 from models.evaluation import win_outcomes, winrates
 from models.stats import seeds_and_units_bootstrap
 from synrank.config import validate
@@ -39,13 +39,18 @@ def test_seeds_and_units_bootstrap_by_hand() -> None:
 
 
 def test_win_outcomes_and_winrates_by_hand() -> None:
-    manifest = pd.DataFrame({"image_id": [f"{m}{p}{i}" for m in "bt" for p in "PQ" for i in "01"],
-                             "prompt_id": [p for _ in "bt" for p in "PQ" for _ in "01"],
-                             "index": [int(i) for _ in "bt" for _ in "PQ" for i in "01"],
-                             "model": [m for m in ("base", "tuned") for _ in range(4)]})
+    manifest = pd.DataFrame(
+        {
+            "image_id": [f"{m}{p}{i}" for m in "bt" for p in "PQ" for i in "01"],
+            "prompt_id": [p for _ in "bt" for p in "PQ" for _ in "01"],
+            "index": [int(i) for _ in "bt" for _ in "PQ" for i in "01"],
+            "model": [m for m in ("base", "tuned") for _ in range(4)],
+        }
+    )
     # Base P0 P1 Q0 Q1 = 1 2 3 4; tuned = 2 (win) 2 (tie) 1 (loss) 5 (win).
-    scores = pd.DataFrame({"image_id": manifest["image_id"], "reward": "r",
-                           "score": [1.0, 2.0, 3.0, 4.0, 2.0, 2.0, 1.0, 5.0]})
+    scores = pd.DataFrame(
+        {"image_id": manifest["image_id"], "reward": "r", "score": [1.0, 2.0, 3.0, 4.0, 2.0, 2.0, 1.0, 5.0]}
+    )
     w = win_outcomes(scores, manifest, "base", "tuned")
     assert list(w["win"]) == [1.0, 0.5, 0.0, 1.0] and list(w["delta"]) == [1.0, 0.0, -2.0, 1.0]
     r = winrates(scores, manifest, "base", "tuned")["r"]
@@ -55,8 +60,11 @@ def test_win_outcomes_and_winrates_by_hand() -> None:
     assert list(cats) == ["Arts", "Food & Beverage"]
     assert (cats["Arts"]["winrate"], cats["Food & Beverage"]["winrate"]) == (0.5, 0.75)
     assert cats["Arts"]["n"] == 1 and cats["Arts"]["n_pairs"] == 2 and cats["Arts"]["mean_delta"] == -0.5
-    md = summary_markdown({"r": {"winrate": 0.625, "ci_low": 0.5, "ci_high": 0.75, "n_pairs": 4, "mean_delta": 0.0,
-                                 "categories": cats}}, "base", "tuned")
+    md = summary_markdown(
+        {"r": {"winrate": 0.625, "ci_low": 0.5, "ci_high": 0.75, "n_pairs": 4, "mean_delta": 0.0, "categories": cats}},
+        "base",
+        "tuned",
+    )
     assert "| Arts | 1 | 0.500 [0.50, 0.50] |\n| Food & Beverage | 1 | 0.750 [0.75, 0.75] |" in md
     # MLflow refuses '&' in a metric name: the stage logs it as '_'.
     assert metric_key("winrate_r/Food & Beverage") == "winrate_r/Food _ Beverage"
@@ -64,10 +72,12 @@ def test_win_outcomes_and_winrates_by_hand() -> None:
 
 def synthetic_study() -> StudyData:
     tasks = np.array(["a"] * 20 + ["b"] * 20)
-    return StudyData(tasks=tasks, values={"base": np.zeros((1, 40)), "good": np.ones((3, 40)),
-                                          "same": np.zeros((3, 40))},
-                     wins={"good": {"r": np.ones((3, 10))}, "same": {"r": np.full((3, 10), 0.5)}},
-                     seeds={"base": [], "good": [0, 1, 2], "same": [0, 1, 2]})
+    return StudyData(
+        tasks=tasks,
+        values={"base": np.zeros((1, 40)), "good": np.ones((3, 40)), "same": np.zeros((3, 40))},
+        wins={"good": {"r": np.ones((3, 10))}, "same": {"r": np.full((3, 10), 0.5)}},
+        seeds={"base": [], "good": [0, 1, 2], "same": [0, 1, 2]},
+    )
 
 
 def test_study_table_marks_only_the_real_differences() -> None:
@@ -79,10 +89,14 @@ def test_study_table_marks_only_the_real_differences() -> None:
     lines = md.splitlines()
     assert lines[0] == ("| arm | seeds | bench overall | per seed | minus base | minus good | win-rate r |")
     assert lines[2] == "| base | - | 0.000 [0.000, 0.000] | - | - | - | - |"
-    assert lines[3] == ("| good | 0, 1, 2 | 1.000 [1.000, 1.000] | 1.000 / 1.000 / 1.000 | "
-                        "+1.000 [+1.000, +1.000]** | - | 1.000 [1.000, 1.000]** |")
-    assert lines[4] == ("| same | 0, 1, 2 | 0.000 [0.000, 0.000] | 0.000 / 0.000 / 0.000 | "
-                        "+0.000 [+0.000, +0.000] | -1.000 [-1.000, -1.000]** | 0.500 [0.500, 0.500] |")
+    assert lines[3] == (
+        "| good | 0, 1, 2 | 1.000 [1.000, 1.000] | 1.000 / 1.000 / 1.000 | "
+        "+1.000 [+1.000, +1.000]** | - | 1.000 [1.000, 1.000]** |"
+    )
+    assert lines[4] == (
+        "| same | 0, 1, 2 | 0.000 [0.000, 0.000] | 0.000 / 0.000 / 0.000 | "
+        "+0.000 [+0.000, +0.000] | -1.000 [-1.000, -1.000]** | 0.500 [0.500, 0.500] |"
+    )
     assert "| good | 1.000 | 1.000 |" in md and "table's 5 tests (p < 0.0100)" in md
 
 
@@ -90,14 +104,19 @@ def test_study_resamples_prompts_and_leaves_the_probe_out_of_the_overall() -> No
     # Task a: prompt p passes both images, q neither; the probe prompt z passes both (tuned) or neither.
     tasks, prompts = np.array(["a"] * 4 + ["novel_binding"] * 2), np.array(["p", "p", "q", "q", "z", "z"])
     tuned = np.array([[1.0, 1.0, 0.0, 0.0, 1.0, 1.0]] * 2)
-    data = StudyData(tasks=tasks, prompts=prompts, probes=["novel_binding"], seeds={"base": [], "t": [0, 1]},
-                     values={"base": np.zeros((1, 6)), "t": tuned}, wins={"t": {}})
+    data = StudyData(
+        tasks=tasks,
+        prompts=prompts,
+        probes=["novel_binding"],
+        seeds={"base": [], "t": [0, 1]},
+        values={"base": np.zeros((1, 6)), "t": tuned},
+        wins={"t": {}},
+    )
     res = study_results(data, reference="t", n_boot=400)
     t = res["arms"]["t"]
     assert t["overall"]["mean"] == 0.5 and t["per_seed"] == [0.5, 0.5]
     assert t["tasks"] == {"a": 0.5, "novel_binding": 1.0}
-    assert t["overall"] == seeds_and_units_bootstrap([tuned[:, :4]], [1.0], tasks[:4], n_boot=400,
-                                                     clusters=prompts[:4])
+    assert t["overall"] == seeds_and_units_bootstrap([tuned[:, :4]], [1.0], tasks[:4], n_boot=400, clusters=prompts[:4])
     assert t["overall"]["ci95"] == [0.0, 1.0] and t["overall"]["n_clusters"] == 2  # prompts p, q
     assert (res["n_images"], res["n_prompts"]) == (4, 2)
     md = study_markdown(res, "bench")
@@ -110,13 +129,16 @@ def _eval_dir(root: Path, base: list[float], tuned: list[float], rewards: list[f
     root.mkdir(parents=True)
     (root / "_stage.json").write_text(json.dumps({"report": {"base": "b", "tuned": "t"}}))
     units = [("p1", 0, "x"), ("p1", 1, "x"), ("p2", 0, "y"), ("p2", 1, "y")]
-    judged = pd.DataFrame([(p, i, t, v, m) for m, vals in (("t", tuned), ("b", base))
-                           for (p, i, t), v in zip(units, vals)],
-                          columns=["prompt_id", "index", "task", "value", "model"])
+    judged = pd.DataFrame(
+        [(p, i, t, v, m) for m, vals in (("t", tuned), ("b", base)) for (p, i, t), v in zip(units, vals)],
+        columns=["prompt_id", "index", "task", "value", "model"],
+    )
     judged.to_parquet(root / "judged_bench.parquet")
     (root / "images").mkdir()
-    manifest = pd.DataFrame([(f"{m}{p}{i}", p, i, m) for m in "bt" for p, i, _ in units],
-                            columns=["image_id", "prompt_id", "index", "model"])
+    manifest = pd.DataFrame(
+        [(f"{m}{p}{i}", p, i, m) for m in "bt" for p, i, _ in units],
+        columns=["image_id", "prompt_id", "index", "model"],
+    )
     manifest.to_parquet(root / "images" / "manifest.parquet")
     pd.DataFrame({"image_id": manifest["image_id"], "reward": "r", "score": rewards}).to_parquet(root / "r.parquet")
     return root
@@ -125,8 +147,10 @@ def _eval_dir(root: Path, base: list[float], tuned: list[float], rewards: list[f
 def test_load_runs_lines_up_images_and_prompts(tmp_path: Path) -> None:
     base = [0.0, 1.0, 0.0, 0.0]
     # Reward: base images score 0; tuned seed 0 wins p1 twice and ties p2, seed 1 loses everything.
-    runs = [("x", 0, _eval_dir(tmp_path / "x0", base, [1, 1, 0, 1], [0.0] * 4 + [1, 1, 0, 0])),
-            ("x", 1, _eval_dir(tmp_path / "x1", base, [0, 0, 1, 1], [0.0] * 4 + [-1.0] * 4))]
+    runs = [
+        ("x", 0, _eval_dir(tmp_path / "x0", base, [1, 1, 0, 1], [0.0] * 4 + [1, 1, 0, 0])),
+        ("x", 1, _eval_dir(tmp_path / "x1", base, [0, 0, 1, 1], [0.0] * 4 + [-1.0] * 4)),
+    ]
     data = load_runs(runs, "bench", ["r"])
     np.testing.assert_array_equal(data.tasks, ["x", "x", "y", "y"])
     np.testing.assert_array_equal(data.prompts, ["p1", "p1", "p2", "p2"])  # the bootstrap's clusters
@@ -145,10 +169,15 @@ def test_rank_with_a_reward_subset(tmp_path: Path) -> None:
     manifest = pd.DataFrame({"image_id": ["a", "b"], "prompt_id": ["P", "P"], "model": ["m1", "m2"]})
     manifest.to_parquet(tmp_path / "manifest.parquet")
     # r1 prefers a, r2 prefers b: all rewards tie them (phi .5 each); r1 alone ranks a first.
-    pd.DataFrame({"image_id": ["a", "b", "a", "b"], "reward": ["r1", "r1", "r2", "r2"],
-                  "score": [2.0, 1.0, 1.0, 2.0]}).to_parquet(tmp_path / "scores.parquet")
-    args = (str(tmp_path / "scores.parquet"), str(tmp_path / "manifest.parquet"), str(tmp_path / "out.parquet"),
-            "algorithm1")
+    pd.DataFrame(
+        {"image_id": ["a", "b", "a", "b"], "reward": ["r1", "r1", "r2", "r2"], "score": [2.0, 1.0, 1.0, 2.0]}
+    ).to_parquet(tmp_path / "scores.parquet")
+    args = (
+        str(tmp_path / "scores.parquet"),
+        str(tmp_path / "manifest.parquet"),
+        str(tmp_path / "out.parquet"),
+        "algorithm1",
+    )
     rank_images.fn(*args)
     assert list(pd.read_parquet(tmp_path / "out.parquet")["phi"]) == [0.5, 0.5]
     rank_images.fn(*args, ["r1"])
@@ -161,8 +190,13 @@ def test_rank_with_a_reward_subset(tmp_path: Path) -> None:
 def test_training_curve_keeps_the_latest_row_per_step(tmp_path: Path) -> None:
     from flows.train import write_curve
 
-    rows = [{"step": 10, "loss": 0.5}, {"step": 20, "loss": 0.4},  # then a crash and a resume from step 10
-            {"step": 20, "loss": 0.45}, {"step": 30, "loss": 0.3}, {"step": 30, "heldout_implicit_acc": 0.6}]
+    rows = [
+        {"step": 10, "loss": 0.5},
+        {"step": 20, "loss": 0.4},  # then a crash and a resume from step 10
+        {"step": 20, "loss": 0.45},
+        {"step": 30, "loss": 0.3},
+        {"step": 30, "heldout_implicit_acc": 0.6},
+    ]
     (tmp_path / "curve.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     write_curve(tmp_path / "curve.jsonl", tmp_path / "curve.csv")
     assert (tmp_path / "curve.csv").read_text() == "step,loss,heldout_implicit_acc\n10,0.5,\n20,0.45,\n30,0.3,0.6\n"
@@ -171,8 +205,12 @@ def test_training_curve_keeps_the_latest_row_per_step(tmp_path: Path) -> None:
 EVAL_PROMPTS = [
     {"prompt": "a photo of a circle", "tag": "single_object", "include": [{"class": "circle", "count": 1}]},
     {"prompt": "a photo of a star", "tag": "single_object", "include": [{"class": "star", "count": 1}]},
-    {"prompt": "a photo of two squares", "tag": "counting", "include": [{"class": "square", "count": 2}],
-     "exclude": [{"class": "square", "count": 3}]},
+    {
+        "prompt": "a photo of two squares",
+        "tag": "counting",
+        "include": [{"class": "square", "count": 2}],
+        "exclude": [{"class": "square", "count": 3}],
+    },
 ]
 
 
@@ -187,13 +225,22 @@ def test_tiny_study_end_to_end(tmp_path: Path) -> None:
     cfg = tiny_config(tmp_path)
     (tmp_path / "eval.jsonl").write_text("".join(json.dumps(p) + "\n" for p in EVAL_PROMPTS))
     data = cfg.model_dump(mode="json")
-    data["sample"]["sources"] = [{"path": str(tmp_path / "prompts.txt"), "split": "train"},
-                                 {"path": str(tmp_path / "eval.jsonl"), "split": "eval"}]
+    data["sample"]["sources"] = [
+        {"path": str(tmp_path / "prompts.txt"), "split": "train"},
+        {"path": str(tmp_path / "eval.jsonl"), "split": "eval"},
+    ]
     data["score"]["rewards"].append({"name": "detector", "kind": "shapes-detector"})
     data["train"].update({"steps": 2, "log_every": 1})
-    data["study"] = {"arms": [{"name": "base"}, {"name": "dpo-one", "objective": "dpo", "rewards": ["clip"]},
-                              {"name": "rankdpo", "objective": "rankdpo"}],
-                     "seeds": [0, 1], "reference": "rankdpo", "out": str(tmp_path / "study")}
+    data["study"] = {
+        "arms": [
+            {"name": "base"},
+            {"name": "dpo-one", "objective": "dpo", "rewards": ["clip"]},
+            {"name": "rankdpo", "objective": "rankdpo"},
+        ],
+        "seeds": [0, 1],
+        "reference": "rankdpo",
+        "out": str(tmp_path / "study"),
+    }
     cfg = validate(data)
     with pytest.MonkeyPatch.context() as mp:
         frozen = {s: synrank.stage.code_hash(s) for s in synrank.config.STAGES}
@@ -210,7 +257,12 @@ def test_tiny_study_end_to_end(tmp_path: Path) -> None:
     mlflow.set_tracking_uri(cfg.tracking.tracking_uri)
     runs = mlflow.search_runs(experiment_names=["e2e"], filter_string="tags.`synrank.stage` = 'study-run'")
     assert sorted(zip(runs["tags.method"], runs["tags.seed"])) == [
-        ("base", "-"), ("dpo-one", "0"), ("dpo-one", "1"), ("rankdpo", "0"), ("rankdpo", "1")]
+        ("base", "-"),
+        ("dpo-one", "0"),
+        ("dpo-one", "1"),
+        ("rankdpo", "0"),
+        ("rankdpo", "1"),
+    ]
     study_run = mlflow.search_runs(experiment_names=["e2e"], filter_string="tags.`synrank.stage` = 'study'")
     assert len(study_run) == 1 and set(runs["tags.mlflow.parentRunId"]) == {study_run["run_id"][0]}
 
@@ -226,14 +278,23 @@ def test_dvc_plots_render_the_stage_files(tmp_path: Path) -> None:
     from synrank.config import ROOT
     from tasks.evaluate import task_rows
 
-    report = {"benchmarks": {"g": {"m": {"tasks": {"counting": {"accuracy": 0.5, "ci95": [0.25, 0.75]}},
-                                         "overall": {"accuracy": 0.5, "ci95": [0.25, 0.75]}}}}}
+    report = {
+        "benchmarks": {
+            "g": {
+                "m": {
+                    "tasks": {"counting": {"accuracy": 0.5, "ci95": [0.25, 0.75]}},
+                    "overall": {"accuracy": 0.5, "ci95": [0.25, 0.75]},
+                }
+            }
+        }
+    }
     (tmp_path / "outputs" / "eval").mkdir(parents=True)
     (tmp_path / "outputs" / "model").mkdir(parents=True)
     task_rows(report).to_csv(tmp_path / "outputs/eval/benchmark_tasks.csv", index=False, float_format="%.6g")
     assert (tmp_path / "outputs/eval/benchmark_tasks.csv").read_text() == (
         "benchmark,model,task,label,accuracy,ci_low,ci_high\n"
-        "g,m,counting,counting | m,0.5,0.25,0.75\ng,m,overall,overall | m,0.5,0.25,0.75\n")
+        "g,m,counting,counting | m,0.5,0.25,0.75\ng,m,overall,overall | m,0.5,0.25,0.75\n"
+    )
     (tmp_path / "c.jsonl").write_text('{"step": 1, "loss": 0.7, "implicit_acc": 0.5}\n')
     write_curve(tmp_path / "c.jsonl", tmp_path / "outputs/model/train_curve.csv")
     plots = yaml.safe_load((ROOT / "dvc.yaml").read_text())["plots"]
@@ -241,8 +302,11 @@ def test_dvc_plots_render_the_stage_files(tmp_path: Path) -> None:
     dvc = [str(Path(sys.executable).parent / "dvc")]
     subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
     subprocess.run([*dvc, "init", "-q"], cwd=tmp_path, check=True)
-    shown = json.loads(subprocess.run([*dvc, "plots", "show", "--json"], cwd=tmp_path, check=True,
-                                      capture_output=True, text=True).stdout)["data"]
+    shown = json.loads(
+        subprocess.run(
+            [*dvc, "plots", "show", "--json"], cwd=tmp_path, check=True, capture_output=True, text=True
+        ).stdout
+    )["data"]
     curve = shown["training curve"][0]["content"]["data"]["values"]
     assert [(v["field"], v["dvc_inferred_y_value"]) for v in curve] == [("loss", "0.7"), ("implicit_acc", "0.5")]
     bars = shown["benchmark per task"][0]["content"]["data"]["values"]

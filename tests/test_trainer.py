@@ -12,7 +12,6 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
-
 from types import SimpleNamespace
 
 import pytest
@@ -109,6 +108,7 @@ def test_sdxl_and_sd3_train_through_the_same_loop(kind: str, tmp_path: Path) -> 
 
 # -- a run never publishes a broken result ---------------------------------------------------------------
 
+
 def _no_model_in(out: Path) -> bool:
     return not (out / "tuned.json").exists() and not list(out.glob("*.safetensors")) and not (out / "pipeline").exists()
 
@@ -116,8 +116,11 @@ def _no_model_in(out: Path) -> bool:
 def test_a_nan_loss_stops_training_before_anything_is_saved(tiny_model: str, tmp_path: Path) -> None:
     from models.trainer import NonFiniteLossError
 
-    with pytest.raises(NonFiniteLossError, match=r"^train: loss is (nan|inf|-inf) at step [2-4] \(objective rankdpo, "
-                                                 r"learning_rate 1e\+12\); no model was saved$"):
+    with pytest.raises(
+        NonFiniteLossError,
+        match=r"^train: loss is (nan|inf|-inf) at step [2-4] \(objective rankdpo, "
+        r"learning_rate 1e\+12\); no model was saved$",
+    ):
         run(tiny_model, tmp_path, steps=4, checkpoint_every=0, learning_rate=1e12)
     assert _no_model_in(tmp_path)
 
@@ -139,11 +142,12 @@ def test_a_nan_gradient_norm_stops_training(tiny_model: str, tmp_path: Path, mon
     assert _no_model_in(tmp_path)
 
 
-def test_skip_mode_skips_and_counts_nonfinite_steps(tiny_model: str, tmp_path: Path,
-                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+def test_skip_mode_skips_and_counts_nonfinite_steps(
+    tiny_model: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from models import trainer
 
-    real, calls, logged = trainer.objective_loss, [], []
+    real, calls = trainer.objective_loss, []
 
     def nan_on_second_call(*args: object, **kwargs: object) -> tuple[torch.Tensor, torch.Tensor]:
         loss, w = real(*args, **kwargs)
@@ -158,8 +162,9 @@ def test_skip_mode_skips_and_counts_nonfinite_steps(tiny_model: str, tmp_path: P
     assert all(torch.isfinite(v).all() for v in lora.values())
 
 
-def test_skip_mode_drops_the_whole_accumulation_window(tiny_model: str, tmp_path: Path,
-                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def test_skip_mode_drops_the_whole_accumulation_window(
+    tiny_model: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """grad_accum 2: a NaN on the first micro-batch of update 1 drops that update (its second micro-batch's
     gradients are not applied alone), so AdamW steps once in 2 steps and one step is counted skipped."""
     from models import trainer
@@ -180,13 +185,17 @@ def test_skip_mode_drops_the_whole_accumulation_window(tiny_model: str, tmp_path
 def test_skip_mode_still_fails_when_most_steps_are_skipped(tiny_model: str, tmp_path: Path) -> None:
     from models.trainer import NonFiniteLossError
 
-    with pytest.raises(NonFiniteLossError, match=r"train: 3 steps up to step 4 of 4 had a non-finite loss .*skipped "
-                                                 r"\(nonfinite=skip tolerates at most 50% .*no model was saved"):
+    with pytest.raises(
+        NonFiniteLossError,
+        match=r"train: 3 steps up to step 4 of 4 had a non-finite loss .*skipped "
+        r"\(nonfinite=skip tolerates at most 50% .*no model was saved",
+    ):
         run(tiny_model, tmp_path, steps=4, checkpoint_every=0, learning_rate=1e12, nonfinite="skip")
     assert _no_model_in(tmp_path)
 
 
 # -- SUDO: the negative always comes from another prompt -------------------------------------------------
+
 
 def _groups(n_groups: int, k: int = 3, same_text: tuple[int, int] | None = None) -> RankedGroups:
     """Group p holds images 3p .. 3p+k-1; latents[i] is the constant i, so a batch names its images."""
@@ -194,9 +203,14 @@ def _groups(n_groups: int, k: int = 3, same_text: tuple[int, int] | None = None)
     text = torch.randn(n_groups, 2, 4, generator=torch.Generator().manual_seed(0))
     if same_text:
         text[same_text[1]] = text[same_text[0]]
-    return RankedGroups(index=index, phi=torch.rand(n_groups, k), tau=torch.arange(1, k + 1).repeat(n_groups, 1),
-                        mask=torch.ones(n_groups, k, dtype=torch.bool), cond={"encoder_hidden_states": text},
-                        latents=torch.arange(n_groups * k, dtype=torch.float32).view(-1, 1, 1, 1))
+    return RankedGroups(
+        index=index,
+        phi=torch.rand(n_groups, k),
+        tau=torch.arange(1, k + 1).repeat(n_groups, 1),
+        mask=torch.ones(n_groups, k, dtype=torch.bool),
+        cond={"encoder_hidden_states": text},
+        latents=torch.arange(n_groups * k, dtype=torch.float32).view(-1, 1, 1, 1),
+    )
 
 
 @pytest.mark.parametrize("n", [2, 4, 6])
@@ -244,6 +258,7 @@ def test_sudo_masks_a_pair_from_one_prompt() -> None:
 
 # -- non-square images keep their aspect -----------------------------------------------------------------
 
+
 def _circle(width: int, height: int, radius: int) -> Image.Image:
     im = Image.new("RGB", (width, height), "white")
     cx, cy = width // 2, height // 2
@@ -272,8 +287,11 @@ def test_an_image_of_another_aspect_is_cropped_not_squashed() -> None:
 
 
 def test_sdxl_size_conditioning_is_height_then_width() -> None:
-    pipe = SimpleNamespace(text_encoder_2=object(), unet=object(),
-                           encode_prompt=lambda **kw: (torch.zeros(2, 3, 4), None, torch.zeros(2, 4), None))
+    pipe = SimpleNamespace(
+        text_encoder_2=object(),
+        unet=object(),
+        encode_prompt=lambda **kw: (torch.zeros(2, 3, 4), None, torch.zeros(2, 4), None),
+    )
     ids = encode_prompts(pipe, ["a", "b"], "cpu", (32, 48))["time_ids"]
     assert ids.tolist() == [[32, 48, 0, 0, 32, 48]] * 2
     assert encode_prompts(pipe, ["a"], "cpu", 64)["time_ids"].tolist() == [[64, 64, 0, 0, 64, 64]]

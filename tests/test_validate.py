@@ -17,8 +17,7 @@ import torch
 
 import synrank.cli
 from synrank.config import Config, ConfigError, load_config, validate
-from synrank.validate import load_checked_config
-from synrank.validate import validate_config
+from synrank.validate import load_checked_config, validate_config
 
 OBJECTIVES = "dpo, gpo, gpo-phi, rankdpo, rwr, sft, sudo"
 GENERATORS = "shapes-sd-xs, shapes-sd-s, shapes-sd-m, shapes-sd-l"
@@ -31,34 +30,74 @@ BAD = [
     ("train", ["train.objective=rankdop"], "train.objective", "'rankdop'", OBJECTIVES),
     ("online", ["online.objective=gpoo"], "online.objective", "'gpoo'", OBJECTIVES),
     ("study", ["study.arms.1.objective=sftt"], "study.arms.1.objective", "'sftt'", OBJECTIVES),
-    ("generate", ["generate.generators.2.backend=sd5"], "generate.generators.2.backend", "'sd5'",
-     "diffusers, pixart-sigma, sd15, sd3, sdxl, stable-cascade"),
+    (
+        "generate",
+        ["generate.generators.2.backend=sd5"],
+        "generate.generators.2.backend",
+        "'sd5'",
+        "diffusers, pixart-sigma, sd15, sd3, sdxl, stable-cascade",
+    ),
     ("score", ["score.rewards.0.kind=clip"], "score.rewards.0.kind", "'clip'", "aesthetic, clipscore, hpsv2"),
-    ("evaluate", ["evaluate.benchmarks=[geneval-shapes, parti]"], "evaluate.benchmarks.1", "'parti'",
-     "geneval, geneval-shapes, t2i-compbench"),
-    ("study", ["study.benchmark=t2i-bench"], "study.benchmark", "'t2i-bench'", "geneval, geneval-shapes, t2i-compbench"),
+    (
+        "evaluate",
+        ["evaluate.benchmarks=[geneval-shapes, parti]"],
+        "evaluate.benchmarks.1",
+        "'parti'",
+        "geneval, geneval-shapes, t2i-compbench",
+    ),
+    (
+        "study",
+        ["study.benchmark=t2i-bench"],
+        "study.benchmark",
+        "'t2i-bench'",
+        "geneval, geneval-shapes, t2i-compbench",
+    ),
     # No hub: GenEval's and T2I-CompBench's scorer weights are absent here, and validation names them.
-    ("evaluate", ["evaluate.benchmarks=[geneval-shapes, geneval]"], "evaluate.benchmarks.1", "'geneval'",
-     "GenEval detector (OWLv2) 'google/owlv2-base-patch16-ensemble' (set SYNRANK_GENEVAL_OWLV2"),
-    ("study", ["study.benchmark=t2i-compbench"], "study.benchmark", "'t2i-compbench'",
-     "T2I-CompBench BLIP-VQA 'Salesforce/blip-vqa-base' (set SYNRANK_T2I_BLIP"),
+    (
+        "evaluate",
+        ["evaluate.benchmarks=[geneval-shapes, geneval]"],
+        "evaluate.benchmarks.1",
+        "'geneval'",
+        "GenEval detector (OWLv2) 'google/owlv2-base-patch16-ensemble' (set SYNRANK_GENEVAL_OWLV2",
+    ),
+    (
+        "study",
+        ["study.benchmark=t2i-compbench"],
+        "study.benchmark",
+        "'t2i-compbench'",
+        "T2I-CompBench BLIP-VQA 'Salesforce/blip-vqa-base' (set SYNRANK_T2I_BLIP",
+    ),
     ("online", ["evaluate.benchmarks=[]"], "evaluate.benchmarks", "[]", "geneval, geneval-shapes, t2i-compbench"),
     ("train", ["train.base=nope"], "train.base", "'nope'", GENERATORS),
     ("generate", ["generate.generators=[]"], "generate.generators", "[]", "`synrank generate` needs at least one"),
     ("online", ["train.base=nope"], "train.base", "'nope'", GENERATORS),  # was a bare StopIteration
     ("rank", ["rank.rewards=[clip-p4, hps]"], "rank.rewards.1", "'hps'", REWARDS),
     ("study", ["study.arms.2.rewards=[clip-p9]"], "study.arms.2.rewards.0", "'clip-p9'", REWARDS),
-    ("study", ["study.reference=rank-dpo"], "study.reference", "'rank-dpo'",
-     "base, sft, dpo-1reward, dpo, rankdpo, gpo, sudo"),
+    (
+        "study",
+        ["study.reference=rank-dpo"],
+        "study.reference",
+        "'rank-dpo'",
+        "base, sft, dpo-1reward, dpo, rankdpo, gpo, sudo",
+    ),
     ("study", ["study.arms.1.objective="], "study.arms", "exactly one arm must be the untrained base", "base, sft"),
-    ("generate", ["generate.generators.3.name=shapes-sd-s"], "generate.generators.3.name", "'shapes-sd-s'",
-     "unique"),
+    ("generate", ["generate.generators.3.name=shapes-sd-s"], "generate.generators.3.name", "'shapes-sd-s'", "unique"),
     ("score", ["score.rewards.3.name=clip-p8"], "score.rewards.3.name", "'clip-p8'", "unique"),
     ("study", ["study.arms.3.name=sft"], "study.arms.3.name", "'sft'", "unique"),
-    ("train", [ONE_GENERATOR, ONE_IMAGE, "train.base=a"], "train.objective", "'rankdpo'",
-     "K = 1 generator(s) x 1 image"),
-    ("study", [ONE_GENERATOR, ONE_IMAGE, "train.base=a", "train.objective=sft"], "study.arms.2.objective", "'dpo'",
-     "allowed: rwr, sft, sudo"),
+    (
+        "train",
+        [ONE_GENERATOR, ONE_IMAGE, "train.base=a"],
+        "train.objective",
+        "'rankdpo'",
+        "K = 1 generator(s) x 1 image",
+    ),
+    (
+        "study",
+        [ONE_GENERATOR, ONE_IMAGE, "train.base=a", "train.objective=sft"],
+        "study.arms.2.objective",
+        "'dpo'",
+        "allowed: rwr, sft, sudo",
+    ),
 ]
 
 
@@ -73,18 +112,32 @@ def no_run(monkeypatch: pytest.MonkeyPatch) -> None:
         raise AssertionError("reached a flow run or a model load")
 
     monkeypatch.setattr(synrank.cli, "_run", forbidden)
-    for module, name in ((models.generators, "load_generator"), (models.rewards, "load_reward"),
-                         (models.benchmarks, "load_benchmark")):
+    for module, name in (
+        (models.generators, "load_generator"),
+        (models.rewards, "load_reward"),
+        (models.benchmarks, "load_benchmark"),
+    ):
         monkeypatch.setattr(module, name, forbidden)
 
 
 @pytest.mark.parametrize("stage, overrides, key, value, allowed", BAD)
-def test_cli_refuses_bad_values_before_any_work(stage: str, overrides: list[str], key: str, value: str, allowed: str,
-                                                tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                                                no_run: None) -> None:
+def test_cli_refuses_bad_values_before_any_work(
+    stage: str,
+    overrides: list[str],
+    key: str,
+    value: str,
+    allowed: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    no_run: None,
+) -> None:
     outs = ["prompts", "images", "scores", "rankings", "model", "eval", "metrics"]
-    args = [stage, *(a for k in outs for a in ("--set", f"paths.{k}={tmp_path / k}")),
-            "--set", f"study.out={tmp_path / 'study'}"]
+    args = [
+        stage,
+        *(a for k in outs for a in ("--set", f"paths.{k}={tmp_path / k}")),
+        "--set",
+        f"study.out={tmp_path / 'study'}",
+    ]
     for o in overrides:
         args += ["--set", o]
     modules, environ, t0 = set(sys.modules), dict(os.environ), time.monotonic()
@@ -107,19 +160,26 @@ def _data(*edits: tuple[str, str, object]) -> dict:
     return data
 
 
-@pytest.mark.parametrize("module, edit, key", [
-    ("flows.pipeline", ("train", "objective", "rankdop"), "train.objective"),
-    ("flows.online", ("train", "base", "nope"), "train.base"),
-    ("flows.study", ("study", "reference", "nope"), "study.reference"),
-])
-def test_flows_refuse_a_bad_config_before_any_compute(module: str, edit: tuple[str, str, str], key: str,
-                                                      tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "module, edit, key",
+    [
+        ("flows.pipeline", ("train", "objective", "rankdop"), "train.objective"),
+        ("flows.online", ("train", "base", "nope"), "train.base"),
+        ("flows.study", ("study", "reference", "nope"), "study.reference"),
+    ],
+)
+def test_flows_refuse_a_bad_config_before_any_compute(
+    module: str, edit: tuple[str, str, str], key: str, tmp_path: Path
+) -> None:
     """What a Prefect-triggered run gets: the flow body's first line refuses it (the config passed
     pydantic, so only validate_config can catch it); nothing is written."""
     import importlib
 
-    data = _data(edit, ("paths", "data", str(tmp_path / "data")),
-                 *(("paths", k, str(tmp_path / k)) for k in ("prompts", "images", "model", "metrics")))
+    data = _data(
+        edit,
+        ("paths", "data", str(tmp_path / "data")),
+        *(("paths", k, str(tmp_path / k)) for k in ("prompts", "images", "model", "metrics")),
+    )
     data["study"]["out"] = str(tmp_path / "study")
     data["tracking"]["tracking_uri"] = f"sqlite:///{tmp_path}/mlflow.db"
     cfg = validate(data)
@@ -132,11 +192,19 @@ def test_flows_refuse_a_bad_config_before_any_compute(module: str, edit: tuple[s
 
 def test_the_committed_params_and_their_variants_pass() -> None:
     validate_config(load_config())
-    for overrides in (["train.base="], ["train.objective=rwr", "rank.method=zscore"],
-                      [ONE_GENERATOR, ONE_IMAGE, "train.base=a", "train.objective=sft",
-                       "study.arms=[{name: base}, {name: sft, objective: sft}, {name: sudo, objective: sudo}]",
-                       "study.reference=sft"],
-                      [ONE_GENERATOR, "train.base=a", "generate.images_per_prompt=2"]):
+    for overrides in (
+        ["train.base="],
+        ["train.objective=rwr", "rank.method=zscore"],
+        [
+            ONE_GENERATOR,
+            ONE_IMAGE,
+            "train.base=a",
+            "train.objective=sft",
+            "study.arms=[{name: base}, {name: sft, objective: sft}, {name: sudo, objective: sudo}]",
+            "study.reference=sft",
+        ],
+        [ONE_GENERATOR, "train.base=a", "generate.images_per_prompt=2"],
+    ):
         assert isinstance(load_checked_config(overrides=overrides), Config)
 
 
@@ -192,13 +260,22 @@ def test_study_and_online_sections_are_checked_only_for_their_commands() -> None
 
 
 def test_a_stage_run_before_its_inputs_exist_says_which_command_makes_them(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str], no_run: None) -> None:
-    args = ["train", *(a for k in ("prompts", "images", "scores", "rankings", "model", "eval", "metrics")
-                       for a in ("--set", f"paths.{k}={tmp_path / k}"))]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], no_run: None
+) -> None:
+    args = [
+        "train",
+        *(
+            a
+            for k in ("prompts", "images", "scores", "rankings", "model", "eval", "metrics")
+            for a in ("--set", f"paths.{k}={tmp_path / k}")
+        ),
+    ]
     assert synrank.cli.main(args) == 2
     err = capsys.readouterr().err
-    assert err == f"synrank: '{tmp_path / 'rankings' / 'rankings.parquet'}' does not exist: run `synrank rank` " \
-                  "(or `synrank pipeline`) first\n"
+    assert (
+        err == f"synrank: '{tmp_path / 'rankings' / 'rankings.parquet'}' does not exist: run `synrank rank` "
+        "(or `synrank pipeline`) first\n"
+    )
     assert list(tmp_path.iterdir()) == []
 
 
@@ -208,8 +285,11 @@ def test_engine_ray_without_the_extra_is_refused_for_the_commands_that_run_it(mo
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "prefect_ray" else real(name, *a))
     for command, key in (("generate", "generate.engine"), ("pipeline", "generate.engine"), ("score", "score.engine")):
-        with pytest.raises(ConfigError, match=rf"^bad value for '{key}': 'ray' needs the ray extra, which is not "
-                                              r"installed here: `python3 -m uv sync --frozen --inexact --extra ray`"):
+        with pytest.raises(
+            ConfigError,
+            match=rf"^bad value for '{key}': 'ray' needs the ray extra, which is not "
+            r"installed here: `python3 -m uv sync --frozen --inexact --extra ray`",
+        ):
             load_checked_config(overrides=[f"{key}=ray"], command=command)
     load_checked_config(overrides=["score.engine=ray"], command="rank")  # rank never scores
     with pytest.raises(ConfigError, match=r"^bad value for 'generate.gpus_per_task': .*a whole number of GPUs"):
@@ -224,11 +304,20 @@ def test_where_shards_run_is_not_part_of_any_stage_fingerprint() -> None:
     from synrank.stage import fingerprint
 
     plain = load_config()
-    moved = load_config(overrides=["generate.engine=ray", "generate.gpus_per_task=2", "score.shards_per_task=4",
-                                   "score.resources={a100: 1}", "cluster.address=10.0.0.1:6379"])
+    moved = load_config(
+        overrides=[
+            "generate.engine=ray",
+            "generate.gpus_per_task=2",
+            "score.shards_per_task=4",
+            "score.resources={a100: 1}",
+            "cluster.address=10.0.0.1:6379",
+        ]
+    )
     for stage in ("generate", "score", "train", "evaluate"):
-        a, b = (fingerprint(stage, {k: v for k, v in flow_parameters(stage, c).items() if k != "cluster"}, [], None)
-                for c in (plain, moved))
+        a, b = (
+            fingerprint(stage, {k: v for k, v in flow_parameters(stage, c).items() if k != "cluster"}, [], None)
+            for c in (plain, moved)
+        )
         assert a == b, stage
     seeded = load_config(overrides=["generate.seed=1"])
     assert fingerprint("generate", seeded.generate, [], None) != fingerprint("generate", plain.generate, [], None)

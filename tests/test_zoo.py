@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from models.shapes import PALETTE, make_specs, render, render_wrong
+from models.shapes.draw import raster
 from models.shapes.render import _rebuild
 from models.shapes.specs import heldout_prompts
-from models.shapes.draw import raster
 from models.zoo.data import applicable_kinds, build_pool, to_tensor
 from models.zoo.detector_reward import ShapesDetectorReward, detector_score
 from models.zoo.prompt_parser import parse_prompt
@@ -150,8 +150,9 @@ def test_tiny_zoo_generators_load_through_diffusers_and_the_backend(tiny_zoo: tu
     assert isinstance(pipe, StableDiffusionPipeline)
     assert {m.dtype for m in (pipe.unet, pipe.vae, pipe.text_encoder)} == {torch.float32}
     for entry in summary["generators"]:
-        gen = load_generator(GeneratorSpec(name=entry["name"], path=str(out / entry["name"]), steps=2,
-                                           height=32, width=32))
+        gen = load_generator(
+            GeneratorSpec(name=entry["name"], path=str(out / entry["name"]), steps=2, height=32, width=32)
+        )
         prompts = ["a photo of a red circle", "a photo of two stars"]
         images = gen.generate(prompts, [0, 1])
         assert [im.size for im in images] == [(32, 32)] * 2
@@ -189,7 +190,9 @@ def test_shapes_tokenizer_splits_every_word_as_clip_does() -> None:
     for word in shapes_words():
         assert small.tokenize(word) == full.tokenize(word), word
     ids = small("a photo of two red triangles").input_ids
-    assert small.convert_ids_to_tokens(ids) == full.convert_ids_to_tokens(full("a photo of two red triangles").input_ids)
+    assert small.convert_ids_to_tokens(ids) == full.convert_ids_to_tokens(
+        full("a photo of two red triangles").input_ids
+    )
     assert ids[0] == small.bos_token_id and ids[-1] == small.eos_token_id
 
 
@@ -217,6 +220,8 @@ def test_committed_zoo_loads_through_the_real_model_paths() -> None:
         assert [im.size for im in gen.generate([prompt], [0])] == [(32, 32)]
     image = Image.fromarray(render(make_specs(1, 0, "eval")[0], 32, np.random.default_rng(0)))
     for spec in cfg.score.rewards:
-        arch = spec.arch.replace("local-dir:", f"local-dir:{ROOT}/") if spec.arch.startswith("local-dir:") else spec.arch
+        arch = (
+            spec.arch.replace("local-dir:", f"local-dir:{ROOT}/") if spec.arch.startswith("local-dir:") else spec.arch
+        )
         scores = load_reward(spec.model_copy(update={"arch": arch})).score([image], [prompt])
         assert scores.shape == (1,) and np.isfinite(scores).all()

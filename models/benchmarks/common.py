@@ -34,8 +34,13 @@ class BenchmarkPrompt:
 
     def as_row(self, source: str) -> dict[str, Any]:
         """The row shape of synrank.prompts (meta JSON-encoded), so adapters can feed the prompt stage."""
-        return {"prompt": self.prompt, "category": self.category, "source": source,
-                "meta": json.dumps(self.meta, ensure_ascii=False), "split": "eval"}
+        return {
+            "prompt": self.prompt,
+            "category": self.category,
+            "source": source,
+            "meta": json.dumps(self.meta, ensure_ascii=False),
+            "split": "eval",
+        }
 
 
 Adapter = Callable[[Path], list[BenchmarkPrompt]]
@@ -81,7 +86,9 @@ def local_weights(path: str, what: str) -> str:
     FileNotFoundError naming the weights: scoring must never start a silent multi-GB download."""
     resolved = resolve_model_path(path, what)
     if not Path(resolved).exists():
-        raise FileNotFoundError(f"{what}: weights '{path}' are not on this machine (no local folder, no cached "
-                                f"hub snapshot); download them first, e.g. `huggingface-cli download {path}`, "
-                                f"or point to a folder saved with save_pretrained")
+        raise FileNotFoundError(
+            f"{what}: weights '{path}' are not on this machine (no local folder, no cached "
+            f"hub snapshot); download them first, e.g. `huggingface-cli download {path}`, "
+            f"or point to a folder saved with save_pretrained"
+        )
     return resolved

@@ -108,8 +108,9 @@ def group_detections(detections: list[Detection], tag: str) -> dict[str, list[De
     return {k: v for k, v in out.items() if v}
 
 
-def _colors_of(found: list[Detection], image: Image.Image | None, classifier: ColorClassifier | None,
-               classname: str) -> list[str]:
+def _colors_of(
+    found: list[Detection], image: Image.Image | None, classifier: ColorClassifier | None, classname: str
+) -> list[str]:
     if all(d.color is not None for d in found):
         return [str(d.color) for d in found]
     if classifier is None or image is None:
@@ -117,8 +118,12 @@ def _colors_of(found: list[Detection], image: Image.Image | None, classifier: Co
     return classifier.classify(image, found, classname)
 
 
-def evaluate(detections: list[Detection], meta: dict[str, Any], image: Image.Image | None = None,
-             classifier: ColorClassifier | None = None) -> Verdict:
+def evaluate(
+    detections: list[Detection],
+    meta: dict[str, Any],
+    image: Image.Image | None = None,
+    classifier: ColorClassifier | None = None,
+) -> Verdict:
     """GenEval's verdict for one image: include clauses ANDed, exclude clauses ORed."""
     objects = group_detections(detections, str(meta.get("tag", "")))
     reasons: list[str] = []
@@ -145,8 +150,10 @@ def evaluate(detections: list[Detection], meta: dict[str, Any], image: Image.Ima
                     bad = [t for t in targets if relation not in relative_position(obj.box, t.box)]
                     if bad:
                         ok = False
-                        reasons.append(f"expected {cls} {relation} target, found "
-                                       f"{sorted(relative_position(obj.box, bad[0].box)) or 'no relation'}")
+                        reasons.append(
+                            f"expected {cls} {relation} target, found "
+                            f"{sorted(relative_position(obj.box, bad[0].box)) or 'no relation'}"
+                        )
                         break
         matched.append(found if ok else None)
     for item in meta.get("exclude", []):
@@ -171,7 +178,11 @@ def _check_spec(obj: Any, where: str) -> dict[str, Any]:
     if not isinstance(items, list) or not items:
         raise ValueError(f"{where}: 'include' must be a non-empty list")
     for item in items + list(obj.get("exclude", [])):
-        if not isinstance(item, dict) or not isinstance(item.get("class"), str) or not isinstance(item.get("count"), int):
+        if (
+            not isinstance(item, dict)
+            or not isinstance(item.get("class"), str)
+            or not isinstance(item.get("count"), int)
+        ):
             raise ValueError(f"{where}: include/exclude item without a string 'class' and an int 'count': {item!r}")
         if "color" in item and item["color"] not in COLORS:
             raise ValueError(f"{where}: color {item['color']!r} is not one of GenEval's colors")
@@ -200,8 +211,14 @@ class GenEval:
     name = "geneval"
     tasks = TASKS
 
-    def __init__(self, detector: Detector | None = None, colors: ColorClassifier | None = None,
-                 owlv2: str | None = None, clip: str | None = None, device: str = "cpu") -> None:
+    def __init__(
+        self,
+        detector: Detector | None = None,
+        colors: ColorClassifier | None = None,
+        owlv2: str | None = None,
+        clip: str | None = None,
+        device: str = "cpu",
+    ) -> None:
         self._detector, self._colors = detector, colors
         self.owlv2 = owlv2 or os.environ.get(OWLV2_ENV) or OWLV2_WEIGHTS
         self.clip = clip or os.environ.get(CLIP_ENV) or CLIP_WEIGHTS
@@ -209,8 +226,10 @@ class GenEval:
 
     def weights(self) -> list[Weights]:
         """The models this benchmark loads (config validation checks they are on disk before any run)."""
-        return [Weights("GenEval detector (OWLv2)", self.owlv2, OWLV2_ENV),
-                Weights("GenEval color classifier (CLIP)", self.clip, CLIP_ENV)]
+        return [
+            Weights("GenEval detector (OWLv2)", self.owlv2, OWLV2_ENV),
+            Weights("GenEval color classifier (CLIP)", self.clip, CLIP_ENV),
+        ]
 
     def applies(self, meta: dict[str, Any]) -> bool:
         # The complement of geneval-shapes: a spec whose classes are all shapes-world shapes is scored

@@ -46,8 +46,9 @@ def read_partiprompts(path: Path) -> list[BenchmarkPrompt]:
     return out
 
 
-def category_winrates(scores_table: pd.DataFrame, categories: Mapping[str, str], base: str = "base",
-                      tuned: str = "tuned") -> dict[str, dict[str, float]]:
+def category_winrates(
+    scores_table: pd.DataFrame, categories: Mapping[str, str], base: str = "base", tuned: str = "tuned"
+) -> dict[str, dict[str, float]]:
     """scores_table: one reward's scores, columns prompt_id, index (seed index), model, score, e.g.
     scores.parquet merged with the image manifest and filtered to one reward.
     categories: prompt_id -> category.

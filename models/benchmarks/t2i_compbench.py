@@ -36,8 +36,16 @@ from PIL import Image
 from .common import ADAPTERS, SCORED, BenchmarkPrompt, Weights
 from .geneval import OWLV2_ENV, OWLV2_WEIGHTS, Detector, group_detections, relative_position
 
-CATEGORIES: tuple[str, ...] = ("color", "shape", "texture", "spatial", "non_spatial", "complex", "numeracy",
-                               "3d_spatial")
+CATEGORIES: tuple[str, ...] = (
+    "color",
+    "shape",
+    "texture",
+    "spatial",
+    "non_spatial",
+    "complex",
+    "numeracy",
+    "3d_spatial",
+)
 ATTRIBUTE_CATEGORIES: tuple[str, ...] = ("color", "shape", "texture")
 DEFAULT_SCORED: tuple[str, ...] = (*ATTRIBUTE_CATEGORIES, "non_spatial", "spatial", "complex")
 SUFFIX = "_val.txt"
@@ -48,8 +56,13 @@ CLIP_WEIGHTS, CLIP_ENV = "openai/clip-vit-base-patch32", "SYNRANK_T2I_CLIP"
 
 # Longest phrases first, so "on the left of" is found before anything shorter inside it could be.
 SPATIAL_PHRASES: dict[str, str] = {
-    "on the right of": "right of", "on the left of": "left of", "on the bottom of": "below",
-    "on the top of": "above", "on side of": "beside", "next to": "beside", "near": "beside",
+    "on the right of": "right of",
+    "on the left of": "left of",
+    "on the bottom of": "below",
+    "on the top of": "above",
+    "on side of": "beside",
+    "next to": "beside",
+    "near": "beside",
 }
 _SIDE_BY_SIDE = {"left of", "right of"}
 _ARTICLE = re.compile(r"^(a|an|the)\s+", re.IGNORECASE)
@@ -71,8 +84,10 @@ def category_of(path: Path) -> str:
     spatial_train.txt, complex_val_spatial.txt. Raises ValueError naming the file for any other name."""
     m = _FILE_NAME.match(Path(path).name)
     if m is None:
-        raise ValueError(f"'{path}': not a T2I-CompBench prompt file (<category>_val.txt, <category>_train.txt "
-                         f"or <category>_val_<variant>.txt, category one of {', '.join(CATEGORIES)})")
+        raise ValueError(
+            f"'{path}': not a T2I-CompBench prompt file (<category>_val.txt, <category>_train.txt "
+            f"or <category>_val_<variant>.txt, category one of {', '.join(CATEGORIES)})"
+        )
     return m.group(1)
 
 
@@ -119,7 +134,7 @@ def parse_spatial(prompt: str) -> tuple[str, str, str] | None:
     for phrase, relation in SPATIAL_PHRASES.items():
         m = re.search(rf"\b{phrase}\b", text)
         if m:
-            obj, ref = _ARTICLE.sub("", text[: m.start()].strip()), _ARTICLE.sub("", text[m.end():].strip())
+            obj, ref = _ARTICLE.sub("", text[: m.start()].strip()), _ARTICLE.sub("", text[m.end() :].strip())
             return (obj, relation, ref) if obj and ref else None
     return None
 
@@ -179,21 +194,31 @@ class T2ICompBench:
     name = "t2i-compbench"
     tasks = CATEGORIES  # every category enters the overall and the paired headline
 
-    def __init__(self, scorers: dict[str, CategoryScorer] | None = None, blip: str | None = None,
-                 clip: str | None = None, owlv2: str | None = None, device: str = "cpu") -> None:
+    def __init__(
+        self,
+        scorers: dict[str, CategoryScorer] | None = None,
+        blip: str | None = None,
+        clip: str | None = None,
+        owlv2: str | None = None,
+        device: str = "cpu",
+    ) -> None:
         self.scorers: dict[str, CategoryScorer] = dict(scorers or {})
-        self.weights_paths = {"blip": blip or os.environ.get(BLIP_ENV) or BLIP_WEIGHTS,
-                        "clip": clip or os.environ.get(CLIP_ENV) or CLIP_WEIGHTS,
-                        "owlv2": owlv2 or os.environ.get(OWLV2_ENV) or OWLV2_WEIGHTS}
+        self.weights_paths = {
+            "blip": blip or os.environ.get(BLIP_ENV) or BLIP_WEIGHTS,
+            "clip": clip or os.environ.get(CLIP_ENV) or CLIP_WEIGHTS,
+            "owlv2": owlv2 or os.environ.get(OWLV2_ENV) or OWLV2_WEIGHTS,
+        }
         self.device = device
         self._models: dict[str, Any] = {}
 
     def weights(self) -> list[Weights]:
         """The models the default scorers load: BLIP-VQA (attributes), CLIP (non_spatial), OWLv2 (spatial);
         complex uses all three. Config validation checks them before any run."""
-        return [Weights("T2I-CompBench BLIP-VQA", self.weights_paths["blip"], BLIP_ENV),
-                Weights("T2I-CompBench CLIP", self.weights_paths["clip"], CLIP_ENV),
-                Weights("T2I-CompBench detector (OWLv2)", self.weights_paths["owlv2"], OWLV2_ENV)]
+        return [
+            Weights("T2I-CompBench BLIP-VQA", self.weights_paths["blip"], BLIP_ENV),
+            Weights("T2I-CompBench CLIP", self.weights_paths["clip"], CLIP_ENV),
+            Weights("T2I-CompBench detector (OWLv2)", self.weights_paths["owlv2"], OWLV2_ENV),
+        ]
 
     def applies(self, meta: dict[str, Any]) -> bool:
         category = meta.get("category")
@@ -205,9 +230,11 @@ class T2ICompBench:
             from .vision import BlipVqa, ClipEncoder, Owlv2Detector
 
             path = self.weights_paths[kind]
-            self._models[kind] = {"blip": lambda: BlipVqa(path, self.device),
-                                  "clip": lambda: ClipEncoder(path, "T2I-CompBench CLIP similarity", self.device),
-                                  "owlv2": lambda: Owlv2Detector(path, self.device)}[kind]()
+            self._models[kind] = {
+                "blip": lambda: BlipVqa(path, self.device),
+                "clip": lambda: ClipEncoder(path, "T2I-CompBench CLIP similarity", self.device),
+                "owlv2": lambda: Owlv2Detector(path, self.device),
+            }[kind]()
         return self._models[kind]
 
     def scorer(self, category: str) -> CategoryScorer:
@@ -219,8 +246,9 @@ class T2ICompBench:
             elif category == "spatial":
                 self.scorers[category] = SpatialScorer(self._model("owlv2"))
             elif category == "complex":
-                self.scorers[category] = ComplexScorer(self.scorer("color"), self.scorer("non_spatial"),
-                                                       self.scorer("spatial"))
+                self.scorers[category] = ComplexScorer(
+                    self.scorer("color"), self.scorer("non_spatial"), self.scorer("spatial")
+                )
             else:
                 raise ValueError(f"T2I-CompBench category {category!r} has no default scorer; pass one in `scorers`")
         return self.scorers[category]

@@ -53,20 +53,29 @@ class Owlv2Detector:
         if not classes:
             return []
         image = image.convert("RGB")
-        inputs = self.processor(text=[classes], images=image, return_tensors="pt", padding="max_length",
-                                max_length=self.max_text, truncation=True).to(self.device)
+        inputs = self.processor(
+            text=[classes],
+            images=image,
+            return_tensors="pt",
+            padding="max_length",
+            max_length=self.max_text,
+            truncation=True,
+        ).to(self.device)
         outputs = self.model(**inputs)
         # The processor pads the image to a square at the bottom/right, so boxes are relative to that square.
         side = max(image.size)
         res = self.processor.post_process_grounded_object_detection(
-            outputs, threshold=self.min_score, target_sizes=[(side, side)])[0]
+            outputs, threshold=self.min_score, target_sizes=[(side, side)]
+        )[0]
         boxes, scores, labels = res["boxes"].float().cpu(), res["scores"].float().cpu(), res["labels"].cpu()
         w, h = image.size
         boxes[:, 0::2] = boxes[:, 0::2].clamp(0, w)
         boxes[:, 1::2] = boxes[:, 1::2].clamp(0, h)
         keep = batched_nms(boxes, scores, labels, self.nms_iou)
-        return [Detection(classes[int(labels[i])], float(scores[i]), tuple(float(v) for v in boxes[i]))  # type: ignore[arg-type]
-                for i in keep.tolist()]
+        return [
+            Detection(classes[int(labels[i])], float(scores[i]), tuple(float(v) for v in boxes[i]))  # type: ignore[arg-type]
+            for i in keep.tolist()
+        ]
 
 
 class ClipEncoder:
@@ -93,8 +102,11 @@ class ClipEncoder:
         if too_long:  # CLIP cannot see past its limit; say so rather than truncate quietly
             log.warning("CLIP text: %d of %d texts truncated to %d tokens", too_long, len(texts), self.max_text)
         tok = self.processor(text=texts, return_tensors="pt", padding=True, truncation=True, max_length=self.max_text)
-        feats = _features(self.model.get_text_features(input_ids=tok["input_ids"].to(self.device),
-                                                       attention_mask=tok["attention_mask"].to(self.device)))
+        feats = _features(
+            self.model.get_text_features(
+                input_ids=tok["input_ids"].to(self.device), attention_mask=tok["attention_mask"].to(self.device)
+            )
+        )
         return torch.nn.functional.normalize(feats.float(), dim=-1)
 
     def similarity(self, image: Image.Image, text: str) -> float:
@@ -155,8 +167,9 @@ class BlipVqa:
     def _answer_logprob(self, question_states: torch.Tensor, question_mask: torch.Tensor, answer: str) -> torch.Tensor:
         ids = self.processor.tokenizer(answer, return_tensors="pt")["input_ids"].to(self.device)
         ids[:, 0] = self.model.decoder_start_token_id  # the decoder starts from BLIP's [DEC], not [CLS]
-        logits = self.model.text_decoder(input_ids=ids, encoder_hidden_states=question_states,
-                                         encoder_attention_mask=question_mask).logits
+        logits = self.model.text_decoder(
+            input_ids=ids, encoder_hidden_states=question_states, encoder_attention_mask=question_mask
+        ).logits
         logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
         return logp.gather(-1, ids[:, 1:, None]).sum()
 
@@ -165,8 +178,11 @@ class BlipVqa:
         inputs = self.processor(images=image.convert("RGB"), text=question, return_tensors="pt").to(self.device)
         image_states = self.model.vision_model(pixel_values=inputs["pixel_values"]).last_hidden_state
         image_mask = torch.ones(image_states.shape[:-1], dtype=torch.long, device=self.device)
-        question_states = self.model.text_encoder(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
-                                                  encoder_hidden_states=image_states,
-                                                  encoder_attention_mask=image_mask).last_hidden_state
+        question_states = self.model.text_encoder(
+            input_ids=inputs["input_ids"],
+            attention_mask=inputs["attention_mask"],
+            encoder_hidden_states=image_states,
+            encoder_attention_mask=image_mask,
+        ).last_hidden_state
         both = torch.stack([self._answer_logprob(question_states, inputs["attention_mask"], a) for a in ("yes", "no")])
         return float(torch.softmax(both, dim=0)[0])

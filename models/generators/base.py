@@ -73,16 +73,19 @@ def refuse_pickle(paths: Iterable[str | Path], allow_pickle: bool, what: str, se
 
 def pickle_error(what: str, file: str | Path, setting: str) -> PickleWeightsError:
     """The one message for a refused pickle file: the model, the file and the setting that allows it."""
-    return PickleWeightsError(f"{what}: '{file}' is a pickle file, which can run code when it is loaded; use "
-                              f"safetensors weights, or set allow_pickle: true on {setting} if you trust the file")
+    return PickleWeightsError(
+        f"{what}: '{file}' is a pickle file, which can run code when it is loaded; use "
+        f"safetensors weights, or set allow_pickle: true on {setting} if you trust the file"
+    )
 
 
 def pickle_policy(spec: GeneratorSpec, paths: Iterable[str]) -> dict[str, Any]:
     """Refuse pickled weights under `paths` (a pipeline folder, its LoRA) unless spec.allow_pickle, and the
     from_pretrained / load_lora_weights keyword arguments that enforce the same rule where no local file
     can be checked (use_safetensors=True; with allow_pickle, diffusers' default: safetensors first)."""
-    refuse_pickle(paths, spec.allow_pickle, f"generator '{spec.name}'",
-                  "this generator (generate.generators[].allow_pickle)")
+    refuse_pickle(
+        paths, spec.allow_pickle, f"generator '{spec.name}'", "this generator (generate.generators[].allow_pickle)"
+    )
     return {} if spec.allow_pickle else {"use_safetensors": True}
 
 
@@ -99,8 +102,16 @@ class Preset:
 
     def spec(self, name: str, backend: str, **overrides: Any) -> GeneratorSpec:
         """A GeneratorSpec with these defaults; keyword arguments win (e.g. dtype='float32' on CPU)."""
-        fields = dict(name=name, backend=backend, path=self.path, steps=self.steps, guidance=self.guidance,
-                      height=self.height, width=self.width, dtype=self.dtype)
+        fields = dict(
+            name=name,
+            backend=backend,
+            path=self.path,
+            steps=self.steps,
+            guidance=self.guidance,
+            height=self.height,
+            width=self.width,
+            dtype=self.dtype,
+        )
         return GeneratorSpec(**{**fields, **overrides})
 
 
@@ -196,8 +207,9 @@ class DiffusersBackend:
 
     def _require_lora_support(self, cls: type) -> None:
         if cls.__name__ != "DiffusionPipeline" and not hasattr(cls, "load_lora_weights"):
-            raise ValueError(f"generator '{self.spec.name}': {cls.__name__} cannot load LoRA weights "
-                             f"(spec.lora='{self.spec.lora}')")
+            raise ValueError(
+                f"generator '{self.spec.name}': {cls.__name__} cannot load LoRA weights (spec.lora='{self.spec.lora}')"
+            )
 
     @classmethod
     def pipeline_type(cls) -> type:
@@ -261,9 +273,17 @@ class DiffusersBackend:
     def run(self, prompts: list[str], generators: list[torch.Generator]) -> Rendered:
         """One batched call over all prompts (the fast path; see scripts/bench_generate.py)."""
         catch = LatentCatcher()
-        out = self.pipe(prompt=prompts, generator=generators, num_inference_steps=self.spec.steps,
-                        guidance_scale=self.spec.guidance, height=self.spec.height, width=self.spec.width,
-                        output_type="pil", **self.call_kwargs(), **catch.call_kwargs(self.pipe))
+        out = self.pipe(
+            prompt=prompts,
+            generator=generators,
+            num_inference_steps=self.spec.steps,
+            guidance_scale=self.spec.guidance,
+            height=self.spec.height,
+            width=self.spec.width,
+            output_type="pil",
+            **self.call_kwargs(),
+            **catch.call_kwargs(self.pipe),
+        )
         # A safety checker blacks out a flagged image after decoding: its latents no longer stand for its
         # PNG, so that batch keeps none (training then encodes its PNGs).
         flagged = any(getattr(out, "nsfw_content_detected", None) or [])

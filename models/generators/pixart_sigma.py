@@ -10,8 +10,9 @@ from models.generators.base import DiffusersBackend, Preset
 
 PRESETS = {
     # Model-card settings (DPM-Solver, 20 steps, CFG 4.5).
-    "pixart-sigma": Preset(path="PixArt-alpha/PixArt-Sigma-XL-2-1024-MS", steps=20, guidance=4.5,
-                           height=1024, width=1024),
+    "pixart-sigma": Preset(
+        path="PixArt-alpha/PixArt-Sigma-XL-2-1024-MS", steps=20, guidance=4.5, height=1024, width=1024
+    ),
 }
 
 

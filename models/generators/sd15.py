@@ -7,8 +7,7 @@ from models.generators.base import DiffusersBackend, Preset
 
 PRESETS = {
     # The diffusers defaults for SD1.5 (PNDM, 50 steps, CFG 7.5) at its training resolution.
-    "sd15": Preset(path="stable-diffusion-v1-5/stable-diffusion-v1-5", steps=50, guidance=7.5,
-                   height=512, width=512),
+    "sd15": Preset(path="stable-diffusion-v1-5/stable-diffusion-v1-5", steps=50, guidance=7.5, height=512, width=512),
 }
 
 

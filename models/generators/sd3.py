@@ -9,8 +9,9 @@ from models.generators.base import DiffusersBackend, Preset
 
 PRESETS = {
     # Model-card settings (flow matching, 28 Euler steps, CFG 7).
-    "sd3-medium": Preset(path="stabilityai/stable-diffusion-3-medium-diffusers", steps=28, guidance=7.0,
-                         height=1024, width=1024),
+    "sd3-medium": Preset(
+        path="stabilityai/stable-diffusion-3-medium-diffusers", steps=28, guidance=7.0, height=1024, width=1024
+    ),
 }
 
 

@@ -7,8 +7,7 @@ from models.generators.base import DiffusersBackend, Preset
 
 PRESETS = {
     # Model-card settings; the refiner stage is left out (base only, as in most preference work).
-    "sdxl": Preset(path="stabilityai/stable-diffusion-xl-base-1.0", steps=50, guidance=5.0,
-                   height=1024, width=1024),
+    "sdxl": Preset(path="stabilityai/stable-diffusion-xl-base-1.0", steps=50, guidance=5.0, height=1024, width=1024),
 }
 
 

@@ -24,8 +24,9 @@ from synrank.models_io import resolve_model_path
 
 PRESETS = {
     # Model-card settings: prior 20 steps at CFG 4, decoder 10 steps at CFG 0, bf16 weights.
-    "stable-cascade": Preset(path="stabilityai/stable-cascade", steps=20, guidance=4.0,
-                             height=1024, width=1024, dtype="bfloat16"),
+    "stable-cascade": Preset(
+        path="stabilityai/stable-cascade", steps=20, guidance=4.0, height=1024, width=1024, dtype="bfloat16"
+    ),
 }
 PRIOR_SUFFIX = "-prior"
 DECODER_STEPS = 10
@@ -53,8 +54,12 @@ class StableCascadeGenerator(DiffusersBackend):
         super().__init__(spec, device)
 
     def load(self, source: str) -> Any:
-        from diffusers import (DDPMWuerstchenScheduler, StableCascadeDecoderPipeline, StableCascadePriorPipeline,
-                               StableCascadeUNet)
+        from diffusers import (
+            DDPMWuerstchenScheduler,
+            StableCascadeDecoderPipeline,
+            StableCascadePriorPipeline,
+            StableCascadeUNet,
+        )
         from diffusers.pipelines.stable_cascade.pipeline_stable_cascade import PaellaVQModel
 
         safe = self.weights_kwargs
@@ -70,8 +75,10 @@ class StableCascadeGenerator(DiffusersBackend):
             scheduler=DDPMWuerstchenScheduler.from_pretrained(path, subfolder="scheduler"),
             # The decoder is fed the prior's text embeddings (as StableCascadeCombinedPipeline does), so its
             # own CLIP text encoder would never run: share the prior's instead of loading a second copy.
-            text_encoder=self.prior.text_encoder, tokenizer=self.prior.tokenizer,
-            latent_dim_scale=config.get("latent_dim_scale", 10.67))
+            text_encoder=self.prior.text_encoder,
+            tokenizer=self.prior.tokenizer,
+            latent_dim_scale=config.get("latent_dim_scale", 10.67),
+        )
 
     def weight_paths(self, source: str) -> list[str]:
         return [self.prior_path, self.decoder_path]
@@ -85,12 +92,24 @@ class StableCascadeGenerator(DiffusersBackend):
     def run(self, prompts: list[str], generators: list[torch.Generator]) -> Rendered:
         # The same generators go through both stages: each advances by the same amount whatever the
         # batch, so an image still depends on its own seed only.
-        prior = self.prior(prompt=prompts, generator=generators, num_inference_steps=self.spec.steps,
-                           guidance_scale=self.spec.guidance, height=self.spec.height, width=self.spec.width,
-                           output_type="pt")
+        prior = self.prior(
+            prompt=prompts,
+            generator=generators,
+            num_inference_steps=self.spec.steps,
+            guidance_scale=self.spec.guidance,
+            height=self.spec.height,
+            width=self.spec.width,
+            output_type="pt",
+        )
         catch = LatentCatcher()
-        out = self.pipe(image_embeddings=prior.image_embeddings, prompt_embeds=prior.prompt_embeds,
-                        prompt_embeds_pooled=prior.prompt_embeds_pooled, generator=generators,
-                        num_inference_steps=min(DECODER_STEPS, self.spec.steps),
-                        guidance_scale=DECODER_GUIDANCE, output_type="pil", **catch.call_kwargs(self.pipe))
+        out = self.pipe(
+            image_embeddings=prior.image_embeddings,
+            prompt_embeds=prior.prompt_embeds,
+            prompt_embeds_pooled=prior.prompt_embeds_pooled,
+            generator=generators,
+            num_inference_steps=min(DECODER_STEPS, self.spec.steps),
+            guidance_scale=DECODER_GUIDANCE,
+            output_type="pil",
+            **catch.call_kwargs(self.pipe),
+        )
         return Rendered(list(out.images), catch.take(len(prompts)))

@@ -27,8 +27,8 @@ from models.rewards.preprocess import from_open_clip
 from synrank.config import RewardSpec
 from synrank.models_io import resolve_model_path
 
-LINEAR_INDICES = (0, 2, 4, 6, 7)          # positions of the Linear layers in the Sequential
-DROPOUTS = {1: 0.2, 3: 0.2, 5: 0.1}       # inert at inference, kept so indices and repr match
+LINEAR_INDICES = (0, 2, 4, 6, 7)  # positions of the Linear layers in the Sequential
+DROPOUTS = {1: 0.2, 3: 0.2, 5: 0.1}  # inert at inference, kept so indices and repr match
 REAL_SIZES = (768, 1024, 128, 64, 16, 1)
 
 
@@ -63,8 +63,9 @@ def mlp_sizes(state: dict[str, torch.Tensor], what: str, prefix: str = "") -> tu
         sizes = [state[f"{prefix}layers.{i}.weight"].shape[1] for i in LINEAR_INDICES]
         sizes.append(state[f"{prefix}layers.{LINEAR_INDICES[-1]}.weight"].shape[0])
     except KeyError as err:
-        raise ValueError(f"{what}: no aesthetic-MLP weights (missing {err}; the file has "
-                         f"{sorted(state)[:4]}...)") from None
+        raise ValueError(
+            f"{what}: no aesthetic-MLP weights (missing {err}; the file has {sorted(state)[:4]}...)"
+        ) from None
     return tuple(sizes)
 
 
@@ -73,16 +74,17 @@ class Aesthetic:
     def __init__(self, spec: RewardSpec, device: str = "cpu") -> None:
         what = f"reward '{spec.name}'"
         if not spec.pretrained:
-            raise ValueError(f"{what} (aesthetic): set `pretrained` to the MLP file "
-                             f"(sac+logos+ava1-l14-linearMSE.pth)")
+            raise ValueError(f"{what} (aesthetic): set `pretrained` to the MLP file (sac+logos+ava1-l14-linearMSE.pth)")
         self.spec, self.device = spec, device
         self.clip, _ = create_open_clip(spec, spec.arch, None, device)
         state = load_state_dict_file(resolve_model_path(spec.pretrained, what), what, spec.allow_pickle)
         self.mlp = AestheticMLP.from_state_dict(state, what).to(device)
         embed_dim = self.clip.visual.output_dim
         if self.mlp.layers[0].in_features != embed_dim:
-            raise ValueError(f"{what}: the MLP takes {self.mlp.layers[0].in_features}-d embeddings but CLIP "
-                             f"'{spec.arch}' gives {embed_dim}-d (the real predictor needs ViT-L/14, 768)")
+            raise ValueError(
+                f"{what}: the MLP takes {self.mlp.layers[0].in_features}-d embeddings but CLIP "
+                f"'{spec.arch}' gives {embed_dim}-d (the real predictor needs ViT-L/14, 768)"
+            )
         self.preprocess = from_open_clip(self.clip, fit="crop")
 
     @torch.no_grad()

@@ -24,8 +24,13 @@ import torch
 from PIL import Image
 
 from models.rewards import REWARDS
-from models.rewards.loading import (check_batch, create_open_clip, load_state_dict_file, open_clip_token_window,
-                                    unique_prompts)
+from models.rewards.loading import (
+    check_batch,
+    create_open_clip,
+    load_state_dict_file,
+    open_clip_token_window,
+    unique_prompts,
+)
 from models.rewards.preprocess import from_open_clip
 from synrank.config import RewardSpec
 from synrank.models_io import resolve_model_path
@@ -37,8 +42,10 @@ class HPSv2:
 
     def __init__(self, spec: RewardSpec, device: str = "cpu") -> None:
         if not spec.pretrained:
-            raise ValueError(f"reward '{spec.name}' ({spec.kind}): set `pretrained` to the HPS {self.version} "
-                             f"checkpoint file (HPS_{self.version.replace('v2.0', 'v2')}_compressed.pt)")
+            raise ValueError(
+                f"reward '{spec.name}' ({spec.kind}): set `pretrained` to the HPS {self.version} "
+                f"checkpoint file (HPS_{self.version.replace('v2.0', 'v2')}_compressed.pt)"
+            )
         self.spec, self.device = spec, device
         # Random init (pretrained=None): every weight comes from the HPS checkpoint below.
         self.model, self.tokenizer = create_open_clip(spec, spec.arch, None, device, weights_later=True)
@@ -47,8 +54,10 @@ class HPSv2:
         try:
             self.model.load_state_dict(state, strict=True)
         except RuntimeError as err:
-            raise ValueError(f"reward '{spec.name}': the HPS checkpoint '{path}' does not fit open_clip arch "
-                             f"'{spec.arch}' (HPS v2/v2.1 use ViT-H-14): {str(err).splitlines()[0]}") from None
+            raise ValueError(
+                f"reward '{spec.name}': the HPS checkpoint '{path}' does not fit open_clip arch "
+                f"'{spec.arch}' (HPS v2/v2.1 use ViT-H-14): {str(err).splitlines()[0]}"
+            ) from None
         self.preprocess = from_open_clip(self.model, fit="pad")
 
     def text_window(self, prompts: list[str]) -> tuple[list[int], int]:

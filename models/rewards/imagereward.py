@@ -44,7 +44,7 @@ from models.rewards.preprocess import ClipPreprocess
 from synrank.config import RewardSpec
 from synrank.models_io import resolve_model_path
 
-MEAN, STD = 0.16717362830052426, 1.0333394966054072   # the package's reward normalization
+MEAN, STD = 0.16717362830052426, 1.0333394966054072  # the package's reward normalization
 MAX_TOKENS = 35
 TOKENIZER = "google-bert/bert-base-uncased"
 VISUAL, TEXT, MLP = "blip.visual_encoder.", "blip.text_encoder.", "mlp."
@@ -96,9 +96,16 @@ def vision_config(state: dict[str, torch.Tensor]):
     patch = state[VISUAL + "patch_embed.proj.weight"].shape[-1]
     grid = math.isqrt(state[VISUAL + "pos_embed"].shape[1] - 1)
     depth = 1 + max(int(m.group(1)) for k in state if (m := re.match(re.escape(VISUAL) + r"blocks\.(\d+)\.", k)))
-    return BlipVisionConfig(hidden_size=width, intermediate_size=state[VISUAL + "blocks.0.mlp.fc1.weight"].shape[0],
-                            num_hidden_layers=depth, num_attention_heads=max(1, width // 64), image_size=grid * patch,
-                            patch_size=patch, layer_norm_eps=1e-6, hidden_act="gelu")
+    return BlipVisionConfig(
+        hidden_size=width,
+        intermediate_size=state[VISUAL + "blocks.0.mlp.fc1.weight"].shape[0],
+        num_hidden_layers=depth,
+        num_attention_heads=max(1, width // 64),
+        image_size=grid * patch,
+        patch_size=patch,
+        layer_norm_eps=1e-6,
+        hidden_act="gelu",
+    )
 
 
 def text_config(med: dict, encoder_width: int):
@@ -111,13 +118,28 @@ def text_config(med: dict, encoder_width: int):
         raise ValueError("med_config.json: ImageReward's text encoder needs add_cross_attention: true")
     if med.get("position_embedding_type", "absolute") != "absolute":
         raise ValueError("med_config.json: only absolute position embeddings are supported")
-    keys = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
-            "max_position_embeddings", "hidden_act", "layer_norm_eps", "pad_token_id")
+    keys = (
+        "vocab_size",
+        "hidden_size",
+        "intermediate_size",
+        "num_hidden_layers",
+        "num_attention_heads",
+        "max_position_embeddings",
+        "hidden_act",
+        "layer_norm_eps",
+        "pad_token_id",
+    )
     # BlipTextConfig's special-token defaults are BLIP's ids in the 30524-word vocabulary; scoring uses
     # none of them, so take med_config's (absent: None) rather than ids a smaller vocabulary lacks.
     special = {k: med.get(k) for k in ("bos_token_id", "eos_token_id", "sep_token_id")}
-    return BlipTextConfig(**{k: med[k] for k in keys if k in med}, **special, encoder_hidden_size=encoder_width,
-                          hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, is_decoder=True)
+    return BlipTextConfig(
+        **{k: med[k] for k in keys if k in med},
+        **special,
+        encoder_hidden_size=encoder_width,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+        is_decoder=True,
+    )
 
 
 class ImageRewardNet(nn.Module):
@@ -133,8 +155,9 @@ class ImageRewardNet(nn.Module):
         """The raw (un-normalized) reward, shape (N,)."""
         image_embeds = self.visual_encoder(pixel_values=pixels).last_hidden_state
         # ImageReward passes an all-ones image mask; None is the same and skips building it.
-        text = self.text_encoder(input_ids=input_ids, attention_mask=attention_mask,
-                                 encoder_hidden_states=image_embeds, is_decoder=False)
+        text = self.text_encoder(
+            input_ids=input_ids, attention_mask=attention_mask, encoder_hidden_states=image_embeds, is_decoder=False
+        )
         return self.mlp(text.last_hidden_state[:, 0, :].float()).squeeze(-1)
 
 
@@ -154,8 +177,10 @@ class ImageReward:
         self.spec, self.device = spec, device
         folder = Path(resolve_model_path(spec.arch, what))
         if not (folder / "med_config.json").is_file():
-            raise FileNotFoundError(f"{what}: '{folder}' has no med_config.json (ImageReward's text-encoder config, "
-                                    f"from the THUDM/ImageReward repo)")
+            raise FileNotFoundError(
+                f"{what}: '{folder}' has no med_config.json (ImageReward's text-encoder config, "
+                f"from the THUDM/ImageReward repo)"
+            )
         ckpt = resolve_model_path(spec.pretrained, what) if spec.pretrained else default_checkpoint(folder)
         state = load_state_dict_file(ckpt, what, spec.allow_pickle)
         med = json.loads((folder / "med_config.json").read_text())
@@ -163,24 +188,29 @@ class ImageReward:
         mapped, skipped = remap_imagereward(state)
         unexpected = [k for k in skipped if not k.startswith(SKIPPED)]
         if unexpected:
-            warnings.warn(f"{what}: skipping {len(unexpected)} checkpoint keys ImageReward does not use: "
-                          f"{unexpected[:5]}", stacklevel=2)
+            warnings.warn(
+                f"{what}: skipping {len(unexpected)} checkpoint keys ImageReward does not use: {unexpected[:5]}",
+                stacklevel=2,
+            )
         self.model = ImageRewardNet(vision, text_config(med, vision.hidden_size), mlp_sizes(state, what, MLP))
         self.model.load_state_dict(mapped, strict=True)
         self.model.to(device).eval()
         self.skipped = skipped
 
         has_tokenizer = any((folder / f).is_file() for f in ("tokenizer.json", "vocab.txt"))
-        self.tokenizer = BertTokenizer.from_pretrained(str(folder) if has_tokenizer else
-                                                       resolve_model_path(TOKENIZER, what))
+        self.tokenizer = BertTokenizer.from_pretrained(
+            str(folder) if has_tokenizer else resolve_model_path(TOKENIZER, what)
+        )
         # BLIP's init_tokenizer adds these two; they take ids 30522/30523 of the 30524-word embedding.
         if "[DEC]" not in self.tokenizer.get_vocab():
             self.tokenizer.add_special_tokens({"bos_token": "[DEC]"})
         if "[ENC]" not in self.tokenizer.get_vocab():
             self.tokenizer.add_special_tokens({"additional_special_tokens": ["[ENC]"]})
         if len(self.tokenizer) > self.model.text_encoder.config.vocab_size:
-            raise ValueError(f"{what}: tokenizer has {len(self.tokenizer)} tokens, the text encoder "
-                             f"{self.model.text_encoder.config.vocab_size}")
+            raise ValueError(
+                f"{what}: tokenizer has {len(self.tokenizer)} tokens, the text encoder "
+                f"{self.model.text_encoder.config.vocab_size}"
+            )
         self.preprocess = ClipPreprocess(size=vision.image_size)  # ImageReward's _transform: CLIP's recipe
 
     def text_window(self, prompts: list[str]) -> tuple[list[int], int]:
@@ -193,6 +223,9 @@ class ImageReward:
         # Padding to the longest prompt instead of the package's fixed 35 changes nothing: padded
         # positions are masked out of self-attention and the [CLS] feature is read at position 0.
         tokens = self.tokenizer(prompts, padding=True, truncation=True, max_length=MAX_TOKENS, return_tensors="pt")
-        raw = self.model(self.preprocess(images).to(self.device), tokens["input_ids"].to(self.device),
-                         tokens["attention_mask"].to(self.device))
+        raw = self.model(
+            self.preprocess(images).to(self.device),
+            tokens["input_ids"].to(self.device),
+            tokens["attention_mask"].to(self.device),
+        )
         return ((raw - MEAN) / STD).cpu().numpy().astype(np.float64)

@@ -18,7 +18,6 @@ from models.generators.base import PickleWeightsError, pickle_error
 from synrank.config import RewardSpec
 from synrank.models_io import resolve_model_path
 
-
 REWARD_SETTING = "this reward (score.rewards[].allow_pickle)"
 
 
@@ -40,8 +39,10 @@ def load_state_dict_file(path: str, what: str, allow_pickle: bool = False) -> di
     except PickleWeightsError:
         raise
     except Exception as err:  # a pickled object (not a state_dict) or a corrupt file
-        raise ValueError(f"{what}: '{path}' is not a loadable state_dict file ({type(err).__name__}: "
-                         f"{str(err).splitlines()[0] if str(err) else ''})") from None
+        raise ValueError(
+            f"{what}: '{path}' is not a loadable state_dict file ({type(err).__name__}: "
+            f"{str(err).splitlines()[0] if str(err) else ''})"
+        ) from None
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
         obj = obj["state_dict"]
     if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
@@ -67,8 +68,9 @@ def open_clip_source(spec: RewardSpec, arch: str, pretrained: str | None) -> tup
     return arch, pretrained
 
 
-def create_open_clip(spec: RewardSpec, arch: str, pretrained: str | None, device: str,
-                     weights_later: bool = False) -> tuple[Any, Any]:
+def create_open_clip(
+    spec: RewardSpec, arch: str, pretrained: str | None, device: str, weights_later: bool = False
+) -> tuple[Any, Any]:
     """(model in eval mode, tokenizer) for an open_clip `arch`: a built-in name (`ViT-H-14`), a
     `local-dir:`/`hf-hub:` source, or a model-config JSON file (registered under its file stem, the way
     open_clip's own `add_model_config` names configs). `pretrained` is a tag or a checkpoint file.
@@ -84,7 +86,7 @@ def create_open_clip(spec: RewardSpec, arch: str, pretrained: str | None, device
     arch, pretrained = open_clip_source(spec, arch, pretrained)
     quiet = _WeightsComeLater()
     if weights_later:
-        logging.getLogger().addFilter(quiet)   # open_clip logs through the root logger
+        logging.getLogger().addFilter(quiet)  # open_clip logs through the root logger
     try:
         with _safetensors_only(f"reward '{spec.name}'", spec.allow_pickle):
             model = open_clip.create_model(arch, pretrained=pretrained, device=device)

@@ -34,8 +34,10 @@ from synrank.config import RewardSpec
 from synrank.models_io import resolve_model_path
 
 # MPS's fixed "condition" text from its reference inference (the overall-preference checkpoint).
-MPS_CONDITION = ("light, color, clarity, tone, style, ambiance, artistry, shape, face, hair, hands, limbs, "
-                 "structure, instance, texture, quantity, attributes, position, number, location, word, things.")
+MPS_CONDITION = (
+    "light, color, clarity, tone, style, ambiance, artistry, shape, face, hair, hands, limbs, "
+    "structure, instance, texture, quantity, attributes, position, number, location, word, things."
+)
 
 
 class MissingRewardPackage(ImportError):
@@ -46,19 +48,25 @@ def require(kind: str, module: str, install: str) -> ModuleType:
     try:
         return importlib.import_module(module)
     except ImportError as err:
-        raise MissingRewardPackage(f"reward kind '{kind}' needs the '{module}' module, which is not importable "
-                                   f"({err.msg}); install it with: {install}") from None
+        raise MissingRewardPackage(
+            f"reward kind '{kind}' needs the '{module}' module, which is not importable "
+            f"({err.msg}); install it with: {install}"
+        ) from None
 
 
 @REWARDS.register("vqascore")
 class VQAScore:
     def __init__(self, spec: RewardSpec, device: str = "cpu") -> None:
-        t2v = require("vqascore", "t2v_metrics", "pip install t2v-metrics (the VQAScore package; not in synrank's lock)")
+        t2v = require(
+            "vqascore", "t2v_metrics", "pip install t2v-metrics (the VQAScore package; not in synrank's lock)"
+        )
         self.spec, self.device = spec, device
         if not spec.allow_pickle:
-            raise PickleWeightsError(f"reward '{spec.name}' (vqascore): t2v_metrics loads the weights of "
-                                     f"'{spec.arch}' itself, so that they are not pickles cannot be checked; "
-                                     f"set allow_pickle: true on {REWARD_SETTING} if you trust them")
+            raise PickleWeightsError(
+                f"reward '{spec.name}' (vqascore): t2v_metrics loads the weights of "
+                f"'{spec.arch}' itself, so that they are not pickles cannot be checked; "
+                f"set allow_pickle: true on {REWARD_SETTING} if you trust them"
+            )
         self.model = t2v.VQAScore(model=spec.arch, device=device)
 
     @torch.no_grad()
@@ -79,9 +87,11 @@ class VQAScore:
 @REWARDS.register("mps")
 class MPS:
     def __init__(self, spec: RewardSpec, device: str = "cpu") -> None:
-        require("mps", "trainer.models.clip_model",
-                "put the Kwai-Kolors/MPS repository "
-                "(its `trainer` package) on PYTHONPATH: MPS has no PyPI package")
+        require(
+            "mps",
+            "trainer.models.clip_model",
+            "put the Kwai-Kolors/MPS repository (its `trainer` package) on PYTHONPATH: MPS has no PyPI package",
+        )
         from transformers import AutoProcessor
 
         what = f"reward '{spec.name}'"
@@ -95,14 +105,19 @@ class MPS:
         self.preprocess = from_hf_image_processor(processor.image_processor)
 
     def _tokens(self, texts: list[str]) -> torch.Tensor:
-        return self.tokenizer(texts, max_length=self.tokenizer.model_max_length, padding="max_length",
-                              truncation=True, return_tensors="pt").input_ids.to(self.device)
+        return self.tokenizer(
+            texts,
+            max_length=self.tokenizer.model_max_length,
+            padding="max_length",
+            truncation=True,
+            return_tensors="pt",
+        ).input_ids.to(self.device)
 
     @torch.no_grad()
     def score(self, images: list[Image.Image], prompts: list[str]) -> np.ndarray:
         check_batch(images, prompts)
         clip = self.model.model
-        text_tokens, text_eos = clip.get_text_features(self._tokens(prompts))      # (N, L, D), (N, D)
+        text_tokens, text_eos = clip.get_text_features(self._tokens(prompts))  # (N, L, D), (N, D)
         image_tokens = pooled(clip.get_image_features(self.preprocess(images).to(self.device)))  # (N, P, D)
         condition, _ = clip.get_text_features(self._tokens([MPS_CONDITION]).expand(len(prompts), -1))
         # Prompt tokens similar enough to some condition word stay visible to the cross model. The
@@ -113,6 +128,8 @@ class MPS:
         mask = torch.where(sim > 0.3, 0.0, float("-inf")).to(text_tokens.dtype)
         mask = mask.expand(-1, image_tokens.shape[1], -1)
         fused = self.model.cross_model(image_tokens, text_tokens, mask)[:, 0, :]
-        cos = (torch.nn.functional.normalize(fused.float(), dim=-1) *
-               torch.nn.functional.normalize(text_eos.float(), dim=-1)).sum(-1)
+        cos = (
+            torch.nn.functional.normalize(fused.float(), dim=-1)
+            * torch.nn.functional.normalize(text_eos.float(), dim=-1)
+        ).sum(-1)
         return (self.model.logit_scale.exp().float() * cos).cpu().numpy().astype(np.float64)

@@ -66,8 +66,9 @@ class PickScore:
         pixels = self.preprocess(images).to(self.device)
         img = pooled(self.model.get_image_features(pixel_values=pixels)).float()
         distinct, index = unique_prompts(prompts)
-        tokens = self.tokenizer(distinct, padding=True, truncation=True, max_length=77,
-                                return_tensors="pt").to(self.device)
+        tokens = self.tokenizer(distinct, padding=True, truncation=True, max_length=77, return_tensors="pt").to(
+            self.device
+        )
         txt = pooled(self.model.get_text_features(**tokens)).float()[index.to(self.device)]
         cos = (torch.nn.functional.normalize(img, dim=-1) * torch.nn.functional.normalize(txt, dim=-1)).sum(-1)
         return (self.model.logit_scale.exp().float() * cos).cpu().numpy().astype(np.float64)

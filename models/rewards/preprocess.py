@@ -29,20 +29,24 @@ from PIL import Image
 
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
-_RESAMPLE = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR,
-             "nearest": Image.Resampling.NEAREST, "lanczos": Image.Resampling.LANCZOS}
+_RESAMPLE = {
+    "bicubic": Image.Resampling.BICUBIC,
+    "bilinear": Image.Resampling.BILINEAR,
+    "nearest": Image.Resampling.NEAREST,
+    "lanczos": Image.Resampling.LANCZOS,
+}
 
 
 @dataclass(frozen=True)
 class ClipPreprocess:
-    size: int                           # side of the square the model sees
+    size: int  # side of the square the model sees
     mean: tuple[float, ...] = OPENAI_MEAN
     std: tuple[float, ...] = OPENAI_STD
     fit: Literal["crop", "pad"] = "crop"
-    resize: int | None = None           # crop mode: short side before the crop (CLIP: == size)
+    resize: int | None = None  # crop mode: short side before the crop (CLIP: == size)
     resample: int = Image.Resampling.BICUBIC
-    fill: int = 0                       # pad colour, in 0..255 pixel space before normalization
-    crop_offset: Literal["round", "floor"] = "round"   # torchvision vs transformers, see above
+    fill: int = 0  # pad colour, in 0..255 pixel space before normalization
+    crop_offset: Literal["round", "floor"] = "round"  # torchvision vs transformers, see above
 
     def fit_image(self, image: Image.Image) -> Image.Image:
         """One image as the square `size`x`size` RGB picture the model sees, before normalization."""
@@ -89,14 +93,20 @@ def from_open_clip(model: Any, fit: Literal["crop", "pad"] | None = None) -> Cli
         if mode not in ("shortest", "longest"):
             raise ValueError(f"open_clip resize_mode '{mode}' is not supported (shortest or longest)")
         fit = "pad" if mode == "longest" else "crop"
-    return ClipPreprocess(size=int(size), mean=tuple(cfg.get("mean", OPENAI_MEAN)),
-                          std=tuple(cfg.get("std", OPENAI_STD)), fit=fit, fill=int(cfg.get("fill_color", 0)),
-                          resample=_RESAMPLE.get(str(cfg.get("interpolation", "bicubic")), Image.Resampling.BICUBIC))
+    return ClipPreprocess(
+        size=int(size),
+        mean=tuple(cfg.get("mean", OPENAI_MEAN)),
+        std=tuple(cfg.get("std", OPENAI_STD)),
+        fit=fit,
+        fill=int(cfg.get("fill_color", 0)),
+        resample=_RESAMPLE.get(str(cfg.get("interpolation", "bicubic")), Image.Resampling.BICUBIC),
+    )
 
 
 def from_hf_image_processor(proc: Any) -> ClipPreprocess:
     """The pipeline described by a transformers CLIPImageProcessor config (PickScore's and MPS's, the
     laion ViT-H-14 one: shortest edge 224, bicubic, center crop 224, OpenAI mean/std)."""
+
     def side(value: Any, *keys: str) -> int | None:
         for key in keys:
             got = value.get(key) if isinstance(value, dict) else getattr(value, key, None)
@@ -108,5 +118,11 @@ def from_hf_image_processor(proc: Any) -> ClipPreprocess:
     crop = side(proc.crop_size, "height", "shortest_edge") if getattr(proc, "do_center_crop", True) else resize
     if resize is None or crop is None:
         raise ValueError(f"image processor size {proc.size!r} / crop {proc.crop_size!r} is not CLIP-style")
-    return ClipPreprocess(size=crop, resize=resize, mean=tuple(proc.image_mean), std=tuple(proc.image_std),
-                          resample=int(getattr(proc, "resample", Image.Resampling.BICUBIC)), crop_offset="floor")
+    return ClipPreprocess(
+        size=crop,
+        resize=resize,
+        mean=tuple(proc.image_mean),
+        std=tuple(proc.image_std),
+        resample=int(getattr(proc, "resample", Image.Resampling.BICUBIC)),
+        crop_offset="floor",
+    )

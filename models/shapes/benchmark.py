@@ -45,8 +45,13 @@ def split_tags(tags: Iterable[str], tasks: Sequence[str] = TASKS) -> tuple[list[
     return [t for t in tasks if t in found], sorted(found - set(tasks))
 
 
-def score(results: Iterable[tuple[str, bool]], n_boot: int = N_BOOTSTRAP, seed: int = 0,
-          prompts: Sequence[str] | None = None, tasks: Sequence[str] = TASKS) -> dict:
+def score(
+    results: Iterable[tuple[str, bool]],
+    n_boot: int = N_BOOTSTRAP,
+    seed: int = 0,
+    prompts: Sequence[str] | None = None,
+    tasks: Sequence[str] = TASKS,
+) -> dict:
     """results: (task tag, passed) pairs, e.g. from verify(); prompts: the prompt id of each result (a
     prompt's images are not independent, so the CIs resample whole prompts within each task); without
     prompts every result counts as its own prompt. The point estimates do not depend on prompts.
@@ -62,8 +67,9 @@ def score(results: Iterable[tuple[str, bool]], n_boot: int = N_BOOTSTRAP, seed: 
     out: dict = {"tasks": {}, "probes": {}}
     for key, tags in (("tasks", tasks), ("probes", probes)):
         if tags:
-            per, overall = stratified_means({t: by_tag[t] for t in tags}, seed, n_boot,
-                                            None if ids is None else {t: ids[t] for t in tags})
+            per, overall = stratified_means(
+                {t: by_tag[t] for t in tags}, seed, n_boot, None if ids is None else {t: ids[t] for t in tags}
+            )
             out[key] = {t: _as_accuracy(g) for t, g in per.items()}
             if key == "tasks":
                 out["overall"] = _as_accuracy(overall)
@@ -71,8 +77,14 @@ def score(results: Iterable[tuple[str, bool]], n_boot: int = N_BOOTSTRAP, seed: 
     return {"overall": out["overall"], "tasks": out["tasks"], "probes": out["probes"]}
 
 
-def paired_score(tags: Sequence[str], diffs: Sequence[float], prompts: Sequence[str] | None = None,
-                 n_boot: int = N_BOOTSTRAP, seed: int = 0, tasks: Sequence[str] = TASKS) -> dict:
+def paired_score(
+    tags: Sequence[str],
+    diffs: Sequence[float],
+    prompts: Sequence[str] | None = None,
+    n_boot: int = N_BOOTSTRAP,
+    seed: int = 0,
+    tasks: Sequence[str] = TASKS,
+) -> dict:
     """The paired tuned-minus-base difference: tags, diffs (tuned - base pass, -1/0/1, on the same prompt
     and seed) and prompts, one per image pair. The headline is the mean over the six tasks of the mean
     difference, its 95% CI resampling whole prompts within each task (models.stats.paired_task_delta);
@@ -90,8 +102,11 @@ def paired_score(tags: Sequence[str], diffs: Sequence[float], prompts: Sequence[
         d = paired_task_delta(tags[mask], diffs[mask], seed, n_boot, None if ids is None else ids[mask])
         return {**_as_delta(d), "tasks": {t: _as_delta(g) for t, g in d["tasks"].items()}}
 
-    head = delta(np.isin(tags, tasks)) if tasks else {"delta": float("nan"), "ci95": [float("nan")] * 2,
-                                                       "n_pairs": 0, "n_prompts": 0, "tasks": {}}
+    head = (
+        delta(np.isin(tags, tasks))
+        if tasks
+        else {"delta": float("nan"), "ci95": [float("nan")] * 2, "n_pairs": 0, "n_prompts": 0, "tasks": {}}
+    )
     head["tasks"] = {t: head["tasks"][t] for t in tasks}  # GenEval's order
     head["probes"] = {p: {k: v for k, v in delta(tags == p).items() if k != "tasks"} for p in probes}
     return head

@@ -10,7 +10,7 @@ reference with the same distortion is near it.
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 from scipy import ndimage
@@ -42,7 +42,7 @@ def _largest(mask: np.ndarray) -> np.ndarray:
     return comps == 1 + int(np.bincount(comps.ravel())[1:].argmax())
 
 
-@lru_cache(maxsize=None)
+@cache
 def _bank() -> tuple[np.ndarray, np.ndarray]:
     """(N, GRID*GRID) reference occupancies and their (N,) shape indices; built once."""
     refs, owners = [], []

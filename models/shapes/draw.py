@@ -4,7 +4,7 @@ bounding box centered, so that a rendered object's bbox center is the placed cen
 from __future__ import annotations
 
 import math
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 
@@ -20,20 +20,20 @@ def _centered(verts: np.ndarray) -> np.ndarray:
     return (verts - (lo + hi) / 2) * (2 / (hi - lo).max())
 
 
-@lru_cache(maxsize=None)
+@cache
 def _star_vertices() -> np.ndarray:
     ang = -math.pi / 2 + np.arange(10) * math.pi / 5  # first point straight up
     rad = np.where(np.arange(10) % 2 == 0, 1.0, STAR_INNER)
     return _centered(np.stack([rad * np.cos(ang), rad * np.sin(ang)], 1))
 
 
-@lru_cache(maxsize=None)
+@cache
 def _regular_vertices(n: int) -> np.ndarray:
     ang = -math.pi / 2 + np.arange(n) * 2 * math.pi / n  # first vertex straight up
     return _centered(np.stack([np.cos(ang), np.sin(ang)], 1))
 
 
-@lru_cache(maxsize=None)
+@cache
 def _triangle_vertices() -> np.ndarray:
     return _centered(np.array([[0.0, -1.0], [1.0, 0.8], [-1.0, 0.8]]))
 
@@ -99,7 +99,7 @@ def raster(shape: str, cx: float, cy: float, side: float, height: int, width: in
     return out
 
 
-@lru_cache(maxsize=None)
+@cache
 def template(shape: str, grid: int) -> np.ndarray:
     """A shape's occupancy on a `grid` x `grid` partition of its own bounding box."""
     n = 32 * grid

@@ -8,13 +8,22 @@ Specs follow GenEval's evaluation_metadata.jsonl schema exactly: keys `tag`, `in
 from __future__ import annotations
 
 import copy
-from functools import lru_cache
+from functools import cache
 from typing import Literal
 
 import numpy as np
 
 SHAPES: tuple[str, ...] = (
-    "circle", "square", "triangle", "star", "cross", "ring", "diamond", "heart", "crescent", "pentagon",
+    "circle",
+    "square",
+    "triangle",
+    "star",
+    "cross",
+    "ring",
+    "diamond",
+    "heart",
+    "crescent",
+    "pentagon",
 )
 PLURALS: dict[str, str] = {s: ("crosses" if s == "cross" else s + "s") for s in SHAPES}
 # Saturated colors spread over hue and lightness so that they stay separable after blur and noise
@@ -122,8 +131,12 @@ def task_space(tag: str) -> list[dict]:
     elif tag == "two_object":
         out = [make_spec(tag, [_item(a), _item(b)]) for a in SHAPES for b in SHAPES if a != b]
     elif tag == "counting":
-        out = [make_spec(tag, [_item(s, n, c)], [_item(s, n + 1)]) for s in SHAPES
-               for n in range(COUNTING_RANGE[0], COUNTING_RANGE[1] + 1) for c in (None, *COLORS)]
+        out = [
+            make_spec(tag, [_item(s, n, c)], [_item(s, n + 1)])
+            for s in SHAPES
+            for n in range(COUNTING_RANGE[0], COUNTING_RANGE[1] + 1)
+            for c in (None, *COLORS)
+        ]
     elif tag == "colors":
         out = [make_spec(tag, [_item(s, 1, c)]) for s in SHAPES for c in COLORS]
     elif tag == "position":
@@ -136,14 +149,18 @@ def task_space(tag: str) -> list[dict]:
                     out.append(make_spec(tag, [_item(ref), moved]))
     elif tag == "color_attr":  # distinct shapes and distinct colors, as in GenEval's color_attr
         combos = [(c, s) for s in SHAPES for c in COLORS]
-        out = [make_spec(tag, [_item(s1, 1, c1), _item(s2, 1, c2)]) for c1, s1 in combos for c2, s2 in combos
-               if s1 != s2 and c1 != c2]
+        out = [
+            make_spec(tag, [_item(s1, 1, c1), _item(s2, 1, c2)])
+            for c1, s1 in combos
+            for c2, s2 in combos
+            if s1 != s2 and c1 != c2
+        ]
     else:
         raise ValueError(f"unknown task tag {tag!r}; known: {TASKS}")
     return [s for s in out if not _uses_reserved(s)]
 
 
-@lru_cache(maxsize=None)
+@cache
 def heldout_specs() -> dict[str, tuple[dict, ...]]:
     """The benchmark's prompts: per task, EVAL_PER_TASK specs drawn without replacement from the task's
     space with a fixed seed (single_object: the whole space). No other split ever prompts them."""
@@ -159,13 +176,13 @@ def heldout_specs() -> dict[str, tuple[dict, ...]]:
     return out
 
 
-@lru_cache(maxsize=None)
+@cache
 def heldout_prompts() -> frozenset[str]:
     """Prompts of the held-out benchmark that training never sees (single_object's shared ones excluded)."""
     return frozenset(s["prompt"] for tag, specs in heldout_specs().items() if tag != "single_object" for s in specs)
 
 
-@lru_cache(maxsize=None)
+@cache
 def probe_specs() -> tuple[dict, ...]:
     """The novel-binding probe: each reserved pairing as a colors prompt, and PROBE_COLOR_ATTR color_attr
     prompts that pair one reserved combination with a trained one. Tag: PROBE_TASK."""
@@ -181,7 +198,7 @@ def probe_specs() -> tuple[dict, ...]:
     return tuple(colors + [pairs[int(i)] for i in chosen])
 
 
-@lru_cache(maxsize=None)
+@cache
 def train_space(tag: str) -> tuple[dict, ...]:
     """A task's specs that training may use: its space minus the held-out ones. Cached (color_attr has
     5,720): callers must not mutate the specs (sample_spec hands out copies)."""

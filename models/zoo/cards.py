@@ -20,26 +20,26 @@ def _mb(n: int) -> str:
 def generator_card(entry: dict) -> str:
     g, s = entry["config"], entry["geneval"]
     rows = "\n".join(f"| {t} | {_ci(s['tasks'][t])} | {s['tasks'][t]['n']} |" for t in TASKS if t in s["tasks"])
-    return f"""# {entry['name']} (shapes-world zoo generator)
+    return f"""# {entry["name"]} (shapes-world zoo generator)
 
 A StableDiffusionPipeline trained from scratch on the shapes world (32x32 px, fp16 weights).
 Load: `DiffusionPipeline.from_pretrained(folder, dtype=torch.float32)`, or in params.yaml
-`{{name: {entry['name']}, path: <zoo>/{entry['name']}, steps: {entry['sample_steps']}, guidance: {entry['guidance']}, height: 32, width: 32}}`.
+`{{name: {entry["name"]}, path: <zoo>/{entry["name"]}, steps: {entry["sample_steps"]}, guidance: {entry["guidance"]}, height: 32, width: 32}}`.
 
 ## Model
-- UNet2DConditionModel: block_out_channels {tuple(g['unet_channels'])}, layers_per_block {g['layers_per_block']}, cross-attention at every level; {entry['params']['unet']:,} parameters
-- CLIPTextModel: hidden {g['text_hidden']}, {g['text_layers']} layers, CLIP's BPE restricted to the shapes words; {entry['params']['text_encoder']:,} parameters
-- AutoencoderKL (shared by the zoo): 32x32x3 -> 4x8x8; {entry['params']['vae']:,} parameters; reconstruction passes the verifier on {entry['vae']['recon_verify']:.3f} of eval renders
-- Scheduler: DDIM, SD scaled_linear betas; size on disk {_mb(entry['bytes'])}
+- UNet2DConditionModel: block_out_channels {tuple(g["unet_channels"])}, layers_per_block {g["layers_per_block"]}, cross-attention at every level; {entry["params"]["unet"]:,} parameters
+- CLIPTextModel: hidden {g["text_hidden"]}, {g["text_layers"]} layers, CLIP's BPE restricted to the shapes words; {entry["params"]["text_encoder"]:,} parameters
+- AutoencoderKL (shared by the zoo): 32x32x3 -> 4x8x8; {entry["params"]["vae"]:,} parameters; reconstruction passes the verifier on {entry["vae"]["recon_verify"]:.3f} of eval renders
+- Scheduler: DDIM, SD scaled_linear betas; size on disk {_mb(entry["bytes"])}
 
 ## Training
-- Data: {g['pool_size']:,} train-split renders (stream seed {entry['data_seed']}); held-out color combinations never drawn
-- EMA snapshot at step {entry['snapshot_step']} of run `{entry['run']}` ({g['steps']} steps), batch {g['batch_size']}, AdamW lr {g['lr']} (warmup + cosine), seed {g['seed']}
-- epsilon prediction, Min-SNR-{g['min_snr_gamma']} weights, caption dropout {g['caption_dropout']}, EMA {g['ema_decay']} (saved)
-- Wall time: training {entry['train_s']:.0f} s (the run's time up to the snapshot), evaluation {entry['eval_s']:.0f} s
+- Data: {g["pool_size"]:,} train-split renders (stream seed {entry["data_seed"]}); held-out color combinations never drawn
+- EMA snapshot at step {entry["snapshot_step"]} of run `{entry["run"]}` ({g["steps"]} steps), batch {g["batch_size"]}, AdamW lr {g["lr"]} (warmup + cosine), seed {g["seed"]}
+- epsilon prediction, Min-SNR-{g["min_snr_gamma"]} weights, caption dropout {g["caption_dropout"]}, EMA {g["ema_decay"]} (saved)
+- Wall time: training {entry["train_s"]:.0f} s (the run's time up to the snapshot), evaluation {entry["eval_s"]:.0f} s
 
-## GenEval-shapes (eval split, {entry['eval']['n_per_task']} prompts/task x {entry['eval']['images_per_prompt']} images, {entry['sample_steps']} steps, guidance {entry['guidance']})
-Overall (mean of tasks): **{_ci(s['overall'])}**
+## GenEval-shapes (eval split, {entry["eval"]["n_per_task"]} prompts/task x {entry["eval"]["images_per_prompt"]} images, {entry["sample_steps"]} steps, guidance {entry["guidance"]})
+Overall (mean of tasks): **{_ci(s["overall"])}**
 
 | task | accuracy [95% CI] | n |
 |---|---|---|
@@ -50,27 +50,30 @@ Overall (mean of tasks): **{_ci(s['overall'])}**
 def reward_card(entry: dict) -> str:
     r, a = entry["config"], entry["agreement"]
     kinds = "\n".join(f"| {k} | {_ci(v, 'agreement')} | {v['n']} |" for k, v in a["per_kind"].items())
-    gen = f"- Generated pairs (pass vs fail, same prompt): {_ci(a['generated'], 'agreement')}, n {a['generated']['n']}\n" \
-        if "generated" in a else ""
-    return f"""# {entry['name']} (shapes-world zoo reward)
+    gen = (
+        f"- Generated pairs (pass vs fail, same prompt): {_ci(a['generated'], 'agreement')}, n {a['generated']['n']}\n"
+        if "generated" in a
+        else ""
+    )
+    return f"""# {entry["name"]} (shapes-world zoo reward)
 
 An open_clip CLIP trained contrastively on rendered scenes; fp16 weights.
 Load: `open_clip.create_model_and_transforms("local-dir:<folder>")`, or in params.yaml
-`{{name: {entry['name']}, kind: clipscore, arch: "local-dir:<zoo>/{entry['name']}"}}`.
+`{{name: {entry["name"]}, kind: clipscore, arch: "local-dir:<zoo>/{entry["name"]}"}}`.
 
 ## Model
-- Vision: ViT width {r['vision_width']}, {r['vision_layers']} layers, patch {r['patch_size']}, image 32
-- Text: width {r['text_width']}, {r['text_layers']} layers, context 77, vocab 49408; embed_dim {r['embed_dim']}
-- {entry['params']:,} parameters; size on disk {_mb(entry['bytes'])}
+- Vision: ViT width {r["vision_width"]}, {r["vision_layers"]} layers, patch {r["patch_size"]}, image 32
+- Text: width {r["text_width"]}, {r["text_layers"]} layers, context 77, vocab 49408; embed_dim {r["embed_dim"]}
+- {entry["params"]:,} parameters; size on disk {_mb(entry["bytes"])}
 
 ## Training
-- Data: {entry['pool_size']:,} train-split renders (stream seed {entry['data_seed']}) with hard negatives of kinds {', '.join(r['kinds'])}
-- Loss: symmetric InfoNCE over scenes and their wrong renders + per-scene hard-negative softmax (weight {r['hard_weight']})
-- {r['steps']} steps, {r['batch_size']} scenes per step, AdamW lr {r['lr']}, seed {r['seed']}
-- Wall time: training {entry['train_s']:.0f} s
+- Data: {entry["pool_size"]:,} train-split renders (stream seed {entry["data_seed"]}) with hard negatives of kinds {", ".join(r["kinds"])}
+- Loss: symmetric InfoNCE over scenes and their wrong renders + per-scene hard-negative softmax (weight {r["hard_weight"]})
+- {r["steps"]} steps, {r["batch_size"]} scenes per step, AdamW lr {r["lr"]}, seed {r["seed"]}
+- Wall time: training {entry["train_s"]:.0f} s
 
 ## Agreement with the verifier
-- Rendered (correct vs wrong render, eval split): **{_ci(a['rendered'], 'agreement')}**, n {a['rendered']['n']}
+- Rendered (correct vs wrong render, eval split): **{_ci(a["rendered"], "agreement")}**, n {a["rendered"]["n"]}
 {gen}
 | wrong kind | agreement [95% CI] | n |
 |---|---|---|
@@ -88,16 +91,20 @@ def table(summary: dict) -> str:
         s = e["geneval"]
         per = " ".join(f"{t[:6]}={s['tasks'][t]['accuracy']:.2f}" for t in TASKS if t in s["tasks"])
         lo, hi = s["overall"]["ci95"]
-        lines.append(f"{e['name']:<22}{s['overall']['accuracy']:>8.3f}  [{lo:.3f}, {hi:.3f}] {_mb(e['bytes']):>9}"
-                     f"{e['train_s']:>9.0f}   {per}")
+        lines.append(
+            f"{e['name']:<22}{s['overall']['accuracy']:>8.3f}  [{lo:.3f}, {hi:.3f}] {_mb(e['bytes']):>9}"
+            f"{e['train_s']:>9.0f}   {per}"
+        )
     for e in summary["rewards"]:
         a = e["agreement"]
         lo, hi = a["rendered"]["ci95"]
         gen = f"generated={a['generated']['agreement']:.3f}" if "generated" in a else ""
         per = " ".join(f"{k}={v['agreement']:.2f}" for k, v in a["per_kind"].items())
         size = _mb(e["bytes"]) if e.get("bytes") else "-"
-        lines.append(f"{e['name']:<22}{a['rendered']['agreement']:>8.3f}  [{lo:.3f}, {hi:.3f}] {size:>9}"
-                     f"{e.get('train_s', 0):>9.0f}   {per} {gen}")
+        lines.append(
+            f"{e['name']:<22}{a['rendered']['agreement']:>8.3f}  [{lo:.3f}, {hi:.3f}] {size:>9}"
+            f"{e.get('train_s', 0):>9.0f}   {per} {gen}"
+        )
     lines.append(f"total size {_mb(summary['bytes'])}, wall time {summary['wall_s']:.0f} s")
     return "\n".join(lines)
 

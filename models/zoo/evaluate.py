@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from models.shapes import benchmark, make_specs, render, render_wrong, verify
+from models.shapes import benchmark, render, render_wrong, verify
 from models.shapes.specs import heldout_specs
 from models.stats import mean_ci
 
@@ -58,27 +58,48 @@ def load_pipeline(folder: Path | str):
 
 
 @torch.no_grad()
-def generate_and_verify(pipe, specs: list[dict], images_per_prompt: int, seed: int, steps: int = 20,
-                        guidance: float = 4.0, batch_size: int = 96) -> EvalImages:
+def generate_and_verify(
+    pipe,
+    specs: list[dict],
+    images_per_prompt: int,
+    seed: int,
+    steps: int = 20,
+    guidance: float = 4.0,
+    batch_size: int = 96,
+) -> EvalImages:
     """Generate images_per_prompt images per spec (one seeded generator per image) and verify each."""
     jobs = [(i, j) for i in range(len(specs)) for j in range(images_per_prompt)]
     images: list[list[np.ndarray]] = [[] for _ in specs]
     for start in range(0, len(jobs), batch_size):
         chunk = jobs[start : start + batch_size]
         gens = [torch.Generator().manual_seed(seed * 1_000_003 + i * 97 + j) for i, j in chunk]
-        out = pipe(prompt=[specs[i]["prompt"] for i, _ in chunk], generator=gens, num_inference_steps=steps,
-                   guidance_scale=guidance, height=32, width=32, output_type="np").images
+        out = pipe(
+            prompt=[specs[i]["prompt"] for i, _ in chunk],
+            generator=gens,
+            num_inference_steps=steps,
+            guidance_scale=guidance,
+            height=32,
+            width=32,
+            output_type="np",
+        ).images
         for (i, _), im in zip(chunk, out):
             images[i].append((im * 255).round().clip(0, 255).astype(np.uint8))  # as numpy_to_pil does
     passed = [[verify(im, spec) for im in ims] for spec, ims in zip(specs, images)]
     return EvalImages(specs, images, passed)
 
 
-def geneval_shapes(pipeline_folder: Path | str, n_per_task: int = 48, images_per_prompt: int = 4, seed: int = 0,
-                   steps: int = 20, guidance: float = 4.0) -> dict:
+def geneval_shapes(
+    pipeline_folder: Path | str,
+    n_per_task: int = 48,
+    images_per_prompt: int = 4,
+    seed: int = 0,
+    steps: int = 20,
+    guidance: float = 4.0,
+) -> dict:
     """benchmark.score of the pipeline on eval-split specs: {"overall": {...}, "tasks": {...}}."""
-    ev = generate_and_verify(load_pipeline(pipeline_folder), eval_specs(n_per_task, seed), images_per_prompt,
-                             seed, steps, guidance)
+    ev = generate_and_verify(
+        load_pipeline(pipeline_folder), eval_specs(n_per_task, seed), images_per_prompt, seed, steps, guidance
+    )
     return benchmark.score(ev.results(), prompts=ev.prompts())
 
 
@@ -94,8 +115,10 @@ def _load_reward(reward):
 
 
 def _score(reward, images: list[np.ndarray], prompts: list[str], batch: int = 256) -> np.ndarray:
-    out = [reward.score([Image.fromarray(im) for im in images[s : s + batch]], prompts[s : s + batch])
-           for s in range(0, len(images), batch)]
+    out = [
+        reward.score([Image.fromarray(im) for im in images[s : s + batch]], prompts[s : s + batch])
+        for s in range(0, len(images), batch)
+    ]
     return np.concatenate(out) if out else np.zeros(0)
 
 
@@ -122,8 +145,15 @@ def rendered_pairs(n_per_task: int, seed: int) -> list[tuple[np.ndarray, np.ndar
 
 def generated_pairs(sets: list[EvalImages], max_pairs: int, seed: int) -> list[tuple[np.ndarray, np.ndarray, str]]:
     """(passing, failing, prompt) images of one prompt from one generator, a seeded subset of them all."""
-    pairs = [(a, b, s["prompt"]) for ev in sets for s, ims, oks in zip(ev.specs, ev.images, ev.passed)
-             for a, ok_a in zip(ims, oks) if ok_a for b, ok_b in zip(ims, oks) if not ok_b]
+    pairs = [
+        (a, b, s["prompt"])
+        for ev in sets
+        for s, ims, oks in zip(ev.specs, ev.images, ev.passed)
+        for a, ok_a in zip(ims, oks)
+        if ok_a
+        for b, ok_b in zip(ims, oks)
+        if not ok_b
+    ]
     if len(pairs) > max_pairs:
         keep = np.random.default_rng(seed).choice(len(pairs), max_pairs, replace=False)
         pairs = [pairs[i] for i in sorted(keep)]
@@ -135,8 +165,14 @@ def _wins(reward, goods: list[np.ndarray], bads: list[np.ndarray], prompts: list
     return (sg > sb) + 0.5 * (sg == sb)
 
 
-def reward_agreement(reward, n_per_task: int = 24, seed: int = 0, generated: list[EvalImages] | None = None,
-                     max_generated_pairs: int = 2000, pairs: list | None = None) -> dict:
+def reward_agreement(
+    reward,
+    n_per_task: int = 24,
+    seed: int = 0,
+    generated: list[EvalImages] | None = None,
+    max_generated_pairs: int = 2000,
+    pairs: list | None = None,
+) -> dict:
     """Agreement with the verifier on rendered (correct, wrong) pairs, per kind, and on generated pairs.
 
     `reward` is a reward folder (loaded as clipscore via models.rewards.load_reward) or any object with
@@ -145,8 +181,10 @@ def reward_agreement(reward, n_per_task: int = 24, seed: int = 0, generated: lis
     pairs = rendered_pairs(n_per_task, seed) if pairs is None else pairs
     wins = _wins(reward, [p[0] for p in pairs], [p[1] for p in pairs], [p[2] for p in pairs])
     kinds = np.array([p[3] for p in pairs])
-    out = {"rendered": _summary(wins, seed),
-           "per_kind": {k: _summary(wins[kinds == k], seed) for k in dict.fromkeys(kinds.tolist())}}
+    out = {
+        "rendered": _summary(wins, seed),
+        "per_kind": {k: _summary(wins[kinds == k], seed) for k in dict.fromkeys(kinds.tolist())},
+    }
     if generated:
         gp = generated_pairs(generated, max_generated_pairs, seed)
         out["generated"] = _summary(_wins(reward, [p[0] for p in gp], [p[1] for p in gp], [p[2] for p in gp]), seed)

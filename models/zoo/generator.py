@@ -48,8 +48,9 @@ class GeneratorConfig:
     def snapshot_steps(self) -> dict[int, str]:
         steps = {step: name for name, step in self.snapshots} or {self.steps: self.name}
         if len(steps) != max(1, len(self.snapshots)) or not all(0 < s <= self.steps for s in steps):
-            raise ValueError(f"{self.name}: snapshot steps must be distinct and within 1..{self.steps}: "
-                             f"{self.snapshots}")
+            raise ValueError(
+                f"{self.name}: snapshot steps must be distinct and within 1..{self.steps}: {self.snapshots}"
+            )
         return steps
 
     def as_dict(self) -> dict:
@@ -59,10 +60,18 @@ class GeneratorConfig:
 def make_text_encoder(hidden: int, layers: int, tokenizer):
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    cfg = CLIPTextConfig(hidden_size=hidden, intermediate_size=4 * hidden, num_attention_heads=max(2, hidden // 16),
-                         num_hidden_layers=layers, vocab_size=len(tokenizer), max_position_embeddings=77,
-                         projection_dim=hidden, bos_token_id=tokenizer.bos_token_id,
-                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    cfg = CLIPTextConfig(
+        hidden_size=hidden,
+        intermediate_size=4 * hidden,
+        num_attention_heads=max(2, hidden // 16),
+        num_hidden_layers=layers,
+        vocab_size=len(tokenizer),
+        max_position_embeddings=77,
+        projection_dim=hidden,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
     return CLIPTextModel(cfg)
 
 
@@ -72,11 +81,18 @@ def make_unet(cfg: GeneratorConfig):
     n = len(cfg.unet_channels)
     # Cross-attention at every resolution (8x8 and below): binding a color to a shape and placing one
     # object left of another are decided at the finest latent grid.
-    return UNet2DConditionModel(sample_size=8, in_channels=4, out_channels=4, layers_per_block=cfg.layers_per_block,
-                                block_out_channels=cfg.unet_channels, norm_num_groups=8,
-                                cross_attention_dim=cfg.text_hidden, attention_head_dim=cfg.heads,
-                                down_block_types=("CrossAttnDownBlock2D",) * n,
-                                up_block_types=("CrossAttnUpBlock2D",) * n)
+    return UNet2DConditionModel(
+        sample_size=8,
+        in_channels=4,
+        out_channels=4,
+        layers_per_block=cfg.layers_per_block,
+        block_out_channels=cfg.unet_channels,
+        norm_num_groups=8,
+        cross_attention_dim=cfg.text_hidden,
+        attention_head_dim=cfg.heads,
+        down_block_types=("CrossAttnDownBlock2D",) * n,
+        up_block_types=("CrossAttnUpBlock2D",) * n,
+    )
 
 
 def make_scheduler():
@@ -86,8 +102,9 @@ def make_scheduler():
 
 
 def tokenize(tokenizer, captions: list[str]) -> torch.Tensor:
-    return tokenizer(captions, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
-                     return_tensors="pt").input_ids
+    return tokenizer(
+        captions, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
+    ).input_ids
 
 
 def _snr_weights(cfg: GeneratorConfig) -> torch.Tensor:
@@ -98,8 +115,14 @@ def _snr_weights(cfg: GeneratorConfig) -> torch.Tensor:
     return torch.clamp(snr, max=cfg.min_snr_gamma) / snr  # epsilon-prediction form of Min-SNR
 
 
-def train_generator(cfg: GeneratorConfig, lat_mean: torch.Tensor, lat_std: torch.Tensor, captions: list[str],
-                    tokenizer=None, progress: Callable[[int, float], None] | None = None) -> dict[str, tuple]:
+def train_generator(
+    cfg: GeneratorConfig,
+    lat_mean: torch.Tensor,
+    lat_std: torch.Tensor,
+    captions: list[str],
+    tokenizer=None,
+    progress: Callable[[int, float], None] | None = None,
+) -> dict[str, tuple]:
     """{name: (unet, text_encoder)}: the EMA weights at each snapshot step, trained on scaled VAE
     posteriors (N, 4, 8, 8) and their captions."""
     from diffusers import DDPMScheduler
@@ -145,9 +168,16 @@ def save_pipeline(folder: Path, vae, unet, text_encoder, tokenizer=None) -> Path
     from diffusers import StableDiffusionPipeline
 
     half = [copy.deepcopy(m).to(torch.float16) for m in (vae, unet, text_encoder)]
-    pipe = StableDiffusionPipeline(vae=half[0], unet=half[1], text_encoder=half[2],
-                                   tokenizer=tokenizer or shapes_tokenizer(), scheduler=make_scheduler(),
-                                   safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    pipe = StableDiffusionPipeline(
+        vae=half[0],
+        unet=half[1],
+        text_encoder=half[2],
+        tokenizer=tokenizer or shapes_tokenizer(),
+        scheduler=make_scheduler(),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
     pipe.save_pretrained(folder, safe_serialization=True)
     # transformers loads with the dtype its config names when none is asked for, while diffusers loads
     # float32: naming float32 keeps a plain from_pretrained(folder) from mixing fp16 and fp32 modules.

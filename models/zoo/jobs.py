@@ -47,33 +47,60 @@ def rebuild_vae(cfg: VAEConfig, state: dict, scaling_factor: float):
     return vae.eval().requires_grad_(False)
 
 
-def generator_job(cfg: GeneratorConfig, vae_cfg: VAEConfig, vae_state: dict, scaling_factor: float,
-                  lat_mean: np.ndarray, lat_std: np.ndarray, captions: list[str], out_dir: Path, specs: list[dict],
-                  images_per_prompt: int, eval_seed: int, sample_steps: int, guidance: float, log: bool) -> list[dict]:
+def generator_job(
+    cfg: GeneratorConfig,
+    vae_cfg: VAEConfig,
+    vae_state: dict,
+    scaling_factor: float,
+    lat_mean: np.ndarray,
+    lat_std: np.ndarray,
+    captions: list[str],
+    out_dir: Path,
+    specs: list[dict],
+    images_per_prompt: int,
+    eval_seed: int,
+    sample_steps: int,
+    guidance: float,
+    log: bool,
+) -> list[dict]:
     """Train one run, then save and evaluate each of its snapshots as a pipeline under out_dir/<name>;
     the EvalImages come back for reward agreement."""
     vae = rebuild_vae(vae_cfg, vae_state, scaling_factor)
     t0 = time.time()
-    snapshots = train_generator(cfg, torch.from_numpy(lat_mean), torch.from_numpy(lat_std), captions,
-                                progress=line_logger(cfg.name, cfg.steps, log))
+    snapshots = train_generator(
+        cfg,
+        torch.from_numpy(lat_mean),
+        torch.from_numpy(lat_std),
+        captions,
+        progress=line_logger(cfg.name, cfg.steps, log),
+    )
     train_s = time.time() - t0
     entries = []
     for step, name in sorted(cfg.snapshot_steps().items()):
         unet, text = snapshots[name]
         save_pipeline(Path(out_dir) / name, vae, unet, text)
         t0 = time.time()
-        ev = generate_and_verify(load_pipeline(Path(out_dir) / name), specs, images_per_prompt, eval_seed,
-                                 sample_steps, guidance)
-        entries.append({"name": name, "run": cfg.name, "snapshot_step": step, "config": cfg.as_dict(),
-                        "train_s": train_s * step / cfg.steps, "eval_s": time.time() - t0,
-                        "params": {"unet": param_count(unet), "text_encoder": param_count(text),
-                                   "vae": param_count(vae)},
-                        "eval_images": ev})
+        ev = generate_and_verify(
+            load_pipeline(Path(out_dir) / name), specs, images_per_prompt, eval_seed, sample_steps, guidance
+        )
+        entries.append(
+            {
+                "name": name,
+                "run": cfg.name,
+                "snapshot_step": step,
+                "config": cfg.as_dict(),
+                "train_s": train_s * step / cfg.steps,
+                "eval_s": time.time() - t0,
+                "params": {"unet": param_count(unet), "text_encoder": param_count(text), "vae": param_count(vae)},
+                "eval_images": ev,
+            }
+        )
     return entries
 
 
-def rewards_job(configs: list[RewardConfig], pool_size: int, pool_seed: int, kinds: tuple[str, ...], out_dir: Path,
-                log: bool) -> list[dict]:
+def rewards_job(
+    configs: list[RewardConfig], pool_size: int, pool_seed: int, kinds: tuple[str, ...], out_dir: Path, log: bool
+) -> list[dict]:
     """Render the negatives pool once, then train and save every reward on it."""
     pool = build_pool(pool_size, pool_seed, kinds)
     out = []
@@ -81,6 +108,14 @@ def rewards_job(configs: list[RewardConfig], pool_size: int, pool_seed: int, kin
         t0 = time.time()
         model = train_reward(cfg, pool, line_logger(cfg.name, cfg.steps, log))
         save_reward(Path(out_dir) / cfg.name, model, cfg)
-        out.append({"name": cfg.name, "config": cfg.as_dict(), "params": param_count(model),
-                    "train_s": time.time() - t0, "pool_size": len(pool), "data_seed": pool_seed})
+        out.append(
+            {
+                "name": cfg.name,
+                "config": cfg.as_dict(),
+                "params": param_count(model),
+                "train_s": time.time() - t0,
+                "pool_size": len(pool),
+                "data_seed": pool_seed,
+            }
+        )
     return out

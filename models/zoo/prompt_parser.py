@@ -60,10 +60,10 @@ def parse_prompt(prompt: str) -> dict | None:
     text = prompt.strip().lower().rstrip(".")
     if not text.startswith(PREFIX):
         return None
-    body = text[len(PREFIX):]
+    body = text[len(PREFIX) :]
     rel = _RELATION.search(body)
     if rel:
-        moved, ref = parse_noun_phrase(body[: rel.start()]), parse_noun_phrase(body[rel.end():])
+        moved, ref = parse_noun_phrase(body[: rel.start()]), parse_noun_phrase(body[rel.end() :])
         if moved is None or ref is None:
             return None
         # prompt_for names the positioned object first; GenEval's schema lists the reference first.

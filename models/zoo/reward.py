@@ -47,10 +47,20 @@ class RewardConfig:
     def model_cfg(self) -> dict:
         return {
             "embed_dim": self.embed_dim,
-            "vision_cfg": {"image_size": 32, "layers": self.vision_layers, "width": self.vision_width,
-                           "patch_size": self.patch_size, "head_width": 32},
-            "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": self.text_width,
-                         "heads": max(2, self.text_width // 8), "layers": self.text_layers},
+            "vision_cfg": {
+                "image_size": 32,
+                "layers": self.vision_layers,
+                "width": self.vision_width,
+                "patch_size": self.patch_size,
+                "head_width": 32,
+            },
+            "text_cfg": {
+                "context_length": 77,
+                "vocab_size": 49408,
+                "width": self.text_width,
+                "heads": max(2, self.text_width // 8),
+                "layers": self.text_layers,
+            },
         }
 
     def as_dict(self) -> dict:
@@ -81,8 +91,14 @@ def _group_batch(pool: Pool, idx: np.ndarray, kinds: tuple[str, ...]):
     return np.concatenate(images), captions, groups
 
 
-def _contrastive_loss(img: torch.Tensor, txt: torch.Tensor, scale: torch.Tensor, captions: list[str],
-                      groups: list[list[int]], hard_weight: float) -> torch.Tensor:
+def _contrastive_loss(
+    img: torch.Tensor,
+    txt: torch.Tensor,
+    scale: torch.Tensor,
+    captions: list[str],
+    groups: list[list[int]],
+    hard_weight: float,
+) -> torch.Tensor:
     logits = scale * img @ txt.T
     ids = {c: n for n, c in enumerate(dict.fromkeys(captions))}
     cap = torch.tensor([ids[c] for c in captions])
@@ -96,9 +112,18 @@ def _contrastive_loss(img: torch.Tensor, txt: torch.Tensor, scale: torch.Tensor,
     return loss
 
 
-def contrastive_train(model: torch.nn.Module, tokenize: Callable[[list[str]], torch.Tensor], pool: Pool,
-                      kinds: tuple[str, ...], steps: int, batch_size: int, lr: float, hard_weight: float, seed: int,
-                      progress: Callable[[int, float], None] | None = None) -> torch.nn.Module:
+def contrastive_train(
+    model: torch.nn.Module,
+    tokenize: Callable[[list[str]], torch.Tensor],
+    pool: Pool,
+    kinds: tuple[str, ...],
+    steps: int,
+    batch_size: int,
+    lr: float,
+    hard_weight: float,
+    seed: int,
+    progress: Callable[[int, float], None] | None = None,
+) -> torch.nn.Module:
     """Train any model with encode_image(pixels), encode_text(ids) and a logit_scale parameter."""
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embed" not in n]
     rest = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embed" not in n)]
@@ -125,8 +150,9 @@ def train_reward(cfg: RewardConfig, pool: Pool, progress: Callable[[int, float],
     seed_all(cfg.seed)
     model = open_clip.CLIP(**cfg.model_cfg())
     tokenizer = open_clip.get_tokenizer("ViT-B-32")  # the default SimpleTokenizer, what local-dir: gives
-    return contrastive_train(model, tokenizer, pool, cfg.kinds, cfg.steps, cfg.batch_size, cfg.lr, cfg.hard_weight,
-                             cfg.seed, progress)
+    return contrastive_train(
+        model, tokenizer, pool, cfg.kinds, cfg.steps, cfg.batch_size, cfg.lr, cfg.hard_weight, cfg.seed, progress
+    )
 
 
 def save_reward(folder: Path, model, cfg: RewardConfig) -> Path:

@@ -36,9 +36,17 @@ def make_vae(channels: tuple[int, ...]):
     from diffusers import AutoencoderKL
 
     n = len(channels)
-    return AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=channels,
-                         down_block_types=("DownEncoderBlock2D",) * n, up_block_types=("UpDecoderBlock2D",) * n,
-                         layers_per_block=1, norm_num_groups=8, sample_size=32)
+    return AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        latent_channels=4,
+        block_out_channels=channels,
+        down_block_types=("DownEncoderBlock2D",) * n,
+        up_block_types=("UpDecoderBlock2D",) * n,
+        layers_per_block=1,
+        norm_num_groups=8,
+        sample_size=32,
+    )
 
 
 def train_vae(images: np.ndarray, cfg: VAEConfig, progress: Callable[[int, float], None] | None = None):
