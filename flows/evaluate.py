@@ -4,17 +4,17 @@ overall), metrics/evaluate.json for DVC, the same numbers and a side-by-side ima
 
 from __future__ import annotations
 
+import mlflow
 import pandas as pd
 from prefect import flow
 from prefect.artifacts import create_image_artifact, create_markdown_artifact
 
-import mlflow
-from models.evaluation import winrates
-from models.trainer import tuned_spec
+from models.winrates import winrates
 from synrank.cluster_config import ClusterConfig
 from synrank.config import EvaluateConfig, GenerateConfig, Paths, ScoreConfig, TrackingConfig
 from synrank.deployment_params import with_deployment_defaults
 from synrank.fingerprint import generator_id, reward_id
+from synrank.models_io import tuned_spec
 from synrank.stage import stage_run, write_json
 from tasks.evaluate import benchmark_table, comparison_grid, grid_prompts, run_benchmark, summary_markdown, task_rows
 from tasks.generate import generate_all

@@ -10,42 +10,23 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from prefect import flow, task
+import mlflow
+from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
-import mlflow
 from flows.evaluate import evaluate_flow
 from flows.generate import generate_flow
 from flows.rank import rank_flow
 from flows.sample import sample_flow
 from flows.score import score_flow
-from flows.train import base_generator, train_flow
-from models.trainer import tuned_spec
+from flows.train import train_flow
+from models.validate import validate_config
 from synrank import tracking
-from synrank.config import Config, GeneratorSpec
+from synrank.config import Config, base_generator
 from synrank.deployment_params import with_deployment_defaults
 from synrank.stage import write_json
 from synrank.storage import write_bytes
-from synrank.validate import validate_config
-from tasks.online import rounds_markdown, rounds_summary
-
-
-@task(name="fuse-tuned")
-def fuse_tuned(model_dir: str, out_dir: str) -> GeneratorSpec:
-    """The tuned model as one diffusers pipeline folder (LoRA fused into the weights)."""
-    from diffusers import DiffusionPipeline
-
-    from synrank.models_io import resolve_model_path
-
-    base, tuned = tuned_spec(Path(model_dir))
-    if not tuned.lora:
-        return tuned.model_copy(update={"name": base.name})
-    pipe = DiffusionPipeline.from_pretrained(resolve_model_path(base.path, f"generator '{base.name}'"))
-    pipe.load_lora_weights(tuned.lora)
-    pipe.fuse_lora()
-    pipe.unload_lora_weights()
-    pipe.save_pretrained(out_dir, safe_serialization=True)
-    return base.model_copy(update={"path": out_dir, "lora": ""})
+from tasks.online import fuse_tuned, rounds_markdown, rounds_summary
 
 
 @flow(name="online", log_prints=True)

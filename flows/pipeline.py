@@ -10,20 +10,20 @@ from __future__ import annotations
 from contextlib import ExitStack
 from typing import Any
 
+import mlflow
 from prefect import flow
 
-import mlflow
 from flows.evaluate import evaluate_flow
 from flows.generate import generate_flow
 from flows.rank import rank_flow
 from flows.sample import sample_flow
 from flows.score import score_flow
 from flows.train import train_flow, train_identity
+from models.validate import validate_config
 from synrank import runlock, subdeploy, tracking
 from synrank.config import Config, flow_parameters, stage_outputs
 from synrank.deployment_params import with_deployment_defaults
 from synrank.stage import fingerprint, note_runs, output_id, read_stamp
-from synrank.validate import validate_config
 
 STAGE_FLOWS = {
     "sample": sample_flow,

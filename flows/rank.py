@@ -3,35 +3,15 @@ phi, tau, k, model), with how often each generator wins and how much the rewards
 
 from __future__ import annotations
 
+import mlflow
 import pandas as pd
-from prefect import flow, task
+from prefect import flow
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-import mlflow
-from models.ranking import rank_groups, reward_agreement
 from synrank.config import Paths, RankConfig, TrackingConfig
 from synrank.deployment_params import with_deployment_defaults
 from synrank.stage import stage_run
-from tasks.evaluate import ranked_grid
-
-
-@task(name="rank-images", task_run_name="rank[{method}]")
-def rank_images(
-    scores_path: str, manifest_path: str, out_path: str, method: str, rewards: list[str] | None = None
-) -> dict:
-    manifest = pd.read_parquet(manifest_path)
-    prompt_of = manifest.set_index("image_id")["prompt_id"]
-    scores = pd.read_parquet(scores_path)
-    if rewards:
-        known = sorted(scores["reward"].unique())
-        if missing := [r for r in rewards if r not in known]:
-            raise ValueError(f"rank.rewards: {', '.join(missing)} not scored; scored rewards: {', '.join(known)}")
-        scores = scores[scores["reward"].isin(rewards)]
-    ranked, report = rank_groups(scores, prompt_of, method)
-    ranked = ranked.merge(manifest[["image_id", "model"]], on="image_id")
-    ranked.to_parquet(out_path, index=False)
-    report["kendall_tau"] = reward_agreement(scores, prompt_of)
-    return report
+from tasks.rank import rank_images, ranked_grid
 
 
 @flow(name="rank", log_prints=True)

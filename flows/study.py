@@ -13,20 +13,21 @@ import json
 import time
 from pathlib import Path
 
+import mlflow
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
-import mlflow
 from flows.evaluate import evaluate_flow
 from flows.pipeline import STAGE_FLOWS
 from flows.rank import rank_flow
 from flows.train import train_flow
+from models.study import study_markdown
+from models.validate import validate_config
 from synrank import tracking
 from synrank.config import ROOT, Config, Paths, StudyArm, flow_parameters
 from synrank.deployment_params import with_deployment_defaults
 from synrank.stage import write_json
-from synrank.validate import validate_config
-from tasks.study import load_runs, study_markdown, study_results
+from tasks.study import study_table
 
 
 def arm_paths(cfg: Config, arm: StudyArm, out: Path) -> Paths:
@@ -78,8 +79,7 @@ def study_flow(cfg: Config) -> str:
                     _log_headline(d / "metrics" / "evaluate.json", study.benchmark)
                 runs.append((arm.name, seed, d / "eval"))
         base_arm = next(a.name for a in study.arms if not a.objective)
-        data = load_runs(runs, study.benchmark, [r.name for r in cfg.score.rewards], base_arm)
-        results = study_results(data, study.reference)
+        results = study_table(runs, study.benchmark, [r.name for r in cfg.score.rewards], base_arm, study.reference)
         with mlflow.start_run(
             run_name=f"{base_arm}", nested=True, tags={"synrank.stage": "study-run", "method": base_arm, "seed": "-"}
         ):

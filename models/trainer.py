@@ -410,11 +410,3 @@ def save_tuned(model, pipe, spec: GeneratorSpec, cfg: TrainConfig, out_dir: Path
         pipe.save_pretrained(out_dir / "pipeline", safe_serialization=True)
     kind = "lora" if cfg.lora_rank > 0 else "full"
     (out_dir / "tuned.json").write_text(json.dumps({"base": spec.model_dump(), "kind": kind}, indent=2) + "\n")
-
-
-def tuned_spec(model_dir: Path) -> tuple[GeneratorSpec, GeneratorSpec]:
-    """(base, tuned) generator specs from a folder written by save_tuned; the tuned one points at it."""
-    info = json.loads((model_dir / "tuned.json").read_text())
-    base = GeneratorSpec.model_validate(info["base"])
-    update = {"lora": str(model_dir)} if info["kind"] == "lora" else {"path": str(model_dir / "pipeline")}
-    return base, base.model_copy(update={"name": f"{base.name}-tuned", **update})

@@ -9,8 +9,8 @@ import os
 import sys
 from collections.abc import Callable, Mapping
 
+from models.validate import load_checked_config
 from synrank.config import PARAMS_FILE, ROOT, Config, ConfigError, flow_parameters
-from synrank.validate import load_checked_config
 
 # Prefect 3's setting `server.ephemeral.startup_timeout_seconds` (default 20 s).
 EPHEMERAL_TIMEOUT_ENV = "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"
@@ -73,7 +73,7 @@ STAGES: dict[str, str] = {
 
 
 def _data(args: argparse.Namespace) -> int:
-    from synrank.data import ensure_data
+    from models.shapes.dataset import ensure_data
 
     print(ensure_data())
     return 0
@@ -86,7 +86,7 @@ def _deploy(args: argparse.Namespace) -> int:
 
 
 def _zoo(args: argparse.Namespace) -> int:
-    from models.zoo.build import main as build_zoo
+    from models.shapes_zoo.build import main as build_zoo
 
     return build_zoo(
         ["--out", args.out, "--scale", str(args.scale), "--seed", str(args.seed), "--workers", str(args.workers)]

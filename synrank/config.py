@@ -440,7 +440,7 @@ def load_config(path: str | Path = PARAMS_FILE, overrides: list[str] | None = No
     return validate(apply_overrides(data, overrides or []))
 
 
-def dump_params(cfg: Config) -> str:
+def params_yaml(cfg: Config) -> str:
     """params.yaml text for a config (used to write the committed default and by tests)."""
     return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
 
@@ -479,3 +479,17 @@ def flow_parameters(stage: str, cfg: Config) -> dict[str, BaseModel]:
     if stage in ("pipeline", "online", "study"):
         return {"cfg": cfg}
     return {**own[stage], **common}
+
+
+def base_generator(cfg: TrainConfig, generate: GenerateConfig) -> GeneratorSpec:
+    """The generator `train.base` names (empty = the first of generate.generators); ConfigError naming the
+    generators otherwise. The one lookup: the train stage, the online loop and validation all use it."""
+    names = [g.name for g in generate.generators]
+    if not cfg.base:
+        return generate.generators[0]
+    if cfg.base not in names:
+        raise ConfigError(
+            f"bad value for 'train.base': {cfg.base!r} is not a generator in generate.generators; "
+            f"allowed: {', '.join(names)}"
+        )
+    return generate.generators[names.index(cfg.base)]

@@ -28,8 +28,8 @@ from uuid import UUID
 
 import yaml
 
+from models.validate import load_checked_config
 from synrank.config import PARAMS_FILE, ROOT, STAGE_OUTPUT, Config, ConfigError, flow_parameters
-from synrank.validate import load_checked_config
 
 DEPLOY_FILE = ROOT / "prefect.yaml"
 ROOT_ENV = "SYNRANK_ROOT"
@@ -94,7 +94,7 @@ def form_schema(schema: dict[str, Any], stage: str, cfg: Config) -> dict[str, An
     - every registry key is a choice list (objectives, generator backends, reward kinds, benchmarks)
       and `train.base` one of params.yaml's generators, so the server refuses a typo before the run.
     Returns a new dict; `schema` is Prefect's schema of the flow's signature."""
-    from synrank.validate import registries
+    from models.validate import registries
 
     out = json.loads(json.dumps(schema))
     if stage in STAGE_OUTPUT:  # a single stage (export too), not the pipeline, online or study

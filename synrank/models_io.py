@@ -1,11 +1,13 @@
-"""Where model weights come from: a local folder or file (relative to the project root), or a hub id."""
+"""Where model weights come from: a local folder or file (relative to the project root), or a hub id; and
+which weights a train stage output (tuned.json) stands for."""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
-from synrank.config import ROOT
+from synrank.config import ROOT, GeneratorSpec
 
 
 def resolve_model_path(path: str, what: str) -> str:
@@ -28,3 +30,11 @@ def resolve_model_path(path: str, what: str) -> str:
                 ) from None
             return path
     raise FileNotFoundError(f"{what}: model path '{path}' does not exist (looked at {local})")
+
+
+def tuned_spec(model_dir: Path) -> tuple[GeneratorSpec, GeneratorSpec]:
+    """(base, tuned) generator specs from a folder written by models.trainer.save_tuned; the tuned one points at it."""
+    info = json.loads((model_dir / "tuned.json").read_text())
+    base = GeneratorSpec.model_validate(info["base"])
+    update = {"lora": str(model_dir)} if info["kind"] == "lora" else {"path": str(model_dir / "pipeline")}
+    return base, base.model_copy(update={"name": f"{base.name}-tuned", **update})

@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import mlflow
 from pydantic import BaseModel
 
-import mlflow
 from synrank import runlock, tracking
 from synrank.codehash import stage_code_id
 from synrank.config import TrackingConfig
@@ -38,14 +38,14 @@ def code_hash(stage: str) -> str:
 Params = BaseModel | dict[str, BaseModel]
 
 
-def dump_params(params: Params) -> dict[str, Any]:
+def section_dict(params: Params) -> dict[str, Any]:
     if isinstance(params, BaseModel):
         return params.model_dump(mode="json")
     return {k: v.model_dump(mode="json") for k, v in params.items()}
 
 
 def content_params(params: Params) -> Any:
-    """`dump_params` without the fields that change where the work runs but not what it writes (a section's
+    """`section_dict` without the fields that change where the work runs but not what it writes (a section's
     `CONTENT_EXCLUDED`, e.g. generate.engine): the part of the params a stage's fingerprint hashes."""
     if isinstance(params, dict):
         return {k: content_params(v) for k, v in params.items()}
@@ -66,8 +66,8 @@ def run_params(name: str, params: Params) -> dict[str, str]:
     """A stage run's MLflow params: its own section unprefixed (`steps`, not `train.train.steps`), any
     other part of `params` under its key (`base.name`, `rewards.rewards.0.name`)."""
     if isinstance(params, BaseModel):
-        return tracking.flatten("", dump_params(params))
-    dumped = dump_params(params)
+        return tracking.flatten("", section_dict(params))
+    dumped = section_dict(params)
     return {k: v for key, part in dumped.items() for k, v in tracking.flatten("" if key == name else key, part).items()}
 
 

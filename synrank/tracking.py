@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
+
 from synrank.config import ROOT, TrackingConfig
 
 # The pipeline flow sets this so that every stage run, even one in a worker process, nests under it.

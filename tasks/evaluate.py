@@ -10,6 +10,7 @@ from PIL import Image, ImageDraw
 from prefect import task
 
 from models.shapes.specs import TASKS as GENEVAL_TASKS
+from models.shapes.specs import task_order
 from synrank.progress import progress
 from synrank.shards import load_images
 
@@ -176,11 +177,6 @@ def task_rows(report: dict) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["benchmark", "model", "task", "label", "accuracy", "ci_low", "ci_high"])
 
 
-def task_order(found: set[str]) -> list[str]:
-    """GenEval's task order first, then any other task alphabetically."""
-    return [t for t in GENEVAL_TASKS if t in found] + sorted(found - set(GENEVAL_TASKS))
-
-
 def format_accuracy(c: dict | None) -> str:
     return f"{c['accuracy']:.3f} [{c['ci95'][0]:.2f}, {c['ci95'][1]:.2f}]" if c else "-"
 
@@ -252,21 +248,3 @@ def benchmark_table(report: dict) -> str:
         lines += [""] + ([n_line] if n_line else []) + (_paired_lines(delta) if delta else [])
         lines.append("")
     return "\n".join(lines)
-
-
-def ranked_grid(ranked: pd.DataFrame, images_root: str, n_prompts: int, cell: int = 96) -> Image.Image:
-    """One row per prompt, its images ordered by tau (best first), each labelled with model and phi."""
-    prompt_ids = list(dict.fromkeys(ranked["prompt_id"]))[:n_prompts]
-    k = int(ranked[ranked["prompt_id"].isin(prompt_ids)].groupby("prompt_id").size().max())
-    label_h = 14
-    grid = Image.new("RGB", (cell * k, (cell + 2 * label_h) * len(prompt_ids)), "white")
-    draw = ImageDraw.Draw(grid)
-    for r, pid in enumerate(prompt_ids):
-        rows = ranked[ranked["prompt_id"] == pid].sort_values(["tau", "image_id"])
-        y = r * (cell + 2 * label_h)
-        draw.text((2, y + 1), str(rows["prompt"].iloc[0])[:70], fill="black")
-        ims = load_images(Path(images_root), zip(rows["shard"], rows["member"]))
-        for c, (im, (_, row)) in enumerate(zip(ims, rows.iterrows())):
-            grid.paste(im.resize((cell, cell), Image.NEAREST), (c * cell, y + label_h))
-            draw.text((c * cell + 2, y + label_h + cell + 1), f"{row['model']} {row['phi']:.2f}", fill="black")
-    return grid

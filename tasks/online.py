@@ -2,7 +2,8 @@
 round and the paired gain since round 0 (GPO's online counting experiment reports the latter per round).
 
 Every round evaluates its starting model and its tuned model on the same held-out prompts with the same
-noise (evaluate.seed), so round r's tuned images pair with round 1's base images image by image."""
+noise (evaluate.seed), so round r's tuned images pair with round 1's base images image by image. Also the task that fuses a
+round's tuned model into the full pipeline the next round starts from."""
 
 from __future__ import annotations
 
@@ -11,7 +12,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
+from prefect import task
 
+from synrank.config import GeneratorSpec
+from synrank.models_io import tuned_spec
 from tasks.evaluate import format_accuracy, format_delta, paired_between
 
 
@@ -71,3 +75,21 @@ def rounds_markdown(rows: list[dict], benchmark: str) -> str:
     return "\n".join(lines) + (
         f"\n\n{n['n_prompts']} held-out prompts, {n['n']} images per model; CIs resample prompts within tasks.\n"
     )
+
+
+@task(name="fuse-tuned")
+def fuse_tuned(model_dir: str, out_dir: str) -> GeneratorSpec:
+    """The tuned model as one diffusers pipeline folder (LoRA fused into the weights)."""
+    from diffusers import DiffusionPipeline
+
+    from synrank.models_io import resolve_model_path
+
+    base, tuned = tuned_spec(Path(model_dir))
+    if not tuned.lora:
+        return tuned.model_copy(update={"name": base.name})
+    pipe = DiffusionPipeline.from_pretrained(resolve_model_path(base.path, f"generator '{base.name}'"))
+    pipe.load_lora_weights(tuned.lora)
+    pipe.fuse_lora()
+    pipe.unload_lora_weights()
+    pipe.save_pretrained(out_dir, safe_serialization=True)
+    return base.model_copy(update={"path": out_dir, "lora": ""})

@@ -366,11 +366,11 @@ def test_t2i_benchmark_dispatch() -> None:
     meta = {"benchmark": "t2i-compbench", "category": "color", "prompt": "a red car"}
     assert bench.applies(meta) and not bench.applies({**meta, "category": "numeracy"})
     assert not bench.applies({"tag": "colors", "include": [{"class": "car", "count": 1}]})
-    results = [bench.score(IMAGE, meta), bench.score(IMAGE, {**meta, "category": "non_spatial"})]
+    results = [bench.judge(IMAGE, meta), bench.judge(IMAGE, {**meta, "category": "non_spatial"})]
     assert results == [("color", 0.6), ("non_spatial", 0.2)]
     assert bench.summarize(results)["overall"]["accuracy"] == pytest.approx(0.4)
     with pytest.raises(ValueError, match="numeracy"):
-        bench.score(IMAGE, {**meta, "category": "numeracy"})
+        bench.judge(IMAGE, {**meta, "category": "numeracy"})
 
 
 def test_t2i_compbench_from_the_config_on_tiny_weights(
@@ -381,9 +381,9 @@ def test_t2i_compbench_from_the_config_on_tiny_weights(
     run_benchmark scores prompts read by the sample stage's reader with tiny random BLIP/CLIP/OWLv2."""
     from models.benchmarks.geneval import OWLV2_ENV
     from models.benchmarks.t2i_compbench import BLIP_ENV, CLIP_ENV
+    from models.validate import load_checked_config
     from synrank.config import ConfigError, PromptSource
     from synrank.shards import png_bytes, write_shard
-    from synrank.validate import load_checked_config
     from tasks.evaluate import run_benchmark
     from tasks.sample import read_prompt_sources
 
@@ -430,7 +430,7 @@ def test_t2i_compbench_from_the_config_on_tiny_weights(
     bench = load_benchmark("t2i-compbench")
     metas = {pid: json.loads(m) for pid, m in zip(prompts["prompt_id"], prompts["meta"])}
     want = [
-        bench.score(images[f"{m}-{p}-{i}.png"], metas[p])[1]
+        bench.judge(images[f"{m}-{p}-{i}.png"], metas[p])[1]
         for m, p, i in zip(judged["model"], judged["prompt_id"], judged["index"])
     ]
     assert judged["value"].tolist() == pytest.approx(want) and len(judged) == 16

@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from synrank.config import ROOT, TrackingConfig, dump_params
+from synrank.config import ROOT, TrackingConfig, params_yaml
 from tests.test_pipeline import tiny_config
 from tests.test_services import Services, get_json, needs_tools, running_services, wait_for
 
@@ -49,7 +49,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
     cfg = tiny_config(tmp)
     cfg.tracking = TrackingConfig(experiment="browser-test", tracking_uri="")  # "" = the workers' server
     params = tmp / "params.yaml"
-    params.write_text(dump_params(cfg))
+    params.write_text(params_yaml(cfg))
     with running_services(tmp, params, ["pipeline", "train"], pools="cpu gpu") as svc:
         yield svc
 

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from synrank.cli import main
-from synrank.config import PARAMS_FILE, ConfigError, dump_params, load_config
+from synrank.config import PARAMS_FILE, ConfigError, load_config, params_yaml
 
 
 def test_committed_params_validate_and_round_trip(tmp_path: Path) -> None:
@@ -17,7 +17,7 @@ def test_committed_params_validate_and_round_trip(tmp_path: Path) -> None:
     assert all(Path(g.path).parent.name == "zoo" for g in cfg.generate.generators)
     assert cfg.train.objective == "rankdpo"
     again = tmp_path / "params.yaml"
-    again.write_text(dump_params(cfg))
+    again.write_text(params_yaml(cfg))
     assert load_config(again) == cfg
 
 
@@ -129,7 +129,7 @@ def test_dvc_is_the_one_beside_python(tmp_path: Path, monkeypatch: pytest.Monkey
     """`.venv/bin/synrank data` without .venv/bin on PATH still finds the venv's dvc."""
     import sys
 
-    from synrank.data import dvc_executable
+    from models.shapes.dataset import dvc_executable
 
     (tmp_path / "bin").mkdir()
     monkeypatch.setattr(sys, "executable", str(tmp_path / "bin" / "python"))

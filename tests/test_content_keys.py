@@ -186,8 +186,8 @@ def test_dvc_deps_are_each_stages_import_closure() -> None:
     assert "models/prompt_fit.py" in stage_files("generate") and "models/prompt_fit.py" in stage_files("evaluate")
     assert "models/trainer.py" in stage_files("train") and "models/trainer.py" not in stage_files("sample")
     assert not any(
-        f.startswith("models/zoo/")
-        and f != "models/zoo/__init__.py"
+        f.startswith("models/shapes_zoo/")
+        and f != "models/shapes_zoo/__init__.py"
         and "detector" not in f
         and "prompt_parser" not in f
         for f in stage_files("score")

@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 from prefect.utilities.schema_tools.validation import validate
 
+from models.validate import registries
 from synrank.config import Config, TrainConfig, load_config
 from synrank.deploy import deployment_parameters, form_schema
 from synrank.deployment_params import merge_set_fields
-from synrank.validate import registries
 
 
 def leaves(schema: dict[str, Any], node: dict[str, Any]) -> int:

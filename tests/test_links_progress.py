@@ -6,13 +6,13 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator
 
+import mlflow
 import pytest
 from prefect import flow
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey, LogFilter, LogFilterFlowRunId
 from prefect.logging.handlers import APILogHandler
 
-import mlflow
 from flows.pipeline import headline_metrics
 from synrank import tracking
 from synrank.progress import progress

@@ -6,10 +6,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import mlflow
 import pandas as pd
 import pytest
 
-import mlflow
 from synrank.config import validate
 from tasks.online import rounds_markdown, rounds_summary
 

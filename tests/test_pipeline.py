@@ -6,11 +6,11 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
+import mlflow
 import numpy as np
 import pandas as pd
 import pytest
 
-import mlflow
 from models.tiny import build_tiny_clip, build_tiny_sd
 from synrank.config import Config, validate
 from synrank.shards import read_shard
@@ -168,7 +168,7 @@ def test_mlflow_parent_with_six_children(ran: tuple[Config, str]) -> None:
     out = model.predict(pd.DataFrame({"prompt": ["a photo of a circle"], "seed": [3]}))
     assert list(out.columns) == ["prompt", "seed", "image"] and out["seed"].tolist() == [3]
     from models.generators import load_generator
-    from models.trainer import tuned_spec
+    from synrank.models_io import tuned_spec
     from synrank.shards import png_bytes
 
     direct = load_generator(tuned_spec(cfg.paths.resolve("model"))[1], "cpu").render(["a photo of a circle"], [3])

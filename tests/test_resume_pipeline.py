@@ -16,10 +16,10 @@ import sys
 import time
 from pathlib import Path
 
+import mlflow
 import pytest
 import yaml
 
-import mlflow
 from synrank.config import ROOT, STAGE_OUTPUT, STAGES
 from synrank.fingerprint import tree_files
 from tests.test_pipeline import tiny_config

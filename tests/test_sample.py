@@ -9,10 +9,10 @@ import json
 from collections import Counter
 from pathlib import Path
 
+import mlflow
 import pandas as pd
 import pytest
 
-import mlflow
 from synrank import stage
 from synrank.config import ROOT, Paths, PromptSource, SampleConfig, TrackingConfig
 from synrank.prompts import detect_format, prompt_id, read_sources, split

@@ -24,12 +24,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import mlflow
 import pandas as pd
 import pytest
 
-import mlflow
 from synrank import tracking
-from synrank.config import ROOT, PromptSource, SampleConfig, TrackingConfig, dump_params, load_config
+from synrank.config import ROOT, PromptSource, SampleConfig, TrackingConfig, load_config, params_yaml
 
 SCRIPT = ROOT / "scripts" / "services.sh"
 needs_tools = pytest.mark.skipif(not (shutil.which("setsid") and shutil.which("curl")), reason="needs setsid and curl")
@@ -186,7 +186,7 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
     )
     cfg.tracking = TrackingConfig(experiment="services-test", tracking_uri="")  # "" = the worker's server
     params = tmp / "params.yaml"
-    params.write_text(dump_params(cfg))
+    params.write_text(params_yaml(cfg))
 
     # The experiment exists before the server does, made by the sqlite client: its artifact location is a
     # file:// folder, and runs logged through the server must still work with it.

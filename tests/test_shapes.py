@@ -8,7 +8,17 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from models.shapes import RESERVED, TASKS, detect, make_specs, render, render_wrong, score, verify, verify_report
+from models.shapes import (
+    RESERVED,
+    TASKS,
+    detect,
+    geneval_accuracy,
+    make_specs,
+    render,
+    render_wrong,
+    verify,
+    verify_report,
+)
 from models.shapes.geometry import relation_holds
 from models.shapes.specs import (
     COLORS,
@@ -141,7 +151,7 @@ def test_wrong_kind_requires_the_property() -> None:
 
 
 def test_grammar_has_hundreds_of_prompts_and_a_prompt_level_holdout() -> None:
-    from synrank.data import split_specs
+    from models.shapes.dataset import split_specs
 
     train, evals, probe = (split_specs(s) for s in ("train", "eval", "probe"))
     assert len(train) >= 1500 and len(evals) >= 300
@@ -155,7 +165,7 @@ def test_grammar_has_hundreds_of_prompts_and_a_prompt_level_holdout() -> None:
 
 
 def test_zoo_captions_never_hold_an_eval_prompt_and_see_every_eval_pairing() -> None:
-    from models.zoo.data import build_pool
+    from models.shapes_zoo.data import build_pool
 
     pool = build_pool(3000, 11, ("count", "color", "relation", "shape"))
     captions = set(pool.captions) | {c for caps in pool.neg_captions for c in caps if c}
@@ -227,17 +237,17 @@ def _results(n: int, rate: float, seed: int) -> list[tuple[str, bool]]:
 
 def test_score_is_the_mean_of_task_accuracies_with_bootstrap_cis() -> None:
     res = [("colors", True)] * 3 + [("colors", False)] + [("position", True)] * 10
-    s = score(res)
+    s = geneval_accuracy(res)
     assert s["tasks"]["colors"]["accuracy"] == 0.75 and s["tasks"]["position"]["accuracy"] == 1.0
     assert s["overall"]["accuracy"] == pytest.approx(0.875) and s["overall"]["n"] == 14
     for part in [s["overall"], *s["tasks"].values()]:
         lo, hi = part["ci95"]
         assert lo <= part["accuracy"] <= hi
-    assert score(res) == s  # seeded
+    assert geneval_accuracy(res) == s  # seeded
 
 
 def test_bootstrap_ci_narrows_with_more_samples() -> None:
-    small, large = score(_results(30, 0.7, 0)), score(_results(600, 0.7, 0))
+    small, large = geneval_accuracy(_results(30, 0.7, 0)), geneval_accuracy(_results(600, 0.7, 0))
     width = lambda s: s["ci95"][1] - s["ci95"][0]  # noqa: E731
     assert width(large["overall"]) < width(small["overall"])
     assert all(width(large["tasks"][t]) < width(small["tasks"][t]) for t in TASKS)

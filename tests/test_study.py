@@ -6,17 +6,17 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import mlflow
 import numpy as np
 import pandas as pd
 import pytest
 
-import mlflow
-from models.evaluation import win_outcomes, winrates
 from models.stats import seeds_and_units_bootstrap
+from models.study import StudyData, load_runs, study_markdown, study_results
+from models.winrates import win_outcomes, winrates
 from synrank.config import validate
 from synrank.tracking import metric_key
 from tasks.evaluate import summary_markdown
-from tasks.study import StudyData, load_runs, study_markdown, study_results
 
 
 def test_seeds_and_units_bootstrap_by_hand() -> None:
@@ -164,7 +164,7 @@ def test_load_runs_lines_up_images_and_prompts(tmp_path: Path) -> None:
 
 
 def test_rank_with_a_reward_subset(tmp_path: Path) -> None:
-    from flows.rank import rank_images
+    from tasks.rank import rank_images
 
     manifest = pd.DataFrame({"image_id": ["a", "b"], "prompt_id": ["P", "P"], "model": ["m1", "m2"]})
     manifest.to_parquet(tmp_path / "manifest.parquet")
@@ -188,7 +188,7 @@ def test_rank_with_a_reward_subset(tmp_path: Path) -> None:
 
 
 def test_training_curve_keeps_the_latest_row_per_step(tmp_path: Path) -> None:
-    from flows.train import write_curve
+    from tasks.train import write_curve
 
     rows = [
         {"step": 10, "loss": 0.5},
@@ -274,9 +274,9 @@ def test_dvc_plots_render_the_stage_files(tmp_path: Path) -> None:
 
     import yaml
 
-    from flows.train import write_curve
     from synrank.config import ROOT
     from tasks.evaluate import task_rows
+    from tasks.train import write_curve
 
     report = {
         "benchmarks": {

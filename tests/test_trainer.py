@@ -57,7 +57,7 @@ def test_full_fine_tune_saves_a_loadable_pipeline(tiny_model: str, tmp_path: Pat
     from diffusers import DiffusionPipeline
 
     from models.generators import load_generator
-    from models.trainer import tuned_spec
+    from synrank.models_io import tuned_spec
 
     run(tiny_model, tmp_path, steps=2, checkpoint_every=0, lora_rank=0)
     base, tuned = tuned_spec(tmp_path)
@@ -94,7 +94,7 @@ def test_sdxl_and_sd3_train_through_the_same_loop(kind: str, tmp_path: Path) -> 
     with pooled projections: both come out of the same train() and load back as LoRA."""
     from models import tiny_pipelines
     from models.generators import load_generator
-    from models.trainer import tuned_spec
+    from synrank.models_io import tuned_spec
 
     model = getattr(tiny_pipelines, f"build_tiny_{kind}")(tmp_path / kind, seed=3)
     final = run(str(model), tmp_path / "out", steps=2, checkpoint_every=0)

@@ -1,4 +1,4 @@
-"""`synrank.validate`: every bad registry key, dangling name, duplicate name or too-small group is refused
+"""`models.validate`: every bad registry key, dangling name, duplicate name or too-small group is refused
 by the CLI with exit code 2 and one line naming the key, the value and what is allowed, before Prefect,
 a model or a file is touched; the flows refuse the same configs before any compute. Also the rwr
 weights, which made `rank.method: zscore` with `train.objective: rwr` unsafe until phi was shifted."""
@@ -16,8 +16,8 @@ import pytest
 import torch
 
 import synrank.cli
+from models.validate import load_checked_config, validate_config
 from synrank.config import Config, ConfigError, load_config, validate
-from synrank.validate import load_checked_config, validate_config
 
 OBJECTIVES = "dpo, gpo, gpo-phi, rankdpo, rwr, sft, sudo"
 GENERATORS = "shapes-sd-xs, shapes-sd-s, shapes-sd-m, shapes-sd-l"

@@ -15,9 +15,9 @@ from models.shapes import PALETTE, make_specs, render, render_wrong
 from models.shapes.draw import raster
 from models.shapes.render import _rebuild
 from models.shapes.specs import heldout_prompts
-from models.zoo.data import applicable_kinds, build_pool, to_tensor
-from models.zoo.detector_reward import ShapesDetectorReward, detector_score
-from models.zoo.prompt_parser import parse_prompt
+from models.shapes_zoo.data import applicable_kinds, build_pool, to_tensor
+from models.shapes_zoo.detector_reward import ShapesDetectorReward, detector_score
+from models.shapes_zoo.prompt_parser import parse_prompt
 from synrank.config import GeneratorSpec, RewardSpec
 
 # --- data and parser ---------------------------------------------------------------------------
@@ -111,7 +111,7 @@ def test_detector_prefers_correct_renders_through_the_registry() -> None:
 
 @pytest.fixture(scope="module")
 def tiny_zoo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
-    from models.zoo.build import build_zoo
+    from models.shapes_zoo.build import build_zoo
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -182,8 +182,8 @@ def test_tiny_zoo_rewards_load_through_open_clip_and_the_registry(tiny_zoo: tupl
 
 
 def test_shapes_tokenizer_splits_every_word_as_clip_does() -> None:
+    from models.shapes_zoo.tokenizer import shapes_tokenizer, shapes_words
     from models.tiny import clip_tokenizer
-    from models.zoo.tokenizer import shapes_tokenizer, shapes_words
 
     small, full = shapes_tokenizer(), clip_tokenizer()
     assert len(small) < 256
@@ -204,7 +204,7 @@ def test_committed_zoo_loads_through_the_real_model_paths() -> None:
 
     from models.generators import load_generator
     from models.rewards import load_reward
-    from models.zoo.train_utils import folder_bytes
+    from models.shapes_zoo.train_utils import folder_bytes
     from synrank.config import ROOT, load_config
 
     cfg = load_config()

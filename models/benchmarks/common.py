@@ -5,7 +5,7 @@ Two kinds of benchmark live in this package, and `evaluate.benchmarks` can name 
 - pass/fail benchmarks (GenEval, GenEval-shapes) register in `BENCHMARKS`: `judge` returns (task, passed)
   and the evaluate stage reports per-task accuracy;
 - graded benchmarks (T2I-CompBench) return a score in [0, 1] per image, so they register in `SCORED`
-  (`score(image, meta) -> (category, value)`, also reachable as `judge`); their summaries have the same
+  (`judge(image, meta) -> (category, value)`); their summaries have the same
   shape, with the mean score under "accuracy".
 Benchmarks that are only a prompt set scored by reward models (PartiPrompts, DPG-Bench prompts) register
 just their prompt adapter in `ADAPTERS`."""
@@ -51,7 +51,7 @@ class ScoredBenchmark(Protocol):
 
     def applies(self, meta: dict[str, Any]) -> bool: ...
 
-    def score(self, image: Image.Image, meta: dict[str, Any]) -> tuple[str, float]: ...
+    def judge(self, image: Image.Image, meta: dict[str, Any]) -> tuple[str, float]: ...
 
     def summarize(self, results: list[tuple[str, float]], prompts: list[str] | None = None) -> dict[str, Any]: ...
 

@@ -13,7 +13,7 @@ Scorer: GenEval's rules, implemented here on a list of `Detection`s so any detec
   GenEval's margin is 0.1 x (sum of the two boxes' sizes) per axis, not 0.1 x the image size: each
   center offset component shrinks by it, and the shrunk offset over the raw offset's length must
   exceed 0.5 along the relation's axis. The rule is scale-free, so boxes may be in any units.
-Overall = mean of the six task accuracies (models.shapes.score).
+Overall = mean of the six task accuracies (models.shapes.geneval_accuracy).
 
 Protocol: 4 images per prompt (2212 images); the evaluate stage sets images per prompt. The reference
 detector is Mask2Former (mmdetection, COCO); here it is swappable (`Detector`), and the default is OWLv2
@@ -32,7 +32,7 @@ import numpy as np
 from PIL import Image
 
 from models.benchmarks import BENCHMARKS
-from models.shapes import SHAPES, score
+from models.shapes import SHAPES, geneval_accuracy
 from models.shapes.specs import TASKS
 
 from .common import ADAPTERS, BenchmarkPrompt, Weights
@@ -262,4 +262,4 @@ class GenEval:
 
     def summarize(self, results: list[tuple[str, bool]], prompts: list[str] | None = None) -> dict[str, Any]:
         """Per-task accuracy and GenEval's overall, CIs resampling prompts (one id per result) within tasks."""
-        return score(results, prompts=prompts)
+        return geneval_accuracy(results, prompts=prompts)

@@ -9,7 +9,7 @@ import numpy as np
 from PIL import Image
 
 from models.benchmarks import BENCHMARKS
-from models.shapes import SHAPES, score, verify
+from models.shapes import SHAPES, geneval_accuracy, verify
 from models.shapes.specs import TASKS
 
 
@@ -30,5 +30,5 @@ class GenEvalShapes:
 
     def summarize(self, results: list[tuple[str, bool]], prompts: list[str] | None = None) -> dict[str, Any]:
         """Per-task accuracy, the overall over the six tasks and the novel-binding probe apart, with CIs
-        that resample prompts (one id per result) within each task: models.shapes.benchmark.score."""
-        return score(results, prompts=prompts)
+        that resample prompts (one id per result) within each task: models.shapes.benchmark.geneval_accuracy."""
+        return geneval_accuracy(results, prompts=prompts)

@@ -4,7 +4,7 @@ so it registers a prompt adapter only (there is no per-image pass/fail to `judge
 
 `category_winrates` compares tuned and base images of the same prompt and seed index (win 1, tie 0.5,
 loss 0), averages per prompt first, then per category, with a bootstrap CI over the category's
-prompts: models.evaluation's win-rates, which the evaluate stage also reports per category."""
+prompts: models.winrates's win-rates, which the evaluate stage also reports per category."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from typing import Any
 
 import pandas as pd
 
-from models.evaluation import by_category, paired_wins
+from models.winrates import by_category, paired_wins
 
 from .common import ADAPTERS, BenchmarkPrompt
 

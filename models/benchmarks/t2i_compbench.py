@@ -253,17 +253,14 @@ class T2ICompBench:
                 raise ValueError(f"T2I-CompBench category {category!r} has no default scorer; pass one in `scorers`")
         return self.scorers[category]
 
-    def score(self, image: Image.Image, meta: dict[str, Any]) -> tuple[str, float]:
+    def judge(self, image: Image.Image, meta: dict[str, Any]) -> tuple[str, float]:
+        """(category, graded score in [0, 1]) of one image for its prompt's metadata row."""
         category = meta["category"]
         return category, float(self.scorer(category)(image, meta["prompt"]))
-
-    def judge(self, image: Image.Image, meta: dict[str, Any]) -> tuple[str, float]:
-        """The evaluate stage's name for `score`: (category, graded score in [0, 1])."""
-        return self.score(image, meta)
 
     def summarize(self, results: list[tuple[str, float]], prompts: list[str] | None = None) -> dict[str, Any]:
         """Mean score per category and overall (the mean of the category means), 95% CIs resampling prompts
         within each category; keys as GenEval's ("accuracy" holds the mean score)."""
-        from models.shapes.benchmark import score
+        from models.shapes.benchmark import geneval_accuracy
 
-        return score(results, prompts=prompts, tasks=CATEGORIES)
+        return geneval_accuracy(results, prompts=prompts, tasks=CATEGORIES)

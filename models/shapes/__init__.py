@@ -1,6 +1,6 @@
 """The shapes world: a CPU-scale text-to-image world whose GenEval-style benchmark is scored exactly."""
 
-from .benchmark import format_table, score
+from .benchmark import format_table, geneval_accuracy
 from .render import WRONG_KINDS, render, render_wrong
 from .specs import COLORS, PALETTE, RELATIONS, RESERVED, SHAPES, TASKS, make_specs, prompt_for, sample_spec
 from .verify import Detection, detect, verify, verify_report
@@ -21,7 +21,7 @@ __all__ = [
     "sample_spec",
     "render",
     "render_wrong",
-    "score",
+    "geneval_accuracy",
     "verify",
     "verify_report",
 ]

@@ -12,7 +12,7 @@ import time
 import numpy as np
 from scipy import ndimage
 
-from .benchmark import score
+from .benchmark import geneval_accuracy
 from .render import render
 from .specs import TASKS, sample_spec
 from .verify import verify
@@ -38,7 +38,7 @@ def run(per_task: int, size: int, sigma: float, noise: float, split: str, seed: 
             if sigma > 0 or noise > 0:
                 img = degrade(img, rng, sigma, noise)
             results.append((tag, verify(img, spec)))
-    return score(results)
+    return geneval_accuracy(results)
 
 
 def main() -> None:

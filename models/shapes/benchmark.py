@@ -45,7 +45,7 @@ def split_tags(tags: Iterable[str], tasks: Sequence[str] = TASKS) -> tuple[list[
     return [t for t in tasks if t in found], sorted(found - set(tasks))
 
 
-def score(
+def geneval_accuracy(
     results: Iterable[tuple[str, bool]],
     n_boot: int = N_BOOTSTRAP,
     seed: int = 0,

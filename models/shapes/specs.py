@@ -45,7 +45,7 @@ RELATIONS: tuple[str, ...] = ("left of", "right of", "above", "below")
 OPPOSITE: dict[str, str] = {"left of": "right of", "right of": "left of", "above": "below", "below": "above"}
 NUMBER_WORDS: dict[int, str] = {1: "one", 2: "two", 3: "three", 4: "four", 5: "five"}
 TASKS: tuple[str, ...] = ("single_object", "two_object", "counting", "colors", "position", "color_attr")
-PROBE_TASK = "novel_binding"  # reported apart from the overall score (benchmark.score)
+PROBE_TASK = "novel_binding"  # reported apart from the overall score (benchmark.geneval_accuracy)
 # GenEval's counting prompts use 2..4 (a count of one is the single_object task).
 COUNTING_RANGE: tuple[int, int] = (2, 4)
 MAX_COUNT = 4
@@ -234,3 +234,8 @@ def make_specs(n: int, seed: int, split: Split = "train") -> list[dict]:
 def spec_combos(spec: dict) -> list[tuple[str, str]]:
     """The (color, shape) combinations a spec names."""
     return [(it["color"], it["class"]) for it in spec["include"] if "color" in it]
+
+
+def task_order(found: set[str]) -> list[str]:
+    """GenEval's task order first, then any other task alphabetically."""
+    return [t for t in TASKS if t in found] + sorted(found - set(TASKS))

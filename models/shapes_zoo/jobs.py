@@ -16,8 +16,8 @@ import numpy as np
 import torch
 
 from .data import build_pool
-from .evaluate import generate_and_verify, load_pipeline
 from .generator import GeneratorConfig, save_pipeline, train_generator
+from .measure import generate_and_verify, load_pipeline
 from .reward import RewardConfig, save_reward, train_reward
 from .train_utils import param_count
 from .vae import VAEConfig, make_vae

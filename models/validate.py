@@ -224,3 +224,14 @@ def load_checked_config(
     cfg = load_config(path, overrides)
     validate_config(cfg, command)
     return cfg
+
+
+def check_objective(name: str) -> None:
+    """Raise ConfigError naming the registered objectives if `name` is not one."""
+    from models.objectives import OBJECTIVES
+
+    if name not in OBJECTIVES.names():
+        raise ConfigError(
+            f"bad value for 'train.objective': {name!r} is not a registered objective; "
+            f"allowed: {', '.join(OBJECTIVES.names())}"
+        )

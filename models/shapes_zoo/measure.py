@@ -2,9 +2,9 @@
 
 geneval_shapes: a pipeline folder is loaded with DiffusionPipeline.from_pretrained, generates 32x32
 images for held-out benchmark prompts, and models.shapes.verify plus
-benchmark.score give GenEval-shapes accuracy with bootstrap CIs.
+benchmark.geneval_accuracy give GenEval-shapes accuracy with bootstrap CIs.
 
-reward_agreement: how often a reward orders two images of one prompt as the verifier does: a correct
+verifier_agreement: how often a reward orders two images of one prompt as the verifier does: a correct
 render above each of its wrong renders, and a generated image that passes above one of the same prompt
 that fails. Ties count one half (a constant reward scores 0.5).
 """
@@ -96,11 +96,11 @@ def geneval_shapes(
     steps: int = 20,
     guidance: float = 4.0,
 ) -> dict:
-    """benchmark.score of the pipeline on eval-split specs: {"overall": {...}, "tasks": {...}}."""
+    """benchmark.geneval_accuracy of the pipeline on eval-split specs: {"overall": {...}, "tasks": {...}}."""
     ev = generate_and_verify(
         load_pipeline(pipeline_folder), eval_specs(n_per_task, seed), images_per_prompt, seed, steps, guidance
     )
-    return benchmark.score(ev.results(), prompts=ev.prompts())
+    return benchmark.geneval_accuracy(ev.results(), prompts=ev.prompts())
 
 
 def _load_reward(reward):
@@ -165,7 +165,7 @@ def _wins(reward, goods: list[np.ndarray], bads: list[np.ndarray], prompts: list
     return (sg > sb) + 0.5 * (sg == sb)
 
 
-def reward_agreement(
+def verifier_agreement(
     reward,
     n_per_task: int = 24,
     seed: int = 0,

@@ -5,7 +5,7 @@ training length is what separates a model that draws the right shapes from one t
 (measured in the first zoo: the same UNet scored 5% GenEval-shapes after 1,800 steps and 31% after
 3,000), and one run costs what its longest member costs.
 
-    python -m models.zoo.build --out zoo [--scale 1.0] [--seed 0] [--workers 2]
+    python -m models.shapes_zoo.build --out zoo [--scale 1.0] [--seed 0] [--workers 2]
 
 Every step count (and pool and evaluation size) is multiplied by `scale`, so scale=0.01 is a smoke test
 of the whole path. Seeds are fixed per model; each model lands in out/<name>/ with a MODEL_CARD.md, and
@@ -33,9 +33,9 @@ from synrank.config import RewardSpec
 from . import cards
 from .data import build_pool
 from .detector_reward import ShapesDetectorReward
-from .evaluate import eval_specs, rendered_pairs, reward_agreement
 from .generator import GeneratorConfig
 from .jobs import generator_job, init_worker, line_logger, rewards_job
+from .measure import eval_specs, rendered_pairs, verifier_agreement
 from .reward import RewardConfig
 from .train_utils import folder_bytes, param_count
 from .vae import VAEConfig, encode, reconstruct, train_vae
@@ -183,7 +183,7 @@ def build_zoo(
             for entry in futures[cfg.name].result():
                 eval_sets.append(entry.pop("eval_images"))
                 entry.update(
-                    geneval=benchmark.score(eval_sets[-1].results(), prompts=eval_sets[-1].prompts()),
+                    geneval=benchmark.geneval_accuracy(eval_sets[-1].results(), prompts=eval_sets[-1].prompts()),
                     vae=vae_info,
                     data_seed=seed,
                     eval={"n_per_task": n_eval, "images_per_prompt": images_per_prompt, "seed": seed + 1000},
@@ -198,7 +198,7 @@ def build_zoo(
 
     pairs = rendered_pairs(_scaled(24, scale), seed + 2000)
     for entry in rewards:
-        entry["agreement"] = reward_agreement(
+        entry["agreement"] = verifier_agreement(
             out_dir / entry["name"], seed=seed + 2000, generated=eval_sets, pairs=pairs
         )
         _finish(out_dir / entry["name"], entry, cards.reward_card)
@@ -208,7 +208,7 @@ def build_zoo(
         {
             "name": "shapes-detector",
             "kind": "shapes-detector",
-            "agreement": reward_agreement(detector, seed=seed + 2000, generated=eval_sets, pairs=pairs),
+            "agreement": verifier_agreement(detector, seed=seed + 2000, generated=eval_sets, pairs=pairs),
         }
     )
 

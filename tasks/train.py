@@ -1,0 +1,129 @@
+"""The train stage's Prefect task (`train-model`: models.trainer.train over the ranked images, its curve
+logged to MLflow and to train_curve.csv) and the tuned generator as an MLflow model: a pyfunc that wraps the diffusers pipeline, so the model
+registry, the runs table's Models column and `mlflow.pyfunc.load_model` all see one model.
+
+    model = mlflow.pyfunc.load_model("models:/synrank-shapes-sd-s/3")
+    out = model.predict(pd.DataFrame({"prompt": ["a photo of two red circles"], "seed": [0]}))
+    Image.open(io.BytesIO(out["image"][0]))
+
+Input: a DataFrame with `prompt` (str) and `seed` (int); output: the same rows with `image`, PNG bytes
+(image i is rendered from seed i alone, as the generate stage does). The logged artifact is the train
+stage's output folder (LoRA weights or a full pipeline, and tuned.json); the base weights it names are
+loaded from where tuned.json says (a local folder or a hub id), so a LoRA model loads where its base
+is, and synrank's generator code renders it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import pandas as pd
+from mlflow.models.signature import ModelSignature
+from mlflow.types.schema import ColSpec, Schema
+from prefect import task
+
+from synrank.config import GenerateConfig, TrainConfig, base_generator
+from synrank.models_io import tuned_spec
+from synrank.progress import Reporter
+from synrank.shards import load_arrays, load_images, png_bytes
+
+SIGNATURE = ModelSignature(
+    inputs=Schema([ColSpec("string", "prompt"), ColSpec("long", "seed")]),
+    outputs=Schema([ColSpec("string", "prompt"), ColSpec("long", "seed"), ColSpec("binary", "image")]),
+)
+
+
+class TunedGenerator(mlflow.pyfunc.PythonModel):
+    """prompts and seeds in, PNG images out (see the module docstring)."""
+
+    def load_context(self, context: Any) -> None:
+        from models.generators import load_generator
+
+        _, tuned = tuned_spec(Path(context.artifacts["tuned"]))
+        self.generator = load_generator(tuned, "cpu")
+
+    def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
+        prompts, seeds = [str(p) for p in model_input["prompt"]], [int(s) for s in model_input["seed"]]
+        images = self.generator.render(prompts, seeds).images
+        return pd.DataFrame({"prompt": prompts, "seed": seeds, "image": [png_bytes(im) for im in images]})
+
+
+def log_tuned_model(model_dir: Path, registered_name: str, tags: dict[str, str]) -> tuple[str, str]:
+    """Log `model_dir` (a train stage output) as the active run's MLflow model `tuned_model` and register
+    it as a new version of `registered_name` with `tags`; returns (model URI, version)."""
+    info = mlflow.pyfunc.log_model(
+        name="tuned_model",
+        python_model=TunedGenerator(),
+        artifacts={"tuned": str(model_dir)},
+        signature=SIGNATURE,
+        registered_model_name=registered_name,
+        pip_requirements=["torch", "diffusers", "transformers", "peft", "pandas", "pillow"],
+    )  # no inference: offline
+    version = str(info.registered_model_version)
+    client = mlflow.MlflowClient()
+    for k, v in tags.items():
+        client.set_model_version_tag(registered_name, version, k, v)
+    return info.model_uri, version
+
+
+# The manifest's columns that training reads: each image's content id and its stored latents' (tasks.generate).
+MANIFEST_COLUMNS = ("prompt", "sha256", "latent_member", "latent_sha256", "latent_shape", "latent_vae")
+
+
+@task(name="train-model", task_run_name="train[{cfg.objective}]")
+def train_model(
+    cfg: TrainConfig,
+    generate: GenerateConfig,
+    rankings_path: str,
+    images_root: str,
+    out_dir: str,
+    work_dir: str,
+    run_id: str,
+) -> dict[str, float | str]:
+    from mlflow.entities import Metric
+
+    from models.trainer import train
+
+    spec = base_generator(cfg, generate)
+    manifest = pd.read_parquet(Path(images_root) / "manifest.parquet").set_index("image_id")
+    columns = [c for c in MANIFEST_COLUMNS if c in manifest]  # a manifest of an older run has no latents
+    ranked = pd.read_parquet(rankings_path).merge(manifest[columns], left_on="image_id", right_index=True)
+    client = mlflow.MlflowClient()
+    # Every logged row also goes to a file beside the checkpoints, so the curve survives a resume;
+    # train_curve.csv in the output is what `dvc plots show` draws.
+    curve = Path(work_dir) / "curve.jsonl"
+    curve.parent.mkdir(parents=True, exist_ok=True)
+
+    def images(ids: list[str]):
+        return load_images(Path(images_root), zip(manifest.loc[ids, "shard"], manifest.loc[ids, "member"]))
+
+    def latents(ids: list[str]):
+        return load_arrays(Path(images_root), zip(manifest.loc[ids, "shard"], manifest.loc[ids, "latent_member"]))
+
+    report = Reporter(f"train {cfg.objective} {spec.name}", cfg.steps, "steps", every=30.0)
+
+    def log(metrics: dict[str, float], step: int) -> None:
+        client.log_batch(run_id, metrics=[Metric(f"train/{k}", float(v), 0, step) for k, v in metrics.items()])
+        report(
+            step,
+            "".join(f", {k} {metrics[k]:.4g}" for k in ("loss", "implicit_acc") if k in metrics),
+            force=step == cfg.steps,
+        )
+        with curve.open("a") as f:
+            f.write(json.dumps({"step": step, **metrics}) + "\n")
+
+    final = train(
+        spec, cfg, ranked, images, Path(out_dir), log, Path(work_dir), latents if "latent_member" in manifest else None
+    )
+    if curve.exists():  # absent on a non-main process
+        write_curve(curve, Path(out_dir) / "train_curve.csv")
+    return final
+
+
+def write_curve(rows_path: Path, out: Path) -> None:
+    """One row per logged step; a step logged twice (before a crash and again after the resume, or
+    the held-out accuracy logged after the last step) keeps the latest value of each column."""
+    rows = pd.read_json(rows_path, lines=True)
+    rows.groupby("step", sort=True).last().reset_index().to_csv(out, index=False, float_format="%.6g")
