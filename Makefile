@@ -32,7 +32,7 @@ export MLFLOW_TRACKING_URI := http://127.0.0.1:$(MLFLOW_PORT)
 export AWS_ENDPOINT_URL_S3 := http://127.0.0.1:$(S3_PORT)
 endif
 
-.PHONY: run test env data repro clean
+.PHONY: run test lint env data repro clean
 
 # Optional extras: `make test EXTRAS=ray` (what .ci/run does) also installs prefect-ray and ray, pinned in uv.lock.
 # --inexact: a later plain `make run` keeps an extra installed before (the default run never imports it).
@@ -68,27 +68,28 @@ repro: data
 test: env
 	$(RUN) pytest
 
+# Format and lint (rules in pyproject.toml's [tool.ruff]); .ci/run runs it before the tests.
+lint: env
+	$(RUN) ruff format --check .
+	$(RUN) ruff check .
+
 clean:
 	rm -rf outputs metrics mlflow/mlflow.db mlflow/artifacts
 
-# Local services in the background (pid files, logs and ports.env in run/): Prefect server on 127.0.0.1:4200
-# with one process worker per pool (cpu, gpu) and every flow deployed with params.yaml as its defaults,
-# MLflow server on 127.0.0.1:5000 over mlflow/mlflow.db, and a SeaweedFS S3 server on 127.0.0.1:8333
-# (bucket `synrank`; set generate.store=s3://synrank/images, or use it as a DVC remote). `make up` again starts only what is missing
-# and redeploys (after an edit of params.yaml); `make down` stops them all.
+# Local services in the background, each its own process group with a pid file and a log in run/
+# (synrank.services; ports in run/ports.env): Prefect server on 127.0.0.1:4200 with one process worker per
+# pool (cpu, gpu) and every flow deployed with params.yaml as its defaults, MLflow server on 127.0.0.1:5000
+# over mlflow/mlflow.db, and a SeaweedFS S3 server on 127.0.0.1:8333 (bucket `synrank`; set
+# generate.store=s3://synrank/images, or use it as a DVC remote). `make up` again starts only what is missing
+# and redeploys (after an edit of params.yaml); `make down` stops them all; `make status` shows what runs.
 # `make up RAY=1` also starts a single-node Ray head on 127.0.0.1:6379 (the ray extra; run/ray.env then gives
 # later makes RAY_ADDRESS, so `--set generate.engine=ray` runs on it); `make down` stops it too.
-.PHONY: up down
+.PHONY: up down status
 up: env
-	@$(RUN) python -m synrank.s3server start --dir run/s3 --port $(S3_PORT) --pidfile run/s3.pid --bucket synrank
-	@scripts/services.sh up
-	@if [ -n "$(RAY)" ] && [ ! -f run/ray.env ]; then \
-	    RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 $(RUN) ray start --head --node-ip-address=127.0.0.1 --port=$(RAY_PORT) \
-	        --include-dashboard=false --disable-usage-stats >run/ray.log 2>&1 \
-	    && echo "RAY_ADDRESS=127.0.0.1:$(RAY_PORT)" >run/ray.env && echo "ray: head on 127.0.0.1:$(RAY_PORT)" \
-	    || { echo "ray: could not start a head (run/ray.log)"; exit 1; }; fi
+	@$(RUN) python -m synrank.services up $(if $(RAY),--ray --ray-port $(RAY_PORT))
 
 down:
-	@$(RUN) python -m synrank.s3server stop --pidfile run/s3.pid
-	@scripts/services.sh down
-	@if [ -f run/ray.env ]; then $(RUN) ray stop >/dev/null 2>&1; rm -f run/ray.env; echo "ray: stopped"; fi
+	@$(RUN) python -m synrank.services down
+
+status:
+	@$(RUN) python -m synrank.services status

@@ -4,18 +4,21 @@ overall), metrics/evaluate.json for DVC, the same numbers and a side-by-side ima
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import mlflow
 import pandas as pd
 from prefect import flow
 from prefect.artifacts import create_image_artifact, create_markdown_artifact
 
 from models.winrates import winrates
+from synrank.atomic import write_json
 from synrank.cluster_config import ClusterConfig
-from synrank.config import EvaluateConfig, GenerateConfig, Paths, ScoreConfig, TrackingConfig
+from synrank.config import EvaluateConfig, GenerateConfig, GeneratorSpec, Paths, ScoreConfig, TrackingConfig
 from synrank.deployment_params import with_deployment_defaults
 from synrank.fingerprint import generator_id, reward_id
 from synrank.models_io import tuned_spec
-from synrank.stage import stage_run, write_json
+from synrank.stage import Stage, stage_run
 from tasks.evaluate import benchmark_table, comparison_grid, grid_prompts, run_benchmark, summary_markdown, task_rows
 from tasks.generate import generate_all
 from tasks.score import remove_stale_scores, score_all
@@ -30,6 +33,11 @@ def evaluate_flow(
     paths: Paths = Paths(),
     tracking: TrackingConfig = TrackingConfig(),
 ) -> str:
+    """Stage 6: the tuned model (the train stage's tuned.json), its base and, with `all_generators`, every other
+    generator on the held-out prompts (split eval); returns the eval folder. Writes its images, scores, judged
+    benchmark tables, benchmark_tasks.csv, summary.md and base_vs_tuned.png there and metrics/evaluate.json;
+    logs the reward win-rates (95% CIs, per category) and benchmark accuracies to MLflow. With an up-to-date
+    stage stamp only evaluate.json is written again, from the stamp's report."""
     cfg = with_deployment_defaults("cfg", cfg)  # a partial parameter from the API keeps the rest
     model_dir, prompts_dir, out = paths.resolve("model"), paths.resolve("prompts"), paths.resolve("eval")
     base, tuned = tuned_spec(model_dir)
@@ -45,54 +53,12 @@ def evaluate_flow(
         "evaluate", params, inputs=[model_dir, prompts_dir], out=out, tracking_cfg=tracking, extra=weights
     ) as st:
         if not st.up_to_date:
-            device = rewards.device  # "auto" is resolved by each task, on the worker that runs it
             prompts = pd.read_parquet(prompts_dir / "prompts.parquet")
             prompts = prompts[prompts["split"] == "eval"].head(cfg.max_prompts)
-            images = out / "images"
-            manifest, stale = generate_all(
-                [base, tuned, *others],
-                prompts,
-                images,
-                cfg.images_per_prompt,
-                cfg.seed,
-                shard_size=256,
-                batch_size=generate.batch_size,
-                device=device,
-                fan=generate,
-                cluster=cluster,
-            )
-            scores, _ = score_all(
-                rewards.rewards,
-                str(images / "manifest.parquet"),
-                str(images),
-                str(out),
-                rewards.batch_size,
-                device,
-                fan=rewards,
-                cluster=cluster,
-            )
-            stale += remove_stale_scores(out, manifest, rewards.rewards, tables=False)
-            st.log(stale_removed=stale)
-            # Per-category win-rates when the prompts have categories (PartiPrompts, GenEval tasks).
-            # A prompt without a category (a plain text file) reads back from parquet as None or NaN.
-            categories = {
-                p: c if isinstance(c, str) and c else "(none)"
-                for p, c in zip(prompts["prompt_id"], prompts["category"])
-            }
-            results = winrates(
-                scores, manifest, base.name, tuned.name, categories if set(categories.values()) != {"(none)"} else None
-            )
-            benches, paired, verdicts = {}, {}, {}
-            for b in cfg.benchmarks:
-                benches[b], paired[b], judged = run_benchmark(
-                    b, manifest, prompts, str(images), pair=(base.name, tuned.name)
-                )
-                judged.to_parquet(out / f"judged_{b}.parquet", index=False)
-                if not verdicts:  # the grid marks the first benchmark's verdicts (a graded score passes at 0.5)
-                    verdicts = {
-                        (m, p, int(i)): v >= 0.5
-                        for m, p, i, v in zip(judged["model"], judged["prompt_id"], judged["index"], judged["value"])
-                    }
+            pair, models = (base.name, tuned.name), [base, tuned, *others]
+            manifest, scores = _images_and_scores(st, models, prompts, out, cfg, rewards, generate, cluster)
+            results = _winrates(scores, manifest, prompts, *pair)
+            benches, paired, verdicts = _benchmarks(cfg.benchmarks, manifest, prompts, out, pair)
             st.report = {
                 "base": base.name,
                 "tuned": tuned.name,
@@ -102,45 +68,134 @@ def evaluate_flow(
                 "paired": paired,
             }
             st.log(**benchmark_metrics(benches, paired, {base.name: "base", tuned.name: "tuned"}))
-            for reward, r in results.items():
-                st.log(
-                    **{
-                        f"winrate_{reward}": r["winrate"],
-                        f"winrate_{reward}_ci_low": r["ci_low"],
-                        f"winrate_{reward}_ci_high": r["ci_high"],
-                    },
-                    **{f"winrate_{reward}/{c}": v["winrate"] for c, v in r.get("categories", {}).items()},
-                )
+            _log_winrates(st, results)
             if cfg.grid_prompts:
                 first = rewards.rewards[0].name  # each image's score under the first reward, under it
-                labels = {
-                    i: f"{first} {v:.2f}"
-                    for i, v in scores[scores["reward"] == first][["image_id", "score"]].itertuples(index=False)
-                }
-                grid = comparison_grid(
-                    manifest,
-                    str(images),
-                    [base.name, tuned.name],
-                    grid_prompts(prompts, cfg.grid_prompts),
-                    verdicts,
-                    labels,
-                )
-                grid.save(out / "base_vs_tuned.png")
-                mlflow.log_image(grid, "base_vs_tuned.png")
-                if st.run_url:  # the MLflow server serves the file: the same grid as a Prefect artifact
-                    create_image_artifact(
-                        image_url=st.run_url.split("/#/")[0] + "/get-artifact?path="
-                        f"base_vs_tuned.png&run_uuid={st.run_id}",
-                        key="base-vs-tuned",
-                        description="base and tuned on the same seeds; border = benchmark verdict",
-                    )
-            task_rows(st.report).to_csv(out / "benchmark_tasks.csv", index=False, float_format="%.6g")
-            md = summary_markdown(results, base.name, tuned.name) + "\n" + benchmark_table(st.report)
-            (out / "summary.md").write_text(md)
-            create_markdown_artifact(md, key="evaluation", description="tuned vs base reward win-rates")
-            print(md)
+                _log_grid(st, pair, manifest, scores, prompts, out, cfg.grid_prompts, first, verdicts)
+            _write_summary(st.report, results, out)
         write_json(paths.resolve("metrics") / "evaluate.json", st.report)
     return str(out)
+
+
+def _images_and_scores(
+    st: Stage,
+    models: list[GeneratorSpec],
+    prompts: pd.DataFrame,
+    out: Path,
+    cfg: EvaluateConfig,
+    rewards: ScoreConfig,
+    generate: GenerateConfig,
+    cluster: ClusterConfig,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(manifest, scores) of every model's images of the prompts (out/images, the same seeds for every model),
+    each scored by every reward; the files of earlier runs that no longer match are removed and counted."""
+    device = rewards.device  # "auto" is resolved by each task, on the worker that runs it
+    images = out / "images"
+    manifest, stale = generate_all(
+        models,
+        prompts,
+        images,
+        cfg.images_per_prompt,
+        cfg.seed,
+        shard_size=256,
+        batch_size=generate.batch_size,
+        device=device,
+        fan=generate,
+        cluster=cluster,
+    )
+    scores, _ = score_all(
+        rewards.rewards,
+        str(images / "manifest.parquet"),
+        str(images),
+        str(out),
+        rewards.batch_size,
+        device,
+        fan=rewards,
+        cluster=cluster,
+    )
+    stale += remove_stale_scores(out, manifest, rewards.rewards, tables=False)
+    st.log(stale_removed=stale)
+    return manifest, scores
+
+
+def _winrates(scores: pd.DataFrame, manifest: pd.DataFrame, prompts: pd.DataFrame, base: str, tuned: str) -> dict:
+    """models.winrates of tuned over base per reward, per category too when the prompts have categories
+    (PartiPrompts, GenEval tasks)."""
+    # A prompt without a category (a plain text file) reads back from parquet as None or NaN.
+    categories = {
+        p: c if isinstance(c, str) and c else "(none)" for p, c in zip(prompts["prompt_id"], prompts["category"])
+    }
+    return winrates(scores, manifest, base, tuned, categories if set(categories.values()) != {"(none)"} else None)
+
+
+def _benchmarks(
+    names: list[str], manifest: pd.DataFrame, prompts: pd.DataFrame, out: Path, pair: tuple[str, str]
+) -> tuple[dict, dict, dict]:
+    """(results, paired base-vs-tuned differences, verdicts) of each benchmark; writes out/judged_<name>.parquet.
+    The verdicts, (model, prompt_id, index) -> passed, are the first benchmark's (a graded score passes at 0.5)."""
+    benches, paired, verdicts = {}, {}, {}
+    for b in names:
+        benches[b], paired[b], judged = run_benchmark(b, manifest, prompts, str(out / "images"), pair=pair)
+        judged.to_parquet(out / f"judged_{b}.parquet", index=False)
+        if not verdicts:
+            verdicts = {
+                (m, p, int(i)): v >= 0.5
+                for m, p, i, v in zip(judged["model"], judged["prompt_id"], judged["index"], judged["value"])
+            }
+    return benches, paired, verdicts
+
+
+def _log_winrates(st: Stage, results: dict) -> None:
+    """Each reward's win-rate with its 95% CI, and per category, as MLflow metrics."""
+    for reward, r in results.items():
+        st.log(
+            **{
+                f"winrate_{reward}": r["winrate"],
+                f"winrate_{reward}_ci_low": r["ci_low"],
+                f"winrate_{reward}_ci_high": r["ci_high"],
+            },
+            **{f"winrate_{reward}/{c}": v["winrate"] for c, v in r.get("categories", {}).items()},
+        )
+
+
+def _log_grid(
+    st: Stage,
+    pair: tuple[str, str],
+    manifest: pd.DataFrame,
+    scores: pd.DataFrame,
+    prompts: pd.DataFrame,
+    out: Path,
+    n_prompts: int,
+    first_reward: str,
+    verdicts: dict,
+) -> None:
+    """The (base, tuned) image grid (n_prompts per task, each image labelled with its first-reward score and
+    bordered by its benchmark verdict): out/base_vs_tuned.png, an MLflow image and a Prefect artifact."""
+    labels = {
+        i: f"{first_reward} {v:.2f}"
+        for i, v in scores[scores["reward"] == first_reward][["image_id", "score"]].itertuples(index=False)
+    }
+    grid = comparison_grid(
+        manifest, str(out / "images"), list(pair), grid_prompts(prompts, n_prompts), verdicts, labels
+    )
+    grid.save(out / "base_vs_tuned.png")
+    mlflow.log_image(grid, "base_vs_tuned.png")
+    if st.run_url:  # the MLflow server serves the file: the same grid as a Prefect artifact
+        create_image_artifact(
+            image_url=st.run_url.split("/#/")[0] + f"/get-artifact?path=base_vs_tuned.png&run_uuid={st.run_id}",
+            key="base-vs-tuned",
+            description="base and tuned on the same seeds; border = benchmark verdict",
+        )
+
+
+def _write_summary(report: dict, results: dict, out: Path) -> None:
+    """benchmark_tasks.csv and summary.md (win-rates, then the benchmark table) in out; the summary is also a
+    Prefect artifact and printed."""
+    task_rows(report).to_csv(out / "benchmark_tasks.csv", index=False, float_format="%.6g")
+    md = summary_markdown(results, report["base"], report["tuned"]) + "\n" + benchmark_table(report)
+    (out / "summary.md").write_text(md)
+    create_markdown_artifact(md, key="evaluation", description="tuned vs base reward win-rates")
+    print(md)
 
 
 def benchmark_metrics(benches: dict[str, dict], paired: dict[str, dict | None], roles: dict[str, str]) -> dict:

@@ -9,10 +9,10 @@ import pandas as pd
 from prefect import flow
 
 from synrank import tracking as tracking_mod
+from synrank.atomic import publish_dir, temp_path
 from synrank.config import ExportConfig, GenerateConfig, Paths, RankConfig, ScoreConfig, TrackingConfig
 from synrank.deployment_params import with_deployment_defaults
 from synrank.stage import STAMP, stage_run
-from synrank.storage import publish_dir
 from tasks.export import dataset_card, dataset_table, write_dataset
 
 
@@ -25,7 +25,13 @@ def export_flow(
     paths: Paths = Paths(),
     tracking: TrackingConfig = TrackingConfig(),
 ) -> str:
-    """Write paths.dataset from the prompts, images, scores and rankings of the last run."""
+    """Write paths.dataset from the prompts, images, scores and rankings of the last run.
+
+    A Hugging Face `datasets` folder (tasks.export): data/*.parquet, `cfg.rows_per_shard` rows each, and a
+    README.md dataset card naming the generators, rewards and aggregation; published whole, so a failed
+    export leaves the previous one. Skipped when the stamp (synrank.stage) matches these settings, the
+    images', scores' and rankings' content and the code, and the folder is untouched; runlock.LockHeld when
+    another run holds it. Returns the output folder."""
     cfg = with_deployment_defaults("cfg", cfg)  # a partial parameter from the API keeps the rest
     images, scores, rankings = paths.resolve("images"), paths.resolve("scores"), paths.resolve("rankings")
     out = paths.resolve("dataset")
@@ -41,7 +47,7 @@ def export_flow(
         )
         # Written beside the folder and moved in whole: a failed export leaves the previous one as it was,
         # and a smaller one leaves no stale file behind.
-        work = out.parent / f".{out.name}-work"
+        work = temp_path(out, unique=False)
         shutil.rmtree(work, ignore_errors=True)
         files = write_dataset(table, str(images), str(work), cfg.rows_per_shard)
         card = dataset_card(

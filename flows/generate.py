@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 from prefect import flow
 
@@ -9,7 +11,7 @@ from synrank.cluster_config import ClusterConfig
 from synrank.config import GenerateConfig, Paths, TrackingConfig
 from synrank.deployment_params import with_deployment_defaults
 from synrank.fingerprint import generator_id
-from synrank.stage import stage_run
+from synrank.stage import Stage, stage_run
 from tasks.generate import generate_all, truncation_report
 
 
@@ -20,6 +22,10 @@ def generate_flow(
     paths: Paths = Paths(),
     tracking: TrackingConfig = TrackingConfig(),
 ) -> str:
+    """Stage 2: every train prompt (the sample stage's prompts.parquet) through every generator,
+    images_per_prompt seeds each; returns the images folder, which holds the tar shards (with each image's
+    final latents where the backend gives them) and manifest.parquet. Logs the counts and how many prompts
+    each model's text window cut (truncation_report). Skipped when the stage stamp is up to date."""
     cfg = with_deployment_defaults("cfg", cfg)  # a partial parameter from the API keeps the rest
     prompts_dir, out = paths.resolve("prompts"), paths.resolve("images")
     weights = {g.name: generator_id(g) for g in cfg.generators}  # a retrained model under the same name is new
@@ -50,27 +56,7 @@ def generate_flow(
             stale_removed=stale,
             n_latents=with_latents,
         )
-        st.report["prompt_fit"] = fits = truncation_report(out)
-        st.log(**{f"prompts_truncated/{m}": r["n_truncated"] for m, r in fits.items()})
-        st.log(
-            **{
-                f"prompts_truncated/{m}/{e}": c["n_truncated"]
-                for m, r in fits.items()
-                for e, c in r.get("encoders", {}).items()
-            }
-        )
-        for m, r in fits.items():
-            if r["n_truncated"]:
-                print(
-                    f"{m}: {r['n_truncated']} of {r['n_prompts']} prompts were longer than its {r['max_tokens']}-token "
-                    f"text window and cut at the last whole word that fits ({r['tokens_dropped']} tokens dropped)"
-                )
-            for e, c in r.get("encoders", {}).items():
-                if c["max_tokens"] < r["max_tokens"] and c["n_truncated"]:  # the pipeline cuts these itself
-                    print(
-                        f"{m}: its {e} encoder reads {c['max_tokens']} tokens and still cuts {c['n_truncated']} of "
-                        f"the prompts it is given ({c['tokens_dropped']} tokens)"
-                    )
+        _log_prompt_fit(st, out)
         removed = (
             f"; removed {stale} files of earlier runs that no longer match the prompts, settings or weights"
             if stale
@@ -81,3 +67,29 @@ def generate_flow(
             f"{manifest['prompt_id'].nunique()} prompts x {len(cfg.generators)} models{removed}"
         )
     return str(out)
+
+
+def _log_prompt_fit(st: Stage, out: Path) -> None:
+    """How many prompts each model's text window cut, overall and per text encoder: in the report
+    (`prompt_fit`), as metrics (`prompts_truncated/<model>[/<encoder>]`) and printed where any was cut."""
+    st.report["prompt_fit"] = fits = truncation_report(out)
+    st.log(**{f"prompts_truncated/{m}": r["n_truncated"] for m, r in fits.items()})
+    st.log(
+        **{
+            f"prompts_truncated/{m}/{e}": c["n_truncated"]
+            for m, r in fits.items()
+            for e, c in r.get("encoders", {}).items()
+        }
+    )
+    for m, r in fits.items():
+        if r["n_truncated"]:
+            print(
+                f"{m}: {r['n_truncated']} of {r['n_prompts']} prompts were longer than its {r['max_tokens']}-token "
+                f"text window and cut at the last whole word that fits ({r['tokens_dropped']} tokens dropped)"
+            )
+        for e, c in r.get("encoders", {}).items():
+            if c["max_tokens"] < r["max_tokens"] and c["n_truncated"]:  # the pipeline cuts these itself
+                print(
+                    f"{m}: its {e} encoder reads {c['max_tokens']} tokens and still cuts {c['n_truncated']} of "
+                    f"the prompts it is given ({c['tokens_dropped']} tokens)"
+                )

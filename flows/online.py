@@ -22,15 +22,25 @@ from flows.score import score_flow
 from flows.train import train_flow
 from models.validate import validate_config
 from synrank import tracking
+from synrank.atomic import write_json
 from synrank.config import Config, base_generator
 from synrank.deployment_params import with_deployment_defaults
-from synrank.stage import write_json
 from synrank.storage import write_bytes
 from tasks.online import fuse_tuned, rounds_markdown, rounds_summary
 
 
 @flow(name="online", log_prints=True)
 def online_flow(cfg: Config) -> str:
+    """GPO's online loop (arXiv 2505.11070): the sample stage once, then `cfg.online.rounds` rounds of
+    generate (the current model, `online.images_per_prompt` per prompt) -> score -> rank -> train
+    (`online.objective`) -> evaluate against the round's starting model, the tuned model fused into a full
+    pipeline (tasks.online.fuse_tuned) that starts the next round. Each round writes its own folders under
+    `<paths.model>/../online/round-<r>/` (images, scores, rankings, model, eval, metrics, fused); after each
+    round online.json, online.md, a Prefect artifact and MLflow metrics (step = round) under one parent run.
+
+    Every stage is skipped when its stamp is current (synrank.stage), so a rerun resumes where it stopped.
+    Raises ConfigError before any compute for a bad config, and any stage's error. Returns the last fused
+    model's path."""
     cfg = with_deployment_defaults("cfg", cfg)  # a partial parameter from the API keeps the rest
     validate_config(
         cfg, command="online"

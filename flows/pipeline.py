@@ -37,6 +37,16 @@ STAGE_FLOWS = {
 
 @flow(name="pipeline", log_prints=True)
 def pipeline_flow(cfg: Config) -> str:
+    """The whole pipeline: sample -> generate -> score -> rank -> train -> evaluate, each stage a child flow
+    with its own MLflow run under one parent run (git commit, DVC data version, the whole config), reading
+    and writing the folders of `cfg.paths`. Each stage is skipped on its own when its stamp is current
+    (synrank.stage), so a rerun with nothing changed is cheap; run from a deployment, train runs as its own
+    deployment on the gpu pool (synrank.subdeploy). Every output folder is locked for the whole run. Logs the
+    evaluate stage's headline metrics on the parent run and returns its MLflow run id.
+
+    Raises ConfigError before any compute for a bad config, runlock.LockHeld when another run holds an
+    output folder, subdeploy.StageRunFailed when the remote train run fails or leaves another run's model,
+    and any stage's error."""
     cfg = with_deployment_defaults("cfg", cfg)  # a partial parameter from the API keeps the rest
     validate_config(cfg)  # a run triggered with a bad value fails here, before any compute
     tracking.setup(cfg.tracking)

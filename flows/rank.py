@@ -18,6 +18,12 @@ from tasks.rank import rank_images, ranked_grid
 def rank_flow(
     cfg: RankConfig = RankConfig(), paths: Paths = Paths(), tracking: TrackingConfig = TrackingConfig()
 ) -> str:
+    """Rank stage: RankDPO's Algorithm 1 (arXiv 2410.18013; or `cfg.method`) over each prompt's rewards, from
+    `paths.scores`/scores.parquet and `paths.images`/manifest.parquet to `paths.rankings`/rankings.parquet
+    (image_id, prompt_id, phi, tau, k, advantage, model) and, with `cfg.examples`, ranked_examples.png. Logs
+    mean phi per generator, non-finite images left out, reward-pair Kendall tau. Skipped when the stamp
+    (synrank.stage) matches this config, the inputs' content and the code, and the folder is untouched.
+    ValueError when `cfg.rewards` names an unscored reward; runlock.LockHeld when the folder is held."""
     cfg = with_deployment_defaults("cfg", cfg)  # a partial parameter from the API keeps the rest
     scores, images, out = paths.resolve("scores"), paths.resolve("images"), paths.resolve("rankings")
     with stage_run("rank", cfg, inputs=[scores, images], out=out, tracking_cfg=tracking) as st:

@@ -15,6 +15,13 @@ from tasks.sample import read_prompt_sources, write_prompt_table
 def sample_flow(
     cfg: SampleConfig = SampleConfig(), paths: Paths = Paths(), tracking: TrackingConfig = TrackingConfig()
 ) -> str:
+    """Sample stage: read the prompt corpora of `cfg.sources` and write `paths.prompts`/prompts.parquet
+    (prompt_id, prompt, split, category, source, meta), split train/eval by a seeded hash of each prompt
+    (`cfg.eval_fraction`, `cfg.seed`); logs the prompt counts and the skipped lines per reason.
+
+    Skipped when the folder's stamp (synrank.stage) matches this config, the source files' content and the
+    code, and the folder is as the stamp recorded it. Raises ValueError when no usable prompt is left,
+    runlock.LockHeld when another run holds the folder. Returns the output folder."""
     cfg = with_deployment_defaults("cfg", cfg)  # a partial parameter from the API keeps the rest
     out = paths.resolve("prompts")
     # The source files are the stage's inputs: editing one makes the stamp stale.

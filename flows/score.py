@@ -22,6 +22,15 @@ def score_flow(
     paths: Paths = Paths(),
     tracking: TrackingConfig = TrackingConfig(),
 ) -> str:
+    """Score stage: every image of `paths.images` (manifest.parquet and its shards) under every reward model
+    of `cfg.rewards`, one Prefect task per reward x image shards on `cfg`'s engine (tasks.score). Writes
+    `paths.scores`/scores.parquet (image_id, reward, score), a <reward>.parquet per reward and a cache/ per
+    (reward, shard), so a killed run resumes shard by shard; logs each reward's mean score and how many
+    prompts its text encoder cut, and removes cache files of earlier images or weights.
+
+    Skipped when the stamp (synrank.stage) matches this config, the images' content, each reward's weights
+    and the code, and the folder is untouched. Raises synrank.fanout.ShardTasksFailed after writing every
+    shard that did not fail, runlock.LockHeld when another run holds the folder. Returns the output folder."""
     cfg = with_deployment_defaults("cfg", cfg)  # a partial parameter from the API keeps the rest
     images, out = paths.resolve("images"), paths.resolve("scores")
     weights = {r.name: reward_id(r) for r in cfg.rewards}  # new weights under the same name score again

@@ -8,11 +8,11 @@ import mlflow
 from prefect import flow
 
 from models.validate import check_objective
+from synrank.atomic import publish_dir
 from synrank.config import GenerateConfig, Paths, TrackingConfig, TrainConfig, base_generator
 from synrank.deployment_params import with_deployment_defaults
 from synrank.fingerprint import generator_id
 from synrank.stage import STAMP, stage_run
-from synrank.storage import publish_dir
 from tasks.train import log_tuned_model, train_model
 
 # Keys of train()'s result that name a setting rather than measure the run (logged as MLflow params).
@@ -37,6 +37,19 @@ def train_identity(cfg: TrainConfig, generate: GenerateConfig, paths: Paths) -> 
 def train_flow(
     cfg: TrainConfig, generate: GenerateConfig, paths: Paths = Paths(), tracking: TrackingConfig = TrackingConfig()
 ) -> str:
+    """Train stage: preference fine-tuning of the base generator (`cfg.base`, default the first of
+    `generate.generators`) with `cfg.objective` (RankDPO, arXiv 2410.18013 eq. 7, by default; DPO, GPO,
+    SUDO, SFT, RWR: models.objectives) for `cfg.steps` steps. Reads `paths.rankings`/rankings.parquet and
+    `paths.images` (manifest, PNGs, stored latents); writes `paths.model` (LoRA weights or a full pipeline,
+    tuned.json, train_curve.csv) only once training succeeded, keeping checkpoints and the latent cache in a
+    hidden work folder beside it so that a rerun of the same config resumes. Logs the train/* curve, the final
+    metrics and the effective settings, and registers the model in MLflow as `synrank-<base>`.
+
+    Skipped when the stamp (synrank.stage) matches this config, the base, the rankings' and images' content,
+    the base weights and the code, and the folder is untouched. Raises ConfigError for an unknown base or
+    objective before any model loads, models.trainer.NonFiniteLossError and models.preflight's errors with
+    the previous model left in place, runlock.LockHeld when another run holds the folder. Returns the output
+    folder."""
     cfg = with_deployment_defaults("cfg", cfg)  # a partial parameter from the API keeps the rest
     rankings, images, out = paths.resolve("rankings"), paths.resolve("images"), paths.resolve("model")
     # A bad base or objective (a typo in the Prefect form) fails here, before any model loads.

@@ -1,0 +1,1 @@
+"""The ML: generators, rewards, ranking, objectives, trainer, benchmarks; no Prefect or MLflow imports."""

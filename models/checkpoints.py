@@ -10,11 +10,14 @@ from pathlib import Path
 
 import torch
 
+from synrank.atomic import replace_dir, temp_path
+
 
 def save_checkpoint(accelerator, ckpts: Path, step: int, rng: torch.Generator, skipped: int = 0) -> Path:
     """accelerate's state plus each process's sampling RNG, the step and the skipped-step count, written
     to a temporary folder that the main process renames once every process has written its part."""
-    final, tmp = ckpts / f"step-{step:07d}", ckpts / f".step-{step:07d}.tmp"
+    final = ckpts / f"step-{step:07d}"
+    tmp = temp_path(final, unique=False)  # one name for every process
     if accelerator.is_main_process:
         shutil.rmtree(tmp, ignore_errors=True)
     accelerator.wait_for_everyone()
@@ -23,7 +26,7 @@ def save_checkpoint(accelerator, ckpts: Path, step: int, rng: torch.Generator, s
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         (tmp / "trainer_state.json").write_text(json.dumps({"step": step, "skipped_steps": skipped}))
-        tmp.rename(final)
+        replace_dir(tmp, final)  # fsynced: a checkpoint is there to survive a crash
         for old in sorted(ckpts.glob("step-*"))[:-2]:  # keep the last two
             shutil.rmtree(old)
     accelerator.wait_for_everyone()

@@ -33,6 +33,9 @@ Weights = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 @dataclass(frozen=True)
 class Objective:
+    """One preference objective of the module's loss: how it turns a batch's (B, K) labels into pair weights W
+    (B, K, K) and SFT weights V (B, K). Instances are registered by name in OBJECTIVES (`train.objective`)."""
+
     pairs: Weights | None = None  # -> W (B, K, K), W[b, i, j] > 0 iff i is preferred over j
     sft: Weights | None = None  # -> V (B, K), weight of the plain denoising loss of each image
     self_pairs: bool = False  # SUDO: groups are (dataset image, another batch image) under one caption
@@ -43,6 +46,9 @@ OBJECTIVES: Registry[Objective] = Registry("objective")
 
 
 def implicit_scores(model_err: torch.Tensor, ref_err: torch.Tensor) -> torch.Tensor:
+    """s_i of the module docstring: (B, K) per-image mean squared errors of the tuned and the reference model's
+    prediction (same noise, timestep, caption) -> (B, K); lower = the tuned model prefers the image more than
+    the reference does (Diffusion-DPO, arXiv 2311.12908; RankDPO eq. 5, arXiv 2410.18013)."""
     return model_err - ref_err
 
 

@@ -39,6 +39,9 @@ def shift_sigma(u: torch.Tensor, shift: float) -> torch.Tensor:
 
 @dataclass
 class Parametrization:
+    """One model's training parametrization (module docstring): its prediction target, its noise schedule
+    (alphas_cumprod, (num_train_timesteps,) float32, DDPM-type only) and how training timesteps are drawn."""
+
     kind: str  # "epsilon" | "v_prediction" | "flow"
     num_train_timesteps: int = 1000
     alphas_cumprod: torch.Tensor | None = None
@@ -124,9 +127,15 @@ class Parametrization:
         return clipped / (snr + 1) if self.kind == "v_prediction" else clipped / snr
 
     def model_timestep(self, t: torch.Tensor) -> torch.Tensor:
+        """The timestep the denoiser is given for sample_t's (N,) t: sigma * num_train_timesteps for flow (as
+        the SD3 pipelines pass it), the discrete step itself otherwise."""
         return t * self.num_train_timesteps if self.kind == "flow" else t
 
     def noisy_and_target(self, x0: torch.Tensor, eps: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """(x_t, target) for clean latents x0 and noise eps, both (N, C, h, w), at sample_t's (N,) t, as in the
+        module docstring: DDPM's x_t with target eps or v (Salimans & Ho, arXiv 2202.00512), or rectified
+        flow's x_t = (1 - s) x0 + s eps with target eps - x0 (SD3, arXiv 2403.03206). ValueError for an
+        unknown `kind`."""
         shape = (-1,) + (1,) * (x0.dim() - 1)
         if self.kind == "flow":
             s = t.to(x0).view(shape)

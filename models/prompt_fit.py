@@ -18,15 +18,26 @@ Mode = Literal["truncate", "chunk"]
 
 
 class Tokenizer(Protocol):
-    def __call__(self, text: str, add_special_tokens: bool = ...) -> Any: ...
+    """What fit_prompt needs of a Hugging Face tokenizer (CLIPTokenizer, T5TokenizerFast, ...)."""
 
-    def decode(self, ids: list[int]) -> str: ...
+    def __call__(self, text: str, add_special_tokens: bool = ...) -> Any:
+        """Encode `text`; the result's "input_ids" is the list of token ids."""
+        ...
 
-    def num_special_tokens_to_add(self, pair: bool = ...) -> int: ...
+    def decode(self, ids: list[int]) -> str:
+        """Token ids back to text."""
+        ...
+
+    def num_special_tokens_to_add(self, pair: bool = ...) -> int:
+        """Special tokens (BOS, EOS) the encoder adds to one text, counted against its window."""
+        ...
 
 
 @dataclass
 class FitReport:
+    """What fitting one generator's prompts into one encoder's `max_tokens` window did (counts in prompts and
+    content tokens); the generate stage writes it per generator."""
+
     mode: str
     max_tokens: int
     n_prompts: int = 0
@@ -37,11 +48,14 @@ class FitReport:
     over_limit_ids: list[int] = field(default_factory=list)  # positions of the long prompts
 
     def as_dict(self) -> dict[str, Any]:
+        """The report as a plain JSON-ready dict."""
         return asdict(self)
 
 
 @dataclass(frozen=True)
 class FittedPrompt:
+    """One prompt fitted into an encoder's window: the text(s) to encode and its token counts."""
+
     texts: list[str]  # the one (possibly truncated) text, or the chunks
     n_tokens: int  # content tokens of the whole prompt, special tokens excluded
     budget: int  # content tokens that fit in one encoder pass
@@ -49,6 +63,7 @@ class FittedPrompt:
 
 
 def count_tokens(tokenizer: Tokenizer, text: str) -> int:
+    """Content tokens of `text` under `tokenizer`, special tokens excluded."""
     return len(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 

@@ -38,6 +38,8 @@ def bootstrap_means(
 
 
 def percentile_ci(samples: np.ndarray, level: float = 0.95) -> tuple[float, float]:
+    """The bootstrap percentile interval (Efron & Tibshirani 1993, ch. 13) of `level` coverage: the (1 - level)/2
+    and (1 + level)/2 quantiles of the (n_boot,) resampled statistics, in their units."""
     tail = (1 - level) / 2 * 100
     lo, hi = np.percentile(samples, [tail, 100 - tail])
     return float(lo), float(hi)

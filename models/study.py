@@ -146,6 +146,10 @@ def _cell(stat: dict, n_tests: int = 0, signed: bool = False) -> str:
 
 
 def study_markdown(results: dict, benchmark: str) -> str:
+    """study_results' dict as markdown: per arm its seeds, `benchmark` overall [95% CI] and per seed, the paired
+    differences to the base and to the reference arm and each reward's win-rate [95% CI], marked * for
+    p < 0.05 and ** past a Bonferroni correction over the table's comparisons; then accuracy per task (mean
+    over seeds) and a note of what the CIs resample. KeyError for a dict not from study_results."""
     m, ref = results["comparisons"], results["reference"]
     arms = {name: results["arms"][name] for name in results["order"]}  # JSON round trips sort the keys
     rewards = sorted({r for a in arms.values() for r in a.get("winrates", {})})

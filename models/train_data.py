@@ -22,6 +22,8 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
+from synrank import atomic
+
 
 @dataclass
 class RankedGroups:
@@ -41,6 +43,8 @@ class RankedGroups:
         return self.index.shape[0]
 
     def select(self, rows: torch.Tensor) -> RankedGroups:
+        """The groups at `rows` ((R,) long or (P,) bool): every (P, ...) field indexed, `latents` and `stored`
+        shared (index still points into them)."""
         adv = self.advantage[rows] if self.advantage is not None else None
         return replace(
             self,
@@ -53,6 +57,8 @@ class RankedGroups:
         )
 
     def latents_of(self, index: torch.Tensor) -> torch.Tensor:
+        """Latents of an index tensor of any shape (...) -> (..., C, h, w); padding (-1) gives image 0's, which
+        the mask leaves out of the loss."""
         return self.latents[index.clamp(min=0)]
 
     def latent_counts(self) -> dict[str, float]:
@@ -253,9 +259,9 @@ def build_groups(
     out = RankedGroups(index, phi, tau, index >= 0, cond, latents, advantage, torch.tensor(use.to_numpy(bool)))
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        torch.save({f.name: getattr(out, f.name) for f in fields(out)}, tmp)
-        tmp.replace(path)
+        # Through an open file: a path would name the torch archive after the (random) temporary.
+        with atomic.writing(path) as tmp, open(tmp, "wb") as fh:
+            torch.save({f.name: getattr(out, f.name) for f in fields(out)}, fh)
     return out
 
 

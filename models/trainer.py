@@ -11,6 +11,9 @@ A run never publishes a broken result: a NaN or infinite loss or gradient norm r
 NonFiniteLossError naming the step before anything is saved (`nonfinite: fail`), or, with
 `nonfinite: skip`, that update (its whole accumulation window) is dropped and counted (`skipped_steps`);
 more than MAX_SKIPPED_FRACTION of the steps skipped still fails.
+
+The batches and the errors the objectives compare are built in models.preference_batch (the same builder
+as the held-out accuracy, models.heldout).
 """
 
 from __future__ import annotations
@@ -24,14 +27,15 @@ from typing import Any
 
 import pandas as pd
 import torch
-import torch.nn.functional as F
 from PIL import Image
 from tqdm import tqdm
 
 from models.checkpoints import resume, save_checkpoint
 from models.generators.base import component_id, pickle_policy
-from models.objectives import OBJECTIVES, Objective, derangement, implicit_scores, objective_loss, pair_stats
-from models.parametrization import Parametrization, predict
+from models.heldout import heldout_accuracy, split_holdout
+from models.objectives import OBJECTIVES, Objective, implicit_scores, objective_loss, pair_stats
+from models.parametrization import Parametrization
+from models.preference_batch import draw_rows, paired_errors, preference_batch
 from models.preflight import drop_tied_groups, make_accelerator
 from models.train_data import RankedGroups, StoredLatents, build_groups, training_size
 from synrank.config import GeneratorSpec, TrainConfig
@@ -45,72 +49,11 @@ class NonFiniteLossError(RuntimeError):
     """Training met a NaN or infinite loss or gradient norm; raised before anything is saved."""
 
 
-def denoise_errors(
-    model,
-    param: Parametrization,
-    latents: torch.Tensor,
-    cond: dict[str, torch.Tensor],
-    t: torch.Tensor,
-    noise: torch.Tensor,
-) -> torch.Tensor:
-    """Per-image squared error. latents (B, K, C, h, w); t (B,); noise (B, C, h, w) shared by the K
-    images of a group; cond per group. Returns (B, K)."""
-    B, K = latents.shape[:2]
-    x0 = latents.flatten(0, 1)
-    eps = noise[:, None].expand_as(latents).flatten(0, 1)
-    tt = t.repeat_interleave(K)
-    x_t, target = param.noisy_and_target(x0, eps, tt)
-    cond_k = {k: v.repeat_interleave(K, dim=0) for k, v in cond.items()}
-    pred = predict(model, x_t, param.model_timestep(tt), cond_k)
-    err = F.mse_loss(pred.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
-    weight = param.loss_weight(tt)  # Min-SNR when configured
-    return (err if weight is None else err * weight.to(err.device)).view(B, K)
-
-
-def draw_rows(n_groups: int, n: int, obj: Objective, rng: torch.Generator) -> torch.Tensor:
-    """The rows (groups) of one batch, (min(n, n_groups),) long. Ranked objectives draw with replacement;
-    self-pair objectives (SUDO) without, so that the deranged batch mate always comes from another prompt
-    (with replacement about 1/P of SUDO's negatives would share the prompt of their positive)."""
-    n = min(n, n_groups)
-    if obj.self_pairs:
-        return torch.randperm(n_groups, generator=rng)[:n]
-    return torch.randint(0, n_groups, (n,), generator=rng)
-
-
-def objective_label(g: RankedGroups, obj: Objective) -> torch.Tensor:
-    """The (B, K) value an objective's weights are computed from: Algorithm 1's phi, or the
-    group-standardized raw rewards (`advantage`, models.ranking) for GPO."""
-    if obj.label == "phi":
-        return g.phi
-    if g.advantage is None:
-        raise ValueError(
-            f"objective needs the rankings' '{obj.label}' column, which these rankings lack: run the rank stage again"
-        )
-    return g.advantage
-
-
-def make_batch(groups: RankedGroups, obj: Objective, rows: torch.Tensor, rng: torch.Generator) -> tuple:
-    """(latents (B, K, ...), cond, label, tau, mask), all (B, K) but latents and cond; label is the per-image
-    value the objective weighs (phi, or GPO's advantage: objective_label). SUDO pairs each
-    group's image (a random member) with a deranged batch mate's image under the first one's caption,
-    labelled (1, 0), K = 2. A pair whose two images share a prompt (the same row, or the same text
-    conditioning) has its second slot masked out: no preference pair, only the SFT term on the first."""
-    g = groups.select(rows)
-    if not obj.self_pairs:
-        return groups.latents_of(g.index), g.cond, objective_label(g, obj), g.tau, g.mask
-    counts = g.mask.sum(dim=1)
-    pick = (torch.rand(len(rows), generator=rng) * counts).long()
-    own = g.index[torch.arange(len(rows)), pick]
-    perm = derangement(len(rows), rng)
-    pair = torch.stack([own, own[perm]], dim=1)
-    text = g.cond["encoder_hidden_states"]
-    same_prompt = (rows == rows[perm]) | (text == text[perm]).flatten(1).all(dim=1)
-    mask = torch.stack([torch.ones(len(rows), dtype=torch.bool), ~same_prompt], dim=1)
-    ones = torch.ones(len(rows), 2)
-    return groups.latents_of(pair), g.cond, ones * torch.tensor([1.0, 0.0]), (ones * torch.tensor([1, 2])).long(), mask
-
-
 def load_for_training(spec: GeneratorSpec, cfg: TrainConfig, device) -> tuple:
+    """(pipeline, trainable denoiser, reference) on `device`, every other component frozen. lora_rank > 0:
+    rank-r LoRA adapters (alpha = r, gaussian init) on the attention projections LORA_TARGETS and no
+    reference (the adapters disabled are it); 0: the whole denoiser trains against a frozen deep copy.
+    Raises resolve_model_path's errors for a missing model and diffusers' for an unloadable one."""
     from diffusers import DiffusionPipeline
 
     source = resolve_model_path(spec.path, what=f"generator '{spec.name}'")
@@ -137,63 +80,6 @@ def load_for_training(spec: GeneratorSpec, cfg: TrainConfig, device) -> tuple:
     if cfg.gradient_checkpointing:
         model.enable_gradient_checkpointing()
     return pipe, model, ref
-
-
-def split_holdout(groups: RankedGroups, fraction: float, seed: int) -> tuple[RankedGroups, RankedGroups | None]:
-    n_hold = int(round(len(groups) * fraction))
-    if n_hold == 0 or n_hold >= len(groups):
-        return groups, None
-    perm = torch.randperm(len(groups), generator=torch.Generator().manual_seed(seed + 1))
-    return groups.select(perm[n_hold:]), groups.select(perm[:n_hold])
-
-
-@torch.no_grad()
-def heldout_accuracy(
-    model,
-    ref,
-    param: Parametrization,
-    groups: RankedGroups,
-    obj: Objective,
-    beta: float,
-    device,
-    draws: int = 4,
-    batch: int = 16,
-) -> float:
-    """Implicit accuracy on held-out groups, averaged over a few fixed (t, noise) draws."""
-    from models.objectives import dpo_pairs, rankdpo_pairs
-
-    rng = torch.Generator().manual_seed(12345)
-    correct = total = 0.0
-    for _ in range(draws):
-        for start in range(0, len(groups), batch):
-            rows = torch.arange(start, min(start + batch, len(groups)))
-            lat, cond, phi, tau, mask = make_batch(groups, obj, rows, rng)
-            t = param.sample_t(len(rows), rng)
-            noise = torch.randn(lat.shape[:1] + lat.shape[2:], generator=rng)
-            lat, cond = lat.to(device), {k: v.to(device) for k, v in cond.items()}
-            s = implicit_scores(*_errors(model, ref, param, lat, cond, t.to(device), noise.to(device)))
-            # Every objective is judged on the same label pairs: all pairs that phi orders strictly.
-            judge = phi if obj.self_pairs else groups.select(rows).phi
-            w = (rankdpo_pairs if not obj.self_pairs else dpo_pairs)(judge, tau, mask) > 0
-            stats = pair_stats(s.cpu(), w.float(), beta)
-            correct += stats["implicit_acc"] * stats["pairs"] if stats["pairs"] else 0.0
-            total += stats["pairs"]
-    return correct / total if total else float("nan")
-
-
-def _errors(model, ref, param, lat, cond, t, noise, raw=None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Tuned and reference errors on the same inputs; `raw` is the unwrapped model (for its adapters)
-    when `model` is accelerate's wrapper."""
-    raw = raw if raw is not None else model
-    model_err = denoise_errors(model, param, lat, cond, t, noise)
-    with torch.no_grad():
-        if ref is None:
-            raw.disable_adapters()
-            ref_err = denoise_errors(raw, param, lat, cond, t, noise)
-            raw.enable_adapters()
-        else:
-            ref_err = denoise_errors(ref, param, lat, cond, t, noise)
-    return model_err, ref_err
 
 
 @dataclass
@@ -243,14 +129,10 @@ class _Loop:
         acc, cfg, dev = self.accelerator, self.cfg, self.accelerator.device
         with acc.accumulate(self.model):
             rows = draw_rows(len(self.groups), cfg.prompts_per_step, self.obj, rng)
-            lat, cond, phi, tau, mask = make_batch(self.groups, self.obj, rows, rng)
-            t = self.param.sample_t(len(rows), rng)
-            noise = torch.randn(lat.shape[:1] + lat.shape[2:], generator=rng)
-            lat, cond = lat.to(dev), {k: v.to(dev) for k, v in cond.items()}
-            model_err, ref_err = _errors(
-                self.model, self.ref, self.param, lat, cond, t.to(dev), noise.to(dev), self.raw
-            )
-            loss, w = objective_loss(self.obj, model_err, ref_err, phi.to(dev), tau.to(dev), mask.to(dev), cfg.beta)
+            b = preference_batch(self.groups, self.obj, rows, rng, self.param, dev)
+            model_err, ref_err = paired_errors(self.model, self.ref, self.param, b, self.raw)
+            label, tau, mask = b.label.to(dev), b.tau.to(dev), b.mask.to(dev)
+            loss, w = objective_loss(self.obj, model_err, ref_err, label, tau, mask, cfg.beta)
             grad_norm, skipped = self._update(loss, step)
         s = implicit_scores(model_err, ref_err).detach().cpu()
         return _StepResult(loss.detach(), grad_norm, s, w.detach().cpu(), skipped)
@@ -326,39 +208,11 @@ def train(
     set_seed(cfg.seed)
     device = accelerator.device
     pipe, model, ref = load_for_training(spec, cfg, device)
-    param = Parametrization.from_scheduler(
-        pipe.scheduler,
-        cfg.timestep_density,
-        cfg.flow_shift,
-        **cfg.model_dump(include={"logit_mean", "logit_std", "mode_scale", "snr_gamma"}),
-    )
+    param = training_parametrization(pipe.scheduler, cfg)
     groups = training_groups(pipe, spec, cfg, ranked, images, latents, device, work_dir / "cache")
     train_groups, held = split_holdout(groups, cfg.holdout_fraction, cfg.seed)
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=cfg.learning_rate)
-    model, opt = accelerator.prepare(model, opt)
-    raw = accelerator.unwrap_model(model)
-    loop = _Loop(accelerator, model, ref, raw, opt, params, param, obj, train_groups, cfg)
-    rng = torch.Generator().manual_seed(cfg.seed + accelerator.process_index)  # each process its own groups
-    ckpts = work_dir / "checkpoints"
-    start, skipped = resume(accelerator, ckpts, rng)
-    last: dict[str, float | str] = {}
-    model.train()
-    for step in tqdm(
-        range(start + 1, cfg.steps + 1), desc=f"train {cfg.objective}", unit="step", initial=start, total=cfg.steps
-    ):
-        # A step is one optimizer update, as diffusers' max_train_steps: grad_accum micro-batches whose
-        # gradients accelerate adds up, the update on the last (accelerator.sync_gradients).
-        results = [loop.step(step, rng) for _ in range(cfg.grad_accum)]
-        result = replace(results[-1], loss=torch.stack([r.loss for r in results]).mean())  # the window's loss
-        skipped += any(r.skipped for r in results)  # an update any of whose micro-batches was dropped
-        _check_skipped(cfg, skipped, step)
-        if step % cfg.log_every == 0 or step == cfg.steps:
-            last = {**result.metrics(opt.param_groups[0]["lr"], cfg.beta), "skipped_steps": float(skipped)}
-            if accelerator.is_main_process:
-                log(last, step)
-        if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < cfg.steps:
-            save_checkpoint(accelerator, ckpts, step, rng, skipped)
+    loop = _prepare_loop(accelerator, model, ref, param, obj, train_groups, cfg)
+    last, skipped = _run_steps(loop, work_dir / "checkpoints", log)
     accelerator.wait_for_everyone()
     last.update(
         skipped_steps=float(skipped),
@@ -370,10 +224,61 @@ def train(
     if not accelerator.is_main_process:
         return last
     if held is not None:
-        last["heldout_implicit_acc"] = heldout_accuracy(raw, ref, param, held, obj, cfg.beta, device)
+        last["heldout_implicit_acc"] = heldout_accuracy(loop.raw, ref, param, held, obj, cfg.beta, device)
         log({"heldout_implicit_acc": last["heldout_implicit_acc"]}, cfg.steps)
-    save_tuned(raw, pipe, spec, cfg, out_dir)
+    save_tuned(loop.raw, pipe, spec, cfg, out_dir)
     return last
+
+
+def training_parametrization(scheduler, cfg: TrainConfig) -> Parametrization:
+    """The noising, target and timestep density of `scheduler`'s model under `cfg`'s timestep_density,
+    flow_shift, logit-normal / mode settings and Min-SNR gamma (Parametrization.from_scheduler, whose
+    ValueError refuses a setting the model cannot take)."""
+    return Parametrization.from_scheduler(
+        scheduler,
+        cfg.timestep_density,
+        cfg.flow_shift,
+        **cfg.model_dump(include={"logit_mean", "logit_std", "mode_scale", "snr_gamma"}),
+    )
+
+
+def _prepare_loop(accelerator, model, ref, param: Parametrization, obj: Objective, groups, cfg: TrainConfig) -> _Loop:
+    """AdamW over the trainable parameters (the LoRA adapters, or all weights), model and optimizer prepared
+    by accelerate; the loop keeps the unwrapped model for its adapters and for saving."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.learning_rate)
+    model, opt = accelerator.prepare(model, opt)
+    raw = accelerator.unwrap_model(model)
+    return _Loop(accelerator, model, ref, raw, opt, params, param, obj, groups, cfg)
+
+
+def _run_steps(
+    loop: _Loop, ckpts: Path, log: Callable[[dict[str, float], int], None]
+) -> tuple[dict[str, float | str], int]:
+    """Steps from the newest checkpoint in `ckpts` (or 1) to cfg.steps: (the last logged metrics, the number
+    of skipped steps). Logs every log_every steps and the last from the main process; checkpoints every
+    checkpoint_every steps but the last."""
+    acc, cfg, opt = loop.accelerator, loop.cfg, loop.opt
+    rng = torch.Generator().manual_seed(cfg.seed + acc.process_index)  # each process its own groups
+    start, skipped = resume(acc, ckpts, rng)
+    last: dict[str, float | str] = {}
+    loop.model.train()
+    for step in tqdm(
+        range(start + 1, cfg.steps + 1), desc=f"train {cfg.objective}", unit="step", initial=start, total=cfg.steps
+    ):
+        # A step is one optimizer update, as diffusers' max_train_steps: grad_accum micro-batches whose
+        # gradients accelerate adds up, the update on the last (accelerator.sync_gradients).
+        results = [loop.step(step, rng) for _ in range(cfg.grad_accum)]
+        result = replace(results[-1], loss=torch.stack([r.loss for r in results]).mean())  # the window's loss
+        skipped += any(r.skipped for r in results)  # an update any of whose micro-batches was dropped
+        _check_skipped(cfg, skipped, step)
+        if step % cfg.log_every == 0 or step == cfg.steps:
+            last = {**result.metrics(opt.param_groups[0]["lr"], cfg.beta), "skipped_steps": float(skipped)}
+            if acc.is_main_process:
+                log(last, step)
+        if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < cfg.steps:
+            save_checkpoint(acc, ckpts, step, rng, skipped)
+    return last, skipped
 
 
 def training_groups(

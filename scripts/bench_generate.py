@@ -1,9 +1,10 @@
 """Images per second of batched multi-prompt generation vs the naive one-prompt-per-call loop.
 
-Both paths run the same StableDiffusionPipeline (random weights, built offline by models.tiny) with the
-same seeds: "batched" is the sd15 generator backend, i.e. one pipe call over all prompts with one
-torch.Generator per image; "naive" is `pipe(prompt, generator=...)` once per prompt. The script also
-checks that both give the same pixels, so the speed-up is not bought with different images.
+Both paths run the same StableDiffusionPipeline (random weights, built offline by
+tests/fixtures/tiny_models.py) with the same seeds: "batched" is the sd15 generator backend, i.e. one pipe
+call over all prompts with one torch.Generator per image; "naive" is `pipe(prompt, generator=...)` once per
+prompt. The script also checks that both give the same pixels, so the speed-up is not bought with different
+images.
 
     .venv/bin/python scripts/bench_generate.py            # tiny + mid + zoo, 16 prompts, 10 steps
     .venv/bin/python scripts/bench_generate.py --configs tiny --repeats 1
@@ -30,8 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anyw
 
 from models.generators import load_generator  # noqa: E402
 from models.generators.base import seeded_generators  # noqa: E402
-from models.tiny import build_tiny_sd  # noqa: E402
 from synrank.config import GeneratorSpec  # noqa: E402
+from tests.fixtures.tiny_models import build_tiny_sd  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -44,7 +45,7 @@ class UNetConfig:
 
 
 CONFIGS = {
-    "tiny": UNetConfig("tiny SD (models.tiny defaults)", 32, (32, 64), 1),
+    "tiny": UNetConfig("tiny SD (tiny_models defaults)", 32, (32, 64), 1),
     # Mid-size: three UNet levels, two layers each, 64 px (16x16 latents): ~100x the tiny UNet's
     # parameters, still a few seconds per 16-image batch on a laptop CPU.
     "mid": UNetConfig("mid SD (random UNet)", 64, (64, 128, 256), 2),

@@ -1,5 +1,5 @@
 """Throughput of batched reward scoring vs a per-image loop, on the tiny random reward models of
-`models/rewards/tiny.py` (real architectures and loaders, CPU). Prints a markdown table.
+`tests/fixtures/tiny_rewards.py` (real architectures and loaders, CPU). Prints a markdown table.
 
     .venv/bin/python scripts/bench_rewards.py [--batch 32] [--repeats 5] [--image-size 64] [--threads 1]
 
@@ -23,8 +23,8 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from models.rewards import load_reward  # noqa: E402
-from models.rewards.tiny import build_aesthetic, build_hps, build_imagereward, build_pickscore  # noqa: E402
 from synrank.config import RewardSpec  # noqa: E402
+from tests.fixtures.tiny_rewards import build_aesthetic, build_hps, build_imagereward, build_pickscore  # noqa: E402
 
 
 def fastest(repeats: int, runs: dict[str, Callable[[], object]]) -> dict[str, float]:

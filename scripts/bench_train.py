@@ -20,14 +20,11 @@ import time
 import torch
 
 
-def measure(objective: str, k: int, prompts: int, steps: int, width: int, latent: int) -> dict:
+def tiny_unet(width: int, latent: int, device: str) -> tuple:
+    """(a small SD-style UNet (4 latent channels, latent x latent, text width 64), a frozen copy as the
+    reference), seeded with torch.manual_seed(0) so that every objective times the same weights."""
     from diffusers import UNet2DConditionModel
 
-    from models.objectives import OBJECTIVES, objective_loss
-    from models.parametrization import Parametrization
-    from models.trainer import denoise_errors
-
-    device = "cuda" if torch.cuda.is_available() else "cpu"
     torch.manual_seed(0)
     unet = UNet2DConditionModel(
         sample_size=latent,
@@ -43,15 +40,41 @@ def measure(objective: str, k: int, prompts: int, steps: int, width: int, latent
     ).to(device)
     ref = UNet2DConditionModel.from_config(unet.config).to(device).requires_grad_(False)
     ref.load_state_dict(unet.state_dict())
-    opt = torch.optim.AdamW(unet.parameters(), lr=1e-5)
-    param = Parametrization("epsilon", 1000, torch.linspace(0.999, 0.01, 1000))
-    obj = OBJECTIVES.get(objective)
-    gen = torch.Generator().manual_seed(0)
+    return unet, ref
+
+
+def ranked_groups(prompts: int, k: int, latent: int, gen: torch.Generator, device: str) -> tuple:
+    """Random (latents (P, K, 4, latent, latent), cond {encoder_hidden_states (P, 16, 64)}) and a strict
+    ranking of each group: phi from 1 to 0, tau 1..K, every image real (mask)."""
     lat = torch.randn(prompts, k, 4, latent, latent, generator=gen).to(device)
     cond = {"encoder_hidden_states": torch.randn(prompts, 16, 64, generator=gen).to(device)}
     phi = torch.linspace(1, 0, k).expand(prompts, k).contiguous().to(device)
     tau = torch.arange(1, k + 1).expand(prompts, k).contiguous().to(device)
     mask = torch.ones(prompts, k, dtype=torch.bool, device=device)
+    return lat, cond, phi, tau, mask
+
+
+def peak_mib(device: str) -> float:
+    """Peak memory in MiB: CUDA's max allocated, or this process's peak RSS on the CPU."""
+    if device == "cuda":
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 2**20
+
+
+def measure(objective: str, k: int, prompts: int, steps: int, width: int, latent: int) -> dict:
+    """One objective's throughput: the mean step time (s) of `steps` timed steps after two warm-up ones,
+    pairs and images per second, peak memory (MiB), the UNet's size (M params) and the device."""
+    from models.objectives import OBJECTIVES, objective_loss
+    from models.parametrization import Parametrization
+    from models.preference_batch import denoise_errors
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    unet, ref = tiny_unet(width, latent, device)
+    opt = torch.optim.AdamW(unet.parameters(), lr=1e-5)
+    param = Parametrization("epsilon", 1000, torch.linspace(0.999, 0.01, 1000))
+    obj = OBJECTIVES.get(objective)
+    gen = torch.Generator().manual_seed(0)
+    lat, cond, phi, tau, mask = ranked_groups(prompts, k, latent, gen, device)
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     times, pairs = [], 0
@@ -72,11 +95,6 @@ def measure(objective: str, k: int, prompts: int, steps: int, width: int, latent
             times.append(time.perf_counter() - t0)
             pairs = int((w > 0).sum())
     step_s = sum(times) / len(times)
-    peak = (
-        torch.cuda.max_memory_allocated()
-        if device == "cuda"
-        else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    ) / 2**20
     return {
         "objective": objective,
         "K": k,
@@ -84,7 +102,7 @@ def measure(objective: str, k: int, prompts: int, steps: int, width: int, latent
         "pairs_per_step": pairs,
         "pairs_per_s": pairs / step_s,
         "images_per_s": prompts * k / step_s,
-        "peak_mib": peak,
+        "peak_mib": peak_mib(device),
         "params_m": sum(p.numel() for p in unet.parameters()) / 1e6,
         "device": device,
     }

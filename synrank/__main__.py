@@ -1,3 +1,5 @@
+"""`python -m synrank`: the synrank command line (synrank.cli)."""
+
 import sys
 
 from synrank.cli import main

@@ -112,7 +112,9 @@ def _table(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The `synrank` argument parser: one subcommand per stage or composite flow (STAGES, each taking
+    --params and repeatable --set KEY=VALUE), plus data, zoo, table and deploy (EXTRA_COMMANDS)."""
     parser = argparse.ArgumentParser(prog="synrank", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     for name, help_text in STAGES.items():
@@ -126,12 +128,6 @@ def main(argv: list[str] | None = None) -> int:
             metavar="KEY=VALUE",
             help="override a param, e.g. --set train.beta=5000 (repeatable)",
         )
-    extra: dict[str, Callable[[argparse.Namespace], int]] = {
-        "data": _data,
-        "table": _table,
-        "deploy": _deploy,
-        "zoo": _zoo,
-    }
     sub.add_parser("data", help="rebuild data/ if absent (deterministic), check it against data.dvc, cache it")
     z = sub.add_parser("zoo", help="train the shapes-world zoo from scratch: VAE, 4 generators, 3 CLIP rewards")
     z.add_argument("--out", default="zoo", help="output folder (default: zoo)")
@@ -148,9 +144,25 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument("--params", default=str(PARAMS_FILE), help="params file (default: params.yaml)")
     d.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     d.add_argument("--only", action="append", default=[], metavar="NAME", help="only this deployment (repeatable)")
-    args = parser.parse_args(argv)
-    if args.command in extra:
-        return extra[args.command](args)
+    return parser
+
+
+# The commands that are no flow: each takes the parsed arguments and returns the exit status.
+EXTRA_COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "data": _data,
+    "table": _table,
+    "deploy": _deploy,
+    "zoo": _zoo,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`synrank` with `argv` (default sys.argv[1:]); returns the exit status: 0 done, 2 an invalid config or a
+    missing input (one line on stderr), 3 another run holds an output folder (runlock.LockHeld); a non-flow
+    command returns its own. The stage's output folders are locked before Prefect is imported."""
+    args = build_parser().parse_args(argv)
+    if args.command in EXTRA_COMMANDS:
+        return EXTRA_COMMANDS[args.command](args)
     try:
         cfg = load_checked_config(args.params, args.overrides, command=args.command)
     except ConfigError as err:
@@ -159,12 +171,16 @@ def main(argv: list[str] | None = None) -> int:
     if missing := missing_input(args.command, cfg):
         print(f"synrank: {missing}", file=sys.stderr)
         return 2
+    return _run_locked(args.command, cfg)
+
+
+def _run_locked(command: str, cfg: Config) -> int:
+    """Run the flow of `command` holding its output folders' locks: 0, or 3 when another run holds one."""
     from synrank.config import STAGE_OUTPUT, stage_outputs
     from synrank.runlock import LockHeld, hold
 
     # The output folders are locked here, before Prefect starts: a second run on the same outputs stops
     # at once, however soon after the first it starts (the flows take the same locks, re-entrantly).
-    command = args.command
     stages = list(STAGE_OUTPUT) if command == "pipeline" else [command] if command in STAGE_OUTPUT else []
     try:
         with hold(stage_outputs(cfg.paths, stages)):

@@ -1,8 +1,10 @@
-"""The one typed configuration of synrank.
+"""The one typed configuration of synrank: loading params.yaml, `--set` overrides, the flows' parameters.
 
 `params.yaml` is validated against `Config`; the CLI's `--set a.b=v` overrides and the Prefect flows'
 parameters are the same pydantic models, so the Prefect UI renders them as typed forms. Every model
 forbids unknown keys, so a typo is an error that names the key instead of a silently ignored setting.
+The section models themselves are in synrank.config_sections and re-exported here: import them from
+either module.
 """
 
 from __future__ import annotations
@@ -10,310 +12,68 @@ from __future__ import annotations
 import types
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, ClassVar, Literal, Union, get_args, get_origin
+from typing import Any, Literal, Union, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ValidationError
 
-from synrank.cluster_config import ClusterConfig, FanOut
+from synrank.config_sections import (
+    ROOT,
+    Config,
+    EvaluateConfig,
+    ExportConfig,
+    GenerateConfig,
+    GeneratorSpec,
+    OnlineConfig,
+    Paths,
+    PromptSource,
+    RankConfig,
+    RewardSpec,
+    SampleConfig,
+    ScoreConfig,
+    Strict,
+    StudyArm,
+    StudyConfig,
+    TrackingConfig,
+    TrainConfig,
+)
 
-ROOT = Path(__file__).resolve().parent.parent
+__all__ = [  # the sections (re-exported) and this module's own names
+    "ROOT",
+    "Config",
+    "EvaluateConfig",
+    "ExportConfig",
+    "GenerateConfig",
+    "GeneratorSpec",
+    "OnlineConfig",
+    "Paths",
+    "PromptSource",
+    "RankConfig",
+    "RewardSpec",
+    "SampleConfig",
+    "ScoreConfig",
+    "Strict",
+    "StudyArm",
+    "StudyConfig",
+    "TrackingConfig",
+    "TrainConfig",
+    "PARAMS_FILE",
+    "STAGES",
+    "STAGE_OUTPUT",
+    "ConfigError",
+    "apply_overrides",
+    "base_generator",
+    "field_type",
+    "flow_parameters",
+    "load_config",
+    "params_yaml",
+    "parse_override",
+    "parse_value",
+    "stage_outputs",
+    "validate",
+]
+
 PARAMS_FILE = ROOT / "params.yaml"
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-
-class Paths(Strict):
-    """Where each stage writes; all relative paths are resolved against the project root."""
-
-    data: str = Field(default="data", description="Versioned inputs (data.dvc): prompt files, benchmark lists.")
-    prompts: str = Field(default="outputs/prompts", description="sample writes prompts.parquet here.")
-    images: str = Field(default="outputs/images", description="generate writes shards and manifest.parquet here.")
-    scores: str = Field(default="outputs/scores", description="score writes scores.parquet here.")
-    rankings: str = Field(default="outputs/rankings", description="rank writes rankings.parquet here.")
-    model: str = Field(default="outputs/model", description="train writes the tuned weights and tuned.json here.")
-    eval: str = Field(default="outputs/eval", description="evaluate writes its images, scores and grids here.")
-    metrics: str = Field(default="metrics", description="evaluate.json and the DVC plot files.")
-    dataset: str = Field(default="outputs/dataset", description="export writes the ranked dataset here.")
-
-    def resolve(self, name: str) -> Path:
-        p = Path(getattr(self, name))
-        return p if p.is_absolute() else ROOT / p
-
-
-class PromptSource(Strict):
-    path: str = Field(
-        description="File with prompts (or, for t2i-compbench and dpg-bench, a folder), relative "
-        "to the project root or absolute."
-    )
-    format: Literal["auto", "text", "jsonl", "geneval", "partiprompts", "t2i-compbench", "dpg-bench"] = Field(
-        default="auto",
-        description="t2i-compbench: <category>_val.txt / <category>_train.txt, one prompt a line, "
-        "or a folder of <category>_val.txt; dpg-bench: a folder of <id>.txt, one prompt each.",
-    )
-    limit: int | None = Field(default=None, ge=1, description="Keep at most this many good prompts.")
-    split: Literal["auto", "train", "eval"] = Field(
-        default="auto", description="auto = the seeded split; train/eval pins the whole file (held-out sets)."
-    )
-    categories: list[str] = Field(
-        default_factory=list,
-        description="Keep only prompts of these categories "
-        "(a GenEval tag, a T2I-CompBench or PartiPrompts category); empty = all. "
-        "The others are counted as other_category.",
-    )
-
-
-class SampleConfig(Strict):
-    sources: list[PromptSource] = Field(
-        default_factory=lambda: [PromptSource(path="data/prompts/train.txt")],
-        description="Prompt files read in order; a prompt seen before is a duplicate.",
-    )
-    eval_fraction: float = Field(
-        default=0.2, ge=0.0, lt=1.0, description="Share of split=auto prompts held out for eval (0-1)."
-    )
-    seed: int = Field(default=0, description="Seed of the train/eval split.")
-    max_prompt_chars: int = Field(
-        default=2000,
-        ge=1,
-        description="Longer prompts (in characters, after "
-        "cleaning) are dropped and counted as too_long: no text encoder reads that "
-        "far, and one runaway line must not bloat every later table.",
-    )
-
-
-class GeneratorSpec(Strict):
-    name: str = Field(description="Short name used in manifests and MLflow.")
-    backend: str = Field(default="diffusers", description="Key in the generator registry.")
-    path: str = Field(description="Hugging Face id or local folder of a diffusers pipeline.")
-    steps: int = Field(default=20, ge=1, description="Denoising steps per image.")
-    guidance: float = Field(default=5.0, description="Classifier-free guidance scale; 1 = none.")
-    height: int = Field(default=512, ge=8, description="Image height in pixels.")
-    width: int = Field(default=512, ge=8, description="Image width in pixels.")
-    dtype: Literal["float32", "float16", "bfloat16"] = Field(
-        default="float32", description="Weights dtype for inference."
-    )
-    lora: str = Field(default="", description="Optional folder with LoRA weights to load on top.")
-    allow_pickle: bool = Field(
-        default=False,
-        description="Also load pickled weight files (.bin/.pt/.ckpt) of "
-        "this model and its LoRA; they can run code when loaded. Off: safetensors only.",
-    )
-
-
-class GenerateConfig(FanOut):
-    WHOLE_GPUS: ClassVar[bool] = True  # a diffusion pipeline gets a GPU (or more) to itself
-    # Defaults to empty (validate_config refuses that where a command needs generators) so that a partial
-    # parameter from the Prefect API, {"batch_size": 2}, passes the server's schema check and keeps the
-    # deployment's generators (synrank.deployment_params).
-    generators: list[GeneratorSpec] = Field(
-        default_factory=list, description="Every train prompt is rendered by each; at least one."
-    )
-    images_per_prompt: int = Field(default=1, ge=1, description="Images per prompt and generator, one seed each.")
-    batch_size: int = Field(default=8, ge=1, description="Images per pipeline call.")
-    shard_size: int = Field(default=256, ge=1, description="Images per tar shard (the unit of resume).")
-    seed: int = Field(default=0, description="Base of the per-image seeds.")
-    device: str = Field(default="auto", description="auto = cuda, then mps, then cpu; or a torch device.")
-    store: str = Field(
-        default="",
-        description="Where image shards go: empty = the images folder; "
-        "s3://bucket/prefix = S3 (endpoint from AWS_ENDPOINT_URL_S3).",
-    )
-
-
-class RewardSpec(Strict):
-    name: str = Field(description="Short name used in score tables and MLflow.")
-    kind: str = Field(default="clipscore", description="Key in the reward registry.")
-    arch: str = Field(default="ViT-B-32", description="open_clip architecture or a model-config JSON path.")
-    pretrained: str = Field(default="", description="open_clip pretrained tag or a local checkpoint file.")
-    allow_pickle: bool = Field(
-        default=False,
-        description="Also load pickled checkpoints (.pt/.pth/.bin, e.g. the "
-        "released HPS, aesthetic and ImageReward files); they can run code when loaded. "
-        "Off: safetensors only.",
-    )
-
-
-class ScoreConfig(FanOut):
-    rewards: list[RewardSpec] = Field(
-        default_factory=list,
-        description="Every image is scored by each; at least "
-        "one (empty only in a partial parameter, see GenerateConfig.generators).",
-    )
-    batch_size: int = Field(default=32, ge=1, description="Images per reward forward pass.")
-    device: str = Field(default="auto", description="auto = cuda, then mps, then cpu; or a torch device.")
-
-
-class RankConfig(Strict):
-    method: Literal["algorithm1", "bradley_terry", "zscore"] = Field(
-        default="algorithm1", description="How per-reward scores become one phi per image."
-    )
-    examples: int = Field(default=4, ge=0, description="Prompts shown ranked in the run's example grid.")
-    rewards: list[str] = Field(
-        default_factory=list, description="Rank with only these reward models (names in score.rewards); empty = all."
-    )
-
-
-class ExportConfig(Strict):
-    """`synrank export`: the ranked images as a Hugging Face dataset folder (Syn-Pic's layout)."""
-
-    rows_per_shard: int = Field(default=5000, ge=1, description="Images per parquet file.")
-    name: str = Field(default="synrank-synpic", description="Dataset name in its card.")
-
-
-class TrainConfig(Strict):
-    base: str = Field(default="", description="Generator name to tune; empty = the first generator.")
-    objective: str = Field(default="rankdpo", description="Key in the objective registry.")
-    beta: float = Field(default=2500.0, gt=0, description="logit = -beta*(s_w - s_l); = Diffusion-DPO's beta/2.")
-    learning_rate: float = Field(default=1e-4, gt=0, description="AdamW learning rate (constant).")
-    steps: int = Field(
-        default=100,
-        ge=1,
-        description="Optimizer updates (as diffusers' max_train_steps); each "
-        "adds up the gradients of grad_accum micro-batches of prompts_per_step prompt groups.",
-    )
-    prompts_per_step: int = Field(
-        default=4, ge=1, description="Prompt groups (all ranked images of a prompt) per micro-batch."
-    )
-    grad_accum: int = Field(
-        default=1, ge=1, description="Micro-batches whose gradients add up into one optimizer update (one step)."
-    )
-    lora_rank: int = Field(default=8, ge=0, description="0 = full fine-tune with a frozen reference copy.")
-    mixed_precision: Literal["auto", "no", "fp16", "bf16"] = Field(
-        default="auto",
-        description="auto = accelerate's own setting (`accelerate launch` config or "
-        "ACCELERATE_MIXED_PRECISION; 'no' without either); an explicit value overrides it. One that cannot take "
-        "effect (fp16 on a CPU, where accelerate runs fp32) is refused before the model loads.",
-    )
-    timestep_density: Literal["auto", "uniform", "shifted", "logit_normal", "mode"] = Field(
-        default="auto",
-        description="Flow-matching (SD3) sigma sampling: logit_normal = sigmoid(N(logit_mean, "
-        "logit_std)), mode = SD3's mode density (mode_scale), shifted = uniform; each then through the timestep "
-        "shift s -> shift*s/(1+(shift-1)*s). uniform = plain U(0,1) sigma, unshifted. auto = logit_normal "
-        "(SD3's recipe, median sigma 0.75 at shift 3) for flow matching; epsilon/v-prediction UNets always draw "
-        "discrete timesteps uniformly and refuse any other value.",
-    )
-    logit_mean: float = Field(default=0.0, description="timestep_density logit_normal: mean of the normal.")
-    logit_std: float = Field(default=1.0, gt=0, description="timestep_density logit_normal: std of the normal.")
-    mode_scale: float = Field(
-        default=1.29,
-        ge=-1.0,
-        le=1.75,
-        description="timestep_density mode: SD3's scale s (monotone for -1 <= s <= 2/(pi-2)).",
-    )
-    flow_shift: float | None = Field(
-        default=None,
-        gt=0,
-        description="Flow-matching timestep shift; None = the "
-        "scheduler's `shift` (3.0 for SD3; 1 for dynamic shifting). 1 = no shift.",
-    )
-    snr_gamma: float | None = Field(
-        default=None,
-        gt=0,
-        description="Min-SNR-gamma loss weighting (Hang et al. "
-        "2023; diffusers' --snr_gamma, 5.0 is the usual value): each timestep's squared "
-        "error x min(SNR, gamma)/SNR (epsilon) or /(SNR+1) (v-prediction). None = "
-        "unweighted. Flow-matching models refuse it (use timestep_density).",
-    )
-    gradient_checkpointing: bool = Field(default=False, description="Recompute activations: less memory, slower.")
-    resolution: int = Field(default=0, ge=0, description="Training image size; 0 = the generator's.")
-    seed: int = Field(default=0, description="Seed of the batches, noise and timesteps.")
-    log_every: int = Field(default=10, ge=1, description="Log metrics to MLflow every N steps.")
-    checkpoint_every: int = Field(default=0, ge=0, description="accelerate save_state every N steps; 0 = off.")
-    holdout_fraction: float = Field(
-        default=0.1, ge=0.0, lt=1.0, description="Ranked prompts kept out of training to measure implicit accuracy."
-    )
-    nonfinite: Literal["fail", "skip"] = Field(
-        default="fail",
-        description="A NaN/inf loss or gradient norm: fail = stop before saving anything; skip = "
-        "skip that optimizer step and count it (skipped_steps); more than half the steps skipped still fails.",
-    )
-
-
-class EvaluateConfig(Strict):
-    images_per_prompt: int = Field(
-        default=16,
-        ge=1,
-        description=(
-            "Images per eval prompt, one seed each, the same seeds for every model. The benchmark CIs and the "
-            "paired difference resample prompts, not images, so more images sharpen each prompt's pass rate "
-            "without inflating n."
-        ),
-    )
-    max_prompts: int | None = Field(
-        default=None, ge=1, description="Evaluate only the first N eval prompts; null = all."
-    )
-    seed: int = Field(default=1234, description="Base of the eval seeds, the same for every model.")
-    grid_prompts: int = Field(
-        default=2,
-        ge=0,
-        description="Prompts per task (prompt category) shown in the base-vs-tuned image grid; 0 = no grid.",
-    )
-    benchmarks: list[str] = Field(
-        default_factory=lambda: ["geneval-shapes"],
-        description="Benchmarks (geneval-shapes, geneval, t2i-compbench), each run on "
-        "the eval prompts it applies to; one whose scorer weights are absent is refused "
-        "at config validation.",
-    )
-    all_generators: bool = Field(default=True, description="Also put every other generator on the benchmarks.")
-
-
-class OnlineConfig(Strict):
-    """GPO-style online self-improvement: each round samples G images per prompt from the current model,
-    scores and ranks them, trains on those groups, evaluates, and the tuned model starts the next round."""
-
-    rounds: int = Field(default=2, ge=1, description="Rounds of generate, score, rank, train, evaluate.")
-    images_per_prompt: int = Field(default=4, ge=2, description="G, the group size per prompt.")
-    objective: str = Field(default="gpo", description="Key in the objective registry.")
-
-
-class StudyArm(Strict):
-    name: str = Field(description="Row name in the study table and the MLflow tag `method`.")
-    objective: str = Field(default="", description="Key in the objective registry; empty = the untrained base.")
-    rewards: list[str] = Field(
-        default_factory=list, description="Rank the shared images with only these rewards; empty = all of them."
-    )
-
-
-def _default_arms() -> list[StudyArm]:
-    return [StudyArm(name="base"), *(StudyArm(name=o, objective=o) for o in ("sft", "dpo", "rankdpo", "gpo", "sudo"))]
-
-
-class StudyConfig(Strict):
-    """`synrank study`: every arm trained from the same ranked data with `train`'s settings, once per seed,
-    and evaluated on the same held-out prompts and noise, so that all differences are paired."""
-
-    arms: list[StudyArm] = Field(default_factory=_default_arms, min_length=2, description="Rows of the study table.")
-    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1, description="Training seeds per arm.")
-    reference: str = Field(default="rankdpo", description="Arm every other arm is also compared with.")
-    benchmark: str = Field(
-        default="geneval-shapes",
-        description="Benchmark of the table (pass/fail, or graded: the mean score stands in for accuracy).",
-    )
-    out: str = Field(default="outputs/study", description="Folder of the study's runs and table.")
-
-
-class TrackingConfig(Strict):
-    experiment: str = Field(default="synrank", description="MLflow experiment of every run.")
-    tracking_uri: str = Field(default="", description="Empty = $MLFLOW_TRACKING_URI or sqlite:///mlflow/mlflow.db.")
-
-
-class Config(Strict):
-    paths: Paths = Field(default_factory=Paths, description="Where each stage reads and writes.")
-    sample: SampleConfig = Field(default_factory=SampleConfig, description="Stage 1: prompts and their split.")
-    generate: GenerateConfig = Field(
-        default_factory=GenerateConfig, description="Stage 2: the text-to-image models and images per prompt."
-    )
-    score: ScoreConfig = Field(default_factory=ScoreConfig, description="Stage 3: the reward models.")
-    rank: RankConfig = Field(default_factory=RankConfig, description="Stage 4: how the rewards become a ranking.")
-    train: TrainConfig = Field(default_factory=TrainConfig, description="Stage 5: preference fine-tuning.")
-    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig, description="Stage 6: held-out benchmarks.")
-    export: ExportConfig = Field(default_factory=ExportConfig, description="`synrank export` only.")
-    online: OnlineConfig = Field(default_factory=OnlineConfig, description="`synrank online` only.")
-    study: StudyConfig = Field(default_factory=StudyConfig, description="`synrank study` only.")
-    tracking: TrackingConfig = Field(default_factory=TrackingConfig, description="MLflow store and experiment.")
-    cluster: ClusterConfig = Field(default_factory=ClusterConfig, description="The Ray cluster of engine: ray.")
 
 
 class ConfigError(ValueError):
@@ -400,6 +160,9 @@ def parse_override(item: str) -> tuple[list[str], Any]:
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Set each `key=value` of `overrides` (parse_override) in the raw params mapping `data`, in place, and
+    return it; list items are addressed by index. ConfigError for a key whose parent is not a mapping or an
+    existing list item."""
     for item in overrides:
         keys, value = parse_override(item)
         node = data
@@ -421,6 +184,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
 
 
 def validate(data: dict[str, Any]) -> Config:
+    """`data` (a raw params mapping) as a Config; ConfigError with one line naming the first bad key."""
     try:
         return Config.model_validate(data)
     except ValidationError as err:
@@ -428,6 +192,8 @@ def validate(data: dict[str, Any]) -> Config:
 
 
 def load_config(path: str | Path = PARAMS_FILE, overrides: list[str] | None = None) -> Config:
+    """The params file at `path` with `overrides` (`key=value`) applied, validated. ConfigError for a missing
+    file, invalid YAML, a top level that is not a mapping, or a bad key or value."""
     path = Path(path)
     try:
         data = yaml.safe_load(path.read_text()) or {}

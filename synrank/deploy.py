@@ -259,6 +259,7 @@ def run_deploy(
 
 
 def main(argv: list[str] | None = None) -> int:
+    """`python -m synrank.deploy [--params] [--set KEY=VALUE] [--only NAME] [--file]`: run_deploy's exit code."""
     parser = argparse.ArgumentParser(prog="python -m synrank.deploy", description=__doc__.split("\n\n")[0])
     parser.add_argument("--params", default=str(PARAMS_FILE), help="params file (default: params.yaml)")
     parser.add_argument(

@@ -45,6 +45,8 @@ class Reporter:
             log.debug("no progress artifact for %s: %s", desc, err)
 
     def __call__(self, done: int, extra: str = "", force: bool = False) -> None:
+        """Report `done` of `total` units (log line + artifact %), `extra` appended to the line; skipped outside a
+        Prefect run and, unless `force`, within `every` seconds of the last report. Never raises for Prefect."""
         if self.logger is None:
             return
         if not force and self.last is not None and time.monotonic() - self.last < self.every:

@@ -11,39 +11,28 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from synrank.config import ROOT, PromptSource, SampleConfig
+from synrank.prompt_formats import FOLDER_FORMATS, Malformed, RecordReader, clean, decode, detect_format, records
 
 # The one list of reasons a line is dropped; reports and the stage's summary show every one of them.
 # bad_unicode: text that decodes but cannot be written back as UTF-8 (a JSON "\ud800" escape);
 # other_category: a good line whose category the source's `categories` does not list.
 SKIP_REASONS = ("empty", "duplicate", "bad_utf8", "malformed", "bad_unicode", "too_long", "other_category")
 COUNT_KEYS = ("good", *SKIP_REASONS)
-BOM = "\ufeff"
-FOLDER_FORMATS = ("t2i-compbench", "dpg-bench")  # the source formats whose path may be a folder
 DEFAULT_MAX_PROMPT_CHARS: int = SampleConfig.model_fields["max_prompt_chars"].default
 
-# Line-ish whitespace becomes a space (a prompt is one line); every other C0/C1 control and every BOM
-# (files glued together keep theirs mid-file) disappear, so they neither reach a prompt nor split duplicates.
-_SPACES = "\t\n\v\f\r\x85\u2028\u2029"
-_CLEAN: dict[int, str | None] = dict.fromkeys((*range(0x20), *range(0x7F, 0xA0), ord(BOM)))
-_CLEAN.update({ord(c): " " for c in _SPACES})
-
-Parsed = tuple[str, str | None, str]  # prompt, category, meta as a JSON string
-Parser = Callable[[str], Parsed | None]
-
-
-class Malformed(ValueError):
-    """One line that cannot be read as its format's record."""
+Judged = tuple[str, str | None, str]  # clean prompt, category, meta as a JSON string
 
 
 @dataclass
 class Prompts:
-    rows: list[dict[str, Any]] = field(default_factory=list)  # prompt, category, source, meta
+    """The sample stage's reading: rows (prompt, category, source, meta JSON, split) and the skip report."""
+
+    rows: list[dict[str, Any]] = field(default_factory=list)
     report: dict[str, Any] = field(default_factory=dict)
 
 
@@ -51,12 +40,6 @@ def prompt_id(prompt: str) -> str:
     """Stable across runs and machines, so downstream stages can key images and scores by it.
     surrogatepass: the same bytes as plain UTF-8 for every valid string, and no crash on a lone surrogate."""
     return hashlib.sha1(prompt.encode("utf-8", "surrogatepass")).hexdigest()[:12]
-
-
-def clean(text: str) -> str:
-    """The normal form prompts are kept and de-duplicated in: controls and BOMs out, ends stripped.
-    Inner spaces are left as they are, so benchmark prompts stay byte-identical to their files."""
-    return text.translate(_CLEAN).strip()
 
 
 def _encodable(*texts: str | None) -> bool:
@@ -71,174 +54,36 @@ def _encodable(*texts: str | None) -> bool:
 
 
 def source_path(path: str | Path, root: Path = ROOT) -> Path:
+    """A source's path as configured: absolute as is, relative to `root` (the project root) otherwise."""
     p = Path(path)
     return p if p.is_absolute() else root / p
 
 
-def _lines(path: Path) -> Iterator[bytes]:
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise FileNotFoundError(f"prompt source '{path}' does not exist") from None
-    yield from raw.splitlines()
-
-
-def _decode(line: bytes) -> str:
-    """UTF-8 text without BOMs (raises UnicodeDecodeError, which costs the line as bad_utf8)."""
-    return line.decode("utf-8").replace(BOM, "")
-
-
-def _json_object(text: str) -> dict[str, Any]:
-    try:
-        obj = json.loads(text)
-    except (ValueError, RecursionError) as err:  # RecursionError: nesting deeper than the stack
-        raise Malformed(f"not JSON: {type(err).__name__}") from None
-    if not isinstance(obj, dict):
-        raise Malformed("not a JSON object")
-    return obj
-
-
-def _prompt_field(obj: dict[str, Any]) -> str:
-    prompt = obj.get("prompt")
-    if not isinstance(prompt, str):
-        raise Malformed("no string 'prompt' field")
-    return prompt
-
-
-def detect_format(path: Path) -> str:
-    """'auto' -> a concrete format, by file name and, for .jsonl, by the first object's keys."""
-    if path.name == "evaluation_metadata.jsonl":
-        return "geneval"
-    suffix = path.suffix.lower()
-    if suffix == ".jsonl":
-        for line in _lines(path):
-            try:
-                obj = _json_object(_decode(line))
-            except (UnicodeDecodeError, Malformed):
-                continue
-            return "geneval" if "tag" in obj and "include" in obj else "jsonl"
-        return "jsonl"
-    if suffix == ".tsv":
-        return "partiprompts"
-    return "text"
-
-
-# Each parser turns one decoded, non-blank, BOM-free line into (prompt, category, meta-JSON) or raises
-# Malformed.
-def _parse_text(text: str) -> Parsed:
-    return text, None, "{}"
-
-
-def _parse_jsonl(text: str) -> Parsed:
-    obj = _json_object(text)
-    prompt = _prompt_field(obj)
-    rest = {k: v for k, v in obj.items() if k != "prompt"}
-    category = rest.get("category") if isinstance(rest.get("category"), str) else None
-    return prompt, category, json.dumps(rest, ensure_ascii=False)
-
-
-def _parse_geneval(text: str) -> Parsed:
-    obj = _json_object(text)
-    prompt = _prompt_field(obj)
-    # GenEval's scorer needs tag and include; a line without them cannot be evaluated.
-    if not isinstance(obj.get("tag"), str) or not isinstance(obj.get("include"), list):
-        raise Malformed("GenEval line without 'tag' or 'include'")
-    return prompt, obj["tag"], json.dumps(obj, ensure_ascii=False)
-
-
-class _PartiParser:
-    """PartiPrompts TSV: the first line names the columns; quotes are literal text, not CSV quoting.
-    The header is not a prompt line and is not counted; a header without a 'Prompt' column is
-    malformed, and so is every line after it, since their cells cannot be named."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.columns: list[str] | None = None
-
-    def __call__(self, text: str) -> Parsed | None:
-        cells = text.split("\t")
-        if self.columns is None:  # the header line yields no prompt
-            self.columns = [clean(c) for c in cells]
-            if "Prompt" not in self.columns:
-                raise Malformed("PartiPrompts header without a 'Prompt' column")
-            return None
-        if "Prompt" not in self.columns:
-            raise Malformed("no 'Prompt' column in this file's header")
-        if len(cells) > len(self.columns):
-            raise Malformed("more cells than header columns")
-        # Editors often strip trailing tabs, so missing trailing cells are read as empty.
-        record = dict(zip(self.columns, cells + [""] * (len(self.columns) - len(cells))))
-        prompt = record.pop("Prompt")
-        category = record.pop("Category", "").strip() or None
-        return prompt, category, json.dumps(record, ensure_ascii=False)
-
-
-def _parser(fmt: str, path: Path) -> Parser:
-    """The line parser of a one-file format (text, jsonl, geneval, partiprompts)."""
-    return {"text": _parse_text, "jsonl": _parse_jsonl, "geneval": _parse_geneval}.get(fmt) or _PartiParser(path)
-
-
-def _via(record: Callable[[str, str], Any], key: str) -> Parser:
-    """A line parser that calls a benchmark adapter's `record(text, key)` (key: the T2I-CompBench category
-    or the DPG-Bench item id) on the cleaned line, so the prompt in meta is the row's prompt. The record
-    (models.benchmarks.common.BenchmarkPrompt) becomes (prompt, category, meta JSON). A blank record cannot
-    reach it, since _judge drops blank text first, but would be malformed all the same."""
-
-    def parse(text: str) -> Parsed:
-        item = record(clean(text), key)
-        if item is None:
-            raise Malformed("blank benchmark record")
-        return item.prompt, item.category, json.dumps(item.meta, ensure_ascii=False)
-
-    return parse
-
-
-def _records(fmt: str, path: Path) -> Iterator[tuple[bytes, Parser]]:
-    """Each raw record of a source with the parser that reads it: a line of a file, or for dpg-bench the
-    whole of each `<id>.txt` of the folder. The benchmark formats read through their adapters' own file
-    listing and record functions (models/benchmarks/t2i_compbench.py, dpg_bench.py), so there is one
-    reader per format. Raises FileNotFoundError for a missing source (or a benchmark folder without prompt
-    files) and ValueError for a T2I-CompBench file name that names no category."""
-    if fmt == "t2i-compbench":
-        from models.benchmarks import t2i_compbench
-
-        for f in t2i_compbench.prompt_files(path):
-            parse = _via(t2i_compbench.record, t2i_compbench.category_of(f))
-            yield from ((line, parse) for line in _lines(f))
-    elif fmt == "dpg-bench":
-        from models.benchmarks import dpg_bench
-
-        for f in dpg_bench.prompt_files(path):  # one prompt per file: the whole file is one record
-            yield f.read_bytes(), _via(dpg_bench.record, f.stem)
-    else:
-        parse = _parser(fmt, path)
-        yield from ((line, parse) for line in _lines(path))
-
-
-def _judge(line: bytes, parse: Parser, max_chars: int) -> Parsed | str | None:
-    """One line -> (clean prompt, category, meta), None for a header, or the reason it is dropped.
+def _judge(line: bytes, read: RecordReader, max_chars: int) -> Judged | str | None:
+    """One raw record -> (clean prompt, category, meta JSON), None for a header, or the reason it is dropped.
     Duplicates are judged by the caller, which holds what was seen."""
     try:
-        text = _decode(line)
+        text = decode(line)
     except UnicodeDecodeError:
         return "bad_utf8"
     if not clean(text):  # blank, or only NULs, controls and BOMs
         return "empty"
     try:
-        parsed = parse(text)
+        parsed = read(text)
+        if parsed is None:
+            return None
+        prompt, category, meta = parsed
+        meta_json = json.dumps(meta, ensure_ascii=False)
     except (Malformed, RecursionError):  # RecursionError: a meta object too deep to re-serialise
         return "malformed"
-    if parsed is None:
-        return None
-    prompt, category, meta = parsed
-    if not _encodable(prompt, category, meta):
+    if not _encodable(prompt, category, meta_json):
         return "bad_unicode"
     prompt = clean(prompt)
     if not prompt:
         return "empty"
     if len(prompt) > max_chars:
         return "too_long"
-    return prompt, category, meta
+    return prompt, category, meta_json
 
 
 def _read_one(
@@ -255,10 +100,10 @@ def _read_one(
     # seeds); duplicates are judged within it, and separately within everything else.
     group = "eval" if src.split == "eval" else "pool"
     found: set[str | None] = set()  # the categories the file holds, to name a mistyped filter entry
-    for line, parse in _records(fmt, path):
+    for _, line, read in records(fmt, path):
         if src.limit is not None and counts["good"] >= src.limit:
             break  # the rest of the file is not wanted, so it is not judged either
-        verdict = _judge(line, parse, max_chars)
+        verdict = _judge(line, read, max_chars)
         if verdict is None:
             continue
         if isinstance(verdict, str):

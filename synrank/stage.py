@@ -25,6 +25,7 @@ import mlflow
 from pydantic import BaseModel
 
 from synrank import runlock, tracking
+from synrank.atomic import write_json
 from synrank.codehash import stage_code_id
 from synrank.config import TrackingConfig
 from synrank.fingerprint import STAMP, path_id, save_cache
@@ -39,6 +40,7 @@ Params = BaseModel | dict[str, BaseModel]
 
 
 def section_dict(params: Params) -> dict[str, Any]:
+    """`params` as JSON-ready dicts: one section's model_dump, or {key: model_dump} for a dict of sections."""
     if isinstance(params, BaseModel):
         return params.model_dump(mode="json")
     return {k: v.model_dump(mode="json") for k, v in params.items()}
@@ -89,24 +91,19 @@ def output_id(out: Path) -> str:
 
 
 def read_stamp(out: Path) -> dict[str, Any] | None:
+    """The stage stamp `out`/_stage.json (stage, fingerprint, outputs, metrics, report); None when it is
+    missing or unreadable."""
     try:
         return json.loads((out / STAMP).read_text())
     except (OSError, ValueError):
         return None
 
 
-def write_json(path: Path, obj: Any) -> None:
-    """Write JSON atomically: a reader sees the old file or the new one, never half of one."""
-    from synrank.storage import write_bytes
-
-    # Through JSON once first: non-string keys become strings before sorting, so a report written
-    # fresh and the same report read back from a stamp give the same bytes.
-    plain = json.loads(json.dumps(obj))
-    write_bytes(str(path), (json.dumps(plain, indent=2, sort_keys=True) + "\n").encode(), path.parent)
-
-
 @dataclass
 class Stage:
+    """One stage run as its body sees it: whether the stamp makes it up to date, its fingerprint, and the
+    metrics and report it fills in (stamped and logged to its MLflow run `run_id` at the end)."""
+
     name: str
     out: Path
     fingerprint: str
@@ -117,6 +114,7 @@ class Stage:
     run_url: str | None = None  # the run's MLflow UI page with a tracking server, else None
 
     def log(self, **metrics: float) -> None:
+        """Add `metrics` (cast to float) to the stage's metrics, replacing same-named ones."""
         self.metrics.update({k: float(v) for k, v in metrics.items()})
 
 

@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import functools
 import os
-import secrets
 from pathlib import Path
 from typing import Any
 
 import boto3
 from botocore.config import Config as BotoConfig
 from botocore.exceptions import BotoCoreError, ClientError
+
+from synrank import atomic
 
 # boto3 clients are generated at runtime; without the (uninstalled) boto3-stubs there is no static type.
 S3Client = Any
@@ -49,6 +50,7 @@ _DENIED_CODES = {"AccessDenied", "403", "Forbidden"}
 
 
 def is_s3(location: str) -> bool:
+    """Whether `location` is an S3 object (`s3://...`) rather than a local path."""
     return location.startswith(S3_SCHEME)
 
 
@@ -113,7 +115,8 @@ def _s3_error(err: Exception, action: str, location: str) -> OSError:
 
 
 def write_bytes(location: str, data: bytes, root: Path) -> None:
-    """Write `data` to `location` so that it appears whole or not at all."""
+    """Write `data` to `location` so that it appears whole or not at all: one PutObject, or locally
+    synrank.atomic.write_bytes (a temporary beside it, fsynced and renamed). Errors as OSError."""
     if is_s3(location):
         bucket, key = split_s3(location)
         try:
@@ -121,25 +124,12 @@ def write_bytes(location: str, data: bytes, root: Path) -> None:
         except (ClientError, BotoCoreError) as err:
             raise _s3_error(err, "write", location) from err
         return
-    path = local_path(location, root)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Same folder as the target so os.replace stays within one filesystem (and so is atomic); a random
-    # suffix and mode "x" keep two concurrent writers from sharing a temp file. open() (unlike mkstemp)
-    # honours the umask, so the final file gets the usual permissions.
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    f = open(tmp, "xb")  # from here on the temp file is ours to remove
-    try:
-        with f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())  # data on disk before the rename, else a crash can publish an empty file
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    atomic.write_bytes(local_path(location, root), data)
 
 
 def read_bytes(location: str, root: Path) -> bytes:
+    """The whole content of `location` (relative local ones under `root`). FileNotFoundError naming the location
+    when it is missing, PermissionError when S3 refuses, OSError for other S3 failures."""
     if is_s3(location):
         bucket, key = split_s3(location)
         try:
@@ -169,24 +159,3 @@ def exists(location: str, root: Path) -> bool:
         except BotoCoreError as err:
             raise _s3_error(err, "check", location) from err
     return local_path(location, root).exists()
-
-
-def publish_dir(new: Path, out: Path, protected: tuple[str, ...] = ()) -> None:
-    """Move every file of `new` into `out` (each rename atomic) and remove what `new` does not have;
-    the `protected` names (a stage's stamp) and hidden files (the lock) stay. A crash half-way leaves a
-    folder whose content id no longer matches the old stamp, so the next run redoes the work rather
-    than trusting it; until the first rename, `out` is untouched."""
-    keep = {f.relative_to(new) for f in new.rglob("*")}
-    out.mkdir(parents=True, exist_ok=True)
-    for rel in sorted(keep):
-        if (new / rel).is_file():
-            (out / rel).parent.mkdir(parents=True, exist_ok=True)
-            os.replace(new / rel, out / rel)
-    for f in sorted(out.rglob("*"), reverse=True):  # a folder's files before the folder
-        rel = f.relative_to(out)
-        if rel in keep or rel.as_posix() in protected or rel.parts[0].startswith("."):
-            continue
-        if f.is_file():
-            f.unlink()
-        elif not any(f.iterdir()):
-            f.rmdir()

@@ -36,6 +36,7 @@ def children_of(run_id: str) -> Iterator[None]:
 
 
 def tracking_uri(cfg: TrackingConfig) -> str:
+    """The MLflow store: `tracking.tracking_uri`, else $MLFLOW_TRACKING_URI, else sqlite mlflow/mlflow.db."""
     return cfg.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{ROOT / 'mlflow' / 'mlflow.db'}"
 
 
@@ -120,6 +121,7 @@ def run_identity(stage: str) -> dict[str, Any]:
 
 
 def git_commit() -> str:
+    """HEAD's commit hash, suffixed "-dirty" when tracked files differ from it; "unknown" without git or a repo."""
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True)
         dirty = subprocess.run(

@@ -63,6 +63,9 @@ def comparison_grid(
 
 
 def summary_markdown(results: dict[str, dict], base: str, tuned: str) -> str:
+    """Markdown of `tuned`'s win-rates over `base` per reward (models.winrates.winrates' result: win-rate,
+    95% bootstrap CI over prompts, compared image pairs, mean score delta tuned - base), then, when the
+    results carry categories, win-rate [CI] per prompt category (GenEval tasks in their canonical order)."""
     lines = [
         f"# Evaluation: {tuned} vs {base}",
         "",
@@ -178,10 +181,12 @@ def task_rows(report: dict) -> pd.DataFrame:
 
 
 def format_accuracy(c: dict | None) -> str:
+    """A benchmark summary cell (`accuracy`, `ci95`) as 'accuracy [low, high]'; '-' for None."""
     return f"{c['accuracy']:.3f} [{c['ci95'][0]:.2f}, {c['ci95'][1]:.2f}]" if c else "-"
 
 
 def format_delta(d: dict | None) -> str:
+    """A paired tuned - base difference (`delta`, `ci95`) as signed 'delta [low, high]'; '-' for None."""
     return f"{d['delta']:+.3f} [{d['ci95'][0]:+.2f}, {d['ci95'][1]:+.2f}]" if d else "-"
 
 

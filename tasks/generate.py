@@ -28,13 +28,13 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from synrank import storage
+from synrank.atomic import TEMP_GLOB, write_json
 from synrank.cluster_config import ClusterConfig, FanOut
 from synrank.config import GeneratorSpec
 from synrank.device import pick_device
 from synrank.fanout import Collector, Engine, keep_loaded, open_engine
 from synrank.fingerprint import generator_id, sha256_text, shard_id
 from synrank.shards import LATENT_SUFFIX, npy_bytes, png_bytes, shape_text, write_shard
-from synrank.stage import write_json
 
 # What a shard holds besides its rows' images; part of every shard's id, so that shards written before
 # the latents were stored (same generator, same rows) are rendered again instead of being reused.
@@ -190,7 +190,7 @@ def sweep_temporaries(out: Path, specs: list[GeneratorSpec]) -> None:
     """Remove the half-written temporaries a killed run left (never final names): once, before any task runs,
     since a task's own temporary may be in the same folder."""
     for spec in specs:
-        for stale in (out / "shards" / spec.name).glob(".*.tmp*"):
+        for stale in (out / "shards" / spec.name).glob(TEMP_GLOB):
             stale.unlink()
 
 

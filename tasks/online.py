@@ -2,8 +2,8 @@
 round and the paired gain since round 0 (GPO's online counting experiment reports the latter per round).
 
 Every round evaluates its starting model and its tuned model on the same held-out prompts with the same
-noise (evaluate.seed), so round r's tuned images pair with round 1's base images image by image. Also the task that fuses a
-round's tuned model into the full pipeline the next round starts from."""
+noise (evaluate.seed), so round r's tuned images pair with round 1's base images image by image. Also the
+task that fuses a round's tuned model into the full pipeline the next round starts from."""
 
 from __future__ import annotations
 

@@ -17,6 +17,12 @@ from synrank.shards import load_images
 def rank_images(
     scores_path: str, manifest_path: str, out_path: str, method: str, rewards: list[str] | None = None
 ) -> dict:
+    """RankDPO's Algorithm 1 (arXiv 2410.18013; or `method`'s aggregate, models.ranking.AGGREGATORS) over each
+    prompt's images: reads scores.parquet (image_id, reward, score) and the manifest, keeps only `rewards` when
+    given, writes `out_path` (image_id, prompt_id, phi, tau, k, advantage, model). Returns the report of
+    models.ranking.rank_groups (images, non_finite_left_out, prompts, prompts_single_image) plus kendall_tau,
+    the mean per-prompt Kendall tau per reward pair. ValueError names a reward in `rewards` that was not
+    scored; KeyError for an unknown `method`."""
     manifest = pd.read_parquet(manifest_path)
     prompt_of = manifest.set_index("image_id")["prompt_id"]
     scores = pd.read_parquet(scores_path)

@@ -6,7 +6,6 @@ serialised between tasks. Caching is off: the stage stamp (synrank.stage) alread
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +15,7 @@ import pyarrow.parquet as pq
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from synrank import atomic
 from synrank.config import PromptSource
 from synrank.prompts import DEFAULT_MAX_PROMPT_CHARS, prompt_id, read_sources
 
@@ -51,11 +51,6 @@ def write_prompt_table(rows: list[dict[str, Any]], splits: list[str], out_dir: s
     )
     out = Path(out_dir) / TABLE
     out.parent.mkdir(parents=True, exist_ok=True)
-    # Same folder as the target so os.replace is a rename: readers never see half a file.
-    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
-    try:
+    with atomic.writing(out) as tmp:  # readers never see half a file
         pq.write_table(pa.Table.from_pandas(df, schema=SCHEMA, preserve_index=False), tmp)
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
     return str(out)

@@ -161,11 +161,13 @@ def cuts_path(spec: RewardSpec, manifest: pd.DataFrame, out: Path) -> Path:
 
 
 def cached_cuts(spec: RewardSpec, manifest: pd.DataFrame, out: Path) -> dict[str, Any] | None:
+    """The reward's cached prompt cuts (count_cuts' dict) for the manifest's prompts; None if not cached yet."""
     path = cuts_path(spec, manifest, out)
     return json.loads(path.read_text()) if path.exists() else None
 
 
 def write_cuts(spec: RewardSpec, manifest: pd.DataFrame, out: Path, cuts: dict[str, Any]) -> None:
+    """Cache `cuts` (count_cuts' dict) at cuts_path as sorted JSON, written atomically."""
     path = cuts_path(spec, manifest, out)
     storage.write_bytes(str(path), json.dumps(cuts, sort_keys=True).encode(), path.parent)
 

@@ -1,6 +1,7 @@
 """The train stage's Prefect task (`train-model`: models.trainer.train over the ranked images, its curve
-logged to MLflow and to train_curve.csv) and the tuned generator as an MLflow model: a pyfunc that wraps the diffusers pipeline, so the model
-registry, the runs table's Models column and `mlflow.pyfunc.load_model` all see one model.
+logged to MLflow and to train_curve.csv) and the tuned generator as an MLflow model: a pyfunc that wraps the
+diffusers pipeline, so the model registry, the runs table's Models column and `mlflow.pyfunc.load_model` all
+see one model.
 
     model = mlflow.pyfunc.load_model("models:/synrank-shapes-sd-s/3")
     out = model.predict(pd.DataFrame({"prompt": ["a photo of two red circles"], "seed": [0]}))
@@ -39,12 +40,15 @@ class TunedGenerator(mlflow.pyfunc.PythonModel):
     """prompts and seeds in, PNG images out (see the module docstring)."""
 
     def load_context(self, context: Any) -> None:
+        """Load the generator tuned.json names (LoRA over its base, or a full pipeline) on the CPU."""
         from models.generators import load_generator
 
         _, tuned = tuned_spec(Path(context.artifacts["tuned"]))
         self.generator = load_generator(tuned, "cpu")
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
+        """Rows of `prompt` (str) and `seed` (int) -> the same rows plus `image`, PNG bytes of the base's size,
+        image i rendered from seed i alone; `params` is ignored."""
         prompts, seeds = [str(p) for p in model_input["prompt"]], [int(s) for s in model_input["seed"]]
         images = self.generator.render(prompts, seeds).images
         return pd.DataFrame({"prompt": prompts, "seed": seeds, "image": [png_bytes(im) for im in images]})
@@ -82,6 +86,12 @@ def train_model(
     work_dir: str,
     run_id: str,
 ) -> dict[str, float | str]:
+    """models.trainer.train (RankDPO by default, arXiv 2410.18013 eq. 7; `cfg.objective` picks another) of
+    `train.base` on the rankings joined with the manifest's prompts and stored latents: writes the tuned model
+    to `out_dir`, checkpoints, the latent cache and curve.jsonl to `work_dir`, and `out_dir`/train_curve.csv.
+    Every logged step goes to MLflow run `run_id` as train/<metric>. Returns train's final metrics and
+    effective settings; raises its NonFiniteLossError and models.preflight's errors, ConfigError for an
+    unknown base."""
     from mlflow.entities import Metric
 
     from models.trainer import train

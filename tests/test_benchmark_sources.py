@@ -1,6 +1,7 @@
-"""The sample stage reads T2I-CompBench and DPG-Bench prompt sources through the benchmark adapters' own
-readers: categories and meta come out exactly as the adapters give them, DPG-Bench ids are in numeric order,
-and a folder given in a one-file format fails with a clear message instead of IsADirectoryError."""
+"""The sample stage and the benchmark adapters read T2I-CompBench and DPG-Bench prompt sources with the
+same reader (synrank.prompt_formats): categories and meta come out exactly as the adapters give them,
+DPG-Bench ids are in numeric order, and a folder given in a one-file format fails with a clear message
+instead of IsADirectoryError."""
 
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ from pathlib import Path
 import pytest
 
 from models.benchmarks.dpg_bench import read_dpg_bench
-from models.benchmarks.t2i_compbench import category_of, read_t2i_compbench
+from models.benchmarks.t2i_compbench import read_t2i_compbench
 from synrank.config import PromptSource, SampleConfig
+from synrank.prompt_formats import t2i_category_of
 from synrank.prompts import read_sources
 
 
@@ -54,11 +56,11 @@ def test_t2i_compbench_val_and_train_files(tmp_path: Path) -> None:
 
 def test_t2i_compbench_file_names() -> None:
     assert [
-        category_of(Path(n))
+        t2i_category_of(Path(n))
         for n in ("non_spatial_val.txt", "3d_spatial_train.txt", "spatial_val.txt", "complex_val_spatialaction.txt")
     ] == ["non_spatial", "3d_spatial", "spatial", "complex"]
     with pytest.raises(ValueError, match="colour_val.txt"):
-        category_of(Path("colour_val.txt"))
+        t2i_category_of(Path("colour_val.txt"))
 
 
 def test_t2i_compbench_folder_reads_the_val_files_in_category_order(tmp_path: Path) -> None:

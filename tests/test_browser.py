@@ -1,4 +1,4 @@
-"""The user's path through the two UIs, for real: `make up`'s services (scripts/services.sh, a cpu and a
+"""The user's path through the two UIs, for real: `make up`'s services (synrank.services, a cpu and a
 gpu pool), the pipeline deployment triggered through the API on a tiny world, then headless Chromium
 (Debian's package, driven by Playwright for Python; no browser download) submits a custom run of the
 train deployment with a changed step count in the Prefect UI, and follows the run's link artifact to

@@ -10,10 +10,10 @@ import pytest
 
 import tasks.generate
 import tasks.score
-from models.tiny import build_tiny_clip, build_tiny_sd
 from synrank.config import GeneratorSpec, Paths, RewardSpec, SampleConfig, TrackingConfig
 from tasks.generate import generate_all
 from tasks.score import score_all
+from tests.fixtures.tiny_models import build_tiny_clip, build_tiny_sd
 
 PROMPTS = ["a red circle", "a blue square", "two green stars", "a white ring"]
 

@@ -23,7 +23,7 @@ import torch
 from models.parametrization import Parametrization, shift_sigma
 from models.preflight import NothingToLearnError, PrecisionError, drop_tied_groups, make_accelerator
 from synrank.config import GeneratorSpec, TrainConfig
-from tests.trainer_fixtures import ranked_table
+from tests.fixtures.trainer import ranked_table
 
 N = 20_000
 
@@ -284,7 +284,7 @@ def test_a_frame_without_ties_is_passed_through() -> None:
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> str:
-    from models.tiny import build_tiny_sd
+    from tests.fixtures.tiny_models import build_tiny_sd
 
     return str(build_tiny_sd(tmp_path_factory.mktemp("sd") / "sd", seed=5, channels=(16, 32)))
 
@@ -322,7 +322,7 @@ def test_a_mix_of_tied_and_ordered_groups_trains_on_the_ordered_ones(tiny_model:
 
 
 def test_sd3_trains_with_and_reports_the_sd3_density(tmp_path: Path) -> None:
-    from models.tiny_pipelines import build_tiny_sd3
+    from tests.fixtures.tiny_pipelines import build_tiny_sd3
 
     model = build_tiny_sd3(tmp_path / "sd3", seed=3)
     ranked, images = ranked_table()

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from models.tiny import build_tiny_sd
 from synrank.config import ROOT, Paths, SampleConfig, TrackingConfig
+from tests.fixtures.tiny_models import build_tiny_sd
 
 
 def _params(root: Path, out: Path, model: Path) -> Path:

@@ -1,4 +1,4 @@
-"""Generator backends, each on a tiny random pipeline of its own family (models.tiny_pipelines), loaded
+"""Generator backends, each on a tiny random pipeline of its own family (tests/fixtures/tiny_pipelines.py), loaded
 through `load_generator` exactly as a published checkpoint would be.
 
 Each family is built once per module, on first use, so `-k sdxl` builds and runs only SDXL.
@@ -22,9 +22,9 @@ from PIL import Image
 from models.generators import GENERATORS, load_generator
 from models.generators.stable_cascade import prior_and_decoder
 from models.prompt_fit import fit_prompt
-from models.tiny_pipelines import BUILDERS, build_tiny_lora
 from synrank.config import GeneratorSpec
 from synrank.registry import import_all
+from tests.fixtures.tiny_pipelines import BUILDERS, build_tiny_lora
 
 import_all("models.generators")  # register every backend, as load_generator does
 

@@ -16,11 +16,11 @@ import pytest
 import torch
 
 from models.generators.base import component_id, seeded_generators
-from models.tiny import build_tiny_sd
 from models.train_data import _cache_key, latent_shape, usable_stored
 from synrank.config import GeneratorSpec, TrainConfig
 from synrank.fingerprint import generator_id
 from synrank.shards import LATENT_SUFFIX, load_arrays, load_images, load_members, png_bytes, read_shard
+from tests.fixtures.tiny_models import build_tiny_sd
 
 K, BATCH, SHARD = 3, 2, 6  # the shard size is a multiple of the batch: generation batches are BATCH-row chunks
 PROMPTS = [f"a photo of {i} red circles" for i in range(4)]

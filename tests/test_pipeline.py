@@ -11,9 +11,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from models.tiny import build_tiny_clip, build_tiny_sd
 from synrank.config import Config, validate
 from synrank.shards import read_shard
+from tests.fixtures.tiny_models import build_tiny_clip, build_tiny_sd
 
 PROMPTS = [
     "a photo of a red circle",

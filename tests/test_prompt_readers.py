@@ -24,7 +24,8 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from synrank.config import PromptSource, SampleConfig
-from synrank.prompts import COUNT_KEYS, SKIP_REASONS, clean, detect_format, prompt_id, read_sources, split
+from synrank.prompt_formats import clean, detect_format
+from synrank.prompts import COUNT_KEYS, SKIP_REASONS, prompt_id, read_sources, split
 from tasks.sample import write_prompt_table
 
 MAX = 60  # max_prompt_chars in the property tests; good prompts are at most 51 characters

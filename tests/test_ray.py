@@ -25,7 +25,6 @@ pytest.importorskip("prefect_ray", reason="the ray extra is not installed: `uv s
 
 import ray  # noqa: E402
 
-from models.tiny import build_tiny_clip, build_tiny_sd  # noqa: E402
 from synrank.cluster_config import ClusterConfig  # noqa: E402
 from synrank.config import (  # noqa: E402
     ROOT,
@@ -37,6 +36,7 @@ from synrank.config import (  # noqa: E402
     TrackingConfig,  # noqa: E402
 )
 from synrank.fingerprint import tree_files  # noqa: E402
+from tests.fixtures.tiny_models import build_tiny_clip, build_tiny_sd  # noqa: E402
 
 N_SHARDS = 6  # 6 prompts x 2 images, 2 per shard
 

@@ -15,7 +15,8 @@ from PIL import Image
 
 from models.rewards import REWARDS, load_reward
 from models.rewards.preprocess import OPENAI_MEAN, OPENAI_STD, ClipPreprocess, from_open_clip
-from models.rewards.tiny import (
+from synrank.config import RewardSpec
+from tests.fixtures.tiny_rewards import (
     HPS_ARCH,
     IR_WORDS,
     aesthetic_layers,
@@ -24,7 +25,6 @@ from models.rewards.tiny import (
     build_imagereward,
     build_pickscore,
 )
-from synrank.config import RewardSpec
 
 PROMPTS = ["a red cube on a table", "a photo of a cat", "a red cube on a table", "two blue spheres"]
 
@@ -61,7 +61,7 @@ def test_all_kinds_registered() -> None:
 def test_crop_pipeline_equals_open_clip_transform(tmp_path: Path) -> None:
     import open_clip
 
-    from models.tiny import build_tiny_clip
+    from tests.fixtures.tiny_models import build_tiny_clip
 
     model, _, transform = open_clip.create_model_and_transforms(f"local-dir:{build_tiny_clip(tmp_path / 'c')}")
     ours = from_open_clip(model)(images())
@@ -115,7 +115,7 @@ def test_hps_loads_checkpoint_and_scores_plain_cosine(hps_specs, kind: str) -> N
 
 
 def test_hps_wrong_architecture_names_the_real_one(hps_specs, tmp_path: Path) -> None:
-    from models.tiny import build_tiny_clip
+    from tests.fixtures.tiny_models import build_tiny_clip
 
     spec = hps_specs["hpsv2"].model_copy(update={"arch": f"local-dir:{build_tiny_clip(tmp_path / 'c')}"})
     with pytest.raises(ValueError, match="ViT-H-14"):
@@ -247,7 +247,7 @@ LONG = " ".join(["a"] * 90)  # 90 words of one token each under CLIP's BPE: 15 p
 
 def test_text_windows_count_content_tokens_against_each_encoder(pickscore, imagereward, tmp_path: Path) -> None:
     from models.rewards import text_window
-    from models.tiny import build_tiny_clip
+    from tests.fixtures.tiny_models import build_tiny_clip
 
     clip = load_reward(RewardSpec(name="clip", arch=f"local-dir:{build_tiny_clip(tmp_path / 'clip', seed=3)}"))
     assert text_window(clip, ["a red circle", LONG]) == ([3, 90], 75)
@@ -266,9 +266,9 @@ def test_score_stage_counts_the_prompts_each_reward_cuts(
 
     import models.rewards
     from flows.score import report_cuts
-    from models.tiny import build_tiny_clip
     from synrank.stage import Stage
     from tasks.score import prompt_cuts
+    from tests.fixtures.tiny_models import build_tiny_clip
 
     clip = RewardSpec(name="clip", arch=f"local-dir:{build_tiny_clip(tmp_path / 'clip', seed=3)}")
     det = RewardSpec(name="det", kind="shapes-detector")

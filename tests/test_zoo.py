@@ -183,7 +183,7 @@ def test_tiny_zoo_rewards_load_through_open_clip_and_the_registry(tiny_zoo: tupl
 
 def test_shapes_tokenizer_splits_every_word_as_clip_does() -> None:
     from models.shapes_zoo.tokenizer import shapes_tokenizer, shapes_words
-    from models.tiny import clip_tokenizer
+    from tests.fixtures.tiny_models import clip_tokenizer
 
     small, full = shapes_tokenizer(), clip_tokenizer()
     assert len(small) < 256

@@ -1,27 +1,15 @@
-"""What the benchmark plugins share: the prompt record adapters return, the adapter and scored-benchmark
-registries, and the one check that model weights are on disk.
-
-Two kinds of benchmark live in this package, and `evaluate.benchmarks` can name either:
-- pass/fail benchmarks (GenEval, GenEval-shapes) register in `BENCHMARKS`: `judge` returns (task, passed)
-  and the evaluate stage reports per-task accuracy;
-- graded benchmarks (T2I-CompBench) return a score in [0, 1] per image, so they register in `SCORED`
-  (`judge(image, meta) -> (category, value)`); their summaries have the same
-  shape, with the mean score under "accuracy".
-Benchmarks that are only a prompt set scored by reward models (PartiPrompts, DPG-Bench prompts) register
-just their prompt adapter in `ADAPTERS`."""
+"""What the benchmark plugins share: the prompt record adapters return, and the one check that model
+weights are on disk (scoring must never start a silent download). The registries and the protocols a
+plugin implements are in `registries`."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
-
-from PIL import Image
+from typing import Any
 
 from synrank.models_io import resolve_model_path
-from synrank.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -43,23 +31,6 @@ class BenchmarkPrompt:
         }
 
 
-Adapter = Callable[[Path], list[BenchmarkPrompt]]
-
-
-class ScoredBenchmark(Protocol):
-    name: str
-
-    def applies(self, meta: dict[str, Any]) -> bool: ...
-
-    def judge(self, image: Image.Image, meta: dict[str, Any]) -> tuple[str, float]: ...
-
-    def summarize(self, results: list[tuple[str, float]], prompts: list[str] | None = None) -> dict[str, Any]: ...
-
-
-ADAPTERS: Registry[Adapter] = Registry("benchmark prompt adapter")
-SCORED: Registry[type] = Registry("scored benchmark")
-
-
 @dataclass(frozen=True)
 class Weights:
     """A model a benchmark's scorer loads: what it is, where it is looked for, and the setting (an
@@ -78,6 +49,7 @@ class Weights:
             return False
 
     def describe(self) -> str:
+        """The weights, where they are looked for and the setting that points elsewhere, for error messages."""
         return f"{self.role} '{self.path}' (set {self.env} to a folder saved with save_pretrained)"
 
 

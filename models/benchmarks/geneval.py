@@ -22,7 +22,6 @@ numbers from another detector are comparable with each other, not with published
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,18 +30,32 @@ from typing import Any, Protocol
 import numpy as np
 from PIL import Image
 
-from models.benchmarks import BENCHMARKS
 from models.shapes import SHAPES, geneval_accuracy
-from models.shapes.specs import TASKS
+from models.shapes.specs import RELATIONS, TASKS
+from models.shapes.verify import Box, Detection
+from synrank.prompt_formats import read_strict
 
-from .common import ADAPTERS, BenchmarkPrompt, Weights
+from .common import BenchmarkPrompt, Weights
+from .registries import ADAPTERS, BENCHMARKS
 
 THRESHOLD = 0.3
 COUNTING_THRESHOLD = 0.9
 MAX_OBJECTS = 16
 POSITION_THRESHOLD = 0.1
-COLORS: tuple[str, ...] = ("red", "orange", "yellow", "green", "blue", "purple", "pink", "brown", "black", "white")
-RELATIONS: tuple[str, ...] = ("left of", "right of", "above", "below")
+# GenEval's color vocabulary (its prompts' colors and its CLIP classifier's classes), not the shapes
+# world's palette (models.shapes.specs.COLORS). Its relations are models.shapes.specs.RELATIONS.
+GENEVAL_COLORS: tuple[str, ...] = (
+    "red",
+    "orange",
+    "yellow",
+    "green",
+    "blue",
+    "purple",
+    "pink",
+    "brown",
+    "black",
+    "white",
+)
 IMAGES_PER_PROMPT = 4
 
 # Default weights; load_benchmark builds benchmarks without arguments, so these env vars override them.
@@ -50,28 +63,27 @@ OWLV2_WEIGHTS = "google/owlv2-base-patch16-ensemble"
 CLIP_WEIGHTS = "openai/clip-vit-large-patch14"  # GenEval's color classifier is CLIP ViT-L/14
 OWLV2_ENV, CLIP_ENV = "SYNRANK_GENEVAL_OWLV2", "SYNRANK_GENEVAL_CLIP"
 
-Box = tuple[float, float, float, float]  # x0, y0, x1, y1
-
-
-@dataclass(frozen=True)
-class Detection:
-    label: str
-    score: float
-    box: Box
-    mask: np.ndarray | None = field(default=None, compare=False)  # HxW bool, for the color crop
-    color: str | None = None  # known color (synthetic tests); None: ask the color classifier
-
 
 class Detector(Protocol):
-    def detect(self, image: Image.Image, classes: list[str]) -> list[Detection]: ...
+    """An open-vocabulary detector queried with class names (models.shapes.verify.Detection, pixels)."""
+
+    def detect(self, image: Image.Image, classes: list[str]) -> list[Detection]:
+        """The objects of `classes` in the image, with scores in [0, 1]; [] when classes is empty."""
+        ...
 
 
 class ColorClassifier(Protocol):
-    def classify(self, image: Image.Image, detections: list[Detection], classname: str) -> list[str]: ...
+    """GenEval's color check: one of GENEVAL_COLORS per detected object of class `classname`."""
+
+    def classify(self, image: Image.Image, detections: list[Detection], classname: str) -> list[str]:
+        """One color name per detection, in order."""
+        ...
 
 
 @dataclass
 class Verdict:
+    """GenEval's pass/fail for one image, and why it failed (one reason per failed clause)."""
+
     passed: bool
     reasons: list[str] = field(default_factory=list)
 
@@ -103,8 +115,8 @@ def group_detections(detections: list[Detection], tag: str) -> dict[str, list[De
     threshold = COUNTING_THRESHOLD if tag == "counting" else THRESHOLD
     out: dict[str, list[Detection]] = {}
     for det in sorted(detections, key=lambda d: -d.score):
-        if det.score > threshold and len(out.setdefault(det.label, [])) < MAX_OBJECTS:
-            out[det.label].append(det)
+        if det.cls is not None and det.score > threshold and len(out.setdefault(det.cls, [])) < MAX_OBJECTS:
+            out[det.cls].append(det)
     return {k: v for k, v in out.items() if v}
 
 
@@ -169,9 +181,9 @@ def spec_classes(meta: dict[str, Any]) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def _check_spec(obj: Any, where: str) -> dict[str, Any]:
-    if not isinstance(obj, dict) or not isinstance(obj.get("prompt"), str):
-        raise ValueError(f"{where}: not a GenEval record (an object with a string 'prompt')")
+def _check_spec(obj: dict[str, Any], where: str) -> dict[str, Any]:
+    """The spec, if GenEval's scorer can read it all (tag, include/exclude items, colors, positions);
+    ValueError naming `where` (file:line) otherwise."""
     if obj.get("tag") not in TASKS:
         raise ValueError(f"{where}: tag {obj.get('tag')!r} is not one of {', '.join(TASKS)}")
     items = obj.get("include")
@@ -184,7 +196,7 @@ def _check_spec(obj: Any, where: str) -> dict[str, Any]:
             or not isinstance(item.get("count"), int)
         ):
             raise ValueError(f"{where}: include/exclude item without a string 'class' and an int 'count': {item!r}")
-        if "color" in item and item["color"] not in COLORS:
+        if "color" in item and item["color"] not in GENEVAL_COLORS:
             raise ValueError(f"{where}: color {item['color']!r} is not one of GenEval's colors")
         if "position" in item:
             rel, ref = item["position"]
@@ -195,13 +207,13 @@ def _check_spec(obj: Any, where: str) -> dict[str, Any]:
 
 @ADAPTERS.register("geneval")
 def read_geneval(path: Path) -> list[BenchmarkPrompt]:
-    """Every line of evaluation_metadata.jsonl, validated (a bad line is an error: the benchmark is fixed)."""
-    out = []
-    for n, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), start=1):
-        if line.strip():
-            spec = _check_spec(json.loads(line), f"{path}:{n}")
-            out.append(BenchmarkPrompt(spec["prompt"], spec["tag"], spec))
-    return out
+    """Every spec of evaluation_metadata.jsonl (synrank.prompt_formats' geneval reader), validated: a bad
+    line is a ValueError naming file:line, since the benchmark is fixed. Prompt as written, category the
+    tag, meta the whole spec (what `evaluate` reads)."""
+    return [
+        BenchmarkPrompt(prompt, tag, _check_spec(spec, where))
+        for where, (prompt, tag, spec) in read_strict("geneval", Path(path))
+    ]
 
 
 @BENCHMARKS.register("geneval")
@@ -232,12 +244,14 @@ class GenEval:
         ]
 
     def applies(self, meta: dict[str, Any]) -> bool:
+        """Whether the spec names a class outside the shapes world (the detector's job)."""
         # The complement of geneval-shapes: a spec whose classes are all shapes-world shapes is scored
         # by the exact verifier, any other GenEval spec by the detector.
         items = meta.get("include")
         return isinstance(items, list) and bool(items) and not all(i.get("class") in SHAPES for i in items)
 
     def detector(self) -> Detector:
+        """The detector given, else OWLv2 from `owlv2`, loaded on first use (FileNotFoundError if absent)."""
         if self._detector is None:
             from .vision import Owlv2Detector
 
@@ -245,19 +259,23 @@ class GenEval:
         return self._detector
 
     def color_classifier(self) -> ColorClassifier:
+        """The classifier given, else CLIP from `clip`, loaded on first use (FileNotFoundError if absent)."""
         if self._colors is None:
             from .vision import ClipColorClassifier, ClipEncoder
 
-            self._colors = ClipColorClassifier(ClipEncoder(self.clip, "GenEval color classifier: CLIP", self.device))
+            encoder = ClipEncoder(self.clip, "GenEval color classifier: CLIP", self.device)
+            self._colors = ClipColorClassifier(encoder, GENEVAL_COLORS)
         return self._colors
 
     def verdict(self, image: Image.Image, meta: dict[str, Any]) -> Verdict:
+        """GenEval's verdict on one image for its spec, with the reasons it failed."""
         image = image.convert("RGB")
         detections = self.detector().detect(image, spec_classes(meta))
         needs_color = any("color" in i for i in meta.get("include", []))
         return evaluate(detections, meta, image, self.color_classifier() if needs_color else None)
 
     def judge(self, image: Image.Image, meta: dict[str, Any]) -> tuple[str, bool]:
+        """(task tag, passed) for one image."""
         return meta["tag"], self.verdict(image, meta).passed
 
     def summarize(self, results: list[tuple[str, bool]], prompts: list[str] | None = None) -> dict[str, Any]:

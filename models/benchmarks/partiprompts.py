@@ -15,34 +15,32 @@ from typing import Any
 import pandas as pd
 
 from models.winrates import by_category, paired_wins
+from synrank.prompt_formats import decode, file_lines, partiprompts_header, read_strict
 
-from .common import ADAPTERS, BenchmarkPrompt
+from .common import BenchmarkPrompt
+from .registries import ADAPTERS
 
 COLUMNS: tuple[str, ...] = ("Prompt", "Category", "Challenge", "Note")
 
 
 @ADAPTERS.register("partiprompts")
 def read_partiprompts(path: Path) -> list[BenchmarkPrompt]:
-    """Every row of PartiPrompts.tsv. Cells are tab-separated and quotes are literal text (prompts quote
-    the words to render), so this is a plain split, not CSV parsing; trailing empty cells may be missing."""
-    lines = Path(path).read_text(encoding="utf-8-sig").splitlines()
-    if not lines:
+    """Every row of PartiPrompts.tsv, read by synrank.prompt_formats' partiprompts reader (tab-separated
+    cells, quotes literal text, missing trailing cells empty), strictly: ValueError for an empty file, a
+    header without Prompt and Category, or a row with more cells than columns (naming file:line).
+    Prompt and cells stripped; meta {"benchmark": "partiprompts", "challenge", "note"} (the other columns
+    lowercased), which the per-category win-rates read."""
+    path = Path(path)
+    first = next(file_lines(path), None)
+    if first is None:
         raise ValueError(f"'{path}': empty PartiPrompts file")
-    header = [c.strip() for c in lines[0].split("\t")]
+    header = partiprompts_header(decode(first))
     if "Prompt" not in header or "Category" not in header:
         raise ValueError(f"'{path}': header {header} lacks 'Prompt' and 'Category' (expected {', '.join(COLUMNS)})")
     out = []
-    for n, line in enumerate(lines[1:], start=2):
-        if not line.strip():
-            continue
-        cells = line.split("\t")
-        if len(cells) > len(header):
-            raise ValueError(f"'{path}':{n}: {len(cells)} cells for {len(header)} columns")
-        record = dict(zip(header, cells + [""] * (len(header) - len(cells))))
-        prompt = record.pop("Prompt").strip()
-        category = record.pop("Category").strip() or None
-        meta: dict[str, Any] = {"benchmark": "partiprompts", **{k.lower(): v.strip() for k, v in record.items()}}
-        out.append(BenchmarkPrompt(prompt, category, meta))
+    for _, (prompt, category, cells) in read_strict("partiprompts", path):
+        meta: dict[str, Any] = {"benchmark": "partiprompts", **{k.lower(): v.strip() for k, v in cells.items()}}
+        out.append(BenchmarkPrompt(prompt.strip(), category, meta))
     return out
 
 

@@ -3,7 +3,8 @@
 Prompt adapter: `<category>_val.txt`, `<category>_train.txt` and variant files such as
 `complex_val_spatial.txt` (one prompt a line), the category taken from the file name: color, shape,
 texture, spatial, non_spatial, complex, numeracy, 3d_spatial. A folder is read as its `<category>_val.txt`
-files. The sample stage's `t2i-compbench` format reads through `prompt_files`, `category_of` and `record`.
+files. The reader is synrank.prompt_formats' (the sample stage's `t2i-compbench` format), which also
+lists the categories (T2I_CATEGORIES) and reads a category from a file name (t2i_category_of).
 
 Scorers (pluggable per category; each maps (image, prompt) to a score in [0, 1]):
 - color / shape / texture: BLIP-VQA. The prompt is split into noun phrases ("a green bench and a red
@@ -20,7 +21,7 @@ Scorers (pluggable per category; each maps (image, prompt) to a score in [0, 1])
 numeracy and 3d_spatial prompts are read, but have no default scorer (their references need counting
 with UniDet and a depth model); `applies` is False for them unless a scorer is passed in.
 
-The scores are graded, not pass/fail, so the benchmark registers in common.SCORED, not BENCHMARKS."""
+The scores are graded, not pass/fail, so the benchmark registers in registries.SCORED, not BENCHMARKS."""
 
 from __future__ import annotations
 
@@ -33,24 +34,15 @@ from typing import Any, Protocol
 
 from PIL import Image
 
-from .common import ADAPTERS, SCORED, BenchmarkPrompt, Weights
-from .geneval import OWLV2_ENV, OWLV2_WEIGHTS, Detector, group_detections, relative_position
+from models.shapes import geneval_accuracy
+from synrank.prompt_formats import T2I_CATEGORIES, read_strict
 
-CATEGORIES: tuple[str, ...] = (
-    "color",
-    "shape",
-    "texture",
-    "spatial",
-    "non_spatial",
-    "complex",
-    "numeracy",
-    "3d_spatial",
-)
+from .common import BenchmarkPrompt, Weights
+from .geneval import OWLV2_ENV, OWLV2_WEIGHTS, Detector, group_detections, relative_position
+from .registries import ADAPTERS, SCORED
+
 ATTRIBUTE_CATEGORIES: tuple[str, ...] = ("color", "shape", "texture")
 DEFAULT_SCORED: tuple[str, ...] = (*ATTRIBUTE_CATEGORIES, "non_spatial", "spatial", "complex")
-SUFFIX = "_val.txt"
-# <category>, then _train or _val and an optional variant (complex_val_spatial), then .txt.
-_FILE_NAME = re.compile(rf"^({'|'.join(sorted(CATEGORIES, key=len, reverse=True))})(?:_(?:train|val)(?:_\w+)?)?\.txt$")
 BLIP_WEIGHTS, BLIP_ENV = "Salesforce/blip-vqa-base", "SYNRANK_T2I_BLIP"
 CLIP_WEIGHTS, CLIP_ENV = "openai/clip-vit-base-patch32", "SYNRANK_T2I_CLIP"
 
@@ -69,62 +61,35 @@ _ARTICLE = re.compile(r"^(a|an|the)\s+", re.IGNORECASE)
 
 
 class YesNoVqa(Protocol):
-    def vqa_yes_probability(self, image: Image.Image, question: str) -> float: ...
+    """A VQA model that answers a yes/no question with P(yes) (vision.BlipVqa)."""
+
+    def vqa_yes_probability(self, image: Image.Image, question: str) -> float:
+        """P(yes) in [0, 1]."""
+        ...
 
 
 class ImageTextSimilarity(Protocol):
-    def similarity(self, image: Image.Image, text: str) -> float: ...
+    """An image-text similarity (vision.ClipEncoder: cosine of the CLIP embeddings)."""
+
+    def similarity(self, image: Image.Image, text: str) -> float:
+        """Similarity of the image and text, a cosine in [-1, 1] for CLIP."""
+        ...
 
 
 CategoryScorer = Callable[[Image.Image, str], float]
 
 
-def category_of(path: Path) -> str:
-    """The category named by a prompt file: `<category>[_train|_val[_<variant>]].txt`, e.g. color_val.txt,
-    spatial_train.txt, complex_val_spatial.txt. Raises ValueError naming the file for any other name."""
-    m = _FILE_NAME.match(Path(path).name)
-    if m is None:
-        raise ValueError(
-            f"'{path}': not a T2I-CompBench prompt file (<category>_val.txt, <category>_train.txt "
-            f"or <category>_val_<variant>.txt, category one of {', '.join(CATEGORIES)})"
-        )
-    return m.group(1)
-
-
-def prompt_files(path: Path) -> list[Path]:
-    """A file -> [it]; a folder -> its `<category>_val.txt` files in CATEGORIES order (train and variant
-    files are left out: the folder is the benchmark). Raises FileNotFoundError when there are none and
-    ValueError for a `*_val.txt` file whose category is unknown."""
-    path = Path(path)
-    if path.is_file():
-        return [path]
-    files = sorted(path.glob(f"*{SUFFIX}"), key=lambda p: CATEGORIES.index(category_of(p)))
-    if not files:
-        raise FileNotFoundError(f"no T2I-CompBench prompt files (*{SUFFIX}) at '{path}'")
-    return files
-
-
-def record(line: str, category: str) -> BenchmarkPrompt | None:
-    """One line of a prompt file -> its prompt (ends stripped) with the scorer's meta; None for a blank line."""
-    prompt = line.strip()
-    if not prompt:
-        return None
-    return BenchmarkPrompt(prompt, category, {"benchmark": "t2i-compbench", "category": category, "prompt": prompt})
-
-
 @ADAPTERS.register("t2i-compbench")
 def read_t2i_compbench(path: Path) -> list[BenchmarkPrompt]:
-    """One prompt file (see `category_of`), or a folder of `<category>_val.txt` files; blank lines skipped.
-    Raises FileNotFoundError (no files), ValueError (a file name that names no category) and
-    UnicodeDecodeError (a file that is not UTF-8)."""
-    out = []
-    for f in prompt_files(path):
-        category = category_of(f)
-        out += [r for line in f.read_text(encoding="utf-8").splitlines() if (r := record(line, category))]
-    return out
+    """One prompt file (`<category>[_train|_val[_<variant>]].txt`), or a folder of `<category>_val.txt`
+    files, read by synrank.prompt_formats' t2i-compbench reader: a cleaned prompt a line, blank lines
+    skipped, meta {"benchmark", "category", "prompt"} (what `judge` reads). FileNotFoundError (no files),
+    ValueError (a file name that names no category, or a line that is not UTF-8, naming file:line)."""
+    return [BenchmarkPrompt(*record) for _, record in read_strict("t2i-compbench", Path(path))]
 
 
 def noun_phrases(prompt: str) -> list[str]:
+    """The prompt's noun phrases, split on "," and "and" ("a green bench and a red car." -> two phrases)."""
     return [p.strip() for p in re.split(r",|\band\b", prompt.strip().rstrip(".")) if p.strip()]
 
 
@@ -141,10 +106,13 @@ def parse_spatial(prompt: str) -> tuple[str, str, str] | None:
 
 @dataclass
 class AttributeVqaScorer:
+    """color / shape / texture: the product over noun phrases of P(yes) to "<phrase>?" (BLIP-VQA)."""
+
     vqa: YesNoVqa
     template: str = "{phrase}?"
 
     def __call__(self, image: Image.Image, prompt: str) -> float:
+        """Score in [0, 1] of one image for its prompt."""
         score = 1.0
         for phrase in noun_phrases(prompt):
             score *= self.vqa.vqa_yes_probability(image, self.template.format(phrase=phrase))
@@ -153,17 +121,23 @@ class AttributeVqaScorer:
 
 @dataclass
 class ClipSimilarityScorer:
+    """non_spatial: the image-prompt similarity (CLIP cosine, as the reference's CLIPScore without scaling)."""
+
     model: ImageTextSimilarity
 
     def __call__(self, image: Image.Image, prompt: str) -> float:
+        """The similarity of one image and its prompt."""
         return float(self.model.similarity(image, prompt))
 
 
 @dataclass
 class SpatialScorer:
+    """spatial: 1.0 if the most confident boxes of the two objects stand in the prompt's relation, else 0.0."""
+
     detector: Detector
 
     def __call__(self, image: Image.Image, prompt: str) -> float:
+        """0.0 or 1.0 for one image; ValueError for a prompt that names no relation (SPATIAL_PHRASES)."""
         parsed = parse_spatial(prompt)
         if parsed is None:
             raise ValueError(f"no spatial relation ({', '.join(SPATIAL_PHRASES)}) found in {prompt!r}")
@@ -178,11 +152,14 @@ class SpatialScorer:
 
 @dataclass
 class ComplexScorer:
+    """complex: the mean of the attribute, CLIP and (when the prompt names a relation) spatial scores."""
+
     attribute: CategoryScorer
     clip: CategoryScorer
     spatial: CategoryScorer | None = None
 
     def __call__(self, image: Image.Image, prompt: str) -> float:
+        """The mean of the scorers that apply to this prompt."""
         parts = [self.attribute(image, prompt), self.clip(image, prompt)]
         if self.spatial is not None and parse_spatial(prompt) is not None:
             parts.append(self.spatial(image, prompt))
@@ -191,8 +168,10 @@ class ComplexScorer:
 
 @SCORED.register("t2i-compbench")
 class T2ICompBench:
+    """T2I-CompBench's graded scoring with a scorer per category (the defaults load on first use)."""
+
     name = "t2i-compbench"
-    tasks = CATEGORIES  # every category enters the overall and the paired headline
+    tasks = T2I_CATEGORIES  # every category enters the overall and the paired headline
 
     def __init__(
         self,
@@ -221,6 +200,7 @@ class T2ICompBench:
         ]
 
     def applies(self, meta: dict[str, Any]) -> bool:
+        """Whether the prompt is a T2I-CompBench one whose category has a scorer."""
         category = meta.get("category")
         return meta.get("benchmark") == self.name and (category in self.scorers or category in DEFAULT_SCORED)
 
@@ -238,6 +218,7 @@ class T2ICompBench:
         return self._models[kind]
 
     def scorer(self, category: str) -> CategoryScorer:
+        """The category's scorer: the one passed in, else the default (built once); ValueError if none."""
         if category not in self.scorers:
             if category in ATTRIBUTE_CATEGORIES:
                 self.scorers[category] = AttributeVqaScorer(self._model("blip"))
@@ -261,6 +242,4 @@ class T2ICompBench:
     def summarize(self, results: list[tuple[str, float]], prompts: list[str] | None = None) -> dict[str, Any]:
         """Mean score per category and overall (the mean of the category means), 95% CIs resampling prompts
         within each category; keys as GenEval's ("accuracy" holds the mean score)."""
-        from models.shapes.benchmark import geneval_accuracy
-
-        return geneval_accuracy(results, prompts=prompts, tasks=CATEGORIES)
+        return geneval_accuracy(results, prompts=prompts, tasks=T2I_CATEGORIES)

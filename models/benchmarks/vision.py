@@ -2,8 +2,9 @@
 OWLv2 (open-vocabulary detector), CLIP (image/text embeddings, GenEval's zero-shot color classifier,
 T2I-CompBench's CLIP similarity) and BLIP-VQA (T2I-CompBench's attribute questions).
 
-Imported lazily by the benchmarks, so `load_benchmark` (which imports every module of the package)
-stays cheap. A missing weights folder is a FileNotFoundError naming the weights (common.local_weights)."""
+The benchmarks import this module lazily, when they first load a model; it imports none of them (the
+color vocabulary is the caller's: GenEval passes geneval.GENEVAL_COLORS). A missing weights folder
+is a FileNotFoundError naming the weights (common.local_weights)."""
 
 from __future__ import annotations
 
@@ -14,8 +15,9 @@ import numpy as np
 import torch
 from PIL import Image
 
+from models.shapes.verify import Detection
+
 from .common import local_weights
-from .geneval import COLORS, Detection
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +50,7 @@ class Owlv2Detector:
 
     @torch.no_grad()
     def detect(self, image: Image.Image, classes: list[str]) -> list[Detection]:
+        """Objects of `classes` in the image: boxes in pixels of the image, clipped to it; score in [0, 1]."""
         from torchvision.ops import batched_nms
 
         if not classes:
@@ -73,7 +76,7 @@ class Owlv2Detector:
         boxes[:, 1::2] = boxes[:, 1::2].clamp(0, h)
         keep = batched_nms(boxes, scores, labels, self.nms_iou)
         return [
-            Detection(classes[int(labels[i])], float(scores[i]), tuple(float(v) for v in boxes[i]))  # type: ignore[arg-type]
+            Detection(classes[int(labels[i])], tuple(float(v) for v in boxes[i]), float(scores[i]))  # type: ignore[arg-type]
             for i in keep.tolist()
         ]
 
@@ -92,12 +95,14 @@ class ClipEncoder:
 
     @torch.no_grad()
     def image_features(self, images: list[Image.Image]) -> torch.Tensor:
+        """(N, D) float32 unit-norm embeddings of N images."""
         pixels = self.processor(images=[im.convert("RGB") for im in images], return_tensors="pt")["pixel_values"]
         feats = _features(self.model.get_image_features(pixel_values=pixels.to(self.device)))
         return torch.nn.functional.normalize(feats.float(), dim=-1)
 
     @torch.no_grad()
     def text_features(self, texts: list[str]) -> torch.Tensor:
+        """(N, D) float32 unit-norm embeddings of N texts, truncated to the text tower's length (with a warning)."""
         too_long = sum(len(self.processor.tokenizer(t)["input_ids"]) > self.max_text for t in texts)
         if too_long:  # CLIP cannot see past its limit; say so rather than truncate quietly
             log.warning("CLIP text: %d of %d texts truncated to %d tokens", too_long, len(texts), self.max_text)
@@ -130,13 +135,15 @@ def crop_object(image: Image.Image, det: Detection) -> Image.Image:
 
 
 class ClipColorClassifier:
-    """`ColorClassifier`: CLIP zero-shot over GenEval's ten colors, one text head per class name."""
+    """`ColorClassifier`: CLIP zero-shot over `colors` (GenEval's ten for GenEval), one text head per class
+    name, as GenEval's color check does."""
 
-    def __init__(self, encoder: ClipEncoder, colors: tuple[str, ...] = COLORS) -> None:
+    def __init__(self, encoder: ClipEncoder, colors: tuple[str, ...]) -> None:
         self.encoder, self.colors = encoder, colors
         self._heads: dict[str, torch.Tensor] = {}
 
     def head(self, classname: str) -> torch.Tensor:
+        """(len(colors), D) unit-norm text embeddings of "<color> <classname>", templates averaged; cached."""
         if classname not in self._heads:
             texts = [t.format(color=c, cls=classname) for c in self.colors for t in COLOR_TEMPLATES]
             feats = self.encoder.text_features(texts).reshape(len(self.colors), len(COLOR_TEMPLATES), -1)
@@ -144,6 +151,7 @@ class ClipColorClassifier:
         return self._heads[classname]
 
     def classify(self, image: Image.Image, detections: list[Detection], classname: str) -> list[str]:
+        """The nearest color to each detection's crop (crop_object), one per detection."""
         if not detections:
             return []
         feats = self.encoder.image_features([crop_object(image, d) for d in detections])
@@ -175,6 +183,7 @@ class BlipVqa:
 
     @torch.no_grad()
     def vqa_yes_probability(self, image: Image.Image, question: str) -> float:
+        """P(yes) in [0, 1] against "no" for one yes/no question about the image."""
         inputs = self.processor(images=image.convert("RGB"), text=question, return_tensors="pt").to(self.device)
         image_states = self.model.vision_model(pixel_values=inputs["pixel_values"]).last_hidden_state
         image_mask = torch.ones(image_states.shape[:-1], dtype=torch.long, device=self.device)

@@ -213,6 +213,7 @@ class DiffusersBackend:
 
     @classmethod
     def pipeline_type(cls) -> type:
+        """The diffusers class `pipeline_class` names (imports diffusers); AttributeError for an unknown name."""
         import diffusers
 
         return getattr(diffusers, cls.pipeline_class)
@@ -259,6 +260,7 @@ class DiffusersBackend:
         return component_id(self.source, "vae")
 
     def generate(self, prompts: list[str], seeds: list[int]) -> list[Image.Image]:
+        """render's images only: spec.height x spec.width px, image i from seed i alone."""
         return self.render(prompts, seeds).images
 
     @torch.no_grad()

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from models.generators import GENERATORS
 from models.generators.base import DiffusersBackend
+from models.generators.registry import GENERATORS
 
 
 @GENERATORS.register("diffusers")

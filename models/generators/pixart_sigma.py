@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from models.generators import GENERATORS
 from models.generators.base import DiffusersBackend, Preset
+from models.generators.registry import GENERATORS
 
 PRESETS = {
     # Model-card settings (DPM-Solver, 20 steps, CFG 4.5).
@@ -18,13 +18,17 @@ PRESETS = {
 
 @GENERATORS.register("pixart-sigma")
 class PixArtSigmaGenerator(DiffusersBackend):
+    """Backend "pixart-sigma": PixArt-Σ (arXiv 2403.04692) at the spec's height x width in pixels, no LoRA."""
+
     pipeline_class = "PixArtSigmaPipeline"
     presets = PRESETS
 
     def text_window(self) -> tuple[Any, int] | None:
+        """The T5 tokenizer and its 300-token window (special tokens included)."""
         return self.pipe.tokenizer, 300  # T5, the pipeline's default max_sequence_length
 
     def call_kwargs(self) -> dict[str, Any]:
+        """No resolution binning; caption cleaning only where bs4 and ftfy are installed."""
         from diffusers.utils import is_bs4_available, is_ftfy_available
 
         return {

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from models.generators import GENERATORS
 from models.generators.base import DiffusersBackend, Preset
+from models.generators.registry import GENERATORS
 
 PRESETS = {
     # The diffusers defaults for SD1.5 (PNDM, 50 steps, CFG 7.5) at its training resolution.
@@ -13,5 +13,8 @@ PRESETS = {
 
 @GENERATORS.register("sd15")
 class SD15Generator(DiffusersBackend):
+    """Backend "sd15": Stable Diffusion 1.x (latent diffusion, arXiv 2112.10752) and SD1-style pipelines such as
+    the shapes zoo's."""
+
     pipeline_class = "StableDiffusionPipeline"
     presets = PRESETS

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from models.generators import GENERATORS
 from models.generators.base import DiffusersBackend, Preset
+from models.generators.registry import GENERATORS
 
 PRESETS = {
     # Model-card settings; the refiner stage is left out (base only, as in most preference work).
@@ -13,5 +13,7 @@ PRESETS = {
 
 @GENERATORS.register("sdxl")
 class SDXLGenerator(DiffusersBackend):
+    """Backend "sdxl": the Stable Diffusion XL base model (arXiv 2307.01952), without the refiner."""
+
     pipeline_class = "StableDiffusionXLPipeline"
     presets = PRESETS

@@ -2,7 +2,7 @@
 pipelines, StableCascadePriorPipeline + StableCascadeDecoderPipeline, run back to back.
 
 Where the two parts are (`spec.path` names the decoder):
-  - a local folder holding `prior/` and `decoder/` (what `models.tiny_pipelines` writes), or
+  - a local folder holding `prior/` and `decoder/` (what tests/fixtures/tiny_pipelines.py writes), or
   - otherwise `spec.path` is the decoder and the prior is `<spec.path>-prior`, the hub's own naming
     (`stabilityai/stable-cascade` + `stabilityai/stable-cascade-prior`), for ids and folders alike.
 
@@ -17,8 +17,8 @@ from typing import Any
 
 import torch
 
-from models.generators import GENERATORS
 from models.generators.base import DiffusersBackend, LatentCatcher, Preset, Rendered, component_id
+from models.generators.registry import GENERATORS
 from synrank.config import GeneratorSpec
 from synrank.models_io import resolve_model_path
 
@@ -45,6 +45,9 @@ def prior_and_decoder(path: str, name: str) -> tuple[str, str]:
 
 @GENERATORS.register("stable-cascade")
 class StableCascadeGenerator(DiffusersBackend):
+    """Backend "stable-cascade": Stable Cascade (Würstchen, arXiv 2306.00637), its prior and decoder pipelines
+    run back to back (module docstring); `pipe` is the decoder, `prior` the prior."""
+
     pipeline_class = "StableCascadeDecoderPipeline"  # the part that makes images (and `.pipe`)
     presets = PRESETS
 
@@ -54,6 +57,8 @@ class StableCascadeGenerator(DiffusersBackend):
         super().__init__(spec, device)
 
     def load(self, source: str) -> Any:
+        """Load the prior into `self.prior` and return the decoder pipeline, assembled from its parts around the
+        prior's text encoder; `source` is unused (the paths come from prior_and_decoder)."""
         from diffusers import (
             DDPMWuerstchenScheduler,
             StableCascadeDecoderPipeline,
@@ -81,15 +86,20 @@ class StableCascadeGenerator(DiffusersBackend):
         )
 
     def weight_paths(self, source: str) -> list[str]:
+        """The prior's and the decoder's folders."""
         return [self.prior_path, self.decoder_path]
 
     def pipelines(self) -> list[Any]:
+        """[prior, decoder]."""
         return [self.prior, self.pipe]
 
     def latent_decoder_id(self) -> str:
+        """Content id of the decoder's Paella VQ-GAN (`vqgan/`), which decodes the caught latents."""
         return component_id(self.decoder_path, "vqgan")  # the decoder stage's latents are Paella VQ latents
 
     def run(self, prompts: list[str], generators: list[torch.Generator]) -> Rendered:
+        """The prior (spec.steps, spec.guidance) then the decoder (DECODER_STEPS capped at spec.steps, no
+        guidance) on one batch: spec.height x spec.width px images and the decoder's final latents."""
         # The same generators go through both stages: each advances by the same amount whatever the
         # batch, so an image still depends on its own seed only.
         prior = self.prior(

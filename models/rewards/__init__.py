@@ -1,21 +1,14 @@
 """Reward models behind one batched interface: `score(images, prompts) -> np.ndarray` (higher = better).
-Each kind is one module registering a class in REWARDS; `load_reward(spec)` picks it by `spec.kind`."""
+Each kind is one module registering a class in REWARDS (models/rewards/registry.py); `load_reward(spec)`
+picks it by `spec.kind`."""
 
 from __future__ import annotations
 
-from typing import Protocol
-
-import numpy as np
-from PIL import Image
-
+from models.rewards.registry import REWARDS, Reward
 from synrank.config import RewardSpec
-from synrank.registry import Registry, import_all
+from synrank.registry import import_all
 
-
-class Reward(Protocol):
-    spec: RewardSpec
-
-    def score(self, images: list[Image.Image], prompts: list[str]) -> np.ndarray: ...
+__all__ = ["REWARDS", "Reward", "load_reward", "text_window"]
 
 
 def text_window(reward: Reward, prompts: list[str]) -> tuple[list[int], int] | None:
@@ -26,10 +19,9 @@ def text_window(reward: Reward, prompts: list[str]) -> tuple[list[int], int] | N
     return None if window is None else window(prompts)
 
 
-REWARDS: Registry[type] = Registry("reward model")
-
-
 def load_reward(spec: RewardSpec, device: str = "cpu") -> Reward:
+    """The reward of kind `spec.kind` on `device`, after importing every reward module so each registers
+    itself; KeyError naming the known kinds for an unknown one."""
     import_all("models.rewards")
 
     return REWARDS.get(spec.kind)(spec, device)

@@ -21,9 +21,9 @@ import torch
 from PIL import Image
 from torch import nn
 
-from models.rewards import REWARDS
 from models.rewards.loading import check_batch, create_open_clip, load_state_dict_file
 from models.rewards.preprocess import from_open_clip
+from models.rewards.registry import REWARDS
 from synrank.config import RewardSpec
 from synrank.models_io import resolve_model_path
 
@@ -47,6 +47,7 @@ class AestheticMLP(nn.Module):
         self.layers = nn.Sequential(*modules)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, sizes[0]) features -> (N, sizes[-1]): for the predictor, normalized CLIP embeddings -> ratings."""
         return self.layers(x)
 
     @classmethod
@@ -71,6 +72,10 @@ def mlp_sizes(state: dict[str, torch.Tensor], what: str, prefix: str = "") -> tu
 
 @REWARDS.register("aesthetic")
 class Aesthetic:
+    """LAION aesthetic predictor v2 (Schuhmann, improved-aesthetic-predictor): the MLP on the normalized
+    open_clip image embedding of `spec.arch`, weights from `spec.pretrained`. ValueError if `pretrained` is
+    unset or the MLP's input width differs from the CLIP's embedding width."""
+
     def __init__(self, spec: RewardSpec, device: str = "cpu") -> None:
         what = f"reward '{spec.name}'"
         if not spec.pretrained:
@@ -89,6 +94,7 @@ class Aesthetic:
 
     @torch.no_grad()
     def score(self, images: list[Image.Image], prompts: list[str]) -> np.ndarray:
+        """(N,) float64 predicted ratings (about 1-10) for N images; prompts are ignored but must number N."""
         check_batch(images, prompts)  # the prompt is not used: aesthetics is image-only
         emb = self.clip.encode_image(self.preprocess(images).to(self.device)).float()
         emb = torch.nn.functional.normalize(emb, dim=-1)

@@ -12,14 +12,16 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from models.rewards import REWARDS
 from models.rewards.loading import check_batch, create_open_clip, open_clip_token_window, unique_prompts
 from models.rewards.preprocess import from_open_clip
+from models.rewards.registry import REWARDS
 from synrank.config import RewardSpec
 
 
 @REWARDS.register("clipscore")
 class ClipScore:
+    """CLIPScore (Hessel et al. 2021) with an open_clip model, unclamped: see the module docstring."""
+
     def __init__(self, spec: RewardSpec, device: str = "cpu") -> None:
         self.spec, self.device = spec, device
         self.model, self.tokenizer = create_open_clip(spec, spec.arch, spec.pretrained or None, device)
@@ -31,6 +33,7 @@ class ClipScore:
 
     @torch.no_grad()
     def score(self, images: list[Image.Image], prompts: list[str]) -> np.ndarray:
+        """(N,) float64 100 * cos(image, prompt embedding), in [-100, 100]; ValueError if the counts differ."""
         check_batch(images, prompts)
         img = F.normalize(self.model.encode_image(self.preprocess(images).to(self.device)).float(), dim=-1)
         distinct, index = unique_prompts(prompts)  # k images of one prompt: its text is encoded once

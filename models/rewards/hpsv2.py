@@ -23,7 +23,6 @@ import numpy as np
 import torch
 from PIL import Image
 
-from models.rewards import REWARDS
 from models.rewards.loading import (
     check_batch,
     create_open_clip,
@@ -32,12 +31,16 @@ from models.rewards.loading import (
     unique_prompts,
 )
 from models.rewards.preprocess import from_open_clip
+from models.rewards.registry import REWARDS
 from synrank.config import RewardSpec
 from synrank.models_io import resolve_model_path
 
 
 @REWARDS.register("hpsv2")
 class HPSv2:
+    """HPS v2.0 (Wu et al. 2023): open_clip `spec.arch` with every weight from the HPS checkpoint
+    `spec.pretrained`. ValueError if `pretrained` is unset or its weights do not fit the architecture."""
+
     version = "v2.0"
 
     def __init__(self, spec: RewardSpec, device: str = "cpu") -> None:
@@ -66,6 +69,8 @@ class HPSv2:
 
     @torch.no_grad()
     def score(self, images: list[Image.Image], prompts: list[str]) -> np.ndarray:
+        """(N,) float64 cos(image, prompt embedding), unscaled (about 0.2-0.3 for real images), as
+        `hpsv2.score()` returns it; ValueError if the counts differ."""
         check_batch(images, prompts)
         pixels = self.preprocess(images).to(self.device)
         img = torch.nn.functional.normalize(self.model.encode_image(pixels).float(), dim=-1)

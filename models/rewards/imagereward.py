@@ -37,10 +37,10 @@ import torch
 from PIL import Image
 from torch import nn
 
-from models.rewards import REWARDS
 from models.rewards.aesthetic import AestheticMLP, mlp_sizes
 from models.rewards.loading import check_batch, hf_token_window, load_state_dict_file
 from models.rewards.preprocess import ClipPreprocess
+from models.rewards.registry import REWARDS
 from synrank.config import RewardSpec
 from synrank.models_io import resolve_model_path
 
@@ -143,6 +143,9 @@ def text_config(med: dict, encoder_width: int):
 
 
 class ImageRewardNet(nn.Module):
+    """ImageReward's network (Xu et al. 2023): BLIP ViT -> BLIP BERT cross-attending to the image
+    tokens -> the [CLS] feature -> the aesthetic-style MLP; built from the configs, weights loaded later."""
+
     def __init__(self, vision, text, mlp: tuple[int, ...]) -> None:
         from transformers import BlipTextModel, BlipVisionModel
 
@@ -170,6 +173,10 @@ def default_checkpoint(folder: Path) -> str:
 
 @REWARDS.register("imagereward")
 class ImageReward:
+    """ImageReward (Xu et al. 2023) from the THUDM/ImageReward folder `spec.arch`, without the package.
+    FileNotFoundError if the folder has no med_config.json; ValueError if the tokenizer outgrows the
+    text encoder's vocabulary."""
+
     def __init__(self, spec: RewardSpec, device: str = "cpu") -> None:
         from transformers import BertTokenizer
 
@@ -219,6 +226,8 @@ class ImageReward:
 
     @torch.no_grad()
     def score(self, images: list[Image.Image], prompts: list[str]) -> np.ndarray:
+        """(N,) float64 rewards normalized as the package does, (raw - MEAN) / STD; prompts cut
+        at MAX_TOKENS; ValueError if the counts differ."""
         check_batch(images, prompts)
         # Padding to the longest prompt instead of the package's fixed 35 changes nothing: padded
         # positions are masked out of self-attention and the [CLS] feature is read at position 0.

@@ -140,6 +140,7 @@ def unique_prompts(prompts: list[str]) -> tuple[list[str], torch.Tensor]:
 
 
 def check_batch(images: list[Any], prompts: list[str]) -> None:
+    """ValueError unless there is one prompt per image."""
     if len(images) != len(prompts):
         raise ValueError(f"{len(images)} images but {len(prompts)} prompts")
 

@@ -27,9 +27,9 @@ import torch
 from PIL import Image
 
 from models.generators.base import PickleWeightsError, pickle_error
-from models.rewards import REWARDS
 from models.rewards.loading import REWARD_SETTING, check_batch, pooled
 from models.rewards.preprocess import from_hf_image_processor
+from models.rewards.registry import REWARDS
 from synrank.config import RewardSpec
 from synrank.models_io import resolve_model_path
 
@@ -45,6 +45,8 @@ class MissingRewardPackage(ImportError):
 
 
 def require(kind: str, module: str, install: str) -> ModuleType:
+    """The imported `module`; MissingRewardPackage naming reward `kind` and the `install` hint if it is not
+    importable."""
     try:
         return importlib.import_module(module)
     except ImportError as err:
@@ -56,6 +58,9 @@ def require(kind: str, module: str, install: str) -> ModuleType:
 
 @REWARDS.register("vqascore")
 class VQAScore:
+    """VQAScore (Lin et al. 2024) through t2v_metrics: P("Yes" | image, question about the prompt).
+    MissingRewardPackage without t2v_metrics; PickleWeightsError unless `spec.allow_pickle`."""
+
     def __init__(self, spec: RewardSpec, device: str = "cpu") -> None:
         t2v = require(
             "vqascore", "t2v_metrics", "pip install t2v-metrics (the VQAScore package; not in synrank's lock)"
@@ -71,6 +76,7 @@ class VQAScore:
 
     @torch.no_grad()
     def score(self, images: list[Image.Image], prompts: list[str]) -> np.ndarray:
+        """(N,) float64 probabilities in [0, 1]; ValueError if the counts differ."""
         check_batch(images, prompts)
         # t2v_metrics reads images from files; batch_forward scores each {images, texts} pair and
         # returns (N, 1, 1), not the N x N matrix that calling the model on two lists would build.
@@ -86,6 +92,9 @@ class VQAScore:
 
 @REWARDS.register("mps")
 class MPS:
+    """MPS (Zhang et al. 2024, Kwai-Kolors/MPS), following its reference inference code. MissingRewardPackage
+    without the MPS repository's `trainer` package; PickleWeightsError unless `spec.allow_pickle`."""
+
     def __init__(self, spec: RewardSpec, device: str = "cpu") -> None:
         require(
             "mps",
@@ -115,6 +124,8 @@ class MPS:
 
     @torch.no_grad()
     def score(self, images: list[Image.Image], prompts: list[str]) -> np.ndarray:
+        """(N,) float64 logit_scale.exp() * cos(fused image-text feature, prompt embedding), conditioned on
+        MPS_CONDITION; ValueError if the counts differ."""
         check_batch(images, prompts)
         clip = self.model.model
         text_tokens, text_eos = clip.get_text_features(self._tokens(prompts))  # (N, L, D), (N, D)

@@ -23,9 +23,9 @@ import torch
 from PIL import Image
 
 from models.generators.base import refuse_pickle
-from models.rewards import REWARDS
 from models.rewards.loading import REWARD_SETTING, check_batch, hf_token_window, pooled, unique_prompts
 from models.rewards.preprocess import from_hf_image_processor
+from models.rewards.registry import REWARDS
 from synrank.config import RewardSpec
 from synrank.models_io import resolve_model_path
 
@@ -35,6 +35,9 @@ _PROCESSOR_FILES = ("preprocessor_config.json", "processor_config.json")
 
 @REWARDS.register("pickscore")
 class PickScore:
+    """PickScore (Kirstain et al. 2023): a transformers CLIPModel `spec.arch` and the processor
+    `spec.pretrained` (see the module docstring); PickleWeightsError for pickled weights without allow_pickle."""
+
     def __init__(self, spec: RewardSpec, device: str = "cpu") -> None:
         from transformers import AutoProcessor, CLIPModel
 
@@ -62,6 +65,8 @@ class PickScore:
 
     @torch.no_grad()
     def score(self, images: list[Image.Image], prompts: list[str]) -> np.ndarray:
+        """(N,) float64 logit_scale.exp() * cos(image, prompt embedding) (about 20-23 for real images),
+        prompts cut at 77 tokens; ValueError if the counts differ."""
         check_batch(images, prompts)
         pixels = self.preprocess(images).to(self.device)
         img = pooled(self.model.get_image_features(pixel_values=pixels)).float()

@@ -39,6 +39,9 @@ _RESAMPLE = {
 
 @dataclass(frozen=True)
 class ClipPreprocess:
+    """The CLIP-style image pipeline of one reward: PIL images -> (N, 3, size, size) normalized float32.
+    `fit="crop"` is OpenAI CLIP's resize + center crop, `fit="pad"` HPS v2's resize + pad (module docstring)."""
+
     size: int  # side of the square the model sees
     mean: tuple[float, ...] = OPENAI_MEAN
     std: tuple[float, ...] = OPENAI_STD

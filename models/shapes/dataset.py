@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from synrank.atomic import building_dir
 from synrank.config import ROOT
 
 # The train file holds every train-space prompt of each task up to this many (color_attr has 5,720;
@@ -40,6 +41,8 @@ def split_specs(split: str, seed: int = 0) -> list[dict]:
 
 
 def write_prompt_files(dest: Path) -> None:
+    """Write shapes_{train,eval,probe}.jsonl into `dest` (created if missing): split_specs' specs, one JSON
+    object per line with sorted keys, so the bytes are the same on every run."""
     dest.mkdir(parents=True, exist_ok=True)
     for split in ("train", "eval", "probe"):
         specs = split_specs(split)
@@ -47,11 +50,10 @@ def write_prompt_files(dest: Path) -> None:
 
 
 def build_data(dest: Path = ROOT / "data") -> Path:
-    tmp = dest.with_name(dest.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    write_prompt_files(tmp / "prompts")
-    shutil.rmtree(dest, ignore_errors=True)
-    tmp.rename(dest)
+    """Rebuild `dest` (data/) from code: the prompt files are written into a sibling `.<dest>.tmp`, which then
+    replaces `dest` whole (synrank.atomic.building_dir; its previous content is removed). Returns `dest`."""
+    with building_dir(dest) as tmp:
+        write_prompt_files(tmp / "prompts")
     return dest
 
 

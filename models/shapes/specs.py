@@ -40,7 +40,10 @@ PALETTE: dict[str, tuple[int, int, int]] = {
     "pink": (250, 130, 200),
     "cyan": (40, 210, 220),
 }
+# The shapes world's colors (its palette's names). GenEval's own ten are another table:
+# models.benchmarks.geneval.GENEVAL_COLORS.
 COLORS: tuple[str, ...] = tuple(PALETTE)
+# GenEval's four relations, the only definition: the shapes world speaks GenEval's spec schema.
 RELATIONS: tuple[str, ...] = ("left of", "right of", "above", "below")
 OPPOSITE: dict[str, str] = {"left of": "right of", "right of": "left of", "above": "below", "below": "above"}
 NUMBER_WORDS: dict[int, str] = {1: "one", 2: "two", 3: "three", 4: "four", 5: "five"}

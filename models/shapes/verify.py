@@ -8,7 +8,8 @@ their true outline under blur. Components are found per color and classified by 
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from scipy import ndimage
@@ -22,13 +23,37 @@ MIN_AREA = 0.012  # components smaller than this fraction of the image are speck
 _EIGHT = np.ones((3, 3), dtype=bool)
 
 
+Box = tuple[float, float, float, float]  # x0, y0, x1, y1 in pixels
+
+
 @dataclass(frozen=True)
 class Detection:
-    cls: str | None  # None: a blob that is no known shape (not counted as any class)
-    color: str
-    cx: float  # bbox center, pixels
-    cy: float
-    area: int  # pixels
+    """One detected object, from any detector: the shapes world's exact segmenter (`detect`) or a real
+    image detector behind GenEval and T2I-CompBench (OWLv2, models/benchmarks/vision.py).
+
+    cls: class name (a shape, or a GenEval/COCO class); None for a shapes-world blob of no known shape,
+    which counts as no class. box: x0, y0, x1, y1 in pixels (the segmenter's are its bounding slices,
+    x1 and y1 exclusive). score: detector confidence in [0, 1], 1.0 from the exact segmenter. color: the
+    segmenter's palette color, or one known in advance (synthetic tests); None sends a GenEval color
+    check to the color classifier. area: object pixels (segmenter only). mask: HxW bool, for GenEval's
+    color crop, left out of comparisons."""
+
+    cls: str | None
+    box: Box
+    score: float = 1.0
+    color: str | None = None
+    area: int | None = None
+    mask: np.ndarray | None = field(default=None, compare=False)
+
+    @property
+    def cx(self) -> float:
+        """Box center x, pixels."""
+        return (self.box[0] + self.box[2]) / 2
+
+    @property
+    def cy(self) -> float:
+        """Box center y, pixels (grows downwards)."""
+        return (self.box[1] + self.box[3]) / 2
 
 
 def _background(img: np.ndarray) -> np.ndarray:
@@ -91,13 +116,18 @@ def detect(image: np.ndarray, keep_unknown: bool = False) -> list[Detection]:
             if cls is None and not keep_unknown:
                 continue
             ys, xs = sl
-            cx, cy = (xs.start + xs.stop) / 2, (ys.start + ys.stop) / 2
-            out.append(Detection(cls, color, cx, cy, area))
+            box = (float(xs.start), float(ys.start), float(xs.stop), float(ys.stop))
+            out.append(Detection(cls, box, color=color, area=area))
     return out
 
 
 def _matches(det: Detection, item: dict) -> bool:
     return det.cls == item["class"] and ("color" not in item or det.color == item["color"])
+
+
+def _report_row(det: Detection) -> dict[str, Any]:
+    """A segmenter detection as verify_report lists it: class, color, box center (pixels), area."""
+    return {"cls": det.cls, "color": det.color, "cx": det.cx, "cy": det.cy, "area": det.area}
 
 
 def verify_report(image: np.ndarray, spec: dict) -> dict:
@@ -137,7 +167,7 @@ def verify_report(image: np.ndarray, spec: dict) -> dict:
         ]
         if bad:
             failures.append({"item": k, "reason": "position", "relation": rel, "pairs": bad})
-    return {"ok": not failures, "failures": failures, "detections": [asdict(d) for d in dets]}
+    return {"ok": not failures, "failures": failures, "detections": [_report_row(d) for d in dets]}
 
 
 def verify(image: np.ndarray, spec: dict) -> bool:

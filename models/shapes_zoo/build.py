@@ -76,6 +76,7 @@ class InlineExecutor(Executor):
     """Runs each job at submit time in this process: the workers=1 path (tests, debugging)."""
 
     def submit(self, fn, /, *args, **kwargs) -> Future:
+        """Run fn(*args, **kwargs) now; a Future that holds its result (an exception propagates at once)."""
         fut: Future = Future()
         fut.set_result(fn(*args, **kwargs))
         return fut
@@ -99,6 +100,26 @@ def _finish(folder: Path, entry: dict, card) -> None:
     cards.write_card(folder, card(entry))
 
 
+@dataclasses.dataclass(frozen=True)
+class _Build:
+    """What every step of one zoo build shares: the output folder, the scale of every step count and pool
+    size, the base seed, and whether to show progress."""
+
+    out_dir: Path
+    scale: float
+    seed: int
+    progress: bool
+
+    def scaled(self, n: int, least: int = 1) -> int:
+        """n x scale, rounded, at least `least`."""
+        return _scaled(n, self.scale, least)
+
+    def say(self, msg: str) -> None:
+        """One progress line (tqdm.write, so that it does not break a progress bar), when progress is on."""
+        if self.progress:
+            tqdm.write(msg)
+
+
 def build_zoo(
     out_dir: Path,
     scale: float = 1.0,
@@ -115,103 +136,24 @@ def build_zoo(
     t_start = time.time()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    n_eval = eval_per_task or _scaled(48, scale)
-    say = tqdm.write if progress else (lambda _msg: None)
-    executor = (
-        ProcessPoolExecutor(
-            workers, mp_context=multiprocessing.get_context("spawn"), initializer=init_worker, initargs=(1,)
-        )
-        if workers > 1
-        else InlineExecutor()
-    )
-    with executor:
-        reward_cfgs = [dataclasses.replace(r, steps=_scaled(r.steps, scale), seed=seed + r.seed) for r in REWARDS]
+    b = _Build(out_dir, scale, seed, progress)
+    n_eval = eval_per_task or b.scaled(48)
+    with _executor(workers) as executor:
+        reward_cfgs = [dataclasses.replace(r, steps=b.scaled(r.steps), seed=seed + r.seed) for r in REWARDS]
         reward_future = executor.submit(
-            rewards_job, reward_cfgs, _scaled(REWARD_POOL, scale, 32), seed + 1, WRONG_KINDS, out_dir, progress
+            rewards_job, reward_cfgs, b.scaled(REWARD_POOL, 32), seed + 1, WRONG_KINDS, out_dir, progress
         )
-
-        t0 = time.time()
-        gen_pool = build_pool(_scaled(GEN_POOL, scale, 64), seed)
-        vae_cfg = dataclasses.replace(VAE, steps=_scaled(VAE.steps, scale), seed=seed + VAE.seed)
-        vae = train_vae(gen_pool.images, vae_cfg, line_logger("vae", vae_cfg.steps, progress))
-        vae_info = {
-            "config": vae_cfg.as_dict(),
-            "params": param_count(vae),
-            "train_s": time.time() - t0,
-            "recon_verify": _vae_recon(vae, _scaled(600, scale, 12), seed),
-        }
-        say(
-            f"vae: {vae_info['params']:,} params, recon verify {vae_info['recon_verify']:.3f}, "
-            f"{vae_info['train_s']:.0f} s"
-        )
+        gen_pool, vae, vae_cfg, vae_info = _pool_and_vae(b)
         lat_mean, lat_std = (t.numpy() for t in encode(vae, gen_pool.images))
-
         specs = eval_specs(n_eval, seed + 1000)  # the same prompts and seeds for every generator
-        gen_cfgs = [
-            dataclasses.replace(
-                g,
-                **GEN_COMMON,
-                steps=_scaled(g.steps, scale),
-                seed=seed + g.seed,
-                pool_size=min(len(gen_pool), _scaled(g.pool_size, scale, 64)),
-                snapshots=tuple((n, _scaled(s, scale)) for n, s in g.snapshots),
-            )
-            for g in GENERATOR_RUNS
-        ]
-        futures = {}
-        for cfg in sorted(gen_cfgs, key=lambda c: -c.steps * c.unet_channels[-1]):  # longest first
-            n = cfg.pool_size
-            futures[cfg.name] = executor.submit(
-                generator_job,
-                cfg,
-                vae_cfg,
-                vae.state_dict(),
-                float(vae.config.scaling_factor),
-                lat_mean[:n],
-                lat_std[:n],
-                list(gen_pool.captions[:n]),
-                out_dir,
-                specs,
-                images_per_prompt,
-                seed + 1000,
-                SAMPLE_STEPS,
-                GUIDANCE,
-                progress,
-            )
-        generators, eval_sets = [], []
-        for cfg in gen_cfgs:  # results in the zoo's order, weakest first
-            for entry in futures[cfg.name].result():
-                eval_sets.append(entry.pop("eval_images"))
-                entry.update(
-                    geneval=benchmark.geneval_accuracy(eval_sets[-1].results(), prompts=eval_sets[-1].prompts()),
-                    vae=vae_info,
-                    data_seed=seed,
-                    eval={"n_per_task": n_eval, "images_per_prompt": images_per_prompt, "seed": seed + 1000},
-                    sample_steps=SAMPLE_STEPS,
-                    guidance=GUIDANCE,
-                )
-                _finish(out_dir / entry["name"], entry, cards.generator_card)
-                generators.append(entry)
-                g = entry["geneval"]["overall"]
-                say(f"{entry['name']}: GenEval-shapes {g['accuracy']:.3f} {g['ci95']}, train {entry['train_s']:.0f} s")
-        rewards = reward_future.result()
-
-    pairs = rendered_pairs(_scaled(24, scale), seed + 2000)
-    for entry in rewards:
-        entry["agreement"] = verifier_agreement(
-            out_dir / entry["name"], seed=seed + 2000, generated=eval_sets, pairs=pairs
+        gen_cfgs = _generator_configs(b, len(gen_pool))
+        futures = _submit_generators(
+            executor, b, gen_cfgs, vae, vae_cfg, lat_mean, lat_std, gen_pool.captions, specs, images_per_prompt
         )
-        _finish(out_dir / entry["name"], entry, cards.reward_card)
-        say(f"{entry['name']}: agreement {entry['agreement']['rendered']['agreement']:.3f}")
-    detector = ShapesDetectorReward(RewardSpec(name="shapes-detector", kind="shapes-detector"))
-    rewards.append(
-        {
-            "name": "shapes-detector",
-            "kind": "shapes-detector",
-            "agreement": verifier_agreement(detector, seed=seed + 2000, generated=eval_sets, pairs=pairs),
-        }
-    )
-
+        eval_info = {"n_per_task": n_eval, "images_per_prompt": images_per_prompt, "seed": seed + 1000}
+        generators, eval_sets = _finish_generators(b, gen_cfgs, futures, vae_info, eval_info)
+        rewards = reward_future.result()
+    rewards = _finish_rewards(b, rewards, eval_sets)
     summary = {
         "scale": scale,
         "seed": seed,
@@ -222,7 +164,135 @@ def build_zoo(
         "wall_s": time.time() - t_start,
         "bytes": 0,
     }
-    while True:  # zoo.json counts itself: rewrite until the number it records is its folder's size
+    return _write_summary(out_dir, summary)
+
+
+def _executor(workers: int) -> Executor:
+    """`workers` single-threaded spawned processes, or InlineExecutor for workers=1."""
+    if workers > 1:
+        return ProcessPoolExecutor(
+            workers, mp_context=multiprocessing.get_context("spawn"), initializer=init_worker, initargs=(1,)
+        )
+    return InlineExecutor()
+
+
+def _pool_and_vae(b: _Build) -> tuple:
+    """(the generators' training pool, the VAE trained on it, its config, its summary entry)."""
+    t0 = time.time()
+    gen_pool = build_pool(b.scaled(GEN_POOL, 64), b.seed)
+    vae_cfg = dataclasses.replace(VAE, steps=b.scaled(VAE.steps), seed=b.seed + VAE.seed)
+    vae = train_vae(gen_pool.images, vae_cfg, line_logger("vae", vae_cfg.steps, b.progress))
+    vae_info = {
+        "config": vae_cfg.as_dict(),
+        "params": param_count(vae),
+        "train_s": time.time() - t0,
+        "recon_verify": _vae_recon(vae, b.scaled(600, 12), b.seed),
+    }
+    b.say(
+        f"vae: {vae_info['params']:,} params, recon verify {vae_info['recon_verify']:.3f}, {vae_info['train_s']:.0f} s"
+    )
+    return gen_pool, vae, vae_cfg, vae_info
+
+
+def _generator_configs(b: _Build, pool_len: int) -> list[GeneratorConfig]:
+    """GENERATOR_RUNS with GEN_COMMON, scaled step counts, pool sizes and snapshot steps, seeds offset by b.seed."""
+    return [
+        dataclasses.replace(
+            g,
+            **GEN_COMMON,
+            steps=b.scaled(g.steps),
+            seed=b.seed + g.seed,
+            pool_size=min(pool_len, b.scaled(g.pool_size, 64)),
+            snapshots=tuple((n, b.scaled(s)) for n, s in g.snapshots),
+        )
+        for g in GENERATOR_RUNS
+    ]
+
+
+def _submit_generators(
+    executor: Executor,
+    b: _Build,
+    gen_cfgs: list[GeneratorConfig],
+    vae,
+    vae_cfg: VAEConfig,
+    lat_mean: np.ndarray,
+    lat_std: np.ndarray,
+    captions,
+    specs: list[dict],
+    images_per_prompt: int,
+) -> dict[str, Future]:
+    """One generator_job per run, longest first, on the first pool_size latents; futures by run name."""
+    futures = {}
+    for cfg in sorted(gen_cfgs, key=lambda c: -c.steps * c.unet_channels[-1]):  # longest first
+        n = cfg.pool_size
+        futures[cfg.name] = executor.submit(
+            generator_job,
+            cfg,
+            vae_cfg,
+            vae.state_dict(),
+            float(vae.config.scaling_factor),
+            lat_mean[:n],
+            lat_std[:n],
+            list(captions[:n]),
+            b.out_dir,
+            specs,
+            images_per_prompt,
+            b.seed + 1000,
+            SAMPLE_STEPS,
+            GUIDANCE,
+            b.progress,
+        )
+    return futures
+
+
+def _finish_generators(
+    b: _Build, gen_cfgs: list[GeneratorConfig], futures: dict[str, Future], vae_info: dict, eval_info: dict
+) -> tuple[list[dict], list]:
+    """(each snapshot's summary entry with its GenEval-shapes accuracy, its eval images), in the zoo's order,
+    weakest first; each snapshot's folder gets its model card."""
+    generators, eval_sets = [], []
+    for cfg in gen_cfgs:
+        for entry in futures[cfg.name].result():
+            eval_sets.append(entry.pop("eval_images"))
+            entry.update(
+                geneval=benchmark.geneval_accuracy(eval_sets[-1].results(), prompts=eval_sets[-1].prompts()),
+                vae=vae_info,
+                data_seed=b.seed,
+                eval=dict(eval_info),
+                sample_steps=SAMPLE_STEPS,
+                guidance=GUIDANCE,
+            )
+            _finish(b.out_dir / entry["name"], entry, cards.generator_card)
+            generators.append(entry)
+            g = entry["geneval"]["overall"]
+            b.say(f"{entry['name']}: GenEval-shapes {g['accuracy']:.3f} {g['ci95']}, train {entry['train_s']:.0f} s")
+    return generators, eval_sets
+
+
+def _finish_rewards(b: _Build, rewards: list[dict], eval_sets: list) -> list[dict]:
+    """Each trained reward's agreement with the verifier (on rendered pairs and the generators' eval images)
+    and its model card, then the shapes-detector reward's agreement as one more entry."""
+    pairs = rendered_pairs(b.scaled(24), b.seed + 2000)
+    for entry in rewards:
+        entry["agreement"] = verifier_agreement(
+            b.out_dir / entry["name"], seed=b.seed + 2000, generated=eval_sets, pairs=pairs
+        )
+        _finish(b.out_dir / entry["name"], entry, cards.reward_card)
+        b.say(f"{entry['name']}: agreement {entry['agreement']['rendered']['agreement']:.3f}")
+    detector = ShapesDetectorReward(RewardSpec(name="shapes-detector", kind="shapes-detector"))
+    rewards.append(
+        {
+            "name": "shapes-detector",
+            "kind": "shapes-detector",
+            "agreement": verifier_agreement(detector, seed=b.seed + 2000, generated=eval_sets, pairs=pairs),
+        }
+    )
+    return rewards
+
+
+def _write_summary(out_dir: Path, summary: dict) -> dict:
+    """Write zoo.json until the size it records (`bytes`) is its folder's, itself included; returns it."""
+    while True:
         cards.write_summary(out_dir, summary)
         if summary["bytes"] == folder_bytes(out_dir):
             return summary
@@ -230,6 +300,8 @@ def build_zoo(
 
 
 def main(argv: list[str] | None = None) -> int:
+    """`python -m models.shapes_zoo.build` (module docstring) with `argv`: builds the zoo, prints its table,
+    returns 0."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=Path("zoo"))
     ap.add_argument("--scale", type=float, default=1.0, help="multiplies every step count and pool size")

@@ -18,6 +18,9 @@ def _mb(n: int) -> str:
 
 
 def generator_card(entry: dict) -> str:
+    """MODEL_CARD.md text of one zoo generator from its zoo.json entry: architecture, training, and its
+    GenEval-shapes accuracy (arXiv 2310.11513's rules on the shapes world) per task with 95% CIs. KeyError
+    when the entry lacks a field the card names."""
     g, s = entry["config"], entry["geneval"]
     rows = "\n".join(f"| {t} | {_ci(s['tasks'][t])} | {s['tasks'][t]['n']} |" for t in TASKS if t in s["tasks"])
     return f"""# {entry["name"]} (shapes-world zoo generator)
@@ -48,6 +51,9 @@ Overall (mean of tasks): **{_ci(s["overall"])}**
 
 
 def reward_card(entry: dict) -> str:
+    """MODEL_CARD.md text of one zoo reward (an open_clip CLIP) from its zoo.json entry: architecture,
+    training, and its agreement with the verifier, rendered pairs per wrong kind (and generated pairs when
+    measured), with 95% CIs. KeyError when the entry lacks a field the card names."""
     r, a = entry["config"], entry["agreement"]
     kinds = "\n".join(f"| {k} | {_ci(v, 'agreement')} | {v['n']} |" for k, v in a["per_kind"].items())
     gen = (
@@ -82,10 +88,13 @@ Load: `open_clip.create_model_and_transforms("local-dir:<folder>")`, or in param
 
 
 def write_card(folder: Path, text: str) -> None:
+    """Write `text` as `folder`/MODEL_CARD.md."""
     (Path(folder) / "MODEL_CARD.md").write_text(text)
 
 
 def table(summary: dict) -> str:
+    """The printed table of a zoo build (zoo.json's summary): per generator its GenEval-shapes overall [95% CI],
+    size in MB, training seconds and per-task accuracy; per reward its agreement with the verifier."""
     lines = [f"{'model':<22}{'score':>8}  {'95% CI':<16}{'size':>9}{'train s':>9}   per task"]
     for e in summary["generators"]:
         s = e["geneval"]
@@ -110,4 +119,5 @@ def table(summary: dict) -> str:
 
 
 def write_summary(out_dir: Path, summary: dict) -> None:
+    """Write `summary` as `out_dir`/zoo.json (indented, sorted keys)."""
     (Path(out_dir) / "zoo.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")

@@ -26,6 +26,8 @@ CHUNK = 600  # specs drawn per make_specs call: a multiple of 6 keeps the six ta
 
 @dataclass(frozen=True)
 class Sample:
+    """One rendered train-split scene: its spec, a 32 x 32 px RGB render and the spec's prompt as caption."""
+
     spec: dict
     image: np.ndarray  # (32, 32, 3) uint8
     caption: str
@@ -69,6 +71,7 @@ class Pool:
         return len(self.captions)
 
     def tags(self) -> list[str]:
+        """Each sample's GenEval task tag (single_object, two_object, ...), in pool order, length N."""
         return [s["tag"] for s in self.specs]
 
 

@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
-from models.rewards import REWARDS
+from models.rewards.registry import REWARDS
 from models.shapes.draw import raster
 from models.shapes.specs import COLORS, PALETTE, SHAPES
 from synrank.config import RewardSpec
@@ -33,6 +33,9 @@ _PALETTE = np.array([PALETTE[c] for c in COLORS], np.float32)
 
 @dataclass(frozen=True)
 class Blob:
+    """One detected object: its nearest-prototype shape, its palette color and its bounding box's center
+    (cx, cy) in pixels."""
+
     shape: str
     color: str
     cx: float
@@ -63,6 +66,9 @@ def _prototypes() -> np.ndarray:
 
 
 def detect_blobs(image: np.ndarray) -> list[Blob]:
+    """The objects of an (H, W, 3+) RGB image, 0..255 (module docstring): foreground is farther than
+    FG_DISTANCE from the border's median color, each 4-connected component of one palette color of at least
+    MIN_AREA of the image is a Blob, its shape the nearest prototype (L1 over the four mask features)."""
     img = np.asarray(image, np.float32)[..., :3]
     frame = np.concatenate([img[0], img[-1], img[:, 0], img[:, -1]])
     bg = np.median(frame, 0)
@@ -122,5 +128,6 @@ class ShapesDetectorReward:
         self.spec, self.device = spec, device
 
     def score(self, images: list[Image.Image], prompts: list[str]) -> np.ndarray:
+        """detector_score of each (image, prompt): (N,) float64 in [0, 1]; ValueError if the lengths differ."""
         arrays = [np.asarray(im.convert("RGB")) if isinstance(im, Image.Image) else np.asarray(im) for im in images]
         return np.array([detector_score(a, p) for a, p in zip(arrays, prompts, strict=True)], np.float64)

@@ -27,6 +27,9 @@ SD_BETAS = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear
 
 @dataclass(frozen=True)
 class GeneratorConfig:
+    """One zoo generator's architecture and training recipe (a zoo build's spec; logged in its zoo.json
+    entry and model card)."""
+
     name: str
     unet_channels: tuple[int, ...] = (32, 64)
     layers_per_block: int = 1
@@ -46,6 +49,8 @@ class GeneratorConfig:
     snapshots: tuple[tuple[str, int], ...] = ()
 
     def snapshot_steps(self) -> dict[int, str]:
+        """{training step: model name} of the EMA snapshots to keep ({steps: name} without snapshots);
+        ValueError when two snapshots share a step or a step is outside 1..steps."""
         steps = {step: name for name, step in self.snapshots} or {self.steps: self.name}
         if len(steps) != max(1, len(self.snapshots)) or not all(0 < s <= self.steps for s in steps):
             raise ValueError(
@@ -54,10 +59,13 @@ class GeneratorConfig:
         return steps
 
     def as_dict(self) -> dict:
+        """The config as a plain dict (tuples kept), for zoo.json."""
         return asdict(self)
 
 
 def make_text_encoder(hidden: int, layers: int, tokenizer):
+    """A freshly initialised CLIPTextModel of width `hidden` and `layers` layers over `tokenizer`'s vocabulary,
+    77 positions (CLIP's context), so the pipeline encodes (B, 77) ids to (B, 77, hidden) states."""
     from transformers import CLIPTextConfig, CLIPTextModel
 
     cfg = CLIPTextConfig(
@@ -76,6 +84,8 @@ def make_text_encoder(hidden: int, layers: int, tokenizer):
 
 
 def make_unet(cfg: GeneratorConfig):
+    """A freshly initialised UNet2DConditionModel on the zoo VAE's (B, 4, 8, 8) latents, cross-attending to
+    the (B, 77, text_hidden) text states at every resolution."""
     from diffusers import UNet2DConditionModel
 
     n = len(cfg.unet_channels)
@@ -96,12 +106,14 @@ def make_unet(cfg: GeneratorConfig):
 
 
 def make_scheduler():
+    """The saved pipelines' sampler: DDIM (Song et al., arXiv 2010.02502) on SD's scaled_linear betas."""
     from diffusers import DDIMScheduler
 
     return DDIMScheduler(**SD_BETAS, clip_sample=False, set_alpha_to_one=False, steps_offset=1)
 
 
 def tokenize(tokenizer, captions: list[str]) -> torch.Tensor:
+    """Token ids (B, model_max_length) int64, padded and truncated to the tokenizer's window (77)."""
     return tokenizer(
         captions, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
     ).input_ids

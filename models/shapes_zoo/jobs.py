@@ -24,6 +24,7 @@ from .vae import VAEConfig, make_vae
 
 
 def init_worker(threads: int) -> None:
+    """Worker-process initializer: limit torch to `threads` intra-op threads (module docstring)."""
     torch.set_num_threads(threads)
 
 
@@ -41,6 +42,8 @@ def line_logger(name: str, total: int, enabled: bool) -> Callable[[int, float], 
 
 
 def rebuild_vae(cfg: VAEConfig, state: dict, scaling_factor: float):
+    """The trained zoo VAE in a worker process: make_vae(cfg.channels) with `state` loaded and the latent
+    `scaling_factor` in its config, frozen in eval mode. RuntimeError if `state` does not fit the config."""
     vae = make_vae(cfg.channels)
     vae.load_state_dict(state)
     vae.register_to_config(scaling_factor=scaling_factor)

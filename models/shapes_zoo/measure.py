@@ -27,11 +27,14 @@ from .data import applicable_kinds
 
 @dataclass
 class EvalImages:
+    """One generator's images of eval specs and the verifier's verdict on each (generate_and_verify's result)."""
+
     specs: list[dict]
     images: list[list[np.ndarray]]  # per spec, images_per_prompt uint8 (32, 32, 3)
     passed: list[list[bool]]
 
     def results(self) -> list[tuple[str, bool]]:
+        """(task tag, passed) per image, specs in order: benchmark.geneval_accuracy's input."""
         return [(s["tag"], ok) for s, oks in zip(self.specs, self.passed) for ok in oks]
 
     def prompts(self) -> list[str]:
@@ -50,6 +53,8 @@ def eval_specs(n_per_task: int, seed: int) -> list[dict]:
 
 
 def load_pipeline(folder: Path | str):
+    """A saved zoo pipeline loaded as any user would (DiffusionPipeline.from_pretrained), float32, on the CPU,
+    progress bar off."""
     from diffusers import DiffusionPipeline
 
     pipe = DiffusionPipeline.from_pretrained(str(folder), dtype=torch.float32)

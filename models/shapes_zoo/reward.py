@@ -1,5 +1,5 @@
 """Zoo rewards: tiny open_clip CLIP models trained contrastively on rendered scenes with hard negatives,
-saved like models.tiny.build_tiny_clip so models/rewards/clipscore.py loads them with `local-dir:`.
+saved like tests.fixtures.tiny_models.build_tiny_clip so models/rewards/clipscore.py loads them with `local-dir:`.
 
 A batch is B scenes plus their wrong renders (render_wrong). Each wrong render is itself a correct
 (image, caption) pair of its modified spec, so all of them enter one symmetric InfoNCE and every
@@ -30,6 +30,9 @@ PREPROCESS = {"mean": list(MEAN), "std": list(STD), "interpolation": "bicubic", 
 
 @dataclass(frozen=True)
 class RewardConfig:
+    """One zoo reward's open_clip architecture (32 px images, 77-token context) and contrastive training
+    recipe (module docstring); logged in its zoo.json entry and model card."""
+
     name: str
     vision_width: int = 64
     vision_layers: int = 3
@@ -45,6 +48,8 @@ class RewardConfig:
     seed: int = 0
 
     def model_cfg(self) -> dict:
+        """open_clip's model config (embed_dim, vision_cfg, text_cfg) of this architecture, saved as `model_cfg`
+        in the reward folder's open_clip_config.json."""
         return {
             "embed_dim": self.embed_dim,
             "vision_cfg": {
@@ -64,6 +69,7 @@ class RewardConfig:
         }
 
     def as_dict(self) -> dict:
+        """The config as a plain dict, for zoo.json."""
         return asdict(self)
 
 

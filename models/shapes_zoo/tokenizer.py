@@ -18,6 +18,8 @@ SPECIALS = ("<|startoftext|>", "<|endoftext|>")
 
 
 def shapes_words() -> list[str]:
+    """Every word a shapes-world prompt uses (fillers, shapes and plurals, colors, numbers, relation words),
+    sorted."""
     words = {*FILLER, *SHAPES, *PLURALS.values(), *COLORS, *NUMBER_WORDS.values()}
     words |= {w for rel in RELATIONS for w in rel.split()}
     return sorted(words)
@@ -46,6 +48,8 @@ def _bpe_trace(word: str, ranks: dict[tuple[str, str], int]) -> tuple[list[tuple
 
 
 def shapes_tokenizer(max_length: int = 77):
+    """A CLIPTokenizer with CLIP's BPE merges that the shapes words use, a vocabulary of a few hundred tokens
+    (module docstring), and a window of `max_length` tokens."""
     from open_clip.tokenizer import SimpleTokenizer
     from transformers import CLIPTokenizer
 

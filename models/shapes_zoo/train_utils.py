@@ -12,6 +12,7 @@ import torch
 
 
 def seed_all(seed: int) -> None:
+    """Seed Python's, numpy's and torch's global generators with `seed` (numpy's modulo 2**32)."""
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
@@ -27,6 +28,7 @@ def lr_at(step: int, total: int, peak: float, warmup: int) -> float:
 
 
 def set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
+    """Set every parameter group's learning rate to `lr` times the group's `lr_scale` (default 1)."""
     for group in opt.param_groups:
         group["lr"] = lr * group.get("lr_scale", 1.0)
 
@@ -42,6 +44,8 @@ class EMA:
 
     @torch.no_grad()
     def update(self, module: torch.nn.Module) -> None:
+        """One step: shadow <- d * shadow + (1 - d) * module, d = min(decay, (1 + n) / (10 + n)) after n
+        updates; buffers are copied. RuntimeError/ValueError if the modules' parameters differ."""
         self.updates += 1
         d = min(self.decay, (1 + self.updates) / (10 + self.updates))
         for e, p in zip(self.shadow.parameters(), module.parameters(), strict=True):
@@ -51,10 +55,12 @@ class EMA:
 
 
 def param_count(*modules: torch.nn.Module) -> int:
+    """Number of parameters (elements) of `modules` together."""
     return sum(p.numel() for m in modules for p in m.parameters())
 
 
 def folder_bytes(folder: Path) -> int:
+    """Size on disk of every file under `folder`, in bytes."""
     return sum(f.stat().st_size for f in Path(folder).rglob("*") if f.is_file())
 
 

@@ -21,6 +21,8 @@ from .train_utils import lr_at, optimizer_step, seed_all, set_lr
 
 @dataclass(frozen=True)
 class VAEConfig:
+    """The zoo VAE's encoder/decoder widths and its training recipe (module docstring); logged in zoo.json."""
+
     channels: tuple[int, ...] = (16, 32, 48)  # 97.5% of eval renders pass the verifier after a round trip
     steps: int = 1200
     batch_size: int = 32
@@ -29,10 +31,13 @@ class VAEConfig:
     seed: int = 0
 
     def as_dict(self) -> dict:
+        """The config as a plain dict, for zoo.json."""
         return asdict(self)
 
 
 def make_vae(channels: tuple[int, ...]):
+    """A freshly initialised AutoencoderKL with one down/up block per entry of `channels`: (B, 3, 32, 32)
+    images in [-1, 1] <-> (B, 4, 32 / 2^(len - 1), same) latents (4 x 8 x 8 for three blocks)."""
     from diffusers import AutoencoderKL
 
     n = len(channels)

@@ -1,0 +1,137 @@
+"""One batch of ranked groups as the objectives see it, and the denoising errors they compare.
+
+A batch is B ranked groups (prompts) of K images each: their latents, text conditioning, labels, ranks and
+mask, plus one timestep and one noise draw per group, shared by its K images. `preference_batch` is the one
+builder: the training step (models.trainer) and the held-out accuracy (models.heldout) both draw through
+it, so both consume the generator in the same order (the batch's own draws, then t, then the noise).
+The errors are Diffusion-DPO's (Wallace et al. 2023, arXiv 2311.12908): each image's denoising squared
+error under the tuned model and under the reference.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from models.objectives import Objective, derangement
+from models.parametrization import Parametrization, predict
+from models.train_data import RankedGroups
+
+
+def denoise_errors(
+    model,
+    param: Parametrization,
+    latents: torch.Tensor,
+    cond: dict[str, torch.Tensor],
+    t: torch.Tensor,
+    noise: torch.Tensor,
+) -> torch.Tensor:
+    """Per-image squared error. latents (B, K, C, h, w); t (B,); noise (B, C, h, w) shared by the K
+    images of a group; cond per group. Returns (B, K)."""
+    B, K = latents.shape[:2]
+    x0 = latents.flatten(0, 1)
+    eps = noise[:, None].expand_as(latents).flatten(0, 1)
+    tt = t.repeat_interleave(K)
+    x_t, target = param.noisy_and_target(x0, eps, tt)
+    cond_k = {k: v.repeat_interleave(K, dim=0) for k, v in cond.items()}
+    pred = predict(model, x_t, param.model_timestep(tt), cond_k)
+    err = F.mse_loss(pred.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
+    weight = param.loss_weight(tt)  # Min-SNR when configured
+    return (err if weight is None else err * weight.to(err.device)).view(B, K)
+
+
+def draw_rows(n_groups: int, n: int, obj: Objective, rng: torch.Generator) -> torch.Tensor:
+    """The rows (groups) of one batch, (min(n, n_groups),) long. Ranked objectives draw with replacement;
+    self-pair objectives (SUDO) without, so that the deranged batch mate always comes from another prompt
+    (with replacement about 1/P of SUDO's negatives would share the prompt of their positive)."""
+    n = min(n, n_groups)
+    if obj.self_pairs:
+        return torch.randperm(n_groups, generator=rng)[:n]
+    return torch.randint(0, n_groups, (n,), generator=rng)
+
+
+def objective_label(g: RankedGroups, obj: Objective) -> torch.Tensor:
+    """The (B, K) value an objective's weights are computed from: Algorithm 1's phi, or the
+    group-standardized raw rewards (`advantage`, models.ranking) for GPO."""
+    if obj.label == "phi":
+        return g.phi
+    if g.advantage is None:
+        raise ValueError(
+            f"objective needs the rankings' '{obj.label}' column, which these rankings lack: run the rank stage again"
+        )
+    return g.advantage
+
+
+def make_batch(groups: RankedGroups, obj: Objective, rows: torch.Tensor, rng: torch.Generator) -> tuple:
+    """(latents (B, K, ...), cond, label, tau, mask), all (B, K) but latents and cond; label is the per-image
+    value the objective weighs (phi, or GPO's advantage: objective_label). SUDO pairs each
+    group's image (a random member) with a deranged batch mate's image under the first one's caption,
+    labelled (1, 0), K = 2. A pair whose two images share a prompt (the same row, or the same text
+    conditioning) has its second slot masked out: no preference pair, only the SFT term on the first."""
+    g = groups.select(rows)
+    if not obj.self_pairs:
+        return groups.latents_of(g.index), g.cond, objective_label(g, obj), g.tau, g.mask
+    counts = g.mask.sum(dim=1)
+    pick = (torch.rand(len(rows), generator=rng) * counts).long()
+    own = g.index[torch.arange(len(rows)), pick]
+    perm = derangement(len(rows), rng)
+    pair = torch.stack([own, own[perm]], dim=1)
+    text = g.cond["encoder_hidden_states"]
+    same_prompt = (rows == rows[perm]) | (text == text[perm]).flatten(1).all(dim=1)
+    mask = torch.stack([torch.ones(len(rows), dtype=torch.bool), ~same_prompt], dim=1)
+    ones = torch.ones(len(rows), 2)
+    return groups.latents_of(pair), g.cond, ones * torch.tensor([1.0, 0.0]), (ones * torch.tensor([1, 2])).long(), mask
+
+
+@dataclass
+class PreferenceBatch:
+    """make_batch's groups with their noise draw. On `device`: latents (B, K, C, h, w), cond (per group),
+    t (B,) (discrete steps or flow sigmas, Parametrization.sample_t) and noise (B, C, h, w). On the CPU:
+    label (B, K) (phi or GPO's advantage), tau (B, K) ranks (1 = best) and mask (B, K) of real images."""
+
+    latents: torch.Tensor
+    cond: dict[str, torch.Tensor]
+    label: torch.Tensor
+    tau: torch.Tensor
+    mask: torch.Tensor
+    t: torch.Tensor
+    noise: torch.Tensor
+
+
+def preference_batch(
+    groups: RankedGroups,
+    obj: Objective,
+    rows: torch.Tensor,
+    rng: torch.Generator,
+    param: Parametrization,
+    device,
+) -> PreferenceBatch:
+    """The batch of `rows` (B,) of `groups`: make_batch, then one timestep and one noise draw per group from
+    `rng` in that order, the model inputs moved to `device`. Raises make_batch's ValueError (a label the
+    rankings lack)."""
+    lat, cond, label, tau, mask = make_batch(groups, obj, rows, rng)
+    t = param.sample_t(len(rows), rng)
+    noise = torch.randn(lat.shape[:1] + lat.shape[2:], generator=rng)
+    on_device = {k: v.to(device) for k, v in cond.items()}
+    return PreferenceBatch(lat.to(device), on_device, label, tau, mask, t.to(device), noise.to(device))
+
+
+def paired_errors(
+    model, ref, param: Parametrization, batch: PreferenceBatch, raw=None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Tuned and reference denoise_errors, each (B, K), on the same inputs. `ref` None means the reference is
+    `raw` (the unwrapped model, default `model`) with its LoRA adapters disabled; the reference pass keeps no
+    graph. `raw` is needed when `model` is accelerate's wrapper."""
+    raw = raw if raw is not None else model
+    inputs = (param, batch.latents, batch.cond, batch.t, batch.noise)
+    model_err = denoise_errors(model, *inputs)
+    with torch.no_grad():
+        if ref is None:
+            raw.disable_adapters()
+            ref_err = denoise_errors(raw, *inputs)
+            raw.enable_adapters()
+        else:
+            ref_err = denoise_errors(ref, *inputs)
+    return model_err, ref_err
