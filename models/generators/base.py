@@ -230,6 +230,19 @@ class DiffusersBackend:
         """Every pipeline this backend holds (two for prior + decoder models)."""
         return [self.pipe]
 
+    def sampling_kwargs(self, prompts: list[str], generators: list[torch.Generator]) -> dict[str, Any]:
+        """The text-to-image call's arguments every diffusers pipeline shares: prompts, one seeded generator
+        per image, spec.steps sampling steps, spec.guidance (classifier-free guidance scale), and the
+        spec.height x spec.width output size in pixels."""
+        return {
+            "prompt": prompts,
+            "generator": generators,
+            "num_inference_steps": self.spec.steps,
+            "guidance_scale": self.spec.guidance,
+            "height": self.spec.height,
+            "width": self.spec.width,
+        }
+
     def call_kwargs(self) -> dict[str, Any]:
         """Extra keyword arguments of the pipeline call, for the family's own switches."""
         return {}
@@ -276,12 +289,7 @@ class DiffusersBackend:
         """One batched call over all prompts (the fast path; see scripts/bench_generate.py)."""
         catch = LatentCatcher()
         out = self.pipe(
-            prompt=prompts,
-            generator=generators,
-            num_inference_steps=self.spec.steps,
-            guidance_scale=self.spec.guidance,
-            height=self.spec.height,
-            width=self.spec.width,
+            **self.sampling_kwargs(prompts, generators),
             output_type="pil",
             **self.call_kwargs(),
             **catch.call_kwargs(self.pipe),

@@ -102,15 +102,7 @@ class StableCascadeGenerator(DiffusersBackend):
         guidance) on one batch: spec.height x spec.width px images and the decoder's final latents."""
         # The same generators go through both stages: each advances by the same amount whatever the
         # batch, so an image still depends on its own seed only.
-        prior = self.prior(
-            prompt=prompts,
-            generator=generators,
-            num_inference_steps=self.spec.steps,
-            guidance_scale=self.spec.guidance,
-            height=self.spec.height,
-            width=self.spec.width,
-            output_type="pt",
-        )
+        prior = self.prior(**self.sampling_kwargs(prompts, generators), output_type="pt")
         catch = LatentCatcher()
         out = self.pipe(
             image_embeddings=prior.image_embeddings,
