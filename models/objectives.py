@@ -58,6 +58,19 @@ def preference_loss(s: torch.Tensor, weights: torch.Tensor, beta: float) -> torc
     return -(weights * F.logsigmoid(logits)).sum(dim=(1, 2)).mean()
 
 
+def images_used(obj: Objective, label: torch.Tensor, tau: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """(B, K) bool: the images the objective's loss depends on, those in a pair of nonzero weight W or with a
+    nonzero SFT weight V. DPO on K ranked images uses two per group (best and worst), SFT one, RankDPO all
+    that are real: the trainer forwards only these (an image of zero weight adds exactly 0 to the loss)."""
+    used = torch.zeros(label.shape, dtype=torch.bool)
+    if obj.pairs is not None:
+        w = obj.pairs(label, tau, mask) != 0
+        used |= w.any(dim=2) | w.any(dim=1)
+    if obj.sft is not None:
+        used |= obj.sft(label, tau, mask) != 0
+    return used
+
+
 def objective_loss(
     obj: Objective,
     model_err: torch.Tensor,

@@ -27,19 +27,24 @@ def denoise_errors(
     cond: dict[str, torch.Tensor],
     t: torch.Tensor,
     noise: torch.Tensor,
+    used: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Per-image squared error. latents (B, K, C, h, w); t (B,); noise (B, C, h, w) shared by the K
-    images of a group; cond per group. Returns (B, K)."""
+    images of a group; cond per group; used (B, K) bool, the images to forward (default, or none: all). Returns (B, K):
+    the errors of the used images, 0 elsewhere. The used images go through the model in one batch, in
+    row-major order, so with every image used the batch is the one the model would see without `used`."""
     B, K = latents.shape[:2]
-    x0 = latents.flatten(0, 1)
-    eps = noise[:, None].expand_as(latents).flatten(0, 1)
-    tt = t.repeat_interleave(K)
+    if used is None or not used.any():  # none used (every pair ties): a zero loss that still has a graph
+        used = torch.ones(B, K, dtype=torch.bool)
+    g, k = used.cpu().nonzero(as_tuple=True)  # (N,) group and slot of each forwarded image
+    g, k = g.to(latents.device), k.to(latents.device)
+    x0, eps, tt = latents[g, k], noise[g], t[g]
     x_t, target = param.noisy_and_target(x0, eps, tt)
-    cond_k = {k: v.repeat_interleave(K, dim=0) for k, v in cond.items()}
-    pred = predict(model, x_t, param.model_timestep(tt), cond_k)
+    pred = predict(model, x_t, param.model_timestep(tt), {name: v[g] for name, v in cond.items()})
     err = F.mse_loss(pred.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
     weight = param.loss_weight(tt)  # Min-SNR when configured
-    return (err if weight is None else err * weight.to(err.device)).view(B, K)
+    err = err if weight is None else err * weight.to(err.device)
+    return err.new_zeros(B, K).index_put((g, k), err)
 
 
 def draw_rows(n_groups: int, n: int, obj: Objective, rng: torch.Generator) -> torch.Tensor:
@@ -119,13 +124,14 @@ def preference_batch(
 
 
 def paired_errors(
-    model, ref, param: Parametrization, batch: PreferenceBatch, raw=None
+    model, ref, param: Parametrization, batch: PreferenceBatch, raw=None, used: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Tuned and reference denoise_errors, each (B, K), on the same inputs. `ref` None means the reference is
-    `raw` (the unwrapped model, default `model`) with its LoRA adapters disabled; the reference pass keeps no
-    graph. `raw` is needed when `model` is accelerate's wrapper."""
+    """Tuned and reference denoise_errors, each (B, K), on the same inputs, for the `used` (B, K) images
+    (default all; 0 elsewhere). `ref` None means the reference is `raw` (the unwrapped model, default `model`)
+    with its LoRA adapters disabled; the reference pass keeps no graph. `raw` is needed when `model` is
+    accelerate's wrapper."""
     raw = raw if raw is not None else model
-    inputs = (param, batch.latents, batch.cond, batch.t, batch.noise)
+    inputs = (param, batch.latents, batch.cond, batch.t, batch.noise, used)
     model_err = denoise_errors(model, *inputs)
     with torch.no_grad():
         if ref is None:

@@ -1,7 +1,8 @@
 """Preference fine-tuning of a diffusers pipeline with accelerate: one readable loop.
 
 A step is one optimizer update (as diffusers' max_train_steps) over `grad_accum` micro-batches of
-`prompts_per_step` ranked groups; the K images of a group share one timestep and one noise draw and go
+`prompts_per_step` ranked groups; the K images of a group share one timestep and one noise draw, and the
+images the objective's loss uses (models.objectives.images_used: DPO's best and worst, all K for RankDPO) go
 through the denoiser in one batched forward. The reference is the same denoiser with its LoRA adapters
 disabled (no second copy), or a frozen copy for a full fine-tune. Every `checkpoint_every` steps the
 accelerate state plus the sampling RNG is saved atomically (models.checkpoints), and a restarted run
@@ -33,7 +34,7 @@ from tqdm import tqdm
 from models.checkpoints import resume, save_checkpoint
 from models.generators.base import component_id, pickle_policy
 from models.heldout import heldout_accuracy, split_holdout
-from models.objectives import OBJECTIVES, Objective, implicit_scores, objective_loss, pair_stats
+from models.objectives import OBJECTIVES, Objective, images_used, implicit_scores, objective_loss, pair_stats
 from models.parametrization import Parametrization
 from models.preference_batch import draw_rows, paired_errors, preference_batch
 from models.preflight import drop_tied_groups, make_accelerator
@@ -130,7 +131,8 @@ class _Loop:
         with acc.accumulate(self.model):
             rows = draw_rows(len(self.groups), cfg.prompts_per_step, self.obj, rng)
             b = preference_batch(self.groups, self.obj, rows, rng, self.param, dev)
-            model_err, ref_err = paired_errors(self.model, self.ref, self.param, b, self.raw)
+            used = images_used(self.obj, b.label, b.tau, b.mask)  # only these reach the loss: forward only them
+            model_err, ref_err = paired_errors(self.model, self.ref, self.param, b, self.raw, used)
             label, tau, mask = b.label.to(dev), b.tau.to(dev), b.mask.to(dev)
             loss, w = objective_loss(self.obj, model_err, ref_err, label, tau, mask, cfg.beta)
             grad_norm, skipped = self._update(loss, step)

@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import re
 import shutil
-import time
 from collections.abc import Iterator
 from typing import Any
+from uuid import UUID
 
 import pytest
 
@@ -119,6 +119,30 @@ def test_pipeline_deployment_trains_on_the_gpu_pool(world: Services, pipeline_ru
     assert train_id not in (world.run_dir / "worker-cpu.log").read_text()
 
 
+def _submit_custom_run(page: Any, deployment_id: Any) -> UUID:
+    """Click the custom run form's Submit and return the id of the flow run the UI created.
+
+    Waits on the UI's own POST to /deployments/<id>/create_flow_run (the page stays on .../run until it
+    answers, then goes to the deployment's page), so a slow server only makes this slower; a form that
+    posts nothing or a refused post fails here with the page's text and a screenshot, not later.
+    """
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    posted = re.compile(rf"/deployments/{deployment_id}/create_flow_run$")
+    try:
+        with page.expect_response(lambda r: bool(posted.search(r.url)), timeout=180_000) as answer:
+            page.get_by_role("button", name="Submit").click()
+    except PlaywrightTimeout as err:
+        page.screenshot(path=SCREENSHOTS / "1-submit-posted-nothing.png", full_page=True)
+        raise AssertionError(
+            f"the Prefect UI posted no flow run in 180 s; the page says: {page.inner_text('body')}"
+        ) from err
+    response = answer.value
+    assert response.ok, f"the Prefect API refused the UI's flow run: {response.status} {response.text()}"
+    page.wait_for_url(re.compile(rf"/deployments/deployment/{deployment_id}([?#].*)?$"), timeout=60_000)
+    return UUID(response.json()["id"])
+
+
 @pytest.mark.integration
 @needs_tools
 @pytest.mark.skipif(bool(_playwright_missing()), reason=_playwright_missing() or "n/a")
@@ -144,15 +168,10 @@ def test_a_custom_train_run_from_the_prefect_ui_links_to_its_mlflow_run(world: S
             assert steps.input_value() == "3"
             steps.fill(str(STEPS))
             page.screenshot(path=SCREENSHOTS / "1-train-custom-run.png", full_page=True)
-            page.get_by_role("button", name="Submit").click()
-            page.wait_for_url(f"**/deployments/deployment/{train_dep.id}**", timeout=30_000)
-
+            created = _submit_custom_run(page, train_dep.id)
             with _client(world) as client:
-                deadline = time.monotonic() + 60  # the UI posts the run while it navigates
-                while not (new := [r for r in client.read_flow_runs() if r.id not in before]):
-                    assert time.monotonic() < deadline, "the Prefect UI created no flow run"
-                    time.sleep(1)
-                assert len(new) == 1 and new[0].deployment_id == train_dep.id, new
+                new = [r for r in client.read_flow_runs() if r.id not in before]
+                assert [r.id for r in new] == [created] and new[0].deployment_id == train_dep.id, new
                 run = wait_for(client, new[0], world, timeout=PIPELINE_TIMEOUT)
             assert run.parameters["cfg"]["steps"] == STEPS
 
