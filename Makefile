@@ -36,6 +36,9 @@ endif
 
 # Optional extras: `make test EXTRAS=ray` (what .ci/run does) also installs prefect-ray and ray, pinned in uv.lock.
 # --inexact: a later plain `make run` keeps an extra installed before (the default run never imports it).
+# --compile-bytecode: every package's .pyc written once here. Where PYTHONDONTWRITEBYTECODE is set (as on this
+# project's VMs) Python otherwise recompiles torch, diffusers and transformers in every process: importing the
+# trainer's libraries took 24 s instead of 10-12 s (docs/benchmarks.md).
 EXTRAS ?=
 ifneq ($(RAY),)
 EXTRAS += ray
@@ -44,7 +47,7 @@ SYNCED := .venv/.synced$(subst $(eval) ,,$(EXTRAS:%=-%))
 env: $(SYNCED)
 $(SYNCED): pyproject.toml uv.lock
 	@python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
-	$(UV) sync --frozen --inexact $(EXTRAS:%=--extra %)
+	$(UV) sync --frozen --inexact --compile-bytecode $(EXTRAS:%=--extra %)
 	@touch $@
 
 # data/ is tracked by data.dvc; a fresh clone has no DVC cache, so rebuild it from code (deterministic).

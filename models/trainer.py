@@ -248,7 +248,8 @@ def _prepare_loop(accelerator, model, ref, param: Parametrization, obj: Objectiv
     """AdamW over the trainable parameters (the LoRA adapters, or all weights), model and optimizer prepared
     by accelerate; the loop keeps the unwrapped model for its adapters and for saving."""
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=cfg.learning_rate)
+    # foreach: one multi-tensor update instead of a Python loop over the adapters (bit-identical on the CPU).
+    opt = torch.optim.AdamW(params, lr=cfg.learning_rate, foreach=True)
     model, opt = accelerator.prepare(model, opt)
     raw = accelerator.unwrap_model(model)
     return _Loop(accelerator, model, ref, raw, opt, params, param, obj, groups, cfg)

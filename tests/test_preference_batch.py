@@ -9,7 +9,7 @@ import torch
 
 from models.objectives import OBJECTIVES, images_used, objective_loss
 from models.parametrization import Parametrization, predict
-from models.preference_batch import denoise_errors
+from models.preference_batch import adapters_disabled, denoise_errors
 
 PHI = [[1.0, 0.5, 0.0, 0.25], [0.0, 1.0, 1.0, 0.5]]  # group 2 ties at the top: the first best wins
 TAU = [[1, 2, 4, 3], [4, 1, 2, 3]]
@@ -91,3 +91,33 @@ def test_dpo_on_the_used_images_has_the_loss_and_gradient_of_all_four() -> None:
     torch.testing.assert_close(loss_used, loss_all, rtol=1e-5, atol=1e-7)
     for a, b in zip(grad_used, grad_all):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-7)
+
+
+def test_adapters_disabled_is_diffusers_disable_adapters_and_restores_them() -> None:
+    from peft import LoraConfig
+
+    unet, param, lat, cond, t, noise = _denoiser_and_batch()
+    args = (param, lat, cond, t, noise)
+    base = denoise_errors(unet, *args)
+    unet.add_adapter(LoraConfig(r=2, lora_alpha=2, init_lora_weights="gaussian", target_modules=["to_q", "to_v"]))
+    for p in unet.parameters():  # gaussian init leaves lora_B at 0: move it so the adapters change the output
+        if p.requires_grad:
+            p.data.add_(0.1)
+    tuned = denoise_errors(unet, *args)
+    assert not torch.equal(tuned, base)
+    with adapters_disabled(unet):
+        assert torch.equal(denoise_errors(unet, *args), base)
+    unet.disable_adapters()  # diffusers' own switch gives the same reference
+    assert torch.equal(denoise_errors(unet, *args), base)
+    unet.enable_adapters()
+    assert torch.equal(denoise_errors(unet, *args), tuned)  # and both switch back on
+    with pytest.raises(RuntimeError), adapters_disabled(unet):
+        raise RuntimeError("a failing reference pass")
+    assert torch.equal(denoise_errors(unet, *args), tuned)  # on again after an error inside
+
+
+def test_adapters_disabled_refuses_a_model_without_adapters() -> None:
+    unet = _denoiser_and_batch()[0]
+    with pytest.raises(ValueError, match="UNet2DConditionModel has no LoRA adapters to disable"):
+        with adapters_disabled(unet):
+            pass
