@@ -13,7 +13,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from weakref import WeakKeyDictionary
 
 import torch
 import torch.nn.functional as F
@@ -145,20 +144,15 @@ def paired_errors(
     return model_err, ref_err
 
 
-_TUNER_LAYERS: WeakKeyDictionary = WeakKeyDictionary()
-
-
 @contextmanager
 def adapters_disabled(model) -> Iterator[None]:
-    """`model` without its LoRA adapters inside the block: what diffusers' disable_adapters() and
-    enable_adapters() do (each peft tuner layer's enable_adapters(False), then True), with the layers found
-    once per model instead of by walking all of its modules twice a step (3-5 ms a step on the zoo's UNet;
-    docs/benchmarks.md). Raises ValueError for a model without adapters."""
-    if model not in _TUNER_LAYERS:
-        from peft.tuners.tuners_utils import BaseTunerLayer
+    """`model` without its LoRA adapters inside the block, on again after it (also after an error): what
+    diffusers' disable_adapters() then enable_adapters() do (each peft tuner layer's enable_adapters(False),
+    then True), with one walk over the model's modules instead of one for each switch. Raises ValueError for
+    a model without adapters."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
 
-        _TUNER_LAYERS[model] = [m for m in model.modules() if isinstance(m, BaseTunerLayer)]
-    layers = _TUNER_LAYERS[model]
+    layers = [m for m in model.modules() if isinstance(m, BaseTunerLayer)]
     if not layers:
         raise ValueError(f"{type(model).__name__} has no LoRA adapters to disable (lora_rank 0 needs a reference)")
     for layer in layers:

@@ -212,7 +212,8 @@ def measure(arm: str, work: Path, args: argparse.Namespace) -> dict:
 
 def report(results: dict[str, list[dict]], args: argparse.Namespace) -> str:
     """A markdown table: median [min, max] over the repeats, and the ratio to the script's median pairs/s."""
-    base = statistics.median(r["pairs_per_s"] for r in results["diffusers"])
+    script = results.get("diffusers")  # without the script's arm (--arms), no ratio
+    base = statistics.median(r["pairs_per_s"] for r in script) if script else float("nan")
     lines = [
         "| arm | pairs/s (comparisons/s) | x script | first step (s) | peak RSS (MiB) |",
         "|---|---:|---:|---:|---:|",
