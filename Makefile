@@ -65,8 +65,9 @@ run: data
 	@echo "  MLflow:    $${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlflow/mlflow.db}  (make up, then http://127.0.0.1:$(MLFLOW_PORT))"
 	@echo "  Prefect:   flow runs 'pipeline' and its six stages (make up, then http://127.0.0.1:$(PREFECT_PORT))"
 
+# dvc repro with one Prefect API for all the stages it runs (synrank.repro); `make repro ARGS="train --force"`.
 repro: data
-	$(RUN) dvc repro
+	$(RUN) synrank repro $(ARGS)
 
 test: env
 	$(RUN) pytest

@@ -11,15 +11,15 @@ import pandas as pd
 from prefect import flow
 from prefect.artifacts import create_image_artifact, create_markdown_artifact
 
+from models.benchmark_table import benchmark_table
 from models.winrates import winrates
 from synrank.atomic import write_json
 from synrank.cluster_config import ClusterConfig
 from synrank.config import EvaluateConfig, GenerateConfig, GeneratorSpec, Paths, ScoreConfig, TrackingConfig
 from synrank.deployment_params import with_deployment_defaults
-from synrank.fingerprint import generator_id, reward_id
-from synrank.models_io import tuned_spec
 from synrank.stage import Stage, stage_run
-from tasks.evaluate import benchmark_table, comparison_grid, grid_prompts, run_benchmark, summary_markdown, task_rows
+from synrank.stamp import evaluate_identity, evaluate_models
+from tasks.evaluate import comparison_grid, grid_prompts, run_benchmark, summary_markdown, task_rows
 from tasks.generate import generate_all
 from tasks.score import remove_stale_scores, score_all
 
@@ -40,18 +40,9 @@ def evaluate_flow(
     stage stamp only evaluate.json is written again, from the stamp's report."""
     cfg = with_deployment_defaults("cfg", cfg)  # a partial parameter from the API keeps the rest
     model_dir, prompts_dir, out = paths.resolve("model"), paths.resolve("prompts"), paths.resolve("eval")
-    base, tuned = tuned_spec(model_dir)
-    others = [g for g in generate.generators if g.name != base.name] if cfg.all_generators else []
-    params = {"evaluate": cfg, "rewards": rewards, **{f"generator_{g.name}": g for g in others}}
-    # The tuned weights are an input folder; the base's and the other generators' and rewards' weights
-    # are content ids, so a model retrained under the same name is evaluated again.
-    weights = {
-        **{f"generator:{g.name}": generator_id(g) for g in [base, *others]},
-        **{f"reward:{r.name}": reward_id(r) for r in rewards.rewards},
-    }
-    with stage_run(
-        "evaluate", params, inputs=[model_dir, prompts_dir], out=out, tracking_cfg=tracking, extra=weights
-    ) as st:
+    base, tuned, others = evaluate_models(cfg, generate, model_dir)
+    identity = evaluate_identity(cfg, rewards, generate, paths)
+    with stage_run("evaluate", **identity, out=out, tracking_cfg=tracking) as st:
         if not st.up_to_date:
             prompts = pd.read_parquet(prompts_dir / "prompts.parquet")
             prompts = prompts[prompts["split"] == "eval"].head(cfg.max_prompts)

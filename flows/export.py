@@ -13,6 +13,7 @@ from synrank.atomic import publish_dir, temp_path
 from synrank.config import ExportConfig, GenerateConfig, Paths, RankConfig, ScoreConfig, TrackingConfig
 from synrank.deployment_params import with_deployment_defaults
 from synrank.stage import STAMP, stage_run
+from synrank.stamp import export_identity
 from tasks.export import dataset_card, dataset_table, write_dataset
 
 
@@ -35,9 +36,8 @@ def export_flow(
     cfg = with_deployment_defaults("cfg", cfg)  # a partial parameter from the API keeps the rest
     images, scores, rankings = paths.resolve("images"), paths.resolve("scores"), paths.resolve("rankings")
     out = paths.resolve("dataset")
-    # The card names the generators, rewards and aggregation, so their settings are part of the key.
-    params = {"export": cfg, "generate": generate, "score": score, "rank": rank}
-    with stage_run("export", params, inputs=[images, scores, rankings], out=out, tracking_cfg=tracking) as st:
+    identity = export_identity(cfg, generate, score, rank, paths)
+    with stage_run("export", **identity, out=out, tracking_cfg=tracking) as st:
         if st.up_to_date:
             return str(out)
         table = dataset_table(

@@ -10,8 +10,8 @@ from prefect import flow
 from synrank.cluster_config import ClusterConfig
 from synrank.config import GenerateConfig, Paths, TrackingConfig
 from synrank.deployment_params import with_deployment_defaults
-from synrank.fingerprint import generator_id
 from synrank.stage import Stage, stage_run
+from synrank.stamp import generate_identity
 from tasks.generate import generate_all, truncation_report
 
 
@@ -28,8 +28,7 @@ def generate_flow(
     each model's text window cut (truncation_report). Skipped when the stage stamp is up to date."""
     cfg = with_deployment_defaults("cfg", cfg)  # a partial parameter from the API keeps the rest
     prompts_dir, out = paths.resolve("prompts"), paths.resolve("images")
-    weights = {g.name: generator_id(g) for g in cfg.generators}  # a retrained model under the same name is new
-    with stage_run("generate", cfg, inputs=[prompts_dir], out=out, tracking_cfg=tracking, extra=weights) as st:
+    with stage_run("generate", **generate_identity(cfg, paths), out=out, tracking_cfg=tracking) as st:
         if st.up_to_date:
             return str(out)
         prompts = pd.read_parquet(prompts_dir / "prompts.parquet")

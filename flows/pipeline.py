@@ -18,12 +18,13 @@ from flows.generate import generate_flow
 from flows.rank import rank_flow
 from flows.sample import sample_flow
 from flows.score import score_flow
-from flows.train import train_flow, train_identity
+from flows.train import train_flow
 from models.validate import validate_config
 from synrank import runlock, subdeploy, tracking
 from synrank.config import Config, flow_parameters, stage_outputs
 from synrank.deployment_params import with_deployment_defaults
-from synrank.stage import fingerprint, note_runs, output_id, read_stamp
+from synrank.stage import note_runs
+from synrank.stamp import fingerprint, output_id, read_stamp, train_identity
 
 STAGE_FLOWS = {
     "sample": sample_flow,

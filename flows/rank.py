@@ -11,6 +11,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from synrank.config import Paths, RankConfig, TrackingConfig
 from synrank.deployment_params import with_deployment_defaults
 from synrank.stage import stage_run
+from synrank.stamp import rank_identity
 from tasks.rank import rank_images, ranked_grid
 
 
@@ -26,7 +27,7 @@ def rank_flow(
     ValueError when `cfg.rewards` names an unscored reward; runlock.LockHeld when the folder is held."""
     cfg = with_deployment_defaults("cfg", cfg)  # a partial parameter from the API keeps the rest
     scores, images, out = paths.resolve("scores"), paths.resolve("images"), paths.resolve("rankings")
-    with stage_run("rank", cfg, inputs=[scores, images], out=out, tracking_cfg=tracking) as st:
+    with stage_run("rank", **rank_identity(cfg, paths), out=out, tracking_cfg=tracking) as st:
         if st.up_to_date:
             return str(out)
         st.report = rank_images(

@@ -6,8 +6,9 @@ from prefect import flow
 
 from synrank.config import Paths, SampleConfig, TrackingConfig
 from synrank.deployment_params import with_deployment_defaults
-from synrank.prompts import SKIP_REASONS, source_path, split
+from synrank.prompts import SKIP_REASONS, split
 from synrank.stage import stage_run
+from synrank.stamp import sample_identity
 from tasks.sample import read_prompt_sources, write_prompt_table
 
 
@@ -24,9 +25,7 @@ def sample_flow(
     runlock.LockHeld when another run holds the folder. Returns the output folder."""
     cfg = with_deployment_defaults("cfg", cfg)  # a partial parameter from the API keeps the rest
     out = paths.resolve("prompts")
-    # The source files are the stage's inputs: editing one makes the stamp stale.
-    inputs = [source_path(s.path) for s in cfg.sources]
-    with stage_run("sample", cfg, inputs=inputs, out=out, tracking_cfg=tracking) as st:
+    with stage_run("sample", **sample_identity(cfg, paths), out=out, tracking_cfg=tracking) as st:
         if st.up_to_date:
             return str(out)
         rows, report = read_prompt_sources(cfg.sources, cfg.max_prompt_chars)

@@ -10,8 +10,8 @@ from synrank import storage
 from synrank.cluster_config import ClusterConfig
 from synrank.config import Paths, ScoreConfig, TrackingConfig
 from synrank.deployment_params import with_deployment_defaults
-from synrank.fingerprint import reward_id
 from synrank.stage import Stage, stage_run
+from synrank.stamp import score_identity
 from tasks.score import remove_stale_scores, score_all
 
 
@@ -33,8 +33,7 @@ def score_flow(
     shard that did not fail, runlock.LockHeld when another run holds the folder. Returns the output folder."""
     cfg = with_deployment_defaults("cfg", cfg)  # a partial parameter from the API keeps the rest
     images, out = paths.resolve("images"), paths.resolve("scores")
-    weights = {r.name: reward_id(r) for r in cfg.rewards}  # new weights under the same name score again
-    with stage_run("score", cfg, inputs=[images], out=out, tracking_cfg=tracking, extra=weights) as st:
+    with stage_run("score", **score_identity(cfg, paths), out=out, tracking_cfg=tracking) as st:
         if st.up_to_date:
             return str(out)
         manifest = str(images / "manifest.parquet")

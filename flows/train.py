@@ -11,26 +11,14 @@ from models.validate import check_objective
 from synrank.atomic import publish_dir
 from synrank.config import GenerateConfig, Paths, TrackingConfig, TrainConfig, base_generator
 from synrank.deployment_params import with_deployment_defaults
-from synrank.fingerprint import generator_id
 from synrank.stage import STAMP, stage_run
+from synrank.stamp import train_identity
 from tasks.train import log_tuned_model, train_model
 
 # Keys of train()'s result that name a setting rather than measure the run (logged as MLflow params).
 EFFECTIVE_SETTINGS = ("effective_mixed_precision", "timestep_density", "timestep_shift")
 # Where the training latents came from (models.train_data): the generate stage's, or the PNG encoded.
 LATENT_COUNTS = ("latents_stored", "latents_encoded")
-
-
-def train_identity(cfg: TrainConfig, generate: GenerateConfig, paths: Paths) -> dict:
-    """What the train stage's fingerprint is made of (synrank.stage.fingerprint's params, inputs, extra):
-    the train config, the base generator, the rankings' and images' content, the base weights' content.
-    The pipeline recomputes it to check that a train run on another worker left this run's model."""
-    spec = base_generator(cfg, generate)
-    return {
-        "params": {"train": cfg, "base": spec},
-        "inputs": [paths.resolve("rankings"), paths.resolve("images")],
-        "extra": {"base_weights": generator_id(spec)},
-    }
 
 
 @flow(name="train", log_prints=True)

@@ -103,7 +103,7 @@ def _table(args: argparse.Namespace) -> int:
     if not path.exists():
         print(f"synrank: no evaluation yet: '{path}' is missing (run `make run`)", file=sys.stderr)
         return 1
-    from tasks.evaluate import benchmark_table
+    from models.benchmark_table import benchmark_table
 
     # Per benchmark: base, tuned (and the other generators) per task, overall = the tasks' mean, any probe
     # apart; the paired tuned - base difference per task and overall with its 95% CI and n.
@@ -112,9 +112,19 @@ def _table(args: argparse.Namespace) -> int:
     return 0
 
 
+def _repro(args: argparse.Namespace) -> int:
+    from synrank.repro import run_repro
+
+    try:
+        return run_repro(args.dvc_args, {**os.environ, **prefect_env(os.environ)})
+    except RuntimeError as err:
+        print(f"synrank: {err}", file=sys.stderr)
+        return 2
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The `synrank` argument parser: one subcommand per stage or composite flow (STAGES, each taking
-    --params and repeatable --set KEY=VALUE), plus data, zoo, table and deploy (EXTRA_COMMANDS)."""
+    --params and repeatable --set KEY=VALUE), plus data, zoo, table, repro and deploy (EXTRA_COMMANDS)."""
     parser = argparse.ArgumentParser(prog="synrank", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     for name, help_text in STAGES.items():
@@ -140,6 +150,8 @@ def build_parser() -> argparse.ArgumentParser:
         "apart, the paired tuned - base difference with its 95%% CI and n",
     )
     t.add_argument("--metrics", default=None, help="evaluate.json (default: metrics/evaluate.json)")
+    r = sub.add_parser("repro", help="dvc repro with one Prefect API for all the stages it runs (make repro)")
+    r.add_argument("dvc_args", nargs=argparse.REMAINDER, help="passed to dvc repro: stage names, --force, ...")
     d = sub.add_parser("deploy", help="register prefect.yaml's deployments with params.yaml as their defaults")
     d.add_argument("--params", default=str(PARAMS_FILE), help="params file (default: params.yaml)")
     d.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
@@ -152,6 +164,7 @@ EXTRA_COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "data": _data,
     "table": _table,
     "deploy": _deploy,
+    "repro": _repro,
     "zoo": _zoo,
 }
 
@@ -160,7 +173,12 @@ def main(argv: list[str] | None = None) -> int:
     """`synrank` with `argv` (default sys.argv[1:]); returns the exit status: 0 done, 2 an invalid config or a
     missing input (one line on stderr), 3 another run holds an output folder (runlock.LockHeld); a non-flow
     command returns its own. The stage's output folders are locked before Prefect is imported."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown and args.command != "repro":  # only repro passes options on (to dvc repro)
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    if args.command == "repro":
+        args.dvc_args = [*args.dvc_args, *unknown]
     if args.command in EXTRA_COMMANDS:
         return EXTRA_COMMANDS[args.command](args)
     try:
@@ -177,19 +195,47 @@ def main(argv: list[str] | None = None) -> int:
 def _run_locked(command: str, cfg: Config) -> int:
     """Run the flow of `command` holding its output folders' locks: 0, or 3 when another run holds one."""
     from synrank.config import STAGE_OUTPUT, stage_outputs
+    from synrank.config import STAGES as PIPELINE
     from synrank.runlock import LockHeld, hold
 
     # The output folders are locked here, before Prefect starts: a second run on the same outputs stops
     # at once, however soon after the first it starts (the flows take the same locks, re-entrantly).
     stages = list(STAGE_OUTPUT) if command == "pipeline" else [command] if command in STAGE_OUTPUT else []
+    checked = list(PIPELINE) if command == "pipeline" else stages  # the stages this command would run
     try:
         with hold(stage_outputs(cfg.paths, stages)):
+            if checked and _nothing_changed(cfg, checked):
+                return 0
             os.environ.update(prefect_env(os.environ))  # before _run imports Prefect
             _run(command, cfg)
     except LockHeld as err:
         print(f"synrank: {err}", file=sys.stderr)
         return 3
     return 0
+
+
+def _nothing_changed(cfg: Config, stages: list[str]) -> bool:
+    """Whether the stamp of each of `stages` vouches for its folder under `cfg` (synrank.stamp.up_to_date). If
+    so, write metrics/evaluate.json from the evaluate stamp (when evaluate is one of them), as the skipped
+    flow would, say so and start neither Prefect nor an MLflow run: a rerun with nothing changed (a second
+    `make run`, a `dvc repro` after `make run`) costs the hashing, not a server start. Stops at the first
+    stale stage (the stages after it would see new inputs anyway)."""
+    from synrank.atomic import write_json
+    from synrank.config import STAGE_OUTPUT
+    from synrank.stamp import read_stamp, up_to_date
+
+    if not all(up_to_date(stage, cfg) for stage in stages):
+        return False
+    if "evaluate" in stages:
+        stamp = read_stamp(cfg.paths.resolve(STAGE_OUTPUT["evaluate"])) or {}
+        write_json(cfg.paths.resolve("metrics") / "evaluate.json", stamp.get("report", {}))
+    for stage in stages:
+        print(f"[{stage}] up to date: its stamp matches this config, its inputs and its code")
+    print(
+        "synrank: nothing changed since the last run; no Prefect flow run or MLflow run was made "
+        "(change a param, an input or the code, and only what depends on it runs again)"
+    )
+    return True
 
 
 if __name__ == "__main__":

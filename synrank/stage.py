@@ -11,8 +11,6 @@ in the folder changes the output id, so the old stamp no longer vouches for it.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import time
 from collections.abc import Iterator
@@ -26,42 +24,9 @@ from pydantic import BaseModel
 
 from synrank import runlock, tracking
 from synrank.atomic import write_json
-from synrank.codehash import stage_code_id
 from synrank.config import TrackingConfig
-from synrank.fingerprint import STAMP, path_id, save_cache
-
-
-def code_hash(stage: str) -> str:
-    """Content id of the code the stage runs (synrank.codehash: its flow's import closure)."""
-    return stage_code_id(stage)
-
-
-Params = BaseModel | dict[str, BaseModel]
-
-
-def section_dict(params: Params) -> dict[str, Any]:
-    """`params` as JSON-ready dicts: one section's model_dump, or {key: model_dump} for a dict of sections."""
-    if isinstance(params, BaseModel):
-        return params.model_dump(mode="json")
-    return {k: v.model_dump(mode="json") for k, v in params.items()}
-
-
-def content_params(params: Params) -> Any:
-    """`section_dict` without the fields that change where the work runs but not what it writes (a section's
-    `CONTENT_EXCLUDED`, e.g. generate.engine): the part of the params a stage's fingerprint hashes."""
-    if isinstance(params, dict):
-        return {k: content_params(v) for k, v in params.items()}
-    if isinstance(params, list):
-        return [content_params(v) for v in params]
-    if not isinstance(params, BaseModel):
-        return params
-    skip = getattr(params, "CONTENT_EXCLUDED", frozenset())
-    dumped = params.model_dump(mode="json")
-    return {
-        k: content_params(getattr(params, k)) if isinstance(getattr(params, k), (BaseModel, list, dict)) else v
-        for k, v in dumped.items()
-        if k not in skip
-    }
+from synrank.fingerprint import STAMP, save_cache
+from synrank.stamp import Params, fingerprint, is_current, output_id, read_stamp, section_dict
 
 
 def run_params(name: str, params: Params) -> dict[str, str]:
@@ -71,32 +36,6 @@ def run_params(name: str, params: Params) -> dict[str, str]:
         return tracking.flatten("", section_dict(params))
     dumped = section_dict(params)
     return {k: v for key, part in dumped.items() for k, v in tracking.flatten("" if key == name else key, part).items()}
-
-
-def fingerprint(name: str, params: Params, inputs: list[Path], extra: dict[str, str] | None = None) -> str:
-    """sha256 of the stage name, its params, the content of its inputs, `extra` content ids (model
-    weights) and its code."""
-    h = hashlib.sha256(name.encode())
-    h.update(json.dumps(content_params(params), sort_keys=True).encode())
-    for p in inputs:
-        h.update(path_id(Path(p)).encode())
-    h.update(json.dumps(extra or {}, sort_keys=True).encode())
-    h.update(code_hash(name).encode())
-    return h.hexdigest()
-
-
-def output_id(out: Path) -> str:
-    """Content id of a stage's output folder, its stamp and hidden files (temporaries, lock) left out."""
-    return path_id(out)
-
-
-def read_stamp(out: Path) -> dict[str, Any] | None:
-    """The stage stamp `out`/_stage.json (stage, fingerprint, outputs, metrics, report); None when it is
-    missing or unreadable."""
-    try:
-        return json.loads((out / STAMP).read_text())
-    except (OSError, ValueError):
-        return None
 
 
 @dataclass
@@ -116,10 +55,6 @@ class Stage:
     def log(self, **metrics: float) -> None:
         """Add `metrics` (cast to float) to the stage's metrics, replacing same-named ones."""
         self.metrics.update({k: float(v) for k, v in metrics.items()})
-
-
-def _is_current(old: dict[str, Any] | None, fp: str, out: Path) -> bool:
-    return bool(old and old.get("fingerprint") == fp and old.get("outputs") == output_id(out))
 
 
 def note_runs(run_id: str) -> None:
@@ -147,12 +82,12 @@ def stage_run(
     if another run holds the folder."""
     if os.environ.get("RANK", "0") != "0":  # a non-main process of `accelerate launch`: compute only
         fp = fingerprint(name, params, inputs, extra)
-        yield Stage(name, out, fp, up_to_date=_is_current(read_stamp(out), fp, out) and not force)
+        yield Stage(name, out, fp, up_to_date=is_current(read_stamp(out), fp, out) and not force)
         return
     with runlock.hold([out]):
         fp = fingerprint(name, params, inputs, extra)
         old = read_stamp(out)
-        st = Stage(name, out, fp, up_to_date=_is_current(old, fp, out) and not force)
+        st = Stage(name, out, fp, up_to_date=is_current(old, fp, out) and not force)
         if st.up_to_date and old:
             st.metrics, st.report = dict(old.get("metrics", {})), dict(old.get("report", {}))
         tracking.setup(tracking_cfg)

@@ -14,9 +14,10 @@ from pathlib import Path
 import pandas as pd
 from prefect import task
 
+from models.benchmark_table import format_accuracy, format_delta
 from synrank.config import GeneratorSpec
 from synrank.models_io import tuned_spec
-from tasks.evaluate import format_accuracy, format_delta, paired_between
+from tasks.evaluate import paired_between
 
 
 def _judged(round_dir: Path, benchmark: str, model: str) -> pd.DataFrame:

@@ -222,8 +222,9 @@ def test_run_benchmark_and_table_report_prompts_images_and_the_probe(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from flows.evaluate import benchmark_metrics
+    from models.benchmark_table import benchmark_table
     from synrank.cli import main
-    from tasks.evaluate import benchmark_table, run_benchmark
+    from tasks.evaluate import run_benchmark
 
     monkeypatch.setattr(GenEvalShapes, "judge", lambda self, im, meta: (meta["tag"], im.getpixel((0, 0))[0] > 127))
     prompts, manifest = _judged_world(tmp_path)

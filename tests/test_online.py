@@ -60,7 +60,7 @@ def test_rounds_summary_pairs_every_round_with_round_zero(tmp_path: Path) -> Non
 
 def test_two_tiny_online_rounds_end_to_end(tmp_path: Path) -> None:
     import synrank.config
-    import synrank.stage
+    import synrank.stamp
     from flows.online import online_flow
     from tests.test_pipeline import tiny_config
     from tests.test_study import EVAL_PROMPTS
@@ -77,8 +77,8 @@ def test_two_tiny_online_rounds_end_to_end(tmp_path: Path) -> None:
     data["online"] = {"rounds": 2, "images_per_prompt": 2, "objective": "gpo"}
     cfg = validate(data)
     with pytest.MonkeyPatch.context() as mp:
-        frozen = {s: synrank.stage.code_hash(s) for s in synrank.config.STAGES}
-        mp.setattr(synrank.stage, "code_hash", frozen.__getitem__)
+        frozen = {s: synrank.stamp.code_hash(s) for s in synrank.config.STAGES}
+        mp.setattr(synrank.stamp, "code_hash", frozen.__getitem__)
         online_flow(cfg)
     root = Path(cfg.paths.model).parent / "online"
     rows = json.loads((root / "online.json").read_text())

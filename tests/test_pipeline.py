@@ -57,15 +57,15 @@ def tiny_config(root: Path) -> Config:
 @pytest.fixture(scope="module")
 def ran(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Config, str]]:
     import synrank.codehash
-    import synrank.stage
+    import synrank.stamp
     from flows.pipeline import pipeline_flow
 
     cfg = tiny_config(tmp_path_factory.mktemp("world"))
     with pytest.MonkeyPatch.context() as mp:
         # Freeze the code part of the stage fingerprints: an edit elsewhere in the tree while the
         # tests run must not count as a change of this pipeline's code.
-        frozen = {s: synrank.stage.code_hash(s) for s in synrank.codehash.STAGES}  # export too
-        mp.setattr(synrank.stage, "code_hash", frozen.__getitem__)
+        frozen = {s: synrank.stamp.code_hash(s) for s in synrank.codehash.STAGES}  # export too
+        mp.setattr(synrank.stamp, "code_hash", frozen.__getitem__)
         yield cfg, pipeline_flow(cfg)
 
 
@@ -198,6 +198,42 @@ def test_second_run_skips_every_stage(ran: tuple[Config, str]) -> None:
     children = client.search_runs([exp], f"tags.mlflow.parentRunId = '{parent_id}'")
     assert len(children) == 6 and all(r.data.tags["synrank.up_to_date"] == "True" for r in children)
     assert all((cfg.paths.resolve(d) / "_stage.json").read_bytes() == b for d, b in stamps.items())
+
+
+def test_cli_with_nothing_changed_makes_no_flow_or_mlflow_run(
+    ran: tuple[Config, str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`synrank pipeline` asks every stamp first: all current, it rewrites evaluate.json from the evaluate
+    stamp and starts no flow (no Prefect server, no MLflow run); one stale stage, and the flow runs."""
+    import synrank.cli
+    from synrank.stamp import read_stamp, up_to_date
+
+    cfg, _ = ran
+
+    def no_flow(stage: str, _cfg: Config) -> None:
+        raise AssertionError(f"flow {stage} started although nothing changed")
+
+    monkeypatch.setattr(synrank.cli, "_run", no_flow)
+    client = mlflow.MlflowClient(cfg.tracking.tracking_uri)
+    exp = client.get_experiment_by_name("e2e").experiment_id
+    n_runs = len(client.search_runs([exp]))
+    metrics = cfg.paths.resolve("metrics") / "evaluate.json"
+    metrics.unlink()
+    assert synrank.cli._run_locked("pipeline", cfg) == 0
+    assert json.loads(metrics.read_text()) == read_stamp(cfg.paths.resolve("eval"))["report"]
+    assert "nothing changed since the last run" in capsys.readouterr().out
+    assert len(client.search_runs([exp])) == n_runs
+    # Another aggregation is a stale rank stage (and so is a file added to its folder): the flow must run.
+    assert not up_to_date("rank", cfg.model_copy(update={"rank": cfg.rank.model_copy(update={"method": "zscore"})}))
+    extra = cfg.paths.resolve("rankings") / "note.txt"
+    extra.write_text("x")
+    try:
+        assert [s for s in ("sample", "generate", "score", "rank") if not up_to_date(s, cfg)] == ["rank"]
+        with pytest.raises(AssertionError, match="flow pipeline started"):
+            synrank.cli._run_locked("pipeline", cfg)
+    finally:
+        extra.unlink()
+    assert up_to_date("rank", cfg)
 
 
 def test_a_remote_train_must_leave_this_runs_model(ran: tuple[Config, str], monkeypatch: pytest.MonkeyPatch) -> None:

@@ -291,10 +291,11 @@ def test_stage_passes_the_limit_and_reports_every_reason(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from flows.sample import sample_flow
-    from synrank import stage
+    from synrank import stamp as stage_stamp
     from synrank.config import Paths, TrackingConfig
+    from synrank.fingerprint import STAMP
 
-    monkeypatch.setattr(stage, "code_hash", lambda *_: "fixed")  # other code in the tree may change meanwhile
+    monkeypatch.setattr(stage_stamp, "code_hash", lambda *_: "fixed")  # other code in the tree may change meanwhile
     monkeypatch.delenv("SYNRANK_PARENT_RUN_ID", raising=False)
     (tmp_path / "p.jsonl").write_bytes(
         b"\n".join(
@@ -323,7 +324,7 @@ def test_stage_passes_the_limit_and_reports_every_reason(
         "other_category=1" in capsys.readouterr().out
     )
     assert pd.read_parquet(out / "prompts.parquet")["prompt"].tolist() == ["a cat"]
-    stamp = json.loads((out / stage.STAMP).read_text())
+    stamp = json.loads((out / STAMP).read_text())
     assert {k: stamp["metrics"][f"skipped_{k}"] for k in SKIP_REASONS} == dict.fromkeys(SKIP_REASONS, 1.0)
     assert {k: stamp["report"][k] for k in COUNT_KEYS} == dict.fromkeys(COUNT_KEYS, 1)
 

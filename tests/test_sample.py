@@ -13,8 +13,9 @@ import mlflow
 import pandas as pd
 import pytest
 
-from synrank import stage
+from synrank import stamp as stage_stamp
 from synrank.config import ROOT, Paths, PromptSource, SampleConfig, TrackingConfig
+from synrank.fingerprint import STAMP
 from synrank.prompt_formats import detect_format
 from synrank.prompts import prompt_id, read_sources, split
 
@@ -171,7 +172,7 @@ def test_flow_end_to_end_and_skip(
     from flows.sample import sample_flow
 
     # Other code in the tree may be edited while tests run; hold the code part of the fingerprint still.
-    monkeypatch.setattr(stage, "code_hash", lambda name: "fixed")
+    monkeypatch.setattr(stage_stamp, "code_hash", lambda name: "fixed")
     monkeypatch.delenv("SYNRANK_PARENT_RUN_ID", raising=False)
     cfg = SampleConfig(sources=messy, eval_fraction=0.4, seed=3)
     paths = Paths(prompts=str(tmp_path / "prompts"))
@@ -187,7 +188,7 @@ def test_flow_end_to_end_and_skip(
     assert df["split"].tolist() == split([{"prompt": p} for p in GOOD_ORDER], 0.4, 3)
     assert (df["split"] == "eval").sum() == 2
     assert df["source"].tolist() == [messy[0].path] * 3 + [messy[1].path] * 2
-    stamp = json.loads((out / stage.STAMP).read_text())
+    stamp = json.loads((out / STAMP).read_text())
     assert {k: stamp["metrics"][k] for k in ("n_prompts", "n_train", "n_eval", "skipped")} == {
         "n_prompts": 5.0,
         "n_train": 3.0,
@@ -196,7 +197,7 @@ def test_flow_end_to_end_and_skip(
     }
     assert stamp["report"]["good"] == 5
 
-    before = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in (out / stage.STAMP, out / "prompts.parquet")}
+    before = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in (out / STAMP, out / "prompts.parquet")}
     assert sample_flow(cfg, paths, tracking) == str(out)
     assert "up to date, skipped" in capsys.readouterr().out
     assert {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in before} == before

@@ -291,7 +291,7 @@ def test_paired_delta_is_the_mean_of_task_differences() -> None:
 
 
 def test_benchmark_table_shows_the_paired_difference() -> None:
-    from tasks.evaluate import benchmark_table
+    from models.benchmark_table import benchmark_table
 
     cell = {"accuracy": 0.5, "ci95": [0.4, 0.6], "n": 8}
     report = {

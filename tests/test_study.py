@@ -218,7 +218,7 @@ def test_tiny_study_end_to_end(tmp_path: Path) -> None:
     """2 trained arms (one on a reward subset) x 2 seeds on tiny random models: every run is in MLflow
     tagged with its method and seed, and the table's base score is the judged images' own mean."""
     import synrank.config
-    import synrank.stage
+    import synrank.stamp
     from flows.study import study_flow
     from tests.test_pipeline import tiny_config
 
@@ -243,8 +243,8 @@ def test_tiny_study_end_to_end(tmp_path: Path) -> None:
     }
     cfg = validate(data)
     with pytest.MonkeyPatch.context() as mp:
-        frozen = {s: synrank.stage.code_hash(s) for s in synrank.config.STAGES}
-        mp.setattr(synrank.stage, "code_hash", frozen.__getitem__)
+        frozen = {s: synrank.stamp.code_hash(s) for s in synrank.config.STAGES}
+        mp.setattr(synrank.stamp, "code_hash", frozen.__getitem__)
         md_path = Path(study_flow(cfg))
     md = md_path.read_text()
     assert [line.split(" | ")[0] for line in md.splitlines()[4:7]] == ["| base", "| dpo-one", "| rankdpo"]

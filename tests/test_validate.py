@@ -301,7 +301,7 @@ def test_where_shards_run_is_not_part_of_any_stage_fingerprint() -> None:
     """Engine settings change where the work runs, not a byte of it: no stage reruns when they change (the
     stages hash their sections, never `cluster`)."""
     from synrank.config import flow_parameters
-    from synrank.stage import fingerprint
+    from synrank.stamp import fingerprint
 
     plain = load_config()
     moved = load_config(

@@ -1,0 +1,64 @@
+"""`synrank repro` (`make repro`): `dvc repro` with one Prefect API for all the stages it runs.
+
+Each DVC stage is a `synrank <stage>` process. Without a Prefect server (`make up`) every one of them would
+start Prefect's temporary server, about 7 s each on 2 cores (docs/benchmarks.md); here one is started for
+the whole `dvc repro` and its address handed to every stage through PREFECT_API_URL. It is started only when
+`dvc status` names a stage to run: a `dvc repro` with nothing to do starts no server, and a stage whose
+stamp is current returns before it imports Prefect (synrank.cli), so it never asks the server anything.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+
+def with_venv_path(env: Mapping[str, str]) -> dict[str, str]:
+    """`env` with this interpreter's bin first on PATH: dvc and the stages' `synrank` from this environment,
+    as `uv run` would find them."""
+    return {**env, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"}
+
+
+def temporary_server(timeout: int) -> Any:
+    """Prefect's own temporary server (what each stage process would start: prefect.server.api.server's
+    SubprocessASGIServer), started and healthy within `timeout` s; `.api_url`, `.stop()`."""
+    from prefect.server.api.server import SubprocessASGIServer
+
+    server = SubprocessASGIServer()
+    server.start(timeout=timeout)
+    return server
+
+
+def stale_stages(dvc_args: list[str], env: Mapping[str, str]) -> list[str]:
+    """The stages (and .dvc files) `dvc status` reports as changed for `dvc_args`' targets; [] when none.
+    RuntimeError with dvc's message when `dvc status` fails (an unknown target, a broken dvc.yaml)."""
+    targets = [a for a in dvc_args if not a.startswith("-")]
+    proc = subprocess.run(
+        ["dvc", "status", "--json", *targets], env=with_venv_path(env), capture_output=True, text=True
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"`dvc status {' '.join(targets)}` failed: {proc.stderr.strip() or proc.stdout.strip()}")
+    return sorted(json.loads(proc.stdout or "{}"))
+
+
+def run_repro(dvc_args: list[str], env: Mapping[str, str]) -> int:
+    """`dvc repro *dvc_args` in `env` (the caller's environment plus synrank.cli.prefect_env); returns its exit
+    status. With PREFECT_API_URL set (`make up`) its stages use that server; otherwise one temporary server is
+    started for them, and stopped when `dvc repro` ends, if `dvc status` names any stage (or `--force`)."""
+    env = with_venv_path(env)
+    forced = any(a in ("-f", "--force") for a in dvc_args)
+    if env.get("PREFECT_API_URL") or not (forced or stale_stages(dvc_args, env)):
+        return subprocess.call(["dvc", "repro", *dvc_args], env=env)
+    os.environ.update({k: v for k, v in env.items() if k.startswith("PREFECT_")})  # before Prefect's import
+    # prefect_env's start-up timeout: the 20 s default is too little on a busy 2-core machine.
+    server = temporary_server(int(env.get("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")))
+    print(f"synrank repro: one Prefect API for every stage: {server.api_url}", file=sys.stderr)
+    try:
+        return subprocess.call(["dvc", "repro", *dvc_args], env={**env, "PREFECT_API_URL": server.api_url})
+    finally:
+        server.stop()

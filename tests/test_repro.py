@@ -1,0 +1,68 @@
+"""`synrank repro`: dvc repro's stages share one Prefect API, and a repro with nothing to do starts none."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import synrank.repro
+
+# A one-stage DVC project whose stage writes the Prefect API it was given (or '-' for none) to api.txt.
+DVC_YAML = """stages:
+  probe:
+    cmd: {python} -c "import os; open('api.txt', 'w').write(os.environ.get('PREFECT_API_URL', '-'))"
+    deps: [input.txt]
+    outs: [api.txt]
+"""
+
+
+class RecordingServer:
+    """Stands in for synrank.repro.temporary_server: records its start and stop, serves nothing."""
+
+    events: list[str] = []
+
+    def __init__(self, timeout: int) -> None:
+        self.api_url = "http://127.0.0.1:8999/api"
+        self.events.append(f"start {timeout}")
+
+    def stop(self) -> None:
+        self.events.append("stop")
+
+
+@pytest.fixture
+def dvc_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    subprocess.run([Path(sys.executable).with_name("dvc"), "init", "--no-scm", "-q"], cwd=tmp_path, check=True)
+    (tmp_path / "dvc.yaml").write_text(DVC_YAML.format(python=sys.executable))
+    (tmp_path / "input.txt").write_text("1")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(synrank.repro, "temporary_server", RecordingServer)
+    RecordingServer.events = []
+    return tmp_path
+
+
+def test_stages_share_one_server_only_when_one_must_run(dvc_project: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    env["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] = "90"
+    assert synrank.repro.stale_stages([], env) == ["probe"]
+    assert synrank.repro.run_repro([], env) == 0
+    # The stage ran against the one server, started with the configured timeout and stopped after dvc.
+    assert (dvc_project / "api.txt").read_text() == "http://127.0.0.1:8999/api"
+    assert RecordingServer.events == ["start 90", "stop"]
+    assert synrank.repro.stale_stages([], env) == []
+    assert synrank.repro.run_repro([], env) == 0  # nothing to do: no server
+    assert RecordingServer.events == ["start 90", "stop"]
+    # With a server of the user's (make up) the stage uses it and none is started.
+    (dvc_project / "input.txt").write_text("2")
+    assert synrank.repro.run_repro([], {**env, "PREFECT_API_URL": "http://127.0.0.1:4200/api"}) == 0
+    assert (dvc_project / "api.txt").read_text() == "http://127.0.0.1:4200/api"
+    assert RecordingServer.events == ["start 90", "stop"]
+
+
+def test_an_unknown_target_is_named_before_any_server_starts(dvc_project: Path) -> None:
+    with pytest.raises(RuntimeError, match="dvc status nosuchstage` failed: .*nosuchstage"):
+        synrank.repro.run_repro(["nosuchstage"], dict(os.environ, PREFECT_API_URL=""))
+    assert RecordingServer.events == []
