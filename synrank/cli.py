@@ -116,8 +116,9 @@ def _repro(args: argparse.Namespace) -> int:
     from synrank.repro import run_repro
 
     try:
-        return run_repro(args.dvc_args, {**os.environ, **prefect_env(os.environ)})
-    except RuntimeError as err:
+        cfg = load_checked_config(PARAMS_FILE, [], command="pipeline")  # what dvc.yaml's stages run with
+        return run_repro(args.dvc_args, {**os.environ, **prefect_env(os.environ)}, cfg)
+    except (ConfigError, RuntimeError) as err:
         print(f"synrank: {err}", file=sys.stderr)
         return 2
 

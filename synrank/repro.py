@@ -3,8 +3,9 @@
 Each DVC stage is a `synrank <stage>` process. Without a Prefect server (`make up`) every one of them would
 start Prefect's temporary server, about 7 s each on 2 cores (docs/benchmarks.md); here one is started for
 the whole `dvc repro` and its address handed to every stage through PREFECT_API_URL. It is started only when
-`dvc status` names a stage to run: a `dvc repro` with nothing to do starts no server, and a stage whose
-stamp is current returns before it imports Prefect (synrank.cli), so it never asks the server anything.
+a stage it will run computes: a stage whose stamp is current returns before it imports Prefect
+(synrank.cli), so a `dvc repro` with nothing to do, or one after `make run` whose dvc.lock entries are stale
+but whose stamps are current, starts no server.
 """
 
 from __future__ import annotations
@@ -16,6 +17,9 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+from synrank.config import STAGE_OUTPUT, Config
+from synrank.stamp import up_to_date
 
 
 def with_venv_path(env: Mapping[str, str]) -> dict[str, str]:
@@ -46,13 +50,21 @@ def stale_stages(dvc_args: list[str], env: Mapping[str, str]) -> list[str]:
     return sorted(json.loads(proc.stdout or "{}"))
 
 
-def run_repro(dvc_args: list[str], env: Mapping[str, str]) -> int:
-    """`dvc repro *dvc_args` in `env` (the caller's environment plus synrank.cli.prefect_env); returns its exit
-    status. With PREFECT_API_URL set (`make up`) its stages use that server; otherwise one temporary server is
-    started for them, and stopped when `dvc repro` ends, if `dvc status` names any stage (or `--force`)."""
+def will_compute(dvc_stages: list[str], cfg: Config) -> bool:
+    """Whether any of `dvc_stages` (names from `dvc status`) will run a flow: a synrank stage whose stamp is
+    stale under `cfg`, or anything else (data.dvc, the zoo). A stage whose stamp is current returns before
+    it imports Prefect (synrank.cli), so a `dvc repro` of only such stages needs no server."""
+    return any(s not in STAGE_OUTPUT or not up_to_date(s, cfg) for s in dvc_stages)
+
+
+def run_repro(dvc_args: list[str], env: Mapping[str, str], cfg: Config) -> int:
+    """`dvc repro *dvc_args` in `env` (the caller's environment plus synrank.cli.prefect_env) for the params
+    `cfg` was loaded from; returns its exit status. With PREFECT_API_URL set (`make up`) its stages use that
+    server; otherwise one temporary server is started for all of them, and stopped when `dvc repro` ends, if
+    `--force` is given or a stage `dvc status` names will compute (`will_compute`)."""
     env = with_venv_path(env)
     forced = any(a in ("-f", "--force") for a in dvc_args)
-    if env.get("PREFECT_API_URL") or not (forced or stale_stages(dvc_args, env)):
+    if env.get("PREFECT_API_URL") or not (forced or will_compute(stale_stages(dvc_args, env), cfg)):
         return subprocess.call(["dvc", "repro", *dvc_args], env=env)
     os.environ.update({k: v for k, v in env.items() if k.startswith("PREFECT_")})  # before Prefect's import
     # prefect_env's start-up timeout: the 20 s default is too little on a busy 2-core machine.

@@ -38,7 +38,10 @@ def dataset_table(manifest: pd.DataFrame, scores: pd.DataFrame, rankings: pd.Dat
     return table[["image_id", *cols[1:], *wide.columns, *RANK_COLUMNS]]
 
 
-@task(name="write-dataset")
+# Not log_prints: datasets' fingerprinting (dill.detect.nestedglobals) reads a function's globals by swapping
+# sys.stdout for a buffer around dis.dis, and Prefect's print capture would turn that disassembly into
+# dozens of log lines in the flow run (and leave dill's buffer empty).
+@task(name="write-dataset", log_prints=False)
 def write_dataset(table: pd.DataFrame, images_root: str, out_dir: str, rows_per_shard: int) -> list[str]:
     """The table's rows, image bytes read from the generate stage's shards, as parquet files under
     out_dir/data, `rows_per_shard` rows each, with the datasets features (image = datasets.Image) in the

@@ -10,6 +10,12 @@ from pathlib import Path
 import pytest
 
 import synrank.repro
+from synrank.atomic import write_json
+from synrank.config import Config, validate
+from synrank.fingerprint import STAMP
+from synrank.stamp import fingerprint, output_id, sample_identity
+
+CFG = Config()
 
 # A one-stage DVC project whose stage writes the Prefect API it was given (or '-' for none) to api.txt.
 DVC_YAML = """stages:
@@ -48,21 +54,37 @@ def test_stages_share_one_server_only_when_one_must_run(dvc_project: Path) -> No
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
     env["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] = "90"
     assert synrank.repro.stale_stages([], env) == ["probe"]
-    assert synrank.repro.run_repro([], env) == 0
+    assert synrank.repro.run_repro([], env, CFG) == 0
     # The stage ran against the one server, started with the configured timeout and stopped after dvc.
     assert (dvc_project / "api.txt").read_text() == "http://127.0.0.1:8999/api"
     assert RecordingServer.events == ["start 90", "stop"]
     assert synrank.repro.stale_stages([], env) == []
-    assert synrank.repro.run_repro([], env) == 0  # nothing to do: no server
+    assert synrank.repro.run_repro([], env, CFG) == 0  # nothing to do: no server
     assert RecordingServer.events == ["start 90", "stop"]
     # With a server of the user's (make up) the stage uses it and none is started.
     (dvc_project / "input.txt").write_text("2")
-    assert synrank.repro.run_repro([], {**env, "PREFECT_API_URL": "http://127.0.0.1:4200/api"}) == 0
+    assert synrank.repro.run_repro([], {**env, "PREFECT_API_URL": "http://127.0.0.1:4200/api"}, CFG) == 0
     assert (dvc_project / "api.txt").read_text() == "http://127.0.0.1:4200/api"
     assert RecordingServer.events == ["start 90", "stop"]
 
 
 def test_an_unknown_target_is_named_before_any_server_starts(dvc_project: Path) -> None:
     with pytest.raises(RuntimeError, match="dvc status nosuchstage` failed: .*nosuchstage"):
-        synrank.repro.run_repro(["nosuchstage"], dict(os.environ, PREFECT_API_URL=""))
+        synrank.repro.run_repro(["nosuchstage"], dict(os.environ, PREFECT_API_URL=""), CFG)
     assert RecordingServer.events == []
+
+
+def test_a_stale_lock_entry_over_a_current_stamp_needs_no_server(tmp_path: Path) -> None:
+    """After `make run` dvc.lock is stale but the stamps are current: those stages return before Prefect."""
+    (tmp_path / "p.txt").write_text("a red circle\n")
+    out = tmp_path / "prompts"
+    cfg = validate({"paths": {"prompts": str(out)}, "sample": {"sources": [{"path": str(tmp_path / "p.txt")}]}})
+    out.mkdir()
+    (out / "prompts.parquet").write_bytes(b"made by the sample stage")
+    fp = fingerprint("sample", **sample_identity(cfg.sample, cfg.paths))
+    write_json(out / STAMP, {"stage": "sample", "fingerprint": fp, "outputs": output_id(out)})
+    assert not synrank.repro.will_compute(["sample"], cfg)
+    assert synrank.repro.will_compute(["sample", "data.dvc"], cfg)  # not a synrank stage: it runs
+    assert synrank.repro.will_compute(["generate"], cfg)  # no stamp at all
+    (tmp_path / "p.txt").write_text("a blue square\n")  # an edited source: the stamp no longer vouches
+    assert synrank.repro.will_compute(["sample"], cfg)
