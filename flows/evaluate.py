@@ -13,12 +13,11 @@ from prefect.artifacts import create_image_artifact, create_markdown_artifact
 
 from models.benchmark_table import benchmark_table
 from models.winrates import winrates
-from synrank.atomic import write_json
 from synrank.cluster_config import ClusterConfig
 from synrank.config import EvaluateConfig, GenerateConfig, GeneratorSpec, Paths, ScoreConfig, TrackingConfig
 from synrank.deployment_params import with_deployment_defaults
 from synrank.stage import Stage, stage_run
-from synrank.stamp import evaluate_identity, evaluate_models
+from synrank.stamp import evaluate_identity, evaluate_models, write_evaluate_metrics
 from tasks.evaluate import comparison_grid, grid_prompts, run_benchmark, summary_markdown, task_rows
 from tasks.generate import generate_all
 from tasks.score import remove_stale_scores, score_all
@@ -64,7 +63,7 @@ def evaluate_flow(
                 first = rewards.rewards[0].name  # each image's score under the first reward, under it
                 _log_grid(st, pair, manifest, scores, prompts, out, cfg.grid_prompts, first, verdicts)
             _write_summary(st.report, results, out)
-        write_json(paths.resolve("metrics") / "evaluate.json", st.report)
+        write_evaluate_metrics(paths, st.report)
     return str(out)
 
 

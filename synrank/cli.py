@@ -221,15 +221,14 @@ def _nothing_changed(cfg: Config, stages: list[str]) -> bool:
     flow would, say so and start neither Prefect nor an MLflow run: a rerun with nothing changed (a second
     `make run`, a `dvc repro` after `make run`) costs the hashing, not a server start. Stops at the first
     stale stage (the stages after it would see new inputs anyway)."""
-    from synrank.atomic import write_json
     from synrank.config import STAGE_OUTPUT
-    from synrank.stamp import read_stamp, up_to_date
+    from synrank.stamp import read_stamp, up_to_date, write_evaluate_metrics
 
     if not all(up_to_date(stage, cfg) for stage in stages):
         return False
     if "evaluate" in stages:
         stamp = read_stamp(cfg.paths.resolve(STAGE_OUTPUT["evaluate"])) or {}
-        write_json(cfg.paths.resolve("metrics") / "evaluate.json", stamp.get("report", {}))
+        write_evaluate_metrics(cfg.paths, stamp.get("report", {}))
     for stage in stages:
         print(f"[{stage}] up to date: its stamp matches this config, its inputs and its code")
     print(
