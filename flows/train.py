@@ -16,7 +16,7 @@ from synrank.stamp import train_identity
 from tasks.train import log_tuned_model, train_model
 
 # Keys of train()'s result that name a setting rather than measure the run (logged as MLflow params).
-EFFECTIVE_SETTINGS = ("effective_mixed_precision", "timestep_density", "timestep_shift")
+EFFECTIVE_SETTINGS = ("effective_mixed_precision", "timestep_density", "timestep_shift", "timestep_range")
 # Where the training latents came from (models.train_data): the generate stage's, or the PNG encoded.
 LATENT_COUNTS = ("latents_stored", "latents_encoded")
 
@@ -53,7 +53,14 @@ def train_flow(
         # non-finite loss, a crash) leaves the previous model and its stamp as they were.
         work = out.parent / f".{out.name}-work" / st.fingerprint[:16]
         final = train_model(
-            cfg, generate, str(rankings / "rankings.parquet"), str(images), str(work / "result"), str(work), st.run_id
+            cfg,
+            generate,
+            str(rankings / "rankings.parquet"),
+            str(images),
+            str(work / "result"),
+            str(work),
+            st.run_id,
+            prompts_path=str(paths.resolve("prompts")),
         )
         if not st.run_id:  # a non-main process of a multi-GPU run: rank 0 records and registers
             return str(out)

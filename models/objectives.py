@@ -14,6 +14,12 @@ j) it forms and how it weights them, and V, the weight of plain denoising on an 
 
 beta convention: logit = -beta * (s_i - s_j). Diffusion-DPO's code writes -0.5 * beta with beta = 5000;
 ours equals that with beta = 2500 (and equals diffusers' SD1.5 DPO script, which uses 2500, no 0.5).
+
+Two training settings modify W and V for any objective (`Shaping`, train.anchor_weight / train.min_margin):
+- anchor (lambda): V += lambda * (1 / n_winners) on each group's winners (tau = 1), the denoising loss of the
+  preferred images. A preference loss alone can be lowered by making the losers' error larger instead of the
+  winners' smaller; the anchor keeps the winners' likelihood up (as RPO / DPO+NLL do for language models).
+- min_margin (m): pairs whose labels differ by less than m get W = 0 (GPO's argument: near-ties are noise).
 """
 
 from __future__ import annotations
@@ -58,16 +64,48 @@ def preference_loss(s: torch.Tensor, weights: torch.Tensor, beta: float) -> torc
     return -(weights * F.logsigmoid(logits)).sum(dim=(1, 2)).mean()
 
 
-def images_used(obj: Objective, label: torch.Tensor, tau: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+@dataclass(frozen=True)
+class Shaping:
+    """Settings that reshape any objective's weights (module docstring): the anchor lambda on the winners'
+    denoising loss and the label margin below which a pair carries no weight."""
+
+    anchor: float = 0.0
+    min_margin: float = 0.0
+
+
+def winners(label: torch.Tensor, tau: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """(B, K): 1 / n_winners on each group's images ranked first (tau = 1, real), 0 elsewhere; a group's
+    weights sum to 1 (the mean denoising loss of its winners)."""
+    top = (tau == 1) & mask
+    return top.to(label.dtype) / top.sum(dim=1, keepdim=True).clamp(min=1).to(label.dtype)
+
+
+def loss_weights(
+    obj: Objective, label: torch.Tensor, tau: torch.Tensor, mask: torch.Tensor, shaping: Shaping = Shaping()
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """(W (B, K, K) or None, V (B, K) or None): the objective's pair and SFT weights with `shaping` applied."""
+    w = obj.pairs(label, tau, mask) if obj.pairs is not None else None
+    if w is not None and shaping.min_margin > 0:
+        w = w * ((label[:, :, None] - label[:, None, :]).abs() >= shaping.min_margin)
+    v = obj.sft(label, tau, mask) if obj.sft is not None else None
+    if shaping.anchor > 0:
+        anchor = shaping.anchor * winners(label, tau, mask)
+        v = anchor if v is None else v + anchor
+    return w, v
+
+
+def images_used(
+    obj: Objective, label: torch.Tensor, tau: torch.Tensor, mask: torch.Tensor, shaping: Shaping = Shaping()
+) -> torch.Tensor:
     """(B, K) bool: the images the objective's loss depends on, those in a pair of nonzero weight W or with a
     nonzero SFT weight V. DPO on K ranked images uses two per group (best and worst), SFT one, RankDPO all
     that are real: the trainer forwards only these (an image of zero weight adds exactly 0 to the loss)."""
     used = torch.zeros(label.shape, dtype=torch.bool)
-    if obj.pairs is not None:
-        w = obj.pairs(label, tau, mask) != 0
-        used |= w.any(dim=2) | w.any(dim=1)
-    if obj.sft is not None:
-        used |= obj.sft(label, tau, mask) != 0
+    w, v = loss_weights(obj, label, tau, mask, shaping)
+    if w is not None:
+        used |= ((w != 0).any(dim=2) | (w != 0).any(dim=1)).cpu()
+    if v is not None:
+        used |= (v != 0).cpu()
     return used
 
 
@@ -79,16 +117,30 @@ def objective_loss(
     tau: torch.Tensor,
     mask: torch.Tensor,
     beta: float,
+    shaping: Shaping = Shaping(),
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(loss, W) for one batch of groups; W is zeros for objectives without pairs."""
-    w = obj.pairs(phi, tau, mask) if obj.pairs else torch.zeros(phi.shape + phi.shape[1:], dtype=phi.dtype)
-    w = w.to(model_err.device)
+    w, v = loss_weights(obj, phi, tau, mask, shaping)
     loss = model_err.new_zeros(())
-    if obj.pairs is not None:
+    if w is not None:
+        w = w.to(model_err.device)
         loss = loss + preference_loss(implicit_scores(model_err, ref_err), w, beta)
-    if obj.sft is not None:
-        loss = loss + (obj.sft(phi, tau, mask).to(model_err) * model_err).sum(dim=1).mean()
+    else:
+        w = torch.zeros(phi.shape + phi.shape[1:], dtype=phi.dtype, device=model_err.device)
+    if v is not None:
+        loss = loss + (v.to(model_err) * model_err).sum(dim=1).mean()
     return loss, w
+
+
+def winner_loser_scores(s: torch.Tensor, tau: torch.Tensor, mask: torch.Tensor) -> dict[str, float]:
+    """Mean implicit score s = err_theta - err_ref (module docstring) of the groups' winners (tau = 1) and of
+    their losers (the last rank of each group): a run whose preference accuracy rises while `winner_s` rises too
+    "wins" by making the losers worse, not the winners better (issue: anchored objectives)."""
+    real = mask & (tau <= mask.shape[1])
+    last = torch.where(real, tau, torch.zeros_like(tau)).amax(dim=1, keepdim=True)
+    win, lose = real & (tau == 1), real & (tau == last) & (last > 1)
+    mean = lambda m: float(s[m].mean()) if m.any() else float("nan")  # noqa: E731
+    return {"winner_s": mean(win), "loser_s": mean(lose)}
 
 
 def pair_stats(s: torch.Tensor, weights: torch.Tensor, beta: float) -> dict[str, float]:

@@ -51,15 +51,27 @@ class Parametrization:
     logit_std: float = 1.0
     mode_scale: float = 1.29
     snr_gamma: float | None = None  # Min-SNR-gamma loss weighting (epsilon / v-prediction only)
+    # The trained part of the noise range, as fractions of it (0 = clean, 1 = pure noise): a 10-step sampler
+    # lays out shapes, counts and positions in its first, noisiest steps, so training can be kept there.
+    t_range: tuple[float, float] = (0.0, 1.0)
 
     @classmethod
     def from_scheduler(
-        cls, scheduler: Any, density: str = "auto", flow_shift: float | None = None, **density_args: float
+        cls,
+        scheduler: Any,
+        density: str = "auto",
+        flow_shift: float | None = None,
+        t_range: tuple[float, float] = (0.0, 1.0),
+        **density_args: float,
     ) -> Parametrization:
         """density "auto": logit_normal for flow matching (SD3's recipe), uniform discrete timesteps otherwise;
-        flow_shift None: the scheduler's `shift`. density_args: logit_mean, logit_std, mode_scale. A flow
-        density or shift for a DDPM-type model cannot take effect and is refused (ValueError)."""
+        flow_shift None: the scheduler's `shift`. density_args: logit_mean, logit_std, mode_scale, snr_gamma;
+        t_range: the trained part of the noise range. A flow density or shift for a DDPM-type model cannot take
+        effect and is refused (ValueError), as is a t_range outside 0 <= min < max <= 1."""
         cfg = scheduler.config
+        t_range = (float(t_range[0]), float(t_range[1]))
+        if not 0.0 <= t_range[0] < t_range[1] <= 1.0:
+            raise ValueError(f"timestep_range {list(t_range)} must satisfy 0 <= min < max <= 1")
         if type(scheduler).__name__.startswith("FlowMatch"):
             density = AUTO_FLOW_DENSITY if density == "auto" else density
             if density not in FLOW_DENSITIES:
@@ -73,7 +85,7 @@ class Parametrization:
                     "snr_gamma (Min-SNR weighting) applies to epsilon / v-prediction models only; "
                     f"{type(scheduler).__name__} is flow matching: choose its timestep_density instead"
                 )
-            return cls("flow", cfg.num_train_timesteps, None, density, shift, **density_args)
+            return cls("flow", cfg.num_train_timesteps, None, density, shift, **density_args, t_range=t_range)
         if density not in ("auto", "uniform") or flow_shift is not None:
             what = f"timestep_density '{density}'" if density not in ("auto", "uniform") else "flow_shift"
             raise ValueError(
@@ -88,12 +100,21 @@ class Parametrization:
             cfg.num_train_timesteps,
             ddpm.alphas_cumprod.float(),
             snr_gamma=density_args.get("snr_gamma"),
+            t_range=t_range,
         )
 
     def sample_t(self, n: int, generator: torch.Generator) -> torch.Tensor:
-        """n timesteps: discrete steps (long) for epsilon / v-prediction, sigmas in [0, 1] for flow."""
+        """n timesteps: discrete steps (long) for epsilon / v-prediction, sigmas in [0, 1] for flow; within
+        t_range (steps round(lo T) .. round(hi T) - 1; a flow sigma mapped linearly into [lo, hi])."""
+        lo, hi = self.t_range
         if self.kind != "flow":
-            return torch.randint(0, self.num_train_timesteps, (n,), generator=generator)
+            first = round(lo * self.num_train_timesteps)
+            end = max(round(hi * self.num_train_timesteps), first + 1)
+            return torch.randint(first, end, (n,), generator=generator)
+        sigma = self._sample_sigma(n, generator)
+        return sigma if (lo, hi) == (0.0, 1.0) else lo + (hi - lo) * sigma
+
+    def _sample_sigma(self, n: int, generator: torch.Generator) -> torch.Tensor:
         if self.density == "logit_normal":
             u = torch.sigmoid(self.logit_mean + self.logit_std * torch.randn(n, generator=generator))
         else:
@@ -105,8 +126,13 @@ class Parametrization:
     def describe(self) -> dict[str, Any]:
         """The effective timestep sampling, for the run's record."""
         if self.kind != "flow":
-            return {"timestep_density": "uniform-discrete"}
-        out: dict[str, Any] = {"timestep_density": self.density}
+            out: dict[str, Any] = {"timestep_density": "uniform-discrete"}
+        else:
+            out = {"timestep_density": self.density}
+        if self.t_range != (0.0, 1.0):
+            out["timestep_range"] = f"{self.t_range[0]:g}-{self.t_range[1]:g}"
+        if self.kind != "flow":
+            return out
         if self.density != "uniform":
             out["timestep_shift"] = self.shift
         return out

@@ -49,13 +49,18 @@ def denoise_errors(
     return err.new_zeros(B, K).index_put((g, k), err)
 
 
-def draw_rows(n_groups: int, n: int, obj: Objective, rng: torch.Generator) -> torch.Tensor:
-    """The rows (groups) of one batch, (min(n, n_groups),) long. Ranked objectives draw with replacement;
-    self-pair objectives (SUDO) without, so that the deranged batch mate always comes from another prompt
-    (with replacement about 1/P of SUDO's negatives would share the prompt of their positive)."""
+def draw_rows(
+    n_groups: int, n: int, obj: Objective, rng: torch.Generator, weights: torch.Tensor | None = None
+) -> torch.Tensor:
+    """The rows (groups) of one batch, (min(n, n_groups),) long. Ranked objectives draw with replacement,
+    uniformly or, given `weights` (n_groups,) (train.balance_tasks), in proportion to them; self-pair objectives
+    (SUDO) without, so that the deranged batch mate always comes from another prompt (with replacement about
+    1/P of SUDO's negatives would share the prompt of their positive)."""
     n = min(n, n_groups)
     if obj.self_pairs:
         return torch.randperm(n_groups, generator=rng)[:n]
+    if weights is not None:
+        return torch.multinomial(weights, n, replacement=True, generator=rng)
     return torch.randint(0, n_groups, (n,), generator=rng)
 
 

@@ -38,6 +38,7 @@ class RankedGroups:
     latents: torch.Tensor  # (N, C, h, w), in the denoiser's (scaled) latent space
     advantage: torch.Tensor | None = None  # (P, K) float; None for rankings without the column
     stored: torch.Tensor | None = None  # (N,) bool: latents[n] is the generate stage's, not the PNG encoded
+    category: torch.Tensor | None = None  # (P,) long code of each prompt's category (GenEval task); None = unknown
 
     def __len__(self) -> int:
         return self.index.shape[0]
@@ -48,6 +49,7 @@ class RankedGroups:
         adv = self.advantage[rows] if self.advantage is not None else None
         return replace(
             self,
+            category=self.category[rows] if self.category is not None else None,
             index=self.index[rows],
             phi=self.phi[rows],
             tau=self.tau[rows],
@@ -55,6 +57,15 @@ class RankedGroups:
             cond={k: v[rows] for k, v in self.cond.items()},
             advantage=adv,
         )
+
+    def task_balanced_weights(self) -> torch.Tensor:
+        """(P,) draw probabilities under which every category is drawn equally often: 1 / (n_categories x
+        the size of the group's category). ValueError when the groups carry no category."""
+        if self.category is None:
+            raise ValueError("balance_tasks needs each prompt's category: the rankings carry no 'category' column")
+        counts = torch.bincount(self.category)
+        w = 1.0 / counts[self.category].double()
+        return w / w.sum()
 
     def latents_of(self, index: torch.Tensor) -> torch.Tensor:
         """Latents of an index tensor of any shape (...) -> (..., C, h, w); padding (-1) gives image 0's, which
@@ -180,7 +191,10 @@ def _cache_key(ranked: pd.DataFrame, use_stored: pd.Series, size: int | Size) ->
         f"{c}\t{p}\t{f}\t{t}\t{a}"
         for c, p, f, t, a in zip(content, ranked["prompt"], ranked["phi"], ranked["tau"], adv)
     )
-    return hashlib.sha256(("\n".join(rows) + str(size)).encode("utf-8", "surrogatepass")).hexdigest()[:16]
+    text = "\n".join(rows) + str(size)
+    if "category" in ranked:  # the groups then carry category codes (balance_tasks)
+        text += "\ncategory:" + "\t".join(ranked["category"].astype(str))
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:16]
 
 
 @torch.no_grad()
@@ -256,7 +270,12 @@ def build_groups(
     n = len(groups)
     parts = [encode_prompts(pipe, prompts[i : i + batch_size], device, size) for i in range(0, n, batch_size)]
     cond = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
-    out = RankedGroups(index, phi, tau, index >= 0, cond, latents, advantage, torch.tensor(use.to_numpy(bool)))
+    category = None
+    if "category" in ranked:  # codes in order of first appearance (groups are sorted by prompt id)
+        names = [g["category"].iloc[0] for _, g in groups]
+        category = torch.tensor([list(dict.fromkeys(names)).index(c) for c in names], dtype=torch.long)
+    stored_mask = torch.tensor(use.to_numpy(bool))
+    out = RankedGroups(index, phi, tau, index >= 0, cond, latents, advantage, stored_mask, category)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         # Through an open file: a path would name the torch archive after the (random) temporary.

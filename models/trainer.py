@@ -34,7 +34,16 @@ from tqdm import tqdm
 from models.checkpoints import resume, save_checkpoint
 from models.generators.base import component_id, pickle_policy
 from models.heldout import heldout_accuracy, split_holdout
-from models.objectives import OBJECTIVES, Objective, images_used, implicit_scores, objective_loss, pair_stats
+from models.objectives import (
+    OBJECTIVES,
+    Objective,
+    Shaping,
+    images_used,
+    implicit_scores,
+    objective_loss,
+    pair_stats,
+    winner_loser_scores,
+)
 from models.parametrization import Parametrization
 from models.preference_batch import draw_rows, paired_errors, preference_batch
 from models.preflight import drop_tied_groups, make_accelerator
@@ -94,10 +103,15 @@ class _StepResult:
     s: torch.Tensor
     w: torch.Tensor
     skipped: bool
+    tau: torch.Tensor | None = None  # (B, K) ranks and mask of the batch, for the winners'/losers' scores
+    mask: torch.Tensor | None = None
 
     def metrics(self, lr: float, beta: float) -> dict[str, float]:
         grad = float(self.grad_norm) if self.grad_norm is not None else float("nan")
-        return {"loss": float(self.loss), "lr": lr, "grad_norm": grad, **pair_stats(self.s, self.w, beta)}
+        out = {"loss": float(self.loss), "lr": lr, "grad_norm": grad, **pair_stats(self.s, self.w, beta)}
+        if self.tau is not None:
+            out.update(winner_loser_scores(self.s, self.tau, self.mask))
+        return out
 
 
 def _finite_everywhere(accelerator, value: torch.Tensor) -> bool:
@@ -123,21 +137,23 @@ class _Loop:
     obj: Objective
     groups: RankedGroups
     cfg: TrainConfig
+    draw_weights: torch.Tensor | None = None  # (P,) per-group draw probability (balance_tasks), None = uniform
     dropped: bool = False  # a micro-batch of the current accumulation window was non-finite (nonfinite=skip)
 
     def step(self, step: int, rng: torch.Generator) -> _StepResult:
         """Draw a batch, compute the objective, update (or skip/raise on a non-finite value)."""
         acc, cfg, dev = self.accelerator, self.cfg, self.accelerator.device
+        shaping = Shaping(anchor=cfg.anchor_weight, min_margin=cfg.min_margin)
         with acc.accumulate(self.model):
-            rows = draw_rows(len(self.groups), cfg.prompts_per_step, self.obj, rng)
+            rows = draw_rows(len(self.groups), cfg.prompts_per_step, self.obj, rng, self.draw_weights)
             b = preference_batch(self.groups, self.obj, rows, rng, self.param, dev)
-            used = images_used(self.obj, b.label, b.tau, b.mask)  # only these reach the loss: forward only them
+            used = images_used(self.obj, b.label, b.tau, b.mask, shaping)  # only these reach the loss
             model_err, ref_err = paired_errors(self.model, self.ref, self.param, b, self.raw, used)
             label, tau, mask = b.label.to(dev), b.tau.to(dev), b.mask.to(dev)
-            loss, w = objective_loss(self.obj, model_err, ref_err, label, tau, mask, cfg.beta)
+            loss, w = objective_loss(self.obj, model_err, ref_err, label, tau, mask, cfg.beta, shaping)
             grad_norm, skipped = self._update(loss, step)
         s = implicit_scores(model_err, ref_err).detach().cpu()
-        return _StepResult(loss.detach(), grad_norm, s, w.detach().cpu(), skipped)
+        return _StepResult(loss.detach(), grad_norm, s, w.detach().cpu(), skipped, b.tau, b.mask)
 
     def _update(self, loss: torch.Tensor, step: int) -> tuple[torch.Tensor | None, bool]:
         """Backward, clip, optimizer step: (grad_norm, skipped). A non-finite loss is never back-propagated;
@@ -241,6 +257,7 @@ def training_parametrization(scheduler, cfg: TrainConfig) -> Parametrization:
         cfg.timestep_density,
         cfg.flow_shift,
         **cfg.model_dump(include={"logit_mean", "logit_std", "mode_scale", "snr_gamma"}),
+        t_range=cfg.timestep_range,
     )
 
 
@@ -252,7 +269,8 @@ def _prepare_loop(accelerator, model, ref, param: Parametrization, obj: Objectiv
     opt = torch.optim.AdamW(params, lr=cfg.learning_rate, foreach=True)
     model, opt = accelerator.prepare(model, opt)
     raw = accelerator.unwrap_model(model)
-    return _Loop(accelerator, model, ref, raw, opt, params, param, obj, groups, cfg)
+    weights = groups.task_balanced_weights() if cfg.balance_tasks else None
+    return _Loop(accelerator, model, ref, raw, opt, params, param, obj, groups, cfg, weights)
 
 
 def _run_steps(

@@ -112,6 +112,25 @@ def check_benchmark_weights(cfg: Config, command: str) -> None:
             )
 
 
+ORACLE_KINDS = {"shapes-verifier": "geneval-shapes"}  # reward kind -> the benchmark whose judge it is
+
+
+def check_oracle(cfg: Config, command: str) -> None:
+    """An oracle reward (a benchmark's own judge as a label source) next to the benchmark it would leak into
+    is refused unless `score.oracle: true` marks the run as a diagnosis (models/rewards/shapes_verifier.py)."""
+    if cfg.score.oracle:
+        return
+    benchmarks = set(cfg.evaluate.benchmarks) | ({cfg.study.benchmark} if command in ("study", "all") else set())
+    for i, r in enumerate(cfg.score.rewards):
+        leaks = ORACLE_KINDS.get(r.kind)
+        if leaks in benchmarks:
+            raise ConfigError(
+                f"bad value for 'score.rewards.{i}.kind': {r.kind!r} is the {leaks} benchmark's own judge, so "
+                f"training on its labels leaks the benchmark; set score.oracle: true for a diagnosis run, or "
+                f"use learned rewards"
+            )
+
+
 def _unique(key: str, names: list[str]) -> None:
     seen: set[str] = set()
     for i, name in enumerate(names):
@@ -172,14 +191,14 @@ def check_study_names(cfg: Config, rewards: list[str], arms: list[str]) -> None:
 def check_group_size(cfg: Config, command: str) -> None:
     """A pair objective on groups of one image has no pair to learn from: every loss would be 0."""
     g = cfg.generate
-    k = len(g.generators) * g.images_per_prompt
+    k = g.group_size()
     if k >= 2:
         return
     pairs = pair_objectives()
     problem = (
-        f"forms pairs within a prompt's images, but generate gives K = {len(g.generators)} generator(s) x "
-        f"{g.images_per_prompt} image(s) per prompt = {k}; add a generator or raise "
-        "generate.images_per_prompt, or pick an objective without pairs"
+        f"forms pairs within a prompt's images, but generate gives K = {k} image(s) per prompt over "
+        f"{len(g.generators)} generator(s); add a generator or raise generate.images_per_prompt, or pick an "
+        "objective without pairs"
     )
     allowed = [o for o in registries()["objective"] if o not in pairs]
     if cfg.train.objective in pairs:
@@ -211,6 +230,7 @@ def validate_config(cfg: Config, command: str = "pipeline") -> None:
     check_names(cfg, command)
     check_registry_keys(cfg, command)
     check_group_size(cfg, command)
+    check_oracle(cfg, command)
     check_benchmark_weights(cfg, command)
     check_engines(cfg, command)
 

@@ -100,6 +100,12 @@ class GeneratorSpec(Strict):
         default="float32", description="Weights dtype for inference."
     )
     lora: str = Field(default="", description="Optional folder with LoRA weights to load on top.")
+    images_per_prompt: int | None = Field(
+        default=None,
+        ge=1,
+        description="Images per prompt from this generator; empty = generate.images_per_prompt. Groups of "
+        "8 from the base alone are on-policy; 4 from the base plus 1 from each other generator, half-and-half.",
+    )
     allow_pickle: bool = Field(
         default=False,
         description="Also load pickled weight files (.bin/.pt/.ckpt) of "
@@ -117,7 +123,9 @@ class GenerateConfig(FanOut):
     generators: list[GeneratorSpec] = Field(
         default_factory=list, description="Every train prompt is rendered by each; at least one."
     )
-    images_per_prompt: int = Field(default=1, ge=1, description="Images per prompt and generator, one seed each.")
+    images_per_prompt: int = Field(
+        default=1, ge=1, description="Images per prompt and generator, one seed each (a generator may set its own)."
+    )
     batch_size: int = Field(default=8, ge=1, description="Images per pipeline call.")
     shard_size: int = Field(default=256, ge=1, description="Images per tar shard (the unit of resume).")
     seed: int = Field(default=0, description="Base of the per-image seeds.")
@@ -127,6 +135,14 @@ class GenerateConfig(FanOut):
         description="Where image shards go: empty = the images folder; "
         "s3://bucket/prefix = S3 (endpoint from AWS_ENDPOINT_URL_S3).",
     )
+
+    def images_of(self, spec: GeneratorSpec) -> int:
+        """Images per prompt that `spec` renders: its own images_per_prompt, else the section's."""
+        return spec.images_per_prompt or self.images_per_prompt
+
+    def group_size(self) -> int:
+        """K, the images of one prompt over all generators."""
+        return sum(self.images_of(g) for g in self.generators)
 
 
 class RewardSpec(Strict):
@@ -154,6 +170,11 @@ class ScoreConfig(FanOut):
     )
     batch_size: int = Field(default=32, ge=1, description="Images per reward forward pass.")
     device: str = Field(default="auto", description="auto = cuda, then mps, then cpu; or a torch device.")
+    oracle: bool = Field(
+        default=False,
+        description="Diagnosis runs only: allow the shapes-verifier reward (the geneval-shapes benchmark's own "
+        "judge) next to that benchmark. Off, such a config is refused: its labels would leak the benchmark.",
+    )
 
 
 class RankConfig(Strict):
@@ -230,6 +251,30 @@ class TrainConfig(Strict):
         "2023; diffusers' --snr_gamma, 5.0 is the usual value): each timestep's squared "
         "error x min(SNR, gamma)/SNR (epsilon) or /(SNR+1) (v-prediction). None = "
         "unweighted. Flow-matching models refuse it (use timestep_density).",
+    )
+    timestep_range: tuple[float, float] = Field(
+        default=(0.0, 1.0),
+        description="The part of the noise range trained, as fractions [min, max] of it (0 = clean, 1 = pure "
+        "noise); [0.5, 1.0] trains only the noisier half, where a few-step sampler lays out shapes, counts and "
+        "positions. [0, 1] = all timesteps.",
+    )
+    anchor_weight: float = Field(
+        default=0.0,
+        ge=0.0,
+        description="lambda of the anchored objective: adds lambda x the denoising loss of each group's winners "
+        "(tau = 1) to any objective, so the preference loss cannot be won by only making the losers worse. "
+        "0 = off (the paper's RankDPO).",
+    )
+    min_margin: float = Field(
+        default=0.0,
+        ge=0.0,
+        description="Pairs whose labels (phi, or GPO's advantage) differ by less than this carry no weight "
+        "(GPO's argument that near-ties are noise). 0 = every ordered pair.",
+    )
+    balance_tasks: bool = Field(
+        default=False,
+        description="Draw each step's prompt groups so that every prompt category (GenEval task) is drawn "
+        "equally often, as the benchmark weighs its tasks; off = every group equally often.",
     )
     gradient_checkpointing: bool = Field(default=False, description="Recompute activations: less memory, slower.")
     resolution: int = Field(default=0, ge=0, description="Training image size; 0 = the generator's.")

@@ -135,12 +135,15 @@ def rank_identity(cfg: RankConfig, paths: Paths, **_: Any) -> Identity:
 
 
 def train_identity(cfg: TrainConfig, generate: GenerateConfig, paths: Paths, **_: Any) -> Identity:
-    """The train config, the base generator, the rankings' and images' content, the base weights' content.
+    """The train config, the base generator, the rankings' and images' content (and the prompts' with
+    balance_tasks), the base weights' content.
     ConfigError when `cfg.base` names no generator."""
     spec = base_generator(cfg, generate)
+    # balance_tasks reads each prompt's category from the prompts folder; otherwise training never opens it.
+    extra_inputs = [paths.resolve("prompts")] if cfg.balance_tasks else []
     return {
         "params": {"train": cfg, "base": spec},
-        "inputs": [paths.resolve("rankings"), paths.resolve("images")],
+        "inputs": [paths.resolve("rankings"), paths.resolve("images"), *extra_inputs],
         "extra": {"base_weights": generator_id(spec)},
     }
 

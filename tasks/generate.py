@@ -317,7 +317,8 @@ def generate_all(
     fan: FanOut | None = None,
     cluster: ClusterConfig | None = None,
 ) -> tuple[pd.DataFrame, int]:
-    """Plan, render (on `fan`'s engine: synrank.fanout) and collect every generator's images; returns the
+    """Plan, render (on `fan`'s engine: synrank.fanout) and collect every generator's images (`images_per_prompt`
+    each, or the generator's own images_per_prompt); returns the
     manifest and how many files of earlier runs that the manifest no longer uses were removed.
     Raises ShardTasksFailed after writing every shard that did not fail."""
     fan = fan or FanOut()
@@ -325,7 +326,7 @@ def generate_all(
     plans = {}
     for spec in specs:
         plans[spec.name] = plan_images(
-            prompts, spec.name, images_per_prompt, seed, shard_size, store, generator_id(spec)
+            prompts, spec.name, spec.images_per_prompt or images_per_prompt, seed, shard_size, store, generator_id(spec)
         )
         plan_path = out / "plans" / f"{spec.name}.parquet"
         plan_path.parent.mkdir(parents=True, exist_ok=True)

@@ -85,10 +85,12 @@ def train_model(
     out_dir: str,
     work_dir: str,
     run_id: str,
+    prompts_path: str = "",
 ) -> dict[str, float | str]:
     """models.trainer.train (RankDPO by default, arXiv 2410.18013 eq. 7; `cfg.objective` picks another) of
     `train.base` on the rankings joined with the manifest's prompts and stored latents: writes the tuned model
     to `out_dir`, checkpoints, the latent cache and curve.jsonl to `work_dir`, and `out_dir`/train_curve.csv.
+    `prompts_path` (the sample stage's folder) gives each prompt's category when `cfg.balance_tasks`.
     Every logged step goes to MLflow run `run_id` as train/<metric>. Returns train's final metrics and
     effective settings; raises its NonFiniteLossError and models.preflight's errors, ConfigError for an
     unknown base."""
@@ -100,6 +102,9 @@ def train_model(
     manifest = pd.read_parquet(Path(images_root) / "manifest.parquet").set_index("image_id")
     columns = [c for c in MANIFEST_COLUMNS if c in manifest]  # a manifest of an older run has no latents
     ranked = pd.read_parquet(rankings_path).merge(manifest[columns], left_on="image_id", right_index=True)
+    if cfg.balance_tasks:  # each prompt's category (GenEval task), for the balanced draw
+        prompts = pd.read_parquet(Path(prompts_path) / "prompts.parquet", columns=["prompt_id", "category"])
+        ranked = ranked.merge(prompts, on="prompt_id", how="left")
     client = mlflow.MlflowClient()
     # Every logged row also goes to a file beside the checkpoints, so the curve survives a resume;
     # train_curve.csv in the output is what `dvc plots show` draws.

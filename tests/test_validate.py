@@ -89,7 +89,7 @@ BAD = [
         [ONE_GENERATOR, ONE_IMAGE, "train.base=a"],
         "train.objective",
         "'rankdpo'",
-        "K = 1 generator(s) x 1 image",
+        "K = 1 image(s) per prompt over 1 generator(s)",
     ),
     (
         "study",
