@@ -7,6 +7,7 @@ import shutil
 import mlflow
 from prefect import flow
 
+from models.train_job import TrainJob
 from models.validate import check_objective
 from synrank.atomic import publish_dir
 from synrank.config import GenerateConfig, Paths, TrackingConfig, TrainConfig, base_generator
@@ -16,7 +17,13 @@ from synrank.stamp import train_identity
 from tasks.train import log_tuned_model, train_model
 
 # Keys of train()'s result that name a setting rather than measure the run (logged as MLflow params).
-EFFECTIVE_SETTINGS = ("effective_mixed_precision", "timestep_density", "timestep_shift", "timestep_range")
+EFFECTIVE_SETTINGS = (
+    "effective_mixed_precision",
+    "effective_processes",
+    "timestep_density",
+    "timestep_shift",
+    "timestep_range",
+)
 # Where the training latents came from (models.train_data): the generate stage's, or the PNG encoded.
 LATENT_COUNTS = ("latents_stored", "latents_encoded")
 
@@ -52,18 +59,16 @@ def train_flow(
         # work/result and moved into `out` only once training has succeeded, so a failed run (a
         # non-finite loss, a crash) leaves the previous model and its stamp as they were.
         work = out.parent / f".{out.name}-work" / st.fingerprint[:16]
-        final = train_model(
-            cfg,
-            generate,
-            str(rankings / "rankings.parquet"),
-            str(images),
-            str(work / "result"),
-            str(work),
-            st.run_id,
-            prompts_path=str(paths.resolve("prompts")),
+        job = TrainJob(
+            cfg=cfg,
+            spec=spec,
+            rankings=str(rankings / "rankings.parquet"),
+            images=str(images),
+            out_dir=str(work / "result"),
+            work_dir=str(work),
+            prompts=str(paths.resolve("prompts")),
         )
-        if not st.run_id:  # a non-main process of a multi-GPU run: rank 0 records and registers
-            return str(out)
+        final = train_model(job, st.run_id)
         publish_dir(work / "result", out, protected=(STAMP,))
         shutil.rmtree(work, ignore_errors=True)
         # What training really ran with (accelerate's mixed precision, the timestep sampling): MLflow params

@@ -13,6 +13,10 @@ import torch
 from synrank.atomic import replace_dir, temp_path
 
 
+class CheckpointMismatch(ValueError):
+    """A checkpoint written by another number of processes: its optimizer and RNG states do not fit this run."""
+
+
 def save_checkpoint(accelerator, ckpts: Path, step: int, rng: torch.Generator, skipped: int = 0) -> Path:
     """accelerate's state plus each process's sampling RNG, the step and the skipped-step count, written
     to a temporary folder that the main process renames once every process has written its part."""
@@ -25,7 +29,8 @@ def save_checkpoint(accelerator, ckpts: Path, step: int, rng: torch.Generator, s
     torch.save(rng.get_state(), tmp / f"sampler_rng_{accelerator.process_index}.pt")
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        (tmp / "trainer_state.json").write_text(json.dumps({"step": step, "skipped_steps": skipped}))
+        state = {"step": step, "skipped_steps": skipped, "processes": accelerator.num_processes}
+        (tmp / "trainer_state.json").write_text(json.dumps(state))
         replace_dir(tmp, final)  # fsynced: a checkpoint is there to survive a crash
         for old in sorted(ckpts.glob("step-*"))[:-2]:  # keep the last two
             shutil.rmtree(old)
@@ -39,8 +44,13 @@ def resume(accelerator, ckpts: Path, rng: torch.Generator) -> tuple[int, int]:
     done = sorted(ckpts.glob("step-*")) if ckpts.exists() else []
     if not done:
         return 0, 0
+    state = json.loads((done[-1] / "trainer_state.json").read_text())
+    if state.get("processes", 1) != accelerator.num_processes:
+        raise CheckpointMismatch(
+            f"train: checkpoint {done[-1]} was written by {state.get('processes', 1)} process(es) and this run "
+            f"has {accelerator.num_processes}; resume with the same train.processes, or delete {ckpts} to start over"
+        )
     accelerator.load_state(str(done[-1]))
     rng.set_state(torch.load(done[-1] / f"sampler_rng_{accelerator.process_index}.pt"))
-    state = json.loads((done[-1] / "trainer_state.json").read_text())
     print(f"resumed from {done[-1]} at step {state['step']}")
     return state["step"], state.get("skipped_steps", 0)

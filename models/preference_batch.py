@@ -111,6 +111,23 @@ class PreferenceBatch:
     t: torch.Tensor
     noise: torch.Tensor
 
+    def shard(self, index: int, count: int) -> PreferenceBatch:
+        """Process `index` of `count`'s contiguous share of the B groups (B must divide by count): data
+        parallelism splits one drawn batch, so every process count trains on the same groups, t and noise."""
+        if count == 1:
+            return self
+        n = self.label.shape[0] // count
+        part = slice(index * n, (index + 1) * n)
+        return PreferenceBatch(
+            self.latents[part],
+            {k: v[part] for k, v in self.cond.items()},
+            self.label[part],
+            self.tau[part],
+            self.mask[part],
+            self.t[part],
+            self.noise[part],
+        )
+
 
 def preference_batch(
     groups: RankedGroups,
@@ -119,15 +136,17 @@ def preference_batch(
     rng: torch.Generator,
     param: Parametrization,
     device,
+    shard: tuple[int, int] = (0, 1),
 ) -> PreferenceBatch:
     """The batch of `rows` (B,) of `groups`: make_batch, then one timestep and one noise draw per group from
-    `rng` in that order, the model inputs moved to `device`. Raises make_batch's ValueError (a label the
-    rankings lack)."""
+    `rng` in that order; then `shard` = (process index, process count)'s share of it (PreferenceBatch.shard),
+    its model inputs moved to `device`. Raises make_batch's ValueError (a label the rankings lack)."""
     lat, cond, label, tau, mask = make_batch(groups, obj, rows, rng)
     t = param.sample_t(len(rows), rng)
     noise = torch.randn(lat.shape[:1] + lat.shape[2:], generator=rng)
-    on_device = {k: v.to(device) for k, v in cond.items()}
-    return PreferenceBatch(lat.to(device), on_device, label, tau, mask, t.to(device), noise.to(device))
+    b = PreferenceBatch(lat, cond, label, tau, mask, t, noise).shard(*shard)
+    on_device = {k: v.to(device) for k, v in b.cond.items()}
+    return PreferenceBatch(b.latents.to(device), on_device, b.label, b.tau, b.mask, b.t.to(device), b.noise.to(device))
 
 
 def paired_errors(

@@ -32,15 +32,19 @@ def make_accelerator(mixed_precision: str, grad_accum: int) -> Any:
     """accelerate's Accelerator as train() uses it; mixed_precision "auto" passes None (accelerate decides).
     Refuses, with PrecisionError, a precision that cannot take effect on the device, before building it
     when it can tell (fp16 on a CPU), else right after (accelerate enabled no autocast for it)."""
-    from accelerate import Accelerator, PartialState
+    import torch
+    from accelerate import Accelerator
     from accelerate.utils import DistributedType, parse_choice_from_env
 
     chosen = None if mixed_precision == "auto" else mixed_precision
     wanted = chosen or parse_choice_from_env("ACCELERATE_MIXED_PRECISION", "no")
-    device = PartialState().device
-    if wanted == "fp16" and device.type == "cpu":
-        raise PrecisionError(_refusal("fp16", device.type, chosen))
-    accelerator = Accelerator(mixed_precision=chosen, gradient_accumulation_steps=grad_accum)
+    # Not PartialState() before the Accelerator: on a CPU it would fix every launched rank as a
+    # single-process job (DistributedType.NO) instead of accelerate's MULTI_CPU.
+    on_cpu = not torch.cuda.is_available() and not torch.backends.mps.is_available()
+    if wanted == "fp16" and on_cpu:
+        raise PrecisionError(_refusal("fp16", "cpu", chosen))
+    # cpu=True on a machine without an accelerator: launched ranks then form one MULTI_CPU (gloo) job.
+    accelerator = Accelerator(mixed_precision=chosen, gradient_accumulation_steps=grad_accum, cpu=on_cpu)
     self_managed = (DistributedType.DEEPSPEED, DistributedType.MEGATRON_LM)  # they apply precision themselves
     if (
         accelerator.mixed_precision != "no"

@@ -146,7 +146,10 @@ class _Loop:
         shaping = Shaping(anchor=cfg.anchor_weight, min_margin=cfg.min_margin)
         with acc.accumulate(self.model):
             rows = draw_rows(len(self.groups), cfg.prompts_per_step, self.obj, rng, self.draw_weights)
-            b = preference_batch(self.groups, self.obj, rows, rng, self.param, dev)
+            # One draw of the whole micro-batch on every process (the same rng), each training its share.
+            b = preference_batch(
+                self.groups, self.obj, rows, rng, self.param, dev, (acc.process_index, acc.num_processes)
+            )
             used = images_used(self.obj, b.label, b.tau, b.mask, shaping)  # only these reach the loss
             model_err, ref_err = paired_errors(self.model, self.ref, self.param, b, self.raw, used)
             label, tau, mask = b.label.to(dev), b.tau.to(dev), b.mask.to(dev)
@@ -185,6 +188,19 @@ class _Loop:
         self.opt.zero_grad()  # acts at the window's end (AcceleratedOptimizer), where the update is dropped
         self.dropped = not self.accelerator.sync_gradients
         return True
+
+
+def _window(acc, results: list[_StepResult]) -> _StepResult:
+    """One optimizer step's results over its accumulation window and all processes: the mean loss, and the
+    implicit scores, pair weights, ranks and masks of every group (all-gathered), so the logged pairs and
+    accuracy are the whole global batch's, whatever the process count."""
+    cat = lambda name: torch.cat([getattr(r, name) for r in results])  # noqa: E731
+    loss = torch.stack([r.loss for r in results]).mean()
+    parts = {k: cat(k) for k in ("s", "w", "tau", "mask")}
+    if acc.num_processes > 1:
+        loss = acc.reduce(loss.to(acc.device), reduction="mean").cpu()
+        parts = {k: acc.gather(v.to(acc.device)).cpu() for k, v in parts.items()}
+    return replace(results[-1], loss=loss, **parts)
 
 
 def _check_skipped(cfg: TrainConfig, skipped: int, step: int) -> None:
@@ -237,6 +253,7 @@ def train(
         **counts,
         **groups.latent_counts(),
         effective_mixed_precision=accelerator.mixed_precision,
+        effective_processes=accelerator.num_processes,
         **param.describe(),
     )
     if not accelerator.is_main_process:
@@ -280,7 +297,7 @@ def _run_steps(
     of skipped steps). Logs every log_every steps and the last from the main process; checkpoints every
     checkpoint_every steps but the last."""
     acc, cfg, opt = loop.accelerator, loop.cfg, loop.opt
-    rng = torch.Generator().manual_seed(cfg.seed + acc.process_index)  # each process its own groups
+    rng = torch.Generator().manual_seed(cfg.seed)  # one stream on every process: the same global batches
     start, skipped = resume(acc, ckpts, rng)
     last: dict[str, float | str] = {}
     loop.model.train()
@@ -290,10 +307,10 @@ def _run_steps(
         # A step is one optimizer update, as diffusers' max_train_steps: grad_accum micro-batches whose
         # gradients accelerate adds up, the update on the last (accelerator.sync_gradients).
         results = [loop.step(step, rng) for _ in range(cfg.grad_accum)]
-        result = replace(results[-1], loss=torch.stack([r.loss for r in results]).mean())  # the window's loss
         skipped += any(r.skipped for r in results)  # an update any of whose micro-batches was dropped
         _check_skipped(cfg, skipped, step)
         if step % cfg.log_every == 0 or step == cfg.steps:
+            result = _window(acc, results)  # every micro-batch of every process
             last = {**result.metrics(opt.param_groups[0]["lr"], cfg.beta), "skipped_steps": float(skipped)}
             if acc.is_main_process:
                 log(last, step)

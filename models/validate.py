@@ -208,6 +208,16 @@ def check_group_size(cfg: Config, command: str) -> None:
             raise _refuse(f"study.arms.{i}.objective", arm.objective, problem, allowed)
 
 
+def check_processes(cfg: Config, command: str) -> None:
+    """train.processes splits each micro-batch's prompts_per_step groups evenly among the processes."""
+    t = cfg.train
+    if t.prompts_per_step % t.processes:
+        raise ConfigError(
+            f"bad value for 'train.processes': {t.processes} does not divide train.prompts_per_step "
+            f"({t.prompts_per_step}); each process takes an equal share of a step's groups"
+        )
+
+
 def check_engines(cfg: Config, command: str) -> None:
     """engine: ray needs the ray extra; refused now, not after the stages before it have run."""
     import importlib.util
@@ -231,6 +241,7 @@ def validate_config(cfg: Config, command: str = "pipeline") -> None:
     check_registry_keys(cfg, command)
     check_group_size(cfg, command)
     check_oracle(cfg, command)
+    check_processes(cfg, command)
     check_benchmark_weights(cfg, command)
     check_engines(cfg, command)
 

@@ -52,11 +52,13 @@ class Arm:
 
 ARMS = {
     "default": Arm("params.yaml's train section (RankDPO, beta 1000, lr 2e-3, Min-SNR 5, 1,000 x 8 groups)"),
-    "anchor-0.5": Arm("RankDPO + 0.5 x the winners' denoising loss", {"anchor_weight": 0.5}),
+    # The anchor's scale: the preference loss's gradient on an error is about beta x Delta / 2 (beta = 1000), so
+    # lambda = 1 is a rounding error beside it and lambda ~ beta x Delta makes the two pull alike.
     "anchor-1": Arm("RankDPO + 1 x the winners' denoising loss", {"anchor_weight": 1.0}),
-    "anchor-4": Arm("RankDPO + 4 x the winners' denoising loss", {"anchor_weight": 4.0}),
-    "dpo-anchor-1": Arm(
-        "DPO (best over worst) + 1 x the winner's denoising loss", {"objective": "dpo", "anchor_weight": 1.0}
+    "anchor-100": Arm("RankDPO + 100 x the winners' denoising loss", {"anchor_weight": 100.0}),
+    "anchor-1000": Arm("RankDPO + 1000 x the winners' denoising loss", {"anchor_weight": 1000.0}),
+    "dpo-anchor-100": Arm(
+        "DPO (best over worst) + 100 x the winner's loss", {"objective": "dpo", "anchor_weight": 100.0}
     ),
     "balanced": Arm("groups drawn equally often per task (the benchmark's weighting)", {"balance_tasks": True}),
     "margin-0.25": Arm("pairs whose phi differ by < 0.25 carry no weight (GPO's near-ties)", {"min_margin": 0.25}),
@@ -200,6 +202,27 @@ def fmt(d: dict) -> str:
     return f"{d['delta']:+.3f} [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}]"
 
 
+def late_mean(curve: dict, key: str, last: int = 5) -> str:
+    """The mean of the last `last` logged values of a curve column (NaN rows, e.g. the held-out accuracy's
+    own row, skipped), formatted; '-' without it."""
+    values = [v for v in curve.get(key, []) if v == v][-last:]
+    return f"{np.mean(values):+.1e}" if values else "-"
+
+
+def curves(names: list[str], steps: tuple[int, ...] = (100, 250, 500, 750, 1000)) -> str:
+    """Markdown table of the winners' and losers' implicit scores (s = err_theta - err_ref, per image) at
+    `steps` for the runs `names` (<arm>-<labels>): does the preference accuracy come from the winners or
+    from the losers?"""
+    head = "| run | " + " | ".join(f"step {s}: winner_s / loser_s" for s in steps) + " |"
+    lines = [head, "|" + "---|" * (len(steps) + 1)]
+    for name in names:
+        c = json.loads((OUT / "runs" / name / "result.json").read_text()).get("curve", {})
+        at = {int(st): (w, lo) for st, w, lo in zip(c.get("step", []), c.get("winner_s", []), c.get("loser_s", []))}
+        cells = [f"{at[s][0]:+.1e} / {at[s][1]:+.1e}" if s in at else "-" for s in steps]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def table() -> str:
     """Markdown table of every result.json: the arm, labels, base and tuned selection accuracy, the paired
     difference per task, and the last logged winners'/losers' implicit scores."""
@@ -210,8 +233,7 @@ def table() -> str:
     for path in sorted((OUT / "runs").glob("*/result.json")):
         r = json.loads(path.read_text())
         tasks = " | ".join(f"{r['paired']['tasks'][t]['delta']:+.3f}" for t in TASKS)
-        c = r.get("curve", {})
-        ws, ls = (f"{c[k][-2]:.2e}" if len(c.get(k, [])) > 1 else "-" for k in ("winner_s", "loser_s"))
+        ws, ls = (late_mean(r.get("curve", {}), k) for k in ("winner_s", "loser_s"))
         lines.append(
             f"| {r['arm']} | {r['labels']} | {r['base']['overall']['accuracy']:.3f} | "
             f"{r['tuned']['overall']['accuracy']:.3f} | {fmt(r['paired'])} | {tasks} | {ws} | {ls} |"
@@ -226,11 +248,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--labels", choices=["learned", "oracle"], default="oracle")
     ap.add_argument("--table", action="store_true", help="print the table of every finished arm")
     ap.add_argument("--list", action="store_true", help="list the arms")
+    ap.add_argument("--curves", nargs="+", metavar="RUN", help="winners'/losers' scores of runs <arm>-<labels>")
     args = ap.parse_args(argv)
     if args.list:
         print("\n".join(f"{k}: {a.help}" for k, a in ARMS.items()))
     elif args.table:
         print(table())
+    elif args.curves:
+        print(curves(args.curves))
     elif args.arm:
         run_arm(args.arm, args.labels)
     else:

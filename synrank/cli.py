@@ -182,6 +182,14 @@ def main(argv: list[str] | None = None) -> int:
         args.dvc_args = [*args.dvc_args, *unknown]
     if args.command in EXTRA_COMMANDS:
         return EXTRA_COMMANDS[args.command](args)
+    if launched := launched_by():
+        print(
+            f"synrank: `synrank {args.command}` was started as one of {launched} processes (accelerate launch / "
+            f"torchrun); run it once instead: `synrank train --set train.processes={launched}` launches the "
+            "training processes itself",
+            file=sys.stderr,
+        )
+        return 2
     try:
         cfg = load_checked_config(args.params, args.overrides, command=args.command)
     except ConfigError as err:
@@ -191,6 +199,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"synrank: {missing}", file=sys.stderr)
         return 2
     return _run_locked(args.command, cfg)
+
+
+def launched_by(environ: Mapping[str, str] = os.environ) -> int:
+    """The process count of the launcher (accelerate launch, torchrun) that started this process, 0 if none:
+    every launched process would run the whole stage, lock its folders and start its own flow run."""
+    size = environ.get("WORLD_SIZE", "")
+    return int(size) if size.isdigit() and int(size) > 1 else 0
 
 
 def _run_locked(command: str, cfg: Config) -> int:

@@ -215,6 +215,13 @@ class TrainConfig(Strict):
     grad_accum: int = Field(
         default=1, ge=1, description="Micro-batches whose gradients add up into one optimizer update (one step)."
     )
+    processes: int = Field(
+        default=1,
+        ge=1,
+        description="Data-parallel training processes on this machine (one per GPU; gloo on a CPU). More than 1: "
+        "the train stage runs `accelerate launch` itself and splits each micro-batch's prompts_per_step groups "
+        "among them (it must divide prompts_per_step), so the run is the one-process run at the same batch.",
+    )
     lora_rank: int = Field(default=8, ge=0, description="0 = full fine-tune with a frozen reference copy.")
     mixed_precision: Literal["auto", "no", "fp16", "bf16"] = Field(
         default="auto",

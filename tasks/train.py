@@ -15,7 +15,6 @@ is, and synrank's generator code renders it."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +24,10 @@ from mlflow.models.signature import ModelSignature
 from mlflow.types.schema import ColSpec, Schema
 from prefect import task
 
-from synrank.config import GenerateConfig, TrainConfig, base_generator
+from models.train_job import TrainJob
 from synrank.models_io import tuned_spec
 from synrank.progress import Reporter
-from synrank.shards import load_arrays, load_images, png_bytes
+from synrank.shards import png_bytes
 
 SIGNATURE = ModelSignature(
     inputs=Schema([ColSpec("string", "prompt"), ColSpec("long", "seed")]),
@@ -72,52 +71,23 @@ def log_tuned_model(model_dir: Path, registered_name: str, tags: dict[str, str])
     return info.model_uri, version
 
 
-# The manifest's columns that training reads: each image's content id and its stored latents' (tasks.generate).
-MANIFEST_COLUMNS = ("prompt", "sha256", "latent_member", "latent_sha256", "latent_shape", "latent_vae")
-
-
-@task(name="train-model", task_run_name="train[{cfg.objective}]")
-def train_model(
-    cfg: TrainConfig,
-    generate: GenerateConfig,
-    rankings_path: str,
-    images_root: str,
-    out_dir: str,
-    work_dir: str,
-    run_id: str,
-    prompts_path: str = "",
-) -> dict[str, float | str]:
-    """models.trainer.train (RankDPO by default, arXiv 2410.18013 eq. 7; `cfg.objective` picks another) of
-    `train.base` on the rankings joined with the manifest's prompts and stored latents: writes the tuned model
-    to `out_dir`, checkpoints, the latent cache and curve.jsonl to `work_dir`, and `out_dir`/train_curve.csv.
-    `prompts_path` (the sample stage's folder) gives each prompt's category when `cfg.balance_tasks`.
-    Every logged step goes to MLflow run `run_id` as train/<metric>. Returns train's final metrics and
-    effective settings; raises its NonFiniteLossError and models.preflight's errors, ConfigError for an
-    unknown base."""
+@task(name="train-model", task_run_name="train[{job.cfg.objective}]")
+def train_model(job: TrainJob, run_id: str) -> dict[str, float | str]:
+    """models.trainer.train (RankDPO by default, arXiv 2410.18013 eq. 7; `cfg.objective` picks another) of the
+    job's base on its rankings joined with the manifest's prompts and stored latents: writes the tuned model to
+    `job.out_dir`, checkpoints, the latent cache and curve.jsonl to `job.work_dir`, and
+    `job.out_dir`/train_curve.csv. One process (`train.processes: 1`) trains here; more are launched with
+    accelerate (models.launch), this process following their curve. Every logged step goes to MLflow run
+    `run_id` as train/<metric>. Returns train's final metrics and effective settings; raises its
+    NonFiniteLossError and models.preflight's errors (in-process), LaunchFailed when a launched process fails."""
     from mlflow.entities import Metric
 
-    from models.trainer import train
+    from models.launch import launch
+    from models.train_job import run_job
 
-    spec = base_generator(cfg, generate)
-    manifest = pd.read_parquet(Path(images_root) / "manifest.parquet").set_index("image_id")
-    columns = [c for c in MANIFEST_COLUMNS if c in manifest]  # a manifest of an older run has no latents
-    ranked = pd.read_parquet(rankings_path).merge(manifest[columns], left_on="image_id", right_index=True)
-    if cfg.balance_tasks:  # each prompt's category (GenEval task), for the balanced draw
-        prompts = pd.read_parquet(Path(prompts_path) / "prompts.parquet", columns=["prompt_id", "category"])
-        ranked = ranked.merge(prompts, on="prompt_id", how="left")
+    cfg = job.cfg
     client = mlflow.MlflowClient()
-    # Every logged row also goes to a file beside the checkpoints, so the curve survives a resume;
-    # train_curve.csv in the output is what `dvc plots show` draws.
-    curve = Path(work_dir) / "curve.jsonl"
-    curve.parent.mkdir(parents=True, exist_ok=True)
-
-    def images(ids: list[str]):
-        return load_images(Path(images_root), zip(manifest.loc[ids, "shard"], manifest.loc[ids, "member"]))
-
-    def latents(ids: list[str]):
-        return load_arrays(Path(images_root), zip(manifest.loc[ids, "shard"], manifest.loc[ids, "latent_member"]))
-
-    report = Reporter(f"train {cfg.objective} {spec.name}", cfg.steps, "steps", every=30.0)
+    report = Reporter(f"train {cfg.objective} {job.spec.name}", cfg.steps, "steps", every=30.0)
 
     def log(metrics: dict[str, float], step: int) -> None:
         client.log_batch(run_id, metrics=[Metric(f"train/{k}", float(v), 0, step) for k, v in metrics.items()])
@@ -126,14 +96,12 @@ def train_model(
             "".join(f", {k} {metrics[k]:.4g}" for k in ("loss", "implicit_acc") if k in metrics),
             force=step == cfg.steps,
         )
-        with curve.open("a") as f:
-            f.write(json.dumps({"step": step, **metrics}) + "\n")
 
-    final = train(
-        spec, cfg, ranked, images, Path(out_dir), log, Path(work_dir), latents if "latent_member" in manifest else None
-    )
-    if curve.exists():  # absent on a non-main process
-        write_curve(curve, Path(out_dir) / "train_curve.csv")
+    Path(job.work_dir).mkdir(parents=True, exist_ok=True)
+    final = run_job(job, log) if cfg.processes == 1 else launch(job, log)
+    curve = Path(job.work_dir) / "curve.jsonl"
+    if curve.exists():
+        write_curve(curve, Path(job.out_dir) / "train_curve.csv")
     return final
 
 

@@ -1,0 +1,107 @@
+"""Data-parallel training (issue 25): `train.processes: 2` launches two gloo processes with accelerate from the
+train stage's own process, which alone holds the Prefect flow run, the MLflow run and the registry version.
+The two-process run is the one-process run at the same global batch: the same groups, timesteps and noise
+split between the processes, so its loss curve and LoRA match, and its logged `pairs` are the whole batch's."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from types import SimpleNamespace
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from safetensors.numpy import load_file
+
+from synrank.config import Config, ConfigError, load_config
+from tests.test_pipeline import tiny_config
+
+
+def _train(cfg: Config, processes: int, folder: str) -> Path:
+    from flows.train import train_flow
+
+    paths = cfg.paths.model_copy(update={"model": str(Path(cfg.paths.model).parent / folder)})
+    train = cfg.train.model_copy(update={"processes": processes, "steps": 4, "prompts_per_step": 4})
+    return Path(train_flow(train, cfg.generate, paths, cfg.tracking))
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Config, Path, Path]]:
+    from flows.rank import rank_flow
+    from flows.sample import sample_flow
+    from flows.score import score_flow
+    from flows.generate import generate_flow
+
+    root = tmp_path_factory.mktemp("dp")
+    cfg = tiny_config(root)
+    sample_flow(cfg.sample, cfg.paths, cfg.tracking)
+    generate_flow(cfg.generate, paths=cfg.paths, tracking=cfg.tracking)
+    score_flow(cfg.score, paths=cfg.paths, tracking=cfg.tracking)
+    rank_flow(cfg.rank, cfg.paths, cfg.tracking)
+    yield cfg, _train(cfg, 1, "model-1"), _train(cfg, 2, "model-2")
+
+
+def test_two_processes_train_the_one_process_run(world: tuple[Config, Path, Path]) -> None:
+    _, one, two = world
+    c1, c2 = (pd.read_csv(m / "train_curve.csv") for m in (one, two))
+    assert list(c1["step"]) == list(c2["step"]) == [1, 2, 3, 4]
+    np.testing.assert_allclose(c2["loss"], c1["loss"], rtol=1e-4)
+    assert list(c2["pairs"]) == list(c1["pairs"])  # the whole global batch's pairs, gathered from both
+    w1, w2 = (load_file(str(m / "pytorch_lora_weights.safetensors")) for m in (one, two))
+    assert sorted(w1) == sorted(w2)
+    for key in w1:
+        np.testing.assert_allclose(w2[key], w1[key], rtol=1e-4, atol=1e-6)
+    assert sorted(p.name for p in one.iterdir()) == sorted(p.name for p in two.iterdir())
+    # The work folders (checkpoints, job.json, curve.jsonl) are gone once the model is published.
+    assert not list(two.parent.glob(".model-2-work/*"))
+
+
+def test_one_flow_run_one_mlflow_run_one_version_and_its_own_stamp(world: tuple[Config, Path, Path]) -> None:
+    cfg, one, two = world
+    client = mlflow.MlflowClient(cfg.tracking.tracking_uri)
+    exp = client.get_experiment_by_name("e2e").experiment_id
+    runs = client.search_runs([exp], "tags.`synrank.stage` = 'train'")
+    assert len(runs) == 2  # one per train flow, whatever its process count
+    two_proc = [r for r in runs if r.data.params.get("processes") == "2"]
+    assert len(two_proc) == 1 and len(client.get_metric_history(two_proc[0].info.run_id, "train/loss")) == 4
+    # What accelerate really ran: two ranks of one job (MULTI_CPU), not two single-process jobs.
+    assert {r.data.params["processes"]: r.data.params["effective_processes"] for r in runs} == {"1": "1", "2": "2"}
+    assert len(client.search_model_versions("name = 'synrank-gen-a'")) == 2
+    s1, s2 = (json.loads((m / "_stage.json").read_text())["fingerprint"] for m in (one, two))
+    assert s1 != s2  # the process count is part of the run's identity
+    assert not (Path.cwd() / "mlflow.db").exists()
+
+
+def test_a_checkpoint_of_another_process_count_is_refused(tmp_path: Path) -> None:
+    import torch
+
+    from models.checkpoints import CheckpointMismatch, resume
+
+    ckpt = tmp_path / "step-0000002"
+    ckpt.mkdir()
+    (ckpt / "trainer_state.json").write_text(json.dumps({"step": 2, "skipped_steps": 0, "processes": 2}))
+    with pytest.raises(CheckpointMismatch) as err:
+        resume(SimpleNamespace(num_processes=1, process_index=0), tmp_path, torch.Generator())
+    assert str(err.value) == (
+        f"train: checkpoint {ckpt} was written by 2 process(es) and this run has 1; resume with the same "
+        f"train.processes, or delete {tmp_path} to start over"
+    )
+
+
+def test_processes_must_divide_the_batch_and_a_launcher_is_refused(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    from models.validate import validate_config
+    from synrank.cli import main
+
+    with pytest.raises(ConfigError, match=r"'train.processes': 3 does not divide train.prompts_per_step \(8\)"):
+        validate_config(load_config(overrides=["train.processes=3"]), "train")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert main(["train"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "synrank: `synrank train` was started as one of 2 processes (accelerate launch / torchrun); run it once "
+        "instead: `synrank train --set train.processes=2` launches the training processes itself"
+    )
