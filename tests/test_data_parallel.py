@@ -30,10 +30,10 @@ def _train(cfg: Config, processes: int, folder: str) -> Path:
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Config, Path, Path]]:
+    from flows.generate import generate_flow
     from flows.rank import rank_flow
     from flows.sample import sample_flow
     from flows.score import score_flow
-    from flows.generate import generate_flow
 
     root = tmp_path_factory.mktemp("dp")
     cfg = tiny_config(root)
