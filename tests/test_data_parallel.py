@@ -20,11 +20,12 @@ from synrank.config import Config, ConfigError, load_config
 from tests.test_pipeline import tiny_config
 
 
-def _train(cfg: Config, processes: int, folder: str) -> Path:
+def _train(cfg: Config, processes: int, folder: str, **train: int) -> Path:
     from flows.train import train_flow
 
     paths = cfg.paths.model_copy(update={"model": str(Path(cfg.paths.model).parent / folder)})
-    train = cfg.train.model_copy(update={"processes": processes, "steps": 4, "prompts_per_step": 4})
+    settings = {"processes": processes, "steps": 4, "prompts_per_step": 4, **train}
+    train = cfg.train.model_copy(update=settings)
     return Path(train_flow(train, cfg.generate, paths, cfg.tracking))
 
 
@@ -73,6 +74,37 @@ def test_one_flow_run_one_mlflow_run_one_version_and_its_own_stamp(world: tuple[
     s1, s2 = (json.loads((m / "_stage.json").read_text())["fingerprint"] for m in (one, two))
     assert s1 != s2  # the process count is part of the run's identity
     assert not (Path.cwd() / "mlflow.db").exists()
+
+
+def test_a_killed_rank_fails_the_stage_and_the_rerun_resumes_to_the_same_weights(
+    world: tuple[Config, Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import models.launch
+    from models.launch import LaunchFailed
+
+    cfg, _, uninterrupted = world
+    real = models.launch.launch_command
+
+    def rank1_dies_after_the_first_checkpoint(job_file: Path, processes: int, precision: str = "no") -> list[str]:
+        cmd = real(job_file, processes, precision)
+        at = cmd.index("models.train_job")
+        return [*cmd[:at], "tests.kill_rank", "1", "models.trainer:save_checkpoint", "1", *cmd[at:]]
+
+    monkeypatch.setattr(models.launch, "launch_command", rank1_dies_after_the_first_checkpoint)
+    with pytest.raises(LaunchFailed, match="a process of the 2-process launch exited with status"):
+        _train(cfg, 2, "model-k", checkpoint_every=2)
+    out = Path(cfg.paths.model).parent / "model-k"
+    assert not (out / "_stage.json").exists() and not (out / "pytorch_lora_weights.safetensors").exists()
+    assert len(list(out.parent.glob(".model-k-work/*/checkpoints/step-0000002"))) == 1
+    monkeypatch.setattr(models.launch, "launch_command", real)
+    resumed = _train(cfg, 2, "model-k", checkpoint_every=2)
+    w0, w1 = (load_file(str(m / "pytorch_lora_weights.safetensors")) for m in (uninterrupted, resumed))
+    for key in w0:
+        np.testing.assert_allclose(w1[key], w0[key], rtol=1e-5, atol=1e-7)
+    client = mlflow.MlflowClient(cfg.tracking.tracking_uri)
+    exp = client.get_experiment_by_name("e2e").experiment_id
+    statuses = sorted(r.info.status for r in client.search_runs([exp], "params.checkpoint_every = '2'"))
+    assert statuses == ["FAILED", "FINISHED"]
 
 
 def test_a_checkpoint_of_another_process_count_is_refused(tmp_path: Path) -> None:
