@@ -138,6 +138,7 @@ class _Loop:
     groups: RankedGroups
     cfg: TrainConfig
     draw_weights: torch.Tensor | None = None  # (P,) per-group draw probability (balance_tasks), None = uniform
+    sched: Any = None  # the learning-rate schedule (train.lr_scheduler), None = constant
     dropped: bool = False  # a micro-batch of the current accumulation window was non-finite (nonfinite=skip)
 
     def step(self, step: int, rng: torch.Generator) -> _StepResult:
@@ -283,11 +284,27 @@ def _prepare_loop(accelerator, model, ref, param: Parametrization, obj: Objectiv
     by accelerate; the loop keeps the unwrapped model for its adapters and for saving."""
     params = [p for p in model.parameters() if p.requires_grad]
     # foreach: one multi-tensor update instead of a Python loop over the adapters (bit-identical on the CPU).
-    opt = torch.optim.AdamW(params, lr=cfg.learning_rate, foreach=True)
+    opt = torch.optim.AdamW(params, lr=learning_rate(cfg), foreach=True)
     model, opt = accelerator.prepare(model, opt)
     raw = accelerator.unwrap_model(model)
     weights = groups.task_balanced_weights() if cfg.balance_tasks else None
-    return _Loop(accelerator, model, ref, raw, opt, params, param, obj, groups, cfg, weights)
+    loop = _Loop(accelerator, model, ref, raw, opt, params, param, obj, groups, cfg, weights)
+    if cfg.lr_scheduler != "constant" or cfg.lr_warmup_steps:
+        from diffusers.optimization import get_scheduler
+
+        # Stepped once per optimizer step by _run_steps, on every process alike (not prepared: accelerate's
+        # wrapper would step it once per process); saved in the checkpoints.
+        loop.sched = get_scheduler(
+            cfg.lr_scheduler, opt.optimizer, num_warmup_steps=cfg.lr_warmup_steps, num_training_steps=cfg.steps
+        )
+        accelerator.register_for_checkpointing(loop.sched)
+    return loop
+
+
+def learning_rate(cfg: TrainConfig) -> float:
+    """The optimizer's learning rate: train.learning_rate, times the global batch in groups
+    (prompts_per_step x grad_accum) with train.scale_lr, as diffusers' --scale_lr does."""
+    return cfg.learning_rate * (cfg.prompts_per_step * cfg.grad_accum if cfg.scale_lr else 1)
 
 
 def _run_steps(
@@ -306,12 +323,15 @@ def _run_steps(
     ):
         # A step is one optimizer update, as diffusers' max_train_steps: grad_accum micro-batches whose
         # gradients accelerate adds up, the update on the last (accelerator.sync_gradients).
+        lr = opt.param_groups[0]["lr"]  # this step's rate, before the schedule moves on
         results = [loop.step(step, rng) for _ in range(cfg.grad_accum)]
         skipped += any(r.skipped for r in results)  # an update any of whose micro-batches was dropped
+        if loop.sched is not None:
+            loop.sched.step()  # the schedule follows the step count, skipped updates included
         _check_skipped(cfg, skipped, step)
         if step % cfg.log_every == 0 or step == cfg.steps:
             result = _window(acc, results)  # every micro-batch of every process
-            last = {**result.metrics(opt.param_groups[0]["lr"], cfg.beta), "skipped_steps": float(skipped)}
+            last = {**result.metrics(lr, cfg.beta), "skipped_steps": float(skipped)}
             if acc.is_main_process:
                 log(last, step)
         if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < cfg.steps:

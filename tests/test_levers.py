@@ -5,6 +5,7 @@ and half-and-half groups, and the oracle reward (graded, and refused next to the
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -188,3 +189,24 @@ def test_oracle_reward_is_refused_next_to_its_benchmark() -> None:
     validate_config(load_config(overrides=[oracle, "score.oracle=true"]), "pipeline")
     assert not load_config().score.oracle  # params.yaml: no oracle
     assert "shapes-verifier" not in [r.kind for r in load_config().score.rewards]
+
+
+def test_learning_rate_schedule_warmup_and_scaling(tmp_path: Path) -> None:
+    from tests.fixtures.tiny_models import build_tiny_sd
+    from tests.fixtures.trainer import run
+
+    model = build_tiny_sd(tmp_path / "sd", seed=0, channels=(16, 32))
+    rows: list[tuple[int, float]] = []
+    import models.trainer
+
+    real = models.trainer._run_steps
+
+    def record(loop, ckpts, log):
+        return real(loop, ckpts, lambda m, s: rows.append((s, m["lr"])) if "lr" in m else None)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(models.trainer, "_run_steps", record)
+        run(str(model), tmp_path / "out", 4, 0, lr_scheduler="linear", lr_warmup_steps=2, scale_lr=True)
+    # prompts_per_step 3 x grad_accum 1 = 3: peak 3e-3; linear warmup over 2 steps, then linear decay to 0 at 4.
+    assert [s for s, _ in rows] == [1, 2, 3, 4]
+    assert [round(lr, 9) for _, lr in rows] == [0.0, 0.0015, 0.003, 0.0015]
