@@ -17,6 +17,30 @@ class CheckpointMismatch(ValueError):
     """A checkpoint written by another number of processes: its optimizer and RNG states do not fit this run."""
 
 
+def trainable_only(accelerator) -> None:
+    """Checkpoints of the prepared models' trainable weights only (a LoRA's adapters, not the frozen base: an
+    SDXL checkpoint is megabytes instead of 9.6 GiB), with the optimizer, schedule and RNG states as before.
+    accelerate's save hook swaps each model's state dict for its trainable parameters; the load hook loads
+    them itself (non-strict, every trainable key required) and leaves accelerate no model to load."""
+    from safetensors.torch import load_file
+
+    def save(models: list, weights: list, output_dir: str) -> None:
+        for i, model in enumerate(models):
+            weights[i] = {k: v.detach() for k, v in model.named_parameters() if v.requires_grad}
+
+    def load(models: list, input_dir: str) -> None:
+        for i, model in enumerate(models):
+            state = load_file(str(Path(input_dir) / ("model.safetensors" if i == 0 else f"model_{i}.safetensors")))
+            wanted = {k for k, v in model.named_parameters() if v.requires_grad}
+            if missing := wanted - set(state):
+                raise CheckpointMismatch(f"train: checkpoint {input_dir} lacks {len(missing)} trainable weights")
+            model.load_state_dict(state, strict=False)
+        models.clear()
+
+    accelerator.register_save_state_pre_hook(save)
+    accelerator.register_load_state_pre_hook(load)
+
+
 def save_checkpoint(accelerator, ckpts: Path, step: int, rng: torch.Generator, skipped: int = 0) -> Path:
     """accelerate's state plus each process's sampling RNG, the step and the skipped-step count, written
     to a temporary folder that the main process renames once every process has written its part."""

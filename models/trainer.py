@@ -31,7 +31,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from models.checkpoints import resume, save_checkpoint
+from models.checkpoints import resume, save_checkpoint, trainable_only
 from models.generators.base import component_id, pickle_policy
 from models.heldout import heldout_accuracy, split_holdout
 from models.objectives import (
@@ -287,6 +287,8 @@ def _prepare_loop(accelerator, model, ref, param: Parametrization, obj: Objectiv
     opt = torch.optim.AdamW(params, lr=learning_rate(cfg), foreach=True)
     model, opt = accelerator.prepare(model, opt)
     raw = accelerator.unwrap_model(model)
+    if cfg.lora_rank > 0:
+        trainable_only(accelerator)  # checkpoints hold the adapters, not the frozen base
     weights = groups.task_balanced_weights() if cfg.balance_tasks else None
     loop = _Loop(accelerator, model, ref, raw, opt, params, param, obj, groups, cfg, weights)
     if cfg.lr_scheduler != "constant" or cfg.lr_warmup_steps:

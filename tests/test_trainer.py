@@ -80,6 +80,9 @@ def test_sigkill_and_resume_reach_the_same_weights(tiny_model: str, tmp_path: Pa
     assert res.returncode == -signal.SIGKILL, res.stderr[-2000:]
     assert [p.name for p in (resumed / "checkpoints").iterdir()] == ["step-0000003"]
     assert not (resumed / "tuned.json").exists()
+    # The checkpoint holds the LoRA adapters only (models.checkpoints.trainable_only), not the frozen UNet.
+    held = load_file(resumed / "checkpoints" / "step-0000003" / "model.safetensors")
+    assert held and all("lora" in k for k in held)
     subprocess.run(cmd, cwd=ROOT, env=env, check=True, capture_output=True)
     a = load_file(straight / "pytorch_lora_weights.safetensors")
     b = load_file(resumed / "pytorch_lora_weights.safetensors")
