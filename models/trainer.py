@@ -59,11 +59,17 @@ class NonFiniteLossError(RuntimeError):
     """Training met a NaN or infinite loss or gradient norm; raised before anything is saved."""
 
 
-def load_for_training(spec: GeneratorSpec, cfg: TrainConfig, device) -> tuple:
+FROZEN_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def load_for_training(spec: GeneratorSpec, cfg: TrainConfig, device, precision: str = "no") -> tuple:
     """(pipeline, trainable denoiser, reference) on `device`, every other component frozen. lora_rank > 0:
     rank-r LoRA adapters (alpha = r, gaussian init) on the attention projections LORA_TARGETS and no
     reference (the adapters disabled are it); 0: the whole denoiser trains against a frozen deep copy.
-    Raises resolve_model_path's errors for a missing model and diffusers' for an unloadable one."""
+    With LoRA under `precision` bf16 or fp16 (accelerate's effective mixed precision) every frozen weight is
+    stored in that dtype (half the memory: an SDXL UNet 4.8 GiB instead of 9.6) and the adapters stay float32,
+    as diffusers' LoRA scripts do. Raises resolve_model_path's errors for a missing model and diffusers' for an
+    unloadable one."""
     from diffusers import DiffusionPipeline
 
     source = resolve_model_path(spec.path, what=f"generator '{spec.name}'")
@@ -78,11 +84,16 @@ def load_for_training(spec: GeneratorSpec, cfg: TrainConfig, device) -> tuple:
     if cfg.lora_rank > 0:
         from peft import LoraConfig
 
+        if precision in FROZEN_DTYPES:
+            pipe.to(dtype=FROZEN_DTYPES[precision])
         model.add_adapter(
             LoraConfig(
                 r=cfg.lora_rank, lora_alpha=cfg.lora_rank, init_lora_weights="gaussian", target_modules=LORA_TARGETS
             )
         )
+        for p in model.parameters():
+            if p.requires_grad:  # the adapters: float32 master weights whatever the frozen dtype
+                p.data = p.data.float()
         ref = None
     else:
         ref = copy.deepcopy(model).eval()
@@ -242,7 +253,7 @@ def train(
     accelerator = make_accelerator(cfg.mixed_precision, cfg.grad_accum)
     set_seed(cfg.seed)
     device = accelerator.device
-    pipe, model, ref = load_for_training(spec, cfg, device)
+    pipe, model, ref = load_for_training(spec, cfg, device, accelerator.mixed_precision)
     param = training_parametrization(pipe.scheduler, cfg)
     groups = training_groups(pipe, spec, cfg, ranked, images, latents, device, work_dir / "cache")
     train_groups, held = split_holdout(groups, cfg.holdout_fraction, cfg.seed)

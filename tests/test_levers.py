@@ -210,3 +210,23 @@ def test_learning_rate_schedule_warmup_and_scaling(tmp_path: Path) -> None:
     # prompts_per_step 3 x grad_accum 1 = 3: peak 3e-3; linear warmup over 2 steps, then linear decay to 0 at 4.
     assert [s for s, _ in rows] == [1, 2, 3, 4]
     assert [round(lr, 9) for _, lr in rows] == [0.0, 0.0015, 0.003, 0.0015]
+
+
+def test_bf16_keeps_frozen_weights_in_bf16_and_the_lora_in_float32(tmp_path: Path) -> None:
+    from models.trainer import load_for_training
+    from synrank.config import GeneratorSpec, TrainConfig
+    from tests.fixtures.tiny_models import build_tiny_sd
+    from tests.fixtures.trainer import run
+
+    model = build_tiny_sd(tmp_path / "sd", seed=0, channels=(16, 32))
+    spec = GeneratorSpec(name="tiny", path=str(model), height=32, width=32)
+    pipe, unet, _ = load_for_training(spec, TrainConfig(lora_rank=2), "cpu", "bf16")
+    dtypes = {(p.requires_grad, p.dtype) for p in unet.parameters()}
+    assert dtypes == {(False, torch.bfloat16), (True, torch.float32)}
+    assert (
+        {p.dtype for p in pipe.vae.parameters()}
+        == {p.dtype for p in pipe.text_encoder.parameters()}
+        == {torch.bfloat16}
+    )
+    final = run(str(model), tmp_path / "out", 2, 0, mixed_precision="bf16")
+    assert math.isfinite(final["loss"]) and final["effective_mixed_precision"] == "bf16"
