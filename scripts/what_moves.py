@@ -241,6 +241,20 @@ def table() -> str:
     return "\n".join(lines)
 
 
+def task_table() -> str:
+    """Markdown table of every result's paired per-task gains with their 95% CIs."""
+    from models.shapes.specs import TASKS
+
+    head = "| arm | labels | " + " | ".join(TASKS) + " |"
+    lines = [head, "|" + "---|" * (len(TASKS) + 2)]
+    for path in sorted((OUT / "runs").glob("*/result.json")):
+        r = json.loads(path.read_text())
+        lines.append(
+            f"| {r['arm']} | {r['labels']} | " + " | ".join(fmt(r["paired"]["tasks"][t]) for t in TASKS) + " |"
+        )
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     """CLI: --arm NAME --labels learned|oracle, or --table, or --list."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -253,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.list:
         print("\n".join(f"{k}: {a.help}" for k, a in ARMS.items()))
     elif args.table:
-        print(table())
+        print(table() + "\n\nPer task, paired tuned - base [95% CI]:\n\n" + task_table())
     elif args.curves:
         print(curves(args.curves))
     elif args.arm:

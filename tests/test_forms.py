@@ -40,7 +40,7 @@ def test_the_train_form_is_its_own_section_with_choices(train_form: dict[str, An
     cfg = load_config()
     assert list(train_form["properties"]) == ["cfg"] and train_form["required"] == ["cfg"]
     assert train_form["properties"]["cfg"]["title"] == "Training"
-    assert leaves(train_form, train_form) == len(TrainConfig.model_fields) < 30
+    assert leaves(train_form, train_form) == len(TrainConfig.model_fields) < 40  # a form a person reads
     train = train_form["definitions"]["TrainConfig"]["properties"]
     assert train["objective"]["enum"] == registries()["objective"]
     assert train["base"]["enum"] == ["", *(g.name for g in cfg.generate.generators)]
