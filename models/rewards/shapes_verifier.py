@@ -18,6 +18,7 @@ from PIL import Image
 
 from models.rewards.registry import REWARDS
 from models.shapes.verify import verify_report
+from models.shapes_zoo.detector_reward import per_image
 from models.shapes_zoo.prompt_parser import parse_prompt
 from synrank.config import RewardSpec
 
@@ -51,5 +52,4 @@ class ShapesVerifierReward:
 
     def score(self, images: list[Image.Image], prompts: list[str]) -> np.ndarray:
         """graded_verdict of each (image, prompt): (N,) float64 in [0, 1]; ValueError if the lengths differ."""
-        arrays = [np.asarray(im.convert("RGB")) if isinstance(im, Image.Image) else np.asarray(im) for im in images]
-        return np.array([graded_verdict(a, p) for a, p in zip(arrays, prompts, strict=True)], np.float64)
+        return per_image(graded_verdict, images, prompts)

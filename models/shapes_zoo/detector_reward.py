@@ -129,5 +129,11 @@ class ShapesDetectorReward:
 
     def score(self, images: list[Image.Image], prompts: list[str]) -> np.ndarray:
         """detector_score of each (image, prompt): (N,) float64 in [0, 1]; ValueError if the lengths differ."""
-        arrays = [np.asarray(im.convert("RGB")) if isinstance(im, Image.Image) else np.asarray(im) for im in images]
-        return np.array([detector_score(a, p) for a, p in zip(arrays, prompts, strict=True)], np.float64)
+        return per_image(detector_score, images, prompts)
+
+
+def per_image(score, images: list, prompts: list[str]) -> np.ndarray:
+    """score(RGB array, prompt) of each (image, prompt), images as PIL images or arrays: (N,) float64;
+    ValueError if the lengths differ. The programmatic rewards' (detector, verifier) score method."""
+    arrays = [np.asarray(im.convert("RGB")) if isinstance(im, Image.Image) else np.asarray(im) for im in images]
+    return np.array([score(a, p) for a, p in zip(arrays, prompts, strict=True)], np.float64)
