@@ -65,6 +65,14 @@ ARMS = {
     "high-noise": Arm(
         "timesteps of the noisier half only (t in [0.5, 1] of the schedule)", {"timestep_range": [0.5, 1.0]}
     ),
+    "anchor-100-high-noise": Arm(
+        "the two levers that moved the learned labels, together", {"anchor_weight": 100.0, "timestep_range": [0.5, 1.0]}
+    ),
+    "onpolicy-anchor-100-high-noise": Arm(
+        "on-policy groups with the anchor and the high-noise timesteps",
+        {"anchor_weight": 100.0, "timestep_range": [0.5, 1.0]},
+        groups="onpolicy",
+    ),
     "no-min-snr": Arm("no Min-SNR timestep weighting", {"snr_gamma": None}),
     "budget-x2": Arm("2,000 steps instead of 1,000", {"steps": 2000}),
     "prompts-x4": Arm("32 prompt groups per step instead of 8 (4x the budget)", {"prompts_per_step": 32}),
