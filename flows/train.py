@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from dataclasses import replace
 
 import mlflow
 from prefect import flow
@@ -46,7 +47,7 @@ def train_flow(
     the previous model left in place, runlock.LockHeld when another run holds the folder. Returns the output
     folder."""
     cfg = with_deployment_defaults("cfg", cfg)  # a partial parameter from the API keeps the rest
-    rankings, images, out = paths.resolve("rankings"), paths.resolve("images"), paths.resolve("model")
+    rankings, images, out, prompts = (paths.resolve(k) for k in ("rankings", "images", "model", "prompts"))
     # A bad base or objective (a typo in the Prefect form) fails here, before any model loads.
     spec = base_generator(cfg, generate)
     check_objective(cfg.objective)
@@ -59,16 +60,8 @@ def train_flow(
         # work/result and moved into `out` only once training has succeeded, so a failed run (a
         # non-finite loss, a crash) leaves the previous model and its stamp as they were.
         work = out.parent / f".{out.name}-work" / st.fingerprint[:16]
-        job = TrainJob(
-            cfg=cfg,
-            spec=spec,
-            rankings=str(rankings / "rankings.parquet"),
-            images=str(images),
-            out_dir=str(work / "result"),
-            work_dir=str(work),
-            prompts=str(paths.resolve("prompts")),
-        )
-        final = train_model(job, st.run_id)
+        job = TrainJob(cfg, spec, str(rankings / "rankings.parquet"), str(images), str(work / "result"), str(work))
+        final = train_model(replace(job, prompts=str(prompts)), st.run_id)
         publish_dir(work / "result", out, protected=(STAMP,))
         shutil.rmtree(work, ignore_errors=True)
         # What training really ran with (accelerate's mixed precision, the timestep sampling): MLflow params

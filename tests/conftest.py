@@ -45,3 +45,18 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
             else:
                 why = f"{rep.when}, {rep.duration:.0f} s" + (" in Chromium" if outcome == "passed" else "")
             terminalreporter.write_line(f"synrank browser test: {outcome.upper()} {rep.nodeid} ({why})")
+
+
+@pytest.fixture
+def fresh_accelerate(monkeypatch: pytest.MonkeyPatch) -> Iterator[pytest.MonkeyPatch]:
+    """accelerate keeps its state per process; start and leave it empty so other tests build their own."""
+    from accelerate.state import AcceleratorState, GradientState
+
+    def reset() -> None:
+        AcceleratorState._reset_state(reset_partial_state=True)
+        GradientState._reset_state()
+
+    monkeypatch.delenv("ACCELERATE_MIXED_PRECISION", raising=False)
+    reset()
+    yield monkeypatch
+    reset()

@@ -31,6 +31,8 @@ def _train(cfg: Config, processes: int, folder: str, **train: int) -> Path:
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Config, Path, Path]]:
+    import torch
+
     from flows.generate import generate_flow
     from flows.rank import rank_flow
     from flows.sample import sample_flow
@@ -38,11 +40,16 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Config, Pa
 
     root = tmp_path_factory.mktemp("dp")
     cfg = tiny_config(root)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as each launched rank: the same kernels' summation order in both runs
     sample_flow(cfg.sample, cfg.paths, cfg.tracking)
     generate_flow(cfg.generate, paths=cfg.paths, tracking=cfg.tracking)
     score_flow(cfg.score, paths=cfg.paths, tracking=cfg.tracking)
     rank_flow(cfg.rank, cfg.paths, cfg.tracking)
-    yield cfg, _train(cfg, 1, "model-1"), _train(cfg, 2, "model-2")
+    try:
+        yield cfg, _train(cfg, 1, "model-1"), _train(cfg, 2, "model-2")
+    finally:
+        torch.set_num_threads(threads)
 
 
 def test_two_processes_train_the_one_process_run(world: tuple[Config, Path, Path]) -> None:

@@ -12,7 +12,6 @@ is refused, and a run with no ordered pair stops before it trains.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from pathlib import Path
 from statistics import NormalDist
 from types import SimpleNamespace
@@ -167,21 +166,6 @@ def test_train_config_defaults() -> None:
 
 
 # -- mixed precision: honoured, or refused ---------------------------------------------------------------------
-
-
-@pytest.fixture
-def fresh_accelerate(monkeypatch: pytest.MonkeyPatch) -> Iterator[pytest.MonkeyPatch]:
-    """accelerate keeps its state per process; start and leave it empty so other tests build their own."""
-    from accelerate.state import AcceleratorState, GradientState
-
-    def reset() -> None:
-        AcceleratorState._reset_state(reset_partial_state=True)
-        GradientState._reset_state()
-
-    monkeypatch.delenv("ACCELERATE_MIXED_PRECISION", raising=False)
-    reset()
-    yield monkeypatch
-    reset()
 
 
 FP16_ON_CPU = (

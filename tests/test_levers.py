@@ -212,7 +212,7 @@ def test_learning_rate_schedule_warmup_and_scaling(tmp_path: Path) -> None:
     assert [round(lr, 9) for _, lr in rows] == [0.0, 0.0015, 0.003, 0.0015]
 
 
-def test_bf16_keeps_frozen_weights_in_bf16_and_the_lora_in_float32(tmp_path: Path) -> None:
+def test_bf16_keeps_frozen_weights_in_bf16_and_the_lora_in_float32(tmp_path: Path, fresh_accelerate) -> None:
     from models.trainer import load_for_training
     from synrank.config import GeneratorSpec, TrainConfig
     from tests.fixtures.tiny_models import build_tiny_sd
