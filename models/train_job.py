@@ -53,10 +53,9 @@ class TrainJob:
         return cls(**{**data, "cfg": TrainConfig(**data["cfg"]), "spec": GeneratorSpec(**data["spec"])})
 
 
-def ranked_images(job: TrainJob) -> pd.DataFrame:
-    """The rankings joined with the manifest's prompt, content ids and stored latents (and each prompt's
-    category with balance_tasks)."""
-    manifest = pd.read_parquet(Path(job.images) / "manifest.parquet").set_index("image_id")
+def ranked_images(job: TrainJob, manifest: pd.DataFrame) -> pd.DataFrame:
+    """The rankings joined with the manifest's (indexed by image_id) prompt, content ids and stored latents
+    (and each prompt's category with balance_tasks)."""
     columns = [c for c in MANIFEST_COLUMNS if c in manifest]  # a manifest of an older run has no latents
     ranked = pd.read_parquet(job.rankings).merge(manifest[columns], left_on="image_id", right_index=True)
     if job.cfg.balance_tasks:
@@ -93,7 +92,8 @@ def run_job(job: TrainJob, log: Callable[[dict[str, float], int], None] = lambda
     from accelerate import PartialState
 
     stored = latents if "latent_member" in manifest else None
-    final = train(job.spec, job.cfg, ranked_images(job), images, Path(job.out_dir), log_and_record, work, stored)
+    ranked = ranked_images(job, manifest)
+    final = train(job.spec, job.cfg, ranked, images, Path(job.out_dir), log_and_record, work, stored)
     if PartialState().is_main_process:  # the state train()'s Accelerator set up
         write_text(work / FINAL, json.dumps(final) + "\n")
     return final
