@@ -76,30 +76,52 @@ def objective_label(g: RankedGroups, obj: Objective) -> torch.Tensor:
     return g.advantage
 
 
-def make_batch(groups: RankedGroups, obj: Objective, rows: torch.Tensor, rng: torch.Generator) -> tuple:
-    """(latents (B, K, ...), cond, label, tau, mask), all (B, K) but latents and cond; label is the per-image
-    value the objective weighs (phi, or GPO's advantage: objective_label). SUDO pairs each
-    group's image (a random member) with a deranged batch mate's image under the first one's caption,
-    labelled (1, 0), K = 2. A pair whose two images share a prompt (the same row, or the same text
-    conditioning) has its second slot masked out: no preference pair, only the SFT term on the first."""
+@dataclass
+class BatchPlan:
+    """One drawn batch before anything is read: which images (index (B, K) into the groups' latents, -1 =
+    padding), which groups' text conditioning (rows (B,)), and the labels, ranks and mask (B, K)."""
+
+    index: torch.Tensor
+    rows: torch.Tensor
+    label: torch.Tensor
+    tau: torch.Tensor
+    mask: torch.Tensor
+
+    def part(self, part: slice) -> BatchPlan:
+        """The groups in `part` of this plan."""
+        return BatchPlan(self.index[part], self.rows[part], self.label[part], self.tau[part], self.mask[part])
+
+
+def plan_batch(groups: RankedGroups, obj: Objective, rows: torch.Tensor, rng: torch.Generator) -> BatchPlan:
+    """The batch of `rows` (B,): each group's images with the objective's label (phi, or GPO's advantage:
+    objective_label). SUDO pairs each group's image (a random member) with a deranged batch mate's image
+    under the first one's caption, labelled (1, 0), K = 2. A pair whose two images share a prompt (the same
+    row, or the same text conditioning) has its second slot masked out: no preference pair, only the SFT
+    term on the first."""
     g = groups.select(rows)
     if not obj.self_pairs:
-        return groups.latents_of(g.index), g.cond, objective_label(g, obj), g.tau, g.mask
+        return BatchPlan(g.index, rows, objective_label(g, obj), g.tau, g.mask)
     counts = g.mask.sum(dim=1)
     pick = (torch.rand(len(rows), generator=rng) * counts).long()
     own = g.index[torch.arange(len(rows)), pick]
     perm = derangement(len(rows), rng)
     pair = torch.stack([own, own[perm]], dim=1)
-    text = g.cond["encoder_hidden_states"]
+    text = groups.cond_of(rows)["encoder_hidden_states"]
     same_prompt = (rows == rows[perm]) | (text == text[perm]).flatten(1).all(dim=1)
     mask = torch.stack([torch.ones(len(rows), dtype=torch.bool), ~same_prompt], dim=1)
     ones = torch.ones(len(rows), 2)
-    return groups.latents_of(pair), g.cond, ones * torch.tensor([1.0, 0.0]), (ones * torch.tensor([1, 2])).long(), mask
+    return BatchPlan(pair, rows, ones * torch.tensor([1.0, 0.0]), (ones * torch.tensor([1, 2])).long(), mask)
+
+
+def make_batch(groups: RankedGroups, obj: Objective, rows: torch.Tensor, rng: torch.Generator) -> tuple:
+    """plan_batch with its data read: (latents (B, K, ...), cond, label, tau, mask)."""
+    p = plan_batch(groups, obj, rows, rng)
+    return groups.latents_of(p.index), groups.cond_of(p.rows), p.label, p.tau, p.mask
 
 
 @dataclass
 class PreferenceBatch:
-    """make_batch's groups with their noise draw. On `device`: latents (B, K, C, h, w), cond (per group),
+    """A planned batch's data with its noise draw. On `device`: latents (B, K, C, h, w), cond (per group),
     t (B,) (discrete steps or flow sigmas, Parametrization.sample_t) and noise (B, C, h, w). On the CPU:
     label (B, K) (phi or GPO's advantage), tau (B, K) ranks (1 = best) and mask (B, K) of real images."""
 
@@ -111,22 +133,12 @@ class PreferenceBatch:
     t: torch.Tensor
     noise: torch.Tensor
 
-    def shard(self, index: int, count: int) -> PreferenceBatch:
-        """Process `index` of `count`'s contiguous share of the B groups (B must divide by count): data
-        parallelism splits one drawn batch, so every process count trains on the same groups, t and noise."""
-        if count == 1:
-            return self
-        n = self.label.shape[0] // count
-        part = slice(index * n, (index + 1) * n)
-        return PreferenceBatch(
-            self.latents[part],
-            {k: v[part] for k, v in self.cond.items()},
-            self.label[part],
-            self.tau[part],
-            self.mask[part],
-            self.t[part],
-            self.noise[part],
-        )
+
+def shard_slice(n: int, index: int, count: int) -> slice:
+    """Process `index` of `count`'s contiguous share of n groups (n must divide by count): data parallelism
+    splits one drawn batch, so every process count trains on the same groups, t and noise."""
+    share = n // count
+    return slice(index * share, (index + 1) * share)
 
 
 def preference_batch(
@@ -138,15 +150,18 @@ def preference_batch(
     device,
     shard: tuple[int, int] = (0, 1),
 ) -> PreferenceBatch:
-    """The batch of `rows` (B,) of `groups`: make_batch, then one timestep and one noise draw per group from
-    `rng` in that order; then `shard` = (process index, process count)'s share of it (PreferenceBatch.shard),
-    its model inputs moved to `device`. Raises make_batch's ValueError (a label the rankings lack)."""
-    lat, cond, label, tau, mask = make_batch(groups, obj, rows, rng)
+    """The batch of `rows` (B,) of `groups`: plan_batch, then one timestep and one noise draw per group from
+    `rng` in that order; then `shard` = (process index, process count)'s share of it (shard_slice), whose
+    latents and conditioning alone are read, moved to `device`. Raises plan_batch's ValueError (a label the
+    rankings lack)."""
+    plan = plan_batch(groups, obj, rows, rng)
     t = param.sample_t(len(rows), rng)
-    noise = torch.randn(lat.shape[:1] + lat.shape[2:], generator=rng)
-    b = PreferenceBatch(lat, cond, label, tau, mask, t, noise).shard(*shard)
-    on_device = {k: v.to(device) for k, v in b.cond.items()}
-    return PreferenceBatch(b.latents.to(device), on_device, b.label, b.tau, b.mask, b.t.to(device), b.noise.to(device))
+    noise = torch.randn((len(rows), *groups.latents.shape[1:]), generator=rng)  # (B, C, h, w)
+    part = shard_slice(len(rows), *shard)
+    mine = plan.part(part)
+    latents = groups.latents_of(mine.index).to(device)
+    cond = {k: v.to(device) for k, v in groups.cond_of(mine.rows).items()}
+    return PreferenceBatch(latents, cond, mine.label, mine.tau, mine.mask, t[part].to(device), noise[part].to(device))
 
 
 def paired_errors(

@@ -3,8 +3,9 @@
 An image's latents are the ones the generate stage stored beside it (the very tensor its generator's VAE
 decoded into the PNG that the rewards judged) when that VAE is the trained model's (same content id) and
 they have the training size's shape; otherwise the VAE encodes the PNG, and a round trip through the VAE
-is not the image that was judged. The text encoder encodes every prompt once. The result is cached on
-disk next to the checkpoints, so a resumed run does not encode again. Images keep their generator's
+is not the image that was judged. The text encoder encodes every prompt once. The result is written to
+disk next to the checkpoints (models.group_store: latents and conditioning read one batch at a time), once
+for all processes and resumes. Images keep their generator's
 aspect: training runs at its height x width (`training_size`), and an image of another size is scaled to
 cover that and center-cropped (`fit_image`), never squashed."""
 
@@ -12,8 +13,9 @@ from __future__ import annotations
 
 import hashlib
 import inspect
-from collections.abc import Callable
-from dataclasses import dataclass, fields, replace
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +24,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
+from models.group_store import NpyRows, Rows, load_fields, npy_rows, save_small, subset, take
 from synrank import atomic
 
 
@@ -34,8 +37,8 @@ class RankedGroups:
     phi: torch.Tensor  # (P, K) float
     tau: torch.Tensor  # (P, K) long
     mask: torch.Tensor  # (P, K) bool
-    cond: dict[str, torch.Tensor]  # per prompt: encoder_hidden_states (P, L, D) [, pooled_projections (P, D)]
-    latents: torch.Tensor  # (N, C, h, w), in the denoiser's (scaled) latent space
+    cond: dict[str, Rows]  # per prompt: encoder_hidden_states (P, L, D) [, pooled_projections (P, D)]
+    latents: Rows  # (N, C, h, w), in the denoiser's (scaled) latent space; on disk after build_groups
     advantage: torch.Tensor | None = None  # (P, K) float; None for rankings without the column
     stored: torch.Tensor | None = None  # (N,) bool: latents[n] is the generate stage's, not the PNG encoded
     category: torch.Tensor | None = None  # (P,) long code of each prompt's category (GenEval task); None = unknown
@@ -44,8 +47,8 @@ class RankedGroups:
         return self.index.shape[0]
 
     def select(self, rows: torch.Tensor) -> RankedGroups:
-        """The groups at `rows` ((R,) long or (P,) bool): every (P, ...) field indexed, `latents` and `stored`
-        shared (index still points into them)."""
+        """The groups at `rows` ((R,) long or (P,) bool): every (P, ...) field indexed (cond on disk as a view,
+        nothing read), `latents` and `stored` shared (index still points into them)."""
         adv = self.advantage[rows] if self.advantage is not None else None
         return replace(
             self,
@@ -54,7 +57,7 @@ class RankedGroups:
             phi=self.phi[rows],
             tau=self.tau[rows],
             mask=self.mask[rows],
-            cond={k: v[rows] for k, v in self.cond.items()},
+            cond={k: subset(v, rows) for k, v in self.cond.items()},
             advantage=adv,
         )
 
@@ -70,7 +73,11 @@ class RankedGroups:
     def latents_of(self, index: torch.Tensor) -> torch.Tensor:
         """Latents of an index tensor of any shape (...) -> (..., C, h, w); padding (-1) gives image 0's, which
         the mask leaves out of the loss."""
-        return self.latents[index.clamp(min=0)]
+        return take(self.latents, index.clamp(min=0))
+
+    def cond_of(self, rows: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The text conditioning of the groups at `rows` (R,), each (R, ...), read from disk when it is there."""
+        return {k: take(v, rows) for k, v in self.cond.items()}
 
     def latent_counts(self) -> dict[str, float]:
         """How many images' latents were the stored ones (`latents_stored`) and how many came from
@@ -216,7 +223,7 @@ def encode_images(
     return (torch.cat(lat) - (vae_cfg.get("shift_factor") or 0.0)) * vae_cfg.scaling_factor
 
 
-def gather_latents(
+def latent_chunks(
     pipe,
     ids: list[str],
     use_stored: list[bool],
@@ -225,16 +232,19 @@ def gather_latents(
     size: int | Size,
     device: str,
     batch_size: int = 32,
-) -> torch.Tensor:
-    """(len(ids), C, h, w) float32: the stored latents where use_stored, the encoded PNG elsewhere."""
-    keep = [i for i, u in zip(ids, use_stored) if u]
-    encode = [i for i, u in zip(ids, use_stored) if not u]
-    parts = {}
-    if keep:
-        parts.update(zip(keep, torch.from_numpy(np.stack(stored.load(keep))).float()))
-    if encode:
-        parts.update(zip(encode, encode_images(pipe, encode, images, size, device, batch_size)))
-    return torch.stack([parts[i] for i in ids])
+) -> Iterator[torch.Tensor]:
+    """The latents of `ids` in order, batch_size at a time, each (n, C, h, w) float32: the stored latents
+    where use_stored, the encoded PNG elsewhere."""
+    for start in tqdm(range(0, len(ids), batch_size), desc="latents", unit="batch", disable=len(ids) <= batch_size):
+        chunk, use = ids[start : start + batch_size], use_stored[start : start + batch_size]
+        keep = [i for i, u in zip(chunk, use) if u]
+        encode = [i for i, u in zip(chunk, use) if not u]
+        parts = {}
+        if keep:
+            parts.update(zip(keep, torch.from_numpy(np.stack(stored.load(keep))).float()))
+        if encode:
+            parts.update(zip(encode, encode_images(pipe, encode, images, size, device, len(encode))))
+        yield torch.stack([parts[i] for i in chunk])
 
 
 @torch.no_grad()
@@ -244,15 +254,16 @@ def build_groups(
     images: Callable[[list[str]], list[Image.Image]],
     size: int | Size,
     device: str,
-    cache: Path | None = None,
+    cache: Path,
     batch_size: int = 32,
     stored: StoredLatents | None = None,
 ) -> RankedGroups:
-    """ranked: image_id, prompt_id, prompt, phi, tau [, advantage, sha256, the manifest's latent_* columns].
-    Prompts with fewer than 2 images are dropped. size: the training (height, width) (see training_size;
-    an int: square). Latents are (N, C, height/f, width/f) for the VAE's factor f: the stored ones where
-    `stored` and usable_stored allow, else each image fitted to size with its aspect kept (fit_image) and
-    encoded."""
+    """ranked: image_id, prompt_id, prompt, phi, tau [, advantage, sha256, category, the manifest's latent_*
+    columns]. Prompts with fewer than 2 images are dropped. size: the training (height, width) (see
+    training_size; an int: square). Latents are (N, C, height/f, width/f) for the VAE's factor f: the stored
+    ones where `stored` and usable_stored allow, else each image fitted to size with its aspect kept
+    (fit_image) and encoded. The groups are written to cache/groups-<content key>/ (models.group_store) and
+    read from there: an existing folder is the same content, built before (by another process or run)."""
     counts = ranked.groupby("prompt_id")["image_id"].transform("size")
     ranked = ranked[counts >= 2].sort_values(["prompt_id", "tau", "image_id"]).reset_index(drop=True)
     use = (
@@ -260,28 +271,34 @@ def build_groups(
         if stored is not None
         else pd.Series(False, index=ranked.index)
     )
-    path = cache / f"groups-{_cache_key(ranked, use, size)}.pt" if cache else None
-    if path is not None and path.exists():
-        return RankedGroups(**torch.load(path))
-    latents = gather_latents(pipe, list(ranked["image_id"]), list(use), images, stored, size, device, batch_size)
+    folder = cache / f"groups-{_cache_key(ranked, use, size)}"
+    if not (folder / "groups.pt").exists():
+        with atomic.building_dir(folder) as tmp:
+            _write_groups(pipe, ranked, use, images, stored, size, device, batch_size, tmp)
+    return RankedGroups(**load_fields(folder))
+
+
+def _write_groups(pipe, ranked, use, images, stored, size, device, batch_size: int, folder: Path) -> None:
+    """build_groups' files in `folder`: latents.npy, cond.<name>.npy per conditioning tensor, then groups.pt."""
+    with npy_rows(folder / "latents.npy", len(ranked)) as out:
+        for chunk in latent_chunks(pipe, list(ranked["image_id"]), list(use), images, stored, size, device, batch_size):
+            out.write(chunk)
     groups = list(ranked.groupby("prompt_id", sort=True))
-    index, phi, tau, advantage = _group_tensors(groups, "advantage" in ranked)
     prompts = [g["prompt"].iloc[0] for _, g in groups]
-    n = len(groups)
-    parts = [encode_prompts(pipe, prompts[i : i + batch_size], device, size) for i in range(0, n, batch_size)]
-    cond = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+    with ExitStack() as files:  # one cond.<name>.npy per tensor the text encoders give
+        writers: dict[str, NpyRows] = {}
+        for i in range(0, len(prompts), batch_size):
+            for name, value in encode_prompts(pipe, prompts[i : i + batch_size], device, size).items():
+                if name not in writers:
+                    writers[name] = files.enter_context(npy_rows(folder / f"cond.{name}.npy", len(prompts)))
+                writers[name].write(value)
+    index, phi, tau, advantage = _group_tensors(groups, "advantage" in ranked)
     category = None
     if "category" in ranked:  # codes in order of first appearance (groups are sorted by prompt id)
         names = [g["category"].iloc[0] for _, g in groups]
         category = torch.tensor([list(dict.fromkeys(names)).index(c) for c in names], dtype=torch.long)
     stored_mask = torch.tensor(use.to_numpy(bool))
-    out = RankedGroups(index, phi, tau, index >= 0, cond, latents, advantage, stored_mask, category)
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # Through an open file: a path would name the torch archive after the (random) temporary.
-        with atomic.writing(path) as tmp, open(tmp, "wb") as fh:
-            torch.save({f.name: getattr(out, f.name) for f in fields(out)}, fh)
-    return out
+    save_small(RankedGroups(index, phi, tau, index >= 0, {}, torch.empty(0), advantage, stored_mask, category), folder)
 
 
 def _group_tensors(groups: list[tuple[str, pd.DataFrame]], with_advantage: bool) -> tuple:

@@ -255,7 +255,9 @@ def train(
     device = accelerator.device
     pipe, model, ref = load_for_training(spec, cfg, device, accelerator.mixed_precision)
     param = training_parametrization(pipe.scheduler, cfg)
-    groups = training_groups(pipe, spec, cfg, ranked, images, latents, device, work_dir / "cache")
+    with accelerator.main_process_first():  # the main process encodes and writes; the others read its files
+        groups = training_groups(pipe, spec, cfg, ranked, images, latents, device, work_dir / "cache")
+    release_encoders(pipe)
     train_groups, held = split_holdout(groups, cfg.holdout_fraction, cfg.seed)
     loop = _prepare_loop(accelerator, model, ref, param, obj, train_groups, cfg)
     last, skipped = _run_steps(loop, work_dir / "checkpoints", log)
@@ -368,6 +370,15 @@ def training_groups(
     vae = component_id(resolve_model_path(spec.path, what=f"generator '{spec.name}'"), "vae")
     stored = StoredLatents(vae, latents) if latents is not None else None
     return build_groups(pipe, ranked, images, size, device, cache=cache, stored=stored)
+
+
+def release_encoders(pipe) -> None:
+    """Move the VAE and text encoders off the accelerator once the groups are on disk: training reads
+    their outputs from there, and the denoiser gets their memory (nothing moves on the CPU)."""
+    for name in ("vae", "text_encoder", "text_encoder_2", "text_encoder_3"):
+        part = getattr(pipe, name, None)
+        if part is not None and part.device.type != "cpu":
+            part.to("cpu")
 
 
 def save_tuned(model, pipe, spec: GeneratorSpec, cfg: TrainConfig, out_dir: Path) -> None:

@@ -119,6 +119,9 @@ def test_pipeline_deployment_trains_on_the_gpu_pool(world: Services, pipeline_ru
     assert train_id not in (world.run_dir / "worker-cpu.log").read_text()
 
 
+SUBMIT_ATTEMPTS = 3  # clicks on Submit while the server answers 503 (see _submit_custom_run)
+
+
 def _submit_custom_run(page: Any, deployment_id: Any) -> UUID:
     """Click the custom run form's Submit and return the id of the flow run the UI created.
 
@@ -129,15 +132,23 @@ def _submit_custom_run(page: Any, deployment_id: Any) -> UUID:
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
     posted = re.compile(rf"/deployments/{deployment_id}/create_flow_run$")
-    try:
-        with page.expect_response(lambda r: bool(posted.search(r.url)), timeout=180_000) as answer:
-            page.get_by_role("button", name="Submit").click()
-    except PlaywrightTimeout as err:
-        page.screenshot(path=SCREENSHOTS / "1-submit-posted-nothing.png", full_page=True)
-        raise AssertionError(
-            f"the Prefect UI posted no flow run in 180 s; the page says: {page.inner_text('body')}"
-        ) from err
-    response = answer.value
+    for attempt in range(1, SUBMIT_ATTEMPTS + 1):
+        try:
+            with page.expect_response(lambda r: bool(posted.search(r.url)), timeout=180_000) as answer:
+                page.get_by_role("button", name="Submit").click()
+        except PlaywrightTimeout as err:
+            page.screenshot(path=SCREENSHOTS / "1-submit-posted-nothing.png", full_page=True)
+            raise AssertionError(
+                f"the Prefect UI posted no flow run in 180 s; the page says: {page.inner_text('body')}"
+            ) from err
+        response = answer.value
+        # 503 is the Prefect server's "retry me" (a SQLite write that met another one; its transaction rolled
+        # back, no run was made): Prefect's own client retries it, the UI shows an error and stays on the
+        # form, so a user clicks Submit again, as here. Anything else is a refusal.
+        if response.status != 503 or attempt == SUBMIT_ATTEMPTS:
+            break
+        page.screenshot(path=SCREENSHOTS / f"1-submit-503-{attempt}.png", full_page=True)
+        page.wait_for_timeout(2_000)
     assert response.ok, f"the Prefect API refused the UI's flow run: {response.status} {response.text()}"
     page.wait_for_url(re.compile(rf"/deployments/deployment/{deployment_id}([?#].*)?$"), timeout=60_000)
     return UUID(response.json()["id"])

@@ -150,7 +150,8 @@ def test_training_on_stored_latents_encodes_nothing(
     n = len(world.manifest)
     assert (final["latents_stored"], final["latents_encoded"], encoded) == (n, 0, 0)
     # The training latents are the stored arrays themselves (the cached groups, in build_groups' order).
-    groups = torch.load(next((tmp_path / "cache").glob("groups-*.pt")))
+    (cache,) = (tmp_path / "cache").glob("groups-*")
+    groups = {"latents": torch.from_numpy(np.load(cache / "latents.npy")), **torch.load(cache / "groups.pt")}
     order = _ranked(world.manifest).sort_values(["prompt_id", "tau", "image_id"])
     stored = load_arrays(
         world.images, zip(world.manifest.set_index("image_id").loc[order["image_id"], "shard"], order["latent_member"])
