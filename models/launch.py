@@ -20,6 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from models.train_job import CURVE, FINAL, TrainJob
+from synrank.config import ROOT, TrainConfig
 
 POLL_S = 1.0
 
@@ -28,28 +29,23 @@ class LaunchFailed(RuntimeError):
     """A launched training process exited non-zero (accelerate then stops the others); nothing was published."""
 
 
-def launch_command(job_file: Path, processes: int, mixed_precision: str = "no") -> list[str]:
-    """`accelerate launch` of models.train_job on `processes` processes with torchrun's launcher (accelerate's
-    `--multi_gpu`): one process per GPU, or, on a machine without CUDA, gloo processes on the CPU (the trainer's
-    Accelerator(cpu=True) makes them one MULTI_CPU job). `mixed_precision` is passed on, since accelerate launch
-    would otherwise set its own default ("no") over the caller's ACCELERATE_MIXED_PRECISION."""
-    return [
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        "--multi_gpu",
-        "--num_processes",
-        str(processes),
-        "--num_machines",
-        "1",
-        "--mixed_precision",
-        mixed_precision,
-        "--dynamo_backend",
-        "no",
-        "-m",
-        "models.train_job",
-        str(job_file),
-    ]
+def launch_command(job_file: Path, cfg: TrainConfig, mixed_precision: str = "", machine_rank: int = 0) -> list[str]:
+    """`accelerate launch` of models.train_job for machine `machine_rank` of cfg.launch.machines, with
+    cfg.processes processes on it: accelerate's `--multi_gpu` (torchrun's launcher: one process per GPU, or, on
+    a machine without CUDA, gloo processes on the CPU that the trainer's Accelerator(cpu=True) makes one
+    MULTI_CPU job), or cfg.launch.config_file's distributed type instead. `mixed_precision` ("" = none given) is
+    passed on, since accelerate launch would otherwise put its own default over ACCELERATE_MIXED_PRECISION;
+    without one and without a config file, "no"."""
+    launch = cfg.launch
+    cmd = [sys.executable, "-m", "accelerate.commands.launch"]
+    cmd += ["--config_file", str(ROOT / launch.config_file)] if launch.config_file else ["--multi_gpu"]
+    cmd += ["--num_processes", str(cfg.world_size), "--num_machines", str(launch.machines)]
+    if launch.machines > 1:
+        cmd += ["--machine_rank", str(machine_rank), "--main_process_ip", launch.main_address]
+        cmd += ["--main_process_port", str(launch.main_port)]
+    if mixed_precision or not launch.config_file:
+        cmd += ["--mixed_precision", mixed_precision or "no"]
+    return [*cmd, "--dynamo_backend", "no", "-m", "models.train_job", str(job_file)]
 
 
 class CurveFollower:
@@ -72,20 +68,24 @@ class CurveFollower:
 
 
 def launch(job: TrainJob, log: Callable[[dict[str, float], int], None] = lambda m, s: None) -> dict:
-    """Train `job` on job.cfg.processes processes (module docstring); returns the main rank's final metrics.
-    Raises LaunchFailed naming the exit status when any process fails."""
+    """Train `job` on job.cfg.processes processes here (module docstring), and print the command each other
+    machine of job.cfg.launch runs; returns the main rank's final metrics. Raises LaunchFailed naming the exit
+    status when any process fails."""
     import torch
 
     work = Path(job.work_dir)
     work.mkdir(parents=True, exist_ok=True)
     (work / FINAL).unlink(missing_ok=True)
     follower = CurveFollower(work / CURVE)
-    precision = os.environ.get("ACCELERATE_MIXED_PRECISION", "no")
-    cmd = launch_command(job.save(work / "job.json"), job.cfg.processes, precision)
+    precision = os.environ.get("ACCELERATE_MIXED_PRECISION", "")
+    job_file = job.save(work / "job.json")
+    cmd = launch_command(job_file, job.cfg, precision)
     env = {**os.environ}
     if not torch.cuda.is_available():
         env.setdefault("OMP_NUM_THREADS", "1")  # one thread per CPU rank: spinning OpenMP threads fight otherwise
     print(f"train: launching {job.cfg.processes} processes: {' '.join(cmd[2:])}")
+    for rank in range(1, job.cfg.launch.machines):  # the same job on the others, from the shared work folder
+        print(f"train: on machine {rank}, run: {' '.join(launch_command(job_file, job.cfg, precision, rank)[2:])}")
     proc = subprocess.Popen(cmd, env=env)
     while proc.poll() is None:
         _follow(follower, log)
@@ -93,7 +93,7 @@ def launch(job: TrainJob, log: Callable[[dict[str, float], int], None] = lambda 
     _follow(follower, log)
     if proc.returncode != 0:
         raise LaunchFailed(
-            f"train: a process of the {job.cfg.processes}-process launch exited with status {proc.returncode}; "
+            f"train: a process of the {job.cfg.world_size}-process launch exited with status {proc.returncode}; "
             "no model was published (the log above has its error; a rerun resumes from the last checkpoint)"
         )
     return json.loads((work / FINAL).read_text())

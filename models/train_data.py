@@ -24,8 +24,11 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
+from models.generators.base import component_id
 from models.group_store import NpyRows, Rows, load_fields, npy_rows, save_small, subset, take
 from synrank import atomic
+from synrank.config import GeneratorSpec, TrainConfig
+from synrank.models_io import resolve_model_path
 
 
 @dataclass
@@ -314,3 +317,21 @@ def _group_tensors(groups: list[tuple[str, pd.DataFrame]], with_advantage: bool)
         if advantage is not None:
             advantage[p, : len(g)] = torch.tensor(g["advantage"].to_numpy(), dtype=torch.float32)
     return index, phi, tau, advantage
+
+
+def training_groups(
+    pipe,
+    spec: GeneratorSpec,
+    cfg: TrainConfig,
+    ranked: pd.DataFrame,
+    images: Callable,
+    latents: Callable | None,
+    device,
+    cache: Path,
+) -> RankedGroups:
+    """build_groups at training_size(spec.height, spec.width, cfg.resolution), taking the stored latents
+    (`latents`, by image id) of the images whose VAE is this base's own (the content of its vae folder)."""
+    size = training_size(spec.height, spec.width, cfg.resolution)
+    vae = component_id(resolve_model_path(spec.path, what=f"generator '{spec.name}'"), "vae")
+    stored = StoredLatents(vae, latents) if latents is not None else None
+    return build_groups(pipe, ranked, images, size, device, cache=cache, stored=stored)

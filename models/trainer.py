@@ -32,8 +32,9 @@ from PIL import Image
 from tqdm import tqdm
 
 from models.checkpoints import resume, save_checkpoint, trainable_only
-from models.generators.base import component_id, pickle_policy
+from models.generators.base import pickle_policy
 from models.heldout import heldout_accuracy, split_holdout
+from models.lora import FROZEN_DTYPES, add_lora
 from models.objectives import (
     OBJECTIVES,
     Objective,
@@ -47,11 +48,11 @@ from models.objectives import (
 from models.parametrization import Parametrization
 from models.preference_batch import draw_rows, paired_errors, preference_batch
 from models.preflight import drop_tied_groups, make_accelerator
-from models.train_data import RankedGroups, StoredLatents, build_groups, training_size
+from models.train_data import RankedGroups, training_groups
+from models.validation_images import validation_renderer
 from synrank.config import GeneratorSpec, TrainConfig
 from synrank.models_io import resolve_model_path
 
-LORA_TARGETS = ["to_k", "to_q", "to_v", "to_out.0"]
 MAX_SKIPPED_FRACTION = 0.5  # nonfinite=skip: a run that skips more of its steps than this fails
 
 
@@ -59,43 +60,31 @@ class NonFiniteLossError(RuntimeError):
     """Training met a NaN or infinite loss or gradient norm; raised before anything is saved."""
 
 
-FROZEN_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
-
-
 def load_for_training(spec: GeneratorSpec, cfg: TrainConfig, device, precision: str = "no") -> tuple:
     """(pipeline, trainable denoiser, reference) on `device`, every other component frozen. lora_rank > 0:
-    rank-r LoRA adapters (alpha = r, gaussian init) on the attention projections LORA_TARGETS and no
-    reference (the adapters disabled are it); 0: the whole denoiser trains against a frozen deep copy.
-    With LoRA under `precision` bf16 or fp16 (accelerate's effective mixed precision) every frozen weight is
-    stored in that dtype (half the memory: an SDXL UNet 4.8 GiB instead of 9.6) and the adapters stay float32,
-    as diffusers' LoRA scripts do. Raises resolve_model_path's errors for a missing model and diffusers' for an
+    LoRA adapters (models.lora.add_lora) and no reference (the adapters disabled are it); 0: the whole
+    denoiser trains against a frozen deep copy. With LoRA under `precision` bf16 or fp16 (accelerate's
+    effective mixed precision) every frozen weight is loaded in that dtype (half the memory, and never a
+    float32 copy first: an SDXL UNet 4.8 GiB instead of 9.6) and the adapters stay float32, as diffusers'
+    LoRA scripts do. Raises resolve_model_path's errors for a missing model and diffusers' for an
     unloadable one."""
     from diffusers import DiffusionPipeline
 
     source = resolve_model_path(spec.path, what=f"generator '{spec.name}'")
-    pipe = DiffusionPipeline.from_pretrained(source, **pickle_policy(spec, [source]))
+    frozen = FROZEN_DTYPES.get(precision) if cfg.lora_rank > 0 else None
+    dtype = {"torch_dtype": frozen} if frozen is not None else {}
+    pipe = DiffusionPipeline.from_pretrained(source, **pickle_policy(spec, [source]), **dtype)
     pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
     model = pipe.transformer if getattr(pipe, "transformer", None) is not None else pipe.unet
     for name in ("vae", "text_encoder", "text_encoder_2", "text_encoder_3"):
         if getattr(pipe, name, None) is not None:
             getattr(pipe, name).requires_grad_(False)
-    model.requires_grad_(False)
     if cfg.lora_rank > 0:
-        from peft import LoraConfig
-
-        if precision in FROZEN_DTYPES:
-            pipe.to(dtype=FROZEN_DTYPES[precision])
-        model.add_adapter(
-            LoraConfig(
-                r=cfg.lora_rank, lora_alpha=cfg.lora_rank, init_lora_weights="gaussian", target_modules=LORA_TARGETS
-            )
-        )
-        for p in model.parameters():
-            if p.requires_grad:  # the adapters: float32 master weights whatever the frozen dtype
-                p.data = p.data.float()
+        add_lora(model, cfg.lora_rank, frozen)
         ref = None
     else:
+        model.requires_grad_(False)
         ref = copy.deepcopy(model).eval()
         model.requires_grad_(True)
     if cfg.gradient_checkpointing:
@@ -150,6 +139,8 @@ class _Loop:
     cfg: TrainConfig
     draw_weights: torch.Tensor | None = None  # (P,) per-group draw probability (balance_tasks), None = uniform
     sched: Any = None  # the learning-rate schedule (train.lr_scheduler), None = constant
+    ema: Any = None  # the moving average of `params` (train.ema_decay), None = off
+    validate: Callable[[int], None] | None = None  # renders the validation images of a step (train.validation_every)
     dropped: bool = False  # a micro-batch of the current accumulation window was non-finite (nonfinite=skip)
 
     def step(self, step: int, rng: torch.Generator) -> _StepResult:
@@ -186,6 +177,8 @@ class _Loop:
             return grad_norm, True
         self.opt.step()
         self.opt.zero_grad()
+        if self.ema is not None and acc.sync_gradients:
+            self.ema.step(self.params)
         return grad_norm, False
 
     def _nonfinite(self, what: str, value: torch.Tensor, step: int) -> bool:
@@ -260,6 +253,7 @@ def train(
     release_encoders(pipe)
     train_groups, held = split_holdout(groups, cfg.holdout_fraction, cfg.seed)
     loop = _prepare_loop(accelerator, model, ref, param, obj, train_groups, cfg)
+    loop.validate = validation_renderer(pipe, loop.raw, spec, cfg, accelerator, work_dir / "validation")
     last, skipped = _run_steps(loop, work_dir / "checkpoints", log)
     accelerator.wait_for_everyone()
     last.update(
@@ -270,6 +264,8 @@ def train(
         effective_processes=accelerator.num_processes,
         **param.describe(),
     )
+    if loop.ema is not None:
+        loop.ema.copy_to(loop.params)  # the average is the tuned model (and what the held-out accuracy judges)
     if not accelerator.is_main_process:
         return last
     if held is not None:
@@ -313,6 +309,11 @@ def _prepare_loop(accelerator, model, ref, param: Parametrization, obj: Objectiv
             cfg.lr_scheduler, opt.optimizer, num_warmup_steps=cfg.lr_warmup_steps, num_training_steps=cfg.steps
         )
         accelerator.register_for_checkpointing(loop.sched)
+    if cfg.ema_decay:
+        from diffusers.training_utils import EMAModel
+
+        loop.ema = EMAModel(params, decay=cfg.ema_decay, foreach=True)  # a float32 copy of the trainable weights
+        accelerator.register_for_checkpointing(loop.ema)
     return loop
 
 
@@ -349,27 +350,11 @@ def _run_steps(
             last = {**result.metrics(lr, cfg.beta), "skipped_steps": float(skipped)}
             if acc.is_main_process:
                 log(last, step)
+        if loop.validate is not None and step % cfg.validation_every == 0:
+            loop.validate(step)
         if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < cfg.steps:
             save_checkpoint(acc, ckpts, step, rng, skipped)
     return last, skipped
-
-
-def training_groups(
-    pipe,
-    spec: GeneratorSpec,
-    cfg: TrainConfig,
-    ranked: pd.DataFrame,
-    images: Callable,
-    latents: Callable | None,
-    device,
-    cache: Path,
-) -> RankedGroups:
-    """build_groups at training_size(spec.height, spec.width, cfg.resolution), taking the stored latents
-    (`latents`, by image id) of the images whose VAE is this base's own (the content of its vae folder)."""
-    size = training_size(spec.height, spec.width, cfg.resolution)
-    vae = component_id(resolve_model_path(spec.path, what=f"generator '{spec.name}'"), "vae")
-    stored = StoredLatents(vae, latents) if latents is not None else None
-    return build_groups(pipe, ranked, images, size, device, cache=cache, stored=stored)
 
 
 def release_encoders(pipe) -> None:

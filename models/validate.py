@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from functools import cache
 from pathlib import Path
 
-from synrank.config import PARAMS_FILE, Config, ConfigError, load_config
+from synrank.config import PARAMS_FILE, ROOT, Config, ConfigError, load_config
 
 
 @cache
@@ -209,12 +209,37 @@ def check_group_size(cfg: Config, command: str) -> None:
 
 
 def check_processes(cfg: Config, command: str) -> None:
-    """train.processes splits each micro-batch's prompts_per_step groups evenly among the processes."""
-    t = cfg.train
-    if t.prompts_per_step % t.processes:
+    """train.processes x launch.machines split each micro-batch's prompts_per_step groups evenly; several
+    machines need machine 0's address; a launch config file must exist."""
+    t, launch = cfg.train, cfg.train.launch
+    if t.prompts_per_step % t.world_size:
+        what = (
+            f"'train.processes': {t.processes} does not divide"
+            if launch.machines == 1
+            else f"'train.launch.machines': {launch.machines} machines x {t.processes} processes do not divide"
+        )
         raise ConfigError(
-            f"bad value for 'train.processes': {t.processes} does not divide train.prompts_per_step "
-            f"({t.prompts_per_step}); each process takes an equal share of a step's groups"
+            f"bad value for {what} train.prompts_per_step ({t.prompts_per_step}); each process takes an equal "
+            "share of a step's groups"
+        )
+    if launch.machines > 1 and not launch.main_address:
+        raise ConfigError(
+            f"bad value for 'train.launch.main_address': '': {launch.machines} machines need the address of "
+            "machine 0 (this one) that the others reach"
+        )
+    if launch.config_file and not (ROOT / launch.config_file).is_file():
+        raise ConfigError(
+            f"bad value for 'train.launch.config_file': '{launch.config_file}': no such file (relative paths are "
+            "from the project folder, e.g. configs/accelerate/8gpu.yaml)"
+        )
+
+
+def check_validation_images(cfg: Config, command: str) -> None:
+    """train.validation_every renders train.validation_prompts: with none, there is nothing to render."""
+    if cfg.train.validation_every and not cfg.train.validation_prompts:
+        raise ConfigError(
+            f"bad value for 'train.validation_prompts': [] is empty; train.validation_every "
+            f"({cfg.train.validation_every}) renders them: give at least one prompt or set validation_every 0"
         )
 
 
@@ -242,6 +267,7 @@ def validate_config(cfg: Config, command: str = "pipeline") -> None:
     check_group_size(cfg, command)
     check_oracle(cfg, command)
     check_processes(cfg, command)
+    check_validation_images(cfg, command)
     check_benchmark_weights(cfg, command)
     check_engines(cfg, command)
 

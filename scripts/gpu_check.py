@@ -102,24 +102,6 @@ def forward_flops(model, args: dict) -> int:
     return counter.get_total_flops()
 
 
-def with_lora(model, rank: int = 8):
-    """`model` frozen in bf16 with float32 rank-r LoRA adapters on its attention projections (as models.trainer
-    does under bf16)."""
-    from peft import LoraConfig
-
-    model.requires_grad_(False)
-    model.to(torch.bfloat16)  # frozen weights in the training dtype, as models.trainer under bf16
-    model.add_adapter(
-        LoraConfig(
-            r=rank, lora_alpha=rank, init_lora_weights="gaussian", target_modules=["to_q", "to_k", "to_v", "to_out.0"]
-        )
-    )
-    for p in model.parameters():
-        if p.requires_grad:
-            p.data = p.data.float()
-    return model
-
-
 def unet_inputs(cfg: dict, k: int, size: int, device: str, dtype) -> dict:
     """One prompt's conditioning repeated for K images of `size` x `size` latents (SDXL: pooled text, time ids)."""
     n = cfg["projection_class_embeddings_input_dim"] - 6 * cfg["addition_time_embed_dim"]
@@ -177,7 +159,9 @@ def rankdpo_step(model, inputs: dict, opt, beta: float = 1000.0) -> Callable[[],
 
 def train_numbers(model, inputs: dict, device: str, repeats: int, peak_tflops: float) -> dict:
     """Step time, images/s, peak GPU memory and MFU of rankdpo_step on `model`."""
-    model = with_lora(model).to(device)
+    from models.lora import add_lora
+
+    model = add_lora(model, rank=8, frozen_dtype=torch.bfloat16).to(device)  # as models.trainer under bf16
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()

@@ -23,6 +23,7 @@ from pydantic import BaseModel
 from synrank.atomic import write_json
 from synrank.codehash import stage_code_id
 from synrank.config import (
+    ROOT,
     STAGE_OUTPUT,
     Config,
     EvaluateConfig,
@@ -141,6 +142,8 @@ def train_identity(cfg: TrainConfig, generate: GenerateConfig, paths: Paths, **_
     spec = base_generator(cfg, generate)
     # balance_tasks reads each prompt's category from the prompts folder; otherwise training never opens it.
     extra_inputs = [paths.resolve("prompts")] if cfg.balance_tasks else []
+    if cfg.launch.config_file:  # what the launch reads from it (distributed type, plugins) shapes the run
+        extra_inputs.append(ROOT / cfg.launch.config_file)
     return {
         "params": {"train": cfg, "base": spec},
         "inputs": [paths.resolve("rankings"), paths.resolve("images"), *extra_inputs],

@@ -10,6 +10,28 @@ from pydantic import Field
 from synrank.config_base import Strict
 
 
+class LaunchConfig(Strict):
+    """How the train stage starts its processes with `accelerate launch` when there are several (train.processes
+    > 1, or several machines): accelerate's machine settings. With machines > 1 this machine is machine 0, and
+    the stage prints the command each other machine runs (the same job file: the work folder must be shared)."""
+
+    machines: int = Field(
+        default=1, ge=1, description="Machines (accelerate's num_machines); train.processes run on each."
+    )
+    main_address: str = Field(
+        default="",
+        description="Host name or IP of machine 0 that the other machines reach (accelerate's main_process_ip); "
+        "needed when machines > 1.",
+    )
+    main_port: int = Field(default=29500, ge=1, le=65535, description="Port on main_address for the rendezvous.")
+    config_file: str = Field(
+        default="",
+        description="An accelerate config file (configs/accelerate/) for what synrank does not set itself: its "
+        "distributed type and plugins, and its mixed precision when train.mixed_precision is auto. The process "
+        "and machine counts are synrank's. Empty = data parallel over all GPUs (accelerate's --multi_gpu).",
+    )
+
+
 class TrainConfig(Strict):
     """Stage 5 (train): the preference objective, optimizer, timestep sampling and checkpointing of the fine-tune."""
 
@@ -43,9 +65,13 @@ class TrainConfig(Strict):
     processes: int = Field(
         default=1,
         ge=1,
-        description="Data-parallel training processes on this machine (one per GPU; gloo on a CPU). More than 1: "
+        description="Data-parallel training processes per machine (one per GPU; gloo on a CPU). More than 1: "
         "the train stage runs `accelerate launch` itself and splits each micro-batch's prompts_per_step groups "
-        "among them (it must divide prompts_per_step), so the run is the one-process run at the same batch.",
+        "among all processes of all machines (their number must divide prompts_per_step), so the run is the "
+        "one-process run at the same batch.",
+    )
+    launch: LaunchConfig = Field(
+        default_factory=LaunchConfig, description="Machines and accelerate settings of a multi-process launch."
     )
     lora_rank: int = Field(default=8, ge=0, description="0 = full fine-tune with a frozen reference copy.")
     mixed_precision: Literal["auto", "no", "fp16", "bf16"] = Field(
@@ -108,6 +134,23 @@ class TrainConfig(Strict):
         description="Draw each step's prompt groups so that every prompt category (GenEval task) is drawn "
         "equally often, as the benchmark weighs its tasks; off = every group equally often.",
     )
+    ema_decay: float = Field(
+        default=0.0,
+        ge=0.0,
+        lt=1.0,
+        description="Keep an exponential moving average of the trainable weights (diffusers' EMAModel: the decay "
+        "ramps up as (1 + n) / (10 + n) to this value) and save it as the tuned model instead of the last "
+        "weights; 0 = off. 0.999 is usual for thousands of steps.",
+    )
+    validation_every: int = Field(
+        default=0,
+        ge=0,
+        description="Render validation_prompts with the model as it is every N steps (the base's sampling "
+        "settings, seeds seed + i) into the MLflow run's validation/step-N folder; 0 = never.",
+    )
+    validation_prompts: list[str] = Field(
+        default_factory=list, description="The prompts of the validation images (validation_every > 0)."
+    )
     gradient_checkpointing: bool = Field(default=False, description="Recompute activations: less memory, slower.")
     resolution: int = Field(default=0, ge=0, description="Training image size; 0 = the generator's.")
     seed: int = Field(default=0, description="Seed of the batches, noise and timesteps.")
@@ -121,3 +164,14 @@ class TrainConfig(Strict):
         description="A NaN/inf loss or gradient norm: fail = stop before saving anything; skip = "
         "skip that optimizer step and count it (skipped_steps); more than half the steps skipped still fails.",
     )
+
+    @property
+    def world_size(self) -> int:
+        """Processes over all machines: each micro-batch's prompts_per_step groups are split among them."""
+        return self.processes * self.launch.machines
+
+    @property
+    def launched(self) -> bool:
+        """Whether the stage trains through `accelerate launch` (several processes, or an accelerate config
+        file) rather than in its own process."""
+        return self.world_size > 1 or bool(self.launch.config_file)

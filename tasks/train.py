@@ -76,7 +76,7 @@ def train_model(job: TrainJob, run_id: str) -> dict[str, float | str]:
     """models.trainer.train (RankDPO by default, arXiv 2410.18013 eq. 7; `cfg.objective` picks another) of the
     job's base on its rankings joined with the manifest's prompts and stored latents: writes the tuned model to
     `job.out_dir`, checkpoints, the latent cache and curve.jsonl to `job.work_dir`, and
-    `job.out_dir`/train_curve.csv. One process (`train.processes: 1`) trains here; more are launched with
+    `job.out_dir`/train_curve.csv. One process (`train.processes: 1`, one machine) trains here; more are launched with
     accelerate (models.launch), this process following their curve. Every logged step goes to MLflow run
     `run_id` as train/<metric>. Returns train's final metrics and effective settings; raises its
     NonFiniteLossError and models.preflight's errors (in-process), LaunchFailed when a launched process fails."""
@@ -89,6 +89,8 @@ def train_model(job: TrainJob, run_id: str) -> dict[str, float | str]:
     client = mlflow.MlflowClient()
     report = Reporter(f"train {cfg.objective} {job.spec.name}", cfg.steps, "steps", every=30.0)
 
+    upload = ValidationUpload(client, run_id, Path(job.work_dir) / "validation")
+
     def log(metrics: dict[str, float], step: int) -> None:
         client.log_batch(run_id, metrics=[Metric(f"train/{k}", float(v), 0, step) for k, v in metrics.items()])
         report(
@@ -96,13 +98,30 @@ def train_model(job: TrainJob, run_id: str) -> dict[str, float | str]:
             "".join(f", {k} {metrics[k]:.4g}" for k in ("loss", "implicit_acc") if k in metrics),
             force=step == cfg.steps,
         )
+        upload()
 
     Path(job.work_dir).mkdir(parents=True, exist_ok=True)
-    final = run_job(job, log) if cfg.processes == 1 else launch(job, log)
+    final = launch(job, log) if cfg.launched else run_job(job, log)
+    upload()  # the last step's images, rendered after its row was logged
     curve = Path(job.work_dir) / "curve.jsonl"
     if curve.exists():
         write_curve(curve, Path(job.out_dir) / "train_curve.csv")
     return final
+
+
+class ValidationUpload:
+    """Logs each new step folder of validation images (models.validation_images) to the MLflow run as
+    validation/step-NNNNNNN/, once; called as training goes and at its end."""
+
+    def __init__(self, client: Any, run_id: str, folder: Path) -> None:
+        self.client, self.run_id, self.folder, self.done = client, run_id, folder, set()
+
+    def __call__(self) -> None:
+        """Log the step folders not logged yet."""
+        for step in sorted(self.folder.glob("step-*")) if self.folder.exists() else []:
+            if step.name not in self.done:
+                self.client.log_artifacts(self.run_id, str(step), f"validation/{step.name}")
+                self.done.add(step.name)
 
 
 def write_curve(rows_path: Path, out: Path) -> None:

@@ -212,3 +212,29 @@ def test_a_custom_train_run_from_the_prefect_ui_links_to_its_mlflow_run(world: S
     assert {p["key"]: p["value"] for p in logged["data"]["params"]}["steps"] == str(STEPS)
     assert _tags(logged)["prefect.flow_run_id"] == str(run.id)
     assert run.parameters["cfg"] == {**train_dep.parameters["cfg"], "steps": STEPS}  # the other fields kept
+
+
+@pytest.mark.integration
+@needs_tools
+def test_the_train_deployment_with_two_processes_is_one_run_everywhere(world: Services, pipeline_run: Any) -> None:
+    """The train form's `processes` set to 2: the gpu worker's flow run launches the two ranks itself, and the
+    run is still one Prefect flow run, one MLflow run (what accelerate really ran: 2 processes), one new
+    registry version, and the model folder holds what a one-process run's holds (no file from the second
+    rank, no work folder left, no stray mlflow.db in the worker's folder)."""
+    model = world.out / "model"
+    files = sorted(p.name for p in model.iterdir())
+    with _client(world) as client:
+        dep = client.read_deployment_by_name("train/train")
+        before = {r.id for r in client.read_flow_runs()}
+        cfg = {**dep.parameters["cfg"], "processes": 2, "steps": 2}
+        run = wait_for(client, client.create_flow_run_from_deployment(dep.id, parameters={"cfg": cfg}), world)
+        assert [r.id for r in client.read_flow_runs() if r.id not in before] == [run.id]
+    logged = [r for r in _mlflow_runs(world) if _tags(r).get("prefect.flow_run_id") == str(run.id)]
+    assert len(logged) == 1
+    params = {p["key"]: p["value"] for p in logged[0]["data"]["params"]}
+    assert (params["processes"], params["effective_processes"], params["steps"]) == ("2", "2", "2")
+    versions = get_json(f"{world.mlflow_url}/api/2.0/mlflow/model-versions/search?max_results=100")
+    mine = [v for v in versions["model_versions"] if v.get("run_id") == logged[0]["info"]["run_id"]]
+    assert len(mine) == 1
+    assert sorted(p.name for p in model.iterdir()) == files
+    assert not list(model.parent.glob(f".{model.name}-work/*")) and not (ROOT / "mlflow.db").exists()

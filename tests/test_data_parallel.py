@@ -92,8 +92,8 @@ def test_a_killed_rank_fails_the_stage_and_the_rerun_resumes_to_the_same_weights
     cfg, _, uninterrupted = world
     real = models.launch.launch_command
 
-    def rank1_dies_after_the_first_checkpoint(job_file: Path, processes: int, precision: str = "no") -> list[str]:
-        cmd = real(job_file, processes, precision)
+    def rank1_dies_after_the_first_checkpoint(job_file: Path, *args: object, **kwargs: object) -> list[str]:
+        cmd = real(job_file, *args, **kwargs)
         at = cmd.index("models.train_job")
         return [*cmd[:at], "tests.kill_rank", "1", "models.trainer:save_checkpoint", "1", *cmd[at:]]
 
@@ -144,3 +144,70 @@ def test_processes_must_divide_the_batch_and_a_launcher_is_refused(
         "synrank: `synrank train` was started as one of 2 processes (accelerate launch / torchrun); run it once "
         "instead: `synrank train --set train.processes=2` launches the training processes itself"
     )
+
+
+def _launch_cfg(**launch: object) -> object:
+    from synrank.config import TrainConfig
+
+    return TrainConfig(processes=4, prompts_per_step=8, launch=launch)
+
+
+def test_the_launch_of_machine_1_of_2_is_the_command_accelerate_parses() -> None:
+    from accelerate.commands.launch import launch_command_parser
+
+    from models.launch import launch_command
+
+    cfg = _launch_cfg(machines=2, main_address="10.0.0.1", main_port=29501)
+    cmd = launch_command(Path("w/job.json"), cfg, "bf16", machine_rank=1)
+    assert (
+        cmd[1:]
+        == (
+            "-m accelerate.commands.launch --multi_gpu --num_processes 8 --num_machines 2 --machine_rank 1 "
+            "--main_process_ip 10.0.0.1 --main_process_port 29501 --mixed_precision bf16 --dynamo_backend no "
+            "-m models.train_job w/job.json"
+        ).split()
+    )
+    args = launch_command_parser().parse_args(cmd[3:])
+    assert (args.num_processes, args.num_machines, args.machine_rank, args.main_process_ip) == (8, 2, 1, "10.0.0.1")
+    assert (args.main_process_port, args.mixed_precision, args.module, args.multi_gpu) == (29501, "bf16", True, True)
+
+
+def test_a_launch_config_file_replaces_multi_gpu_and_keeps_its_precision() -> None:
+    from models.launch import launch_command
+    from synrank.config import ROOT
+
+    cfg = _launch_cfg(config_file="configs/accelerate/8gpu.yaml")
+    cmd = launch_command(Path("job.json"), cfg)
+    assert cmd[3:9] == ["--config_file", str(ROOT / "configs/accelerate/8gpu.yaml"), "--num_processes", "4"] + [
+        "--num_machines",
+        "1",
+    ]
+    assert "--multi_gpu" not in cmd and "--mixed_precision" not in cmd and cfg.launched
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            ["train.processes=2", "train.prompts_per_step=4", "train.launch.machines=3", "train.launch.main_address=h"],
+            "bad value for 'train.launch.machines': 3 machines x 2 processes do not divide train.prompts_per_step (4); "
+            "each process takes an equal share of a step's groups",
+        ),
+        (
+            ["train.processes=2", "train.prompts_per_step=4", "train.launch.machines=2"],
+            "bad value for 'train.launch.main_address': '': 2 machines need the address of machine 0 (this one) "
+            "that the others reach",
+        ),
+        (
+            ["train.launch.config_file=configs/accelerate/none.yaml"],
+            "bad value for 'train.launch.config_file': 'configs/accelerate/none.yaml': no such file (relative "
+            "paths are from the project folder, e.g. configs/accelerate/8gpu.yaml)",
+        ),
+    ],
+)
+def test_a_launch_that_cannot_run_is_refused_in_one_line(overrides: list[str], message: str) -> None:
+    from models.validate import validate_config
+
+    with pytest.raises(ConfigError) as err:
+        validate_config(load_config(overrides=overrides), "train")
+    assert str(err.value) == message

@@ -230,3 +230,75 @@ def test_bf16_keeps_frozen_weights_in_bf16_and_the_lora_in_float32(tmp_path: Pat
     )
     final = run(str(model), tmp_path / "out", 2, 0, mixed_precision="bf16")
     assert math.isfinite(final["loss"]) and final["effective_mixed_precision"] == "bf16"
+
+
+def test_ema_saves_the_moving_average_of_the_steps_weights(tmp_path: Path) -> None:
+    """diffusers' EMAModel: after update 1 the average is the weights (decay 0), after update 2 it is
+    2/11 of them plus 9/11 of the new ones (decay min(0.9, (1 + 1) / (10 + 1))). The runs of 1 and 2 steps
+    without EMA give those weights (same seed: the 2-step run's first step is the 1-step run)."""
+    from safetensors.torch import load_file
+
+    from tests.fixtures.tiny_models import build_tiny_sd
+    from tests.fixtures.trainer import run
+
+    model = str(build_tiny_sd(tmp_path / "sd", seed=0, channels=(16, 32)))
+    for name, steps, decay in (("w1", 1, 0.0), ("w2", 2, 0.0), ("ema", 2, 0.9)):
+        run(model, tmp_path / name, steps, 0, ema_decay=decay)
+    w1, w2, ema = (load_file(tmp_path / n / "pytorch_lora_weights.safetensors") for n in ("w1", "w2", "ema"))
+    assert sorted(ema) == sorted(w2) and any(not torch.equal(w1[k], w2[k]) for k in w2)
+    for key in ema:
+        torch.testing.assert_close(ema[key], 2 / 11 * w1[key] + 9 / 11 * w2[key], rtol=1e-5, atol=1e-7)
+
+
+def test_validation_images_are_what_the_tuned_model_renders(tmp_path: Path) -> None:
+    """Every validation_every steps the main process renders the prompts (seeds seed + i) with the model as it
+    is; the last step's images are the saved model's own renders (loaded as any generator, LoRA fused)."""
+    import numpy as np
+    from PIL import Image
+
+    from models.generators import load_generator
+    from synrank.models_io import tuned_spec
+    from tests.fixtures.tiny_models import build_tiny_sd
+    from tests.fixtures.trainer import run
+
+    model = str(build_tiny_sd(tmp_path / "sd", seed=0, channels=(16, 32)))
+    prompts = ["a photo of 1 circles", "two squares"]
+    run(model, tmp_path / "out", 2, 0, validation_every=1, validation_prompts=prompts, seed=5)
+    folders = sorted(p.name for p in (tmp_path / "out" / "validation").iterdir())
+    assert folders == ["step-0000001", "step-0000002"]
+    last = [Image.open(tmp_path / "out" / "validation" / "step-0000002" / f"{i:02d}.png") for i in range(2)]
+    assert [im.size for im in last] == [(32, 32), (32, 32)]
+    tuned = load_generator(tuned_spec(tmp_path / "out")[1], "cpu").generate(prompts, [5, 6])
+    for got, want in zip(last, tuned):
+        diff = np.abs(np.asarray(got, np.int16) - np.asarray(want, np.int16))
+        assert diff.mean() < 1.0, diff.mean()  # the same render up to the fused LoRA's rounding
+
+
+def test_each_validation_folder_goes_to_mlflow_once(tmp_path: Path) -> None:
+    from tasks.train import ValidationUpload
+
+    calls: list[tuple] = []
+    client = type("Client", (), {"log_artifacts": lambda self, *a: calls.append(a)})()
+    upload = ValidationUpload(client, "run-1", tmp_path / "validation")
+    upload()  # no folder yet
+    for step in ("step-0000002", "step-0000001", ".step-0000003.tmp"):
+        (tmp_path / "validation" / step).mkdir(parents=True)
+    upload()
+    upload()
+    (tmp_path / "validation" / "step-0000003").mkdir()
+    upload()
+    folder = tmp_path / "validation"
+    assert calls == [
+        ("run-1", str(folder / s), f"validation/{s}") for s in ("step-0000001", "step-0000002", "step-0000003")
+    ]
+
+
+def test_validation_every_without_prompts_is_refused() -> None:
+    from models.validate import validate_config
+
+    with pytest.raises(ConfigError) as err:
+        validate_config(load_config(overrides=["train.validation_every=5"]), "train")
+    assert str(err.value) == (
+        "bad value for 'train.validation_prompts': [] is empty; train.validation_every (5) renders them: give at "
+        "least one prompt or set validation_every 0"
+    )

@@ -205,6 +205,15 @@ class DiffusersBackend:
             pipe.to(device)
             pipe.set_progress_bar_config(disable=True)
 
+    @classmethod
+    def around(cls, spec: GeneratorSpec, pipe: Any, device: str) -> DiffusersBackend:
+        """This backend over `pipe`, a pipeline of its family loaded elsewhere (the one being trained, for
+        validation images): nothing is loaded or moved; rendering goes through the family's own call."""
+        self = cls.__new__(cls)
+        self.spec, self.device, self.dtype, self.source, self.weights_kwargs = spec, device, pipe.dtype, "", {}
+        self.pipe = pipe
+        return self
+
     def _require_lora_support(self, cls: type) -> None:
         if cls.__name__ != "DiffusionPipeline" and not hasattr(cls, "load_lora_weights"):
             raise ValueError(
