@@ -7,7 +7,8 @@ data: synthetic ranked groups at SDXL's sizes (K = 4 images of 4 x 128 x 128 lat
 77 x 2048 text states, 1280 pooled, 6 time ids per prompt), `scale` x `groups` prompts, written as a group
 build writes them (models.group_store). A fresh process per scale then trains `steps` RankDPO LoRA steps
 through the trainer's own loading and loop (models.trainer: load_for_training, _prepare_loop, _run_steps) on
-a small SDXL-class UNet (the data, not the model, is what grows) and reports its peak RSS (ru_maxrss).
+a small SDXL-class UNet (the data, not the model, is what grows) and reports its peak RSS: over the whole
+process (ru_maxrss), through loading the model, and from then on (training alone; VmHWM reset after loading).
 `--in-memory` holds the groups as tensors instead, as the trainer did before the groups went to disk.
 
 sdxl: a random-init UNet with SDXL 1.0's public config (2.57 B parameters, scripts/gpu_check.SDXL_UNET) in a
@@ -119,6 +120,7 @@ def train_child(args: argparse.Namespace) -> dict:
     set_seed(cfg.seed)  # as train(): the same LoRA init in every run
     spec = GeneratorSpec(name="bench", path=args.pipeline, height=8 * args.latent, width=8 * args.latent)
     pipe, model, ref = load_for_training(spec, cfg, acc.device, acc.mixed_precision)
+    loaded_gib = peak_rss_gib(reset=True)  # from here on, the peak of training alone
     fields = load_fields(Path(args.groups_dir))
     if args.in_memory:  # the trainer before the groups went to disk: every latent and embedding in RAM
         everything = lambda rows: take(rows, torch.arange(len(rows)))  # noqa: E731
@@ -131,14 +133,26 @@ def train_child(args: argparse.Namespace) -> dict:
     work = Path(args.work)
     last, _ = _run_steps(loop, work / "checkpoints", lambda m, s: None)
     report = {"prompts": len(groups), "steps": args.steps, "loss": float(last["loss"])}
-    report["peak_rss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    report["peak_rss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # the whole process
+    report["load_peak_rss_gib"], report["train_peak_rss_gib"] = loaded_gib, peak_rss_gib(reset=True)
     if args.sizes:
         ckpt = save_checkpoint(acc, work / "checkpoints", args.steps, torch.Generator().manual_seed(0))
         save_tuned(loop.raw, pipe, spec, cfg, work / "model")
         report["checkpoint_mib"] = _mib(ckpt)
         report["lora_file_mib"] = _mib(work / "model" / "pytorch_lora_weights.safetensors")
         report["unet_bf16_mib"] = _mib(Path(args.pipeline) / "unet")
+        report["save_peak_rss_gib"] = peak_rss_gib()
     return report
+
+
+def peak_rss_gib(reset: bool = False) -> float:
+    """This process's peak resident memory (VmHWM) in GiB; `reset` then starts a new peak from the current
+    RSS (Linux: 5 to /proc/self/clear_refs), so that a later call measures what came after."""
+    status = Path("/proc/self/status").read_text()
+    peak = int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:"))) / 2**20
+    if reset:
+        Path("/proc/self/clear_refs").write_text("5")
+    return peak
 
 
 def _mib(path: Path) -> float:
