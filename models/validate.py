@@ -57,12 +57,35 @@ def _one_of(key: str, value: str, allowed: list[str], what: str) -> None:
         raise _refuse(key, value, f"is not {what}", allowed)
 
 
+STAGES = ("sample", "generate", "score", "rank", "train", "evaluate", "export")
+# The config sections each command (a CLI command, a deployment of the same name) reads: validation checks
+# those and nothing else, so a smoke config trimmed for one stage does not fail on a section it never opens.
+READS: dict[str, tuple[str, ...]] = {
+    "sample": ("sample",),
+    "generate": ("generate",),
+    "score": ("score",),
+    "rank": ("score", "rank"),
+    "train": ("generate", "train"),
+    "evaluate": ("generate", "score", "evaluate"),
+    "export": ("generate", "score", "rank", "export"),
+    "pipeline": STAGES,
+    "online": (*STAGES, "online"),
+    "study": (*STAGES, "study"),
+    "all": (*STAGES, "online", "study"),
+}
+
+
+def reads(command: str, section: str) -> bool:
+    """Whether `command` reads the config section `section` (READS; an unknown command reads everything)."""
+    return section in READS.get(command, READS["all"])
+
+
 def check_registry_keys(cfg: Config, command: str) -> None:
-    """Every key that picks an implementation names a registered one (online.* and study.* only for the
-    commands that read them)."""
+    """Every key that picks an implementation, in the sections `command` reads, names a registered one."""
     reg = registries()
-    _one_of("train.objective", cfg.train.objective, reg["objective"], "a registered objective")
-    if command in ("online", "all"):
+    if reads(command, "train"):
+        _one_of("train.objective", cfg.train.objective, reg["objective"], "a registered objective")
+    if reads(command, "online"):
         _one_of("online.objective", cfg.online.objective, reg["objective"], "a registered objective")
         if not cfg.evaluate.benchmarks:  # every round is measured on the first one
             raise _refuse(
@@ -71,7 +94,7 @@ def check_registry_keys(cfg: Config, command: str) -> None:
                 "is empty, but the online loop reports each round on its first benchmark",
                 reg["benchmark"],
             )
-    for i, arm in enumerate(cfg.study.arms if command in ("study", "all") else []):
+    for i, arm in enumerate(cfg.study.arms if reads(command, "study") else []):
         if arm.objective:  # empty = the untrained base
             _one_of(
                 f"study.arms.{i}.objective",
@@ -79,13 +102,13 @@ def check_registry_keys(cfg: Config, command: str) -> None:
                 reg["objective"],
                 "a registered objective (or empty for the untrained base)",
             )
-    for i, g in enumerate(cfg.generate.generators):
+    for i, g in enumerate(cfg.generate.generators if reads(command, "generate") else []):
         _one_of(f"generate.generators.{i}.backend", g.backend, reg["generator backend"], "a generator backend")
-    for i, r in enumerate(cfg.score.rewards):
+    for i, r in enumerate(cfg.score.rewards if reads(command, "score") else []):
         _one_of(f"score.rewards.{i}.kind", r.kind, reg["reward kind"], "a reward kind")
-    for i, b in enumerate(cfg.evaluate.benchmarks):
+    for i, b in enumerate(cfg.evaluate.benchmarks if reads(command, "evaluate") else []):
         _one_of(f"evaluate.benchmarks.{i}", b, reg["benchmark"], "a registered benchmark")
-    if command in ("study", "all"):
+    if reads(command, "study"):
         _one_of("study.benchmark", cfg.study.benchmark, reg["benchmark"], "a registered benchmark")
 
 
@@ -118,9 +141,9 @@ ORACLE_KINDS = {"shapes-verifier": "geneval-shapes"}  # reward kind -> the bench
 def check_oracle(cfg: Config, command: str) -> None:
     """An oracle reward (a benchmark's own judge as a label source) next to the benchmark it would leak into
     is refused unless `score.oracle: true` marks the run as a diagnosis (models/rewards/shapes_verifier.py)."""
-    if cfg.score.oracle:
+    if cfg.score.oracle or not reads(command, "score"):
         return
-    benchmarks = set(cfg.evaluate.benchmarks) | ({cfg.study.benchmark} if command in ("study", "all") else set())
+    benchmarks = set(cfg.evaluate.benchmarks) | ({cfg.study.benchmark} if reads(command, "study") else set())
     for i, r in enumerate(cfg.score.rewards):
         leaks = ORACLE_KINDS.get(r.kind)
         if leaks in benchmarks:
@@ -142,34 +165,32 @@ def _unique(key: str, names: list[str]) -> None:
         seen.add(name)
 
 
-NEEDS = {
-    "generate.generators": ("generate", "train", "evaluate", "export", "pipeline", "online", "study", "all"),
-    "score.rewards": ("score", "rank", "evaluate", "export", "pipeline", "online", "study", "all"),
-}
+NEEDS = {"generate.generators": "generate", "score.rewards": "score"}  # a list -> the section that uses it
 
 
 def check_not_empty(cfg: Config, command: str) -> None:
     """The generators and rewards lists may be empty only for a command that reads neither (pydantic lets
     them be empty so that a partial Prefect parameter passes the server's schema check)."""
-    for key, commands in NEEDS.items():
-        section, field = key.split(".")
-        if command in commands and not getattr(getattr(cfg, section), field):
+    for key, section in NEEDS.items():
+        field = key.split(".")[1]
+        if reads(command, section) and not getattr(getattr(cfg, section), field):
             raise ConfigError(f"bad value for '{key}': [] is empty; `synrank {command}` needs at least one")
 
 
 def check_names(cfg: Config, command: str) -> None:
-    """Names are unique where they are looked up, and every name that refers to another entry exists
-    (the study's arms only for `synrank study`: a pipeline with other rewards must not need them)."""
+    """Names are unique where they are looked up, and every name that refers to another entry exists, in the
+    sections `command` reads (the study's arms only for `synrank study`: a pipeline with other rewards must
+    not need them; train.base only where training runs: `synrank generate` does not train)."""
     generators = [g.name for g in cfg.generate.generators]
     rewards = [r.name for r in cfg.score.rewards]
     arms = [a.name for a in cfg.study.arms]
     _unique("generate.generators", generators)
     _unique("score.rewards", rewards)
-    if cfg.train.base:  # empty = the first generator
+    if cfg.train.base and reads(command, "train"):  # empty = the first generator
         _one_of("train.base", cfg.train.base, generators, "a generator in generate.generators (or empty = the first)")
-    for i, name in enumerate(cfg.rank.rewards):
+    for i, name in enumerate(cfg.rank.rewards if reads(command, "rank") else []):
         _one_of(f"rank.rewards.{i}", name, rewards, "a reward in score.rewards")
-    if command in ("study", "all"):
+    if reads(command, "study"):
         check_study_names(cfg, rewards, arms)
 
 
@@ -201,9 +222,9 @@ def check_group_size(cfg: Config, command: str) -> None:
         "objective without pairs"
     )
     allowed = [o for o in registries()["objective"] if o not in pairs]
-    if cfg.train.objective in pairs:
+    if cfg.train.objective in pairs and reads(command, "train"):
         raise _refuse("train.objective", cfg.train.objective, problem, allowed)
-    for i, arm in enumerate(cfg.study.arms if command in ("study", "all") else []):
+    for i, arm in enumerate(cfg.study.arms if reads(command, "study") else []):
         if arm.objective in pairs:
             raise _refuse(f"study.arms.{i}.objective", arm.objective, problem, allowed)
 
@@ -212,6 +233,8 @@ def check_processes(cfg: Config, command: str) -> None:
     """train.processes x launch.machines split each micro-batch's prompts_per_step groups evenly; several
     machines need machine 0's address; a launch config file must exist."""
     t, launch = cfg.train, cfg.train.launch
+    if not reads(command, "train"):
+        return
     if t.prompts_per_step % t.world_size:
         what = (
             f"'train.processes': {t.processes} does not divide"
@@ -236,7 +259,7 @@ def check_processes(cfg: Config, command: str) -> None:
 
 def check_validation_images(cfg: Config, command: str) -> None:
     """train.validation_every renders train.validation_prompts: with none, there is nothing to render."""
-    if cfg.train.validation_every and not cfg.train.validation_prompts:
+    if reads(command, "train") and cfg.train.validation_every and not cfg.train.validation_prompts:
         raise ConfigError(
             f"bad value for 'train.validation_prompts': [] is empty; train.validation_every "
             f"({cfg.train.validation_every}) renders them: give at least one prompt or set validation_every 0"

@@ -28,8 +28,8 @@ from uuid import UUID
 
 import yaml
 
-from models.validate import load_checked_config
-from synrank.config import PARAMS_FILE, ROOT, STAGE_OUTPUT, Config, ConfigError, flow_parameters
+from models.validate import validate_config
+from synrank.config import PARAMS_FILE, ROOT, STAGE_OUTPUT, Config, ConfigError, flow_parameters, load_config
 
 DEPLOY_FILE = ROOT / "prefect.yaml"
 ROOT_ENV = "SYNRANK_ROOT"
@@ -187,6 +187,20 @@ def ensure_work_pools(names: list[str], pool_type: str = "process") -> list[str]
     return created
 
 
+def check_deployments(cfg: Config, names: list[str]) -> None:
+    """Validate `cfg` once per deployment, for the sections that deployment's flow reads (models.validate.READS,
+    a deployment is named after its command); ConfigError naming every deployment it is bad for, before any
+    is deployed."""
+    refused = []
+    for name in names:
+        try:
+            validate_config(cfg, name)
+        except ConfigError as err:
+            refused.append(f"deployment '{name}': {err}")
+    if refused:
+        raise ConfigError("; ".join(refused))
+
+
 def deploy(
     params: str | Path = PARAMS_FILE,
     overrides: list[str] | None = None,
@@ -200,16 +214,17 @@ def deploy(
     from prefect.runner.storage import LocalStorage
     from prefect.settings import PREFECT_API_URL
 
-    cfg = load_checked_config(params, overrides, command="all")
-    if not PREFECT_API_URL.value():  # else Prefect would deploy into a throwaway ephemeral server
-        raise DeployError("PREFECT_API_URL is not set: start the server (make up) or point it at one")
-    env = {ROOT_ENV: str(ROOT), **(os.environ if env is None else env)}
+    cfg = load_config(params, overrides)
     specs = read_spec(spec_file)
     if only:
         unknown = sorted(set(only) - {d["name"] for d in specs})
         if unknown:
             raise DeployError(f"no deployment named {unknown} in {spec_file}")
         specs = [d for d in specs if d["name"] in only]
+    check_deployments(cfg, [d["name"] for d in specs])
+    if not PREFECT_API_URL.value():  # else Prefect would deploy into a throwaway ephemeral server
+        raise DeployError("PREFECT_API_URL is not set: start the server (make up) or point it at one")
+    env = {ROOT_ENV: str(ROOT), **(os.environ if env is None else env)}
 
     for name in ensure_work_pools([d["work_pool"]["name"] for d in specs]):
         log(f"created work pool '{name}' (process)")

@@ -321,3 +321,36 @@ def test_where_shards_run_is_not_part_of_any_stage_fingerprint() -> None:
         assert a == b, stage
     seeded = load_config(overrides=["generate.seed=1"])
     assert fingerprint("generate", seeded.generate, [], None) != fingerprint("generate", plain.generate, [], None)
+
+
+def test_each_command_checks_only_the_sections_it_reads() -> None:
+    """`synrank generate` never trains: a generator list without train.base generates; train refuses it. A
+    train objective typo does not stop `synrank score`; a reward kind typo does not stop `synrank train`."""
+    no_base = ["generate.generators=[{name: a, path: zoo/shapes-sd-s}]"]
+    assert isinstance(load_checked_config(overrides=no_base, command="generate"), Config)
+    with pytest.raises(ConfigError) as err:
+        load_checked_config(overrides=no_base, command="train")
+    assert str(err.value) == (
+        "bad value for 'train.base': 'shapes-sd-s' is not a generator in generate.generators (or empty = the "
+        "first); allowed: a"
+    )
+    assert isinstance(load_checked_config(overrides=["train.objective=nope"], command="score"), Config)
+    bad_kind = ["score.rewards=[{name: r, kind: nope}]", "rank.rewards=[]"]
+    assert isinstance(load_checked_config(overrides=bad_kind, command="train"), Config)
+    with pytest.raises(ConfigError, match=r"^bad value for 'score.rewards.0.kind': 'nope' is not a reward kind"):
+        load_checked_config(overrides=bad_kind, command="rank")
+
+
+def test_a_deployment_is_checked_for_its_own_sections_only() -> None:
+    """The trimmed-rewards smoke config deploys the train deployment; with the study deployment selected too,
+    deploy refuses before deploying anything, naming that deployment."""
+    from synrank.deploy import check_deployments
+
+    cfg = load_config(overrides=["score.rewards=[{name: det, kind: shapes-detector}]"])
+    check_deployments(cfg, ["sample", "generate", "score", "rank", "train", "evaluate", "export", "pipeline"])
+    with pytest.raises(ConfigError) as err:
+        check_deployments(cfg, ["train", "study"])
+    assert str(err.value) == (
+        "deployment 'study': bad value for 'study.arms.2.rewards.0': 'clip-p8' is not a reward in score.rewards; "
+        "allowed: det"
+    )
