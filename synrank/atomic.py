@@ -117,7 +117,7 @@ def replace_dir(built: Path, target: Path) -> None:
     renamed over a non-empty one, so an existing `target` is first moved aside under a temporary name and
     removed after the swap: a failed swap puts it back; a crash between the two renames leaves no `target`
     but both folders under hidden temporary names. Nothing must hold files open in `target` (a stage's
-    output folder holds its lock: use publish_dir)."""
+    output folder: use publish_dir, which keeps its stamp)."""
     sync_tree(built)
     old = temp_path(target) if target.exists() else None
     if old is not None:
@@ -151,8 +151,8 @@ def building_dir(target: Path) -> Iterator[Path]:
 
 def publish_dir(new: Path, out: Path, protected: tuple[str, ...] = ()) -> None:
     """Move every file of `new` into `out` (each rename atomic) and remove what `new` does not have;
-    the `protected` names (a stage's stamp) and hidden files (the lock) stay, which is why `out` is not
-    swapped whole (replace_dir): its lock is held open while the stage runs. A crash half-way leaves a
+    the `protected` names (a stage's stamp) and hidden files stay, which is why `out` is not swapped
+    whole (replace_dir); nor is a folder a reader may have open replaced under it. A crash half-way leaves a
     folder whose content id no longer matches the old stamp, so the next run redoes the work rather
     than trusting it; until the first rename, `out` is untouched. Each file is fsynced before its rename
     and each folder of `out` after, as in writing."""

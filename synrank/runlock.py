@@ -1,9 +1,11 @@
 """One run at a time per output folder, and a killed run marked as such by the next one.
 
-Each stage holds an exclusive `flock` on `<out>/.synrank.lock` while it runs (the pipeline takes all
-six at its start). The lock file also holds a record of the holder: pid, host, command, and the
-MLflow runs and Prefect flow runs it opened. The kernel drops a `flock` when its process dies, even
-by SIGKILL, so:
+Each stage holds an exclusive `flock` on `<parent>/.synrank-locks/<out name>.lock` while it runs (the
+pipeline takes all six at its start). The lock lives beside the output folder, not in it: the folder is a
+DVC output, and a lock inside it would make every run, even one with nothing to do, change what DVC
+tracks (`dvc status` dirty, lock files in the DVC cache). The lock file also holds a record of the
+holder: pid, host, command, and the MLflow runs and Prefect flow runs it opened. The kernel drops a
+`flock` when its process dies, even by SIGKILL, so:
 - a second run on the same outputs finds the lock taken and stops at once, naming the holder;
 - a run that finds the lock free but the record still "running" knows the previous holder was killed
   (it never wrote "released") and marks that holder's MLflow runs KILLED and its Prefect flow runs
@@ -24,7 +26,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-LOCK_NAME = ".synrank.lock"
+LOCK_DIR = ".synrank-locks"
+
+
+def lock_path(out: Path) -> Path:
+    """The lock file of the output folder `out`: in its parent's LOCK_DIR, named after it."""
+    return out.parent / LOCK_DIR / f"{out.name}.lock"
 
 
 class LockHeld(RuntimeError):
@@ -36,10 +43,10 @@ _record: dict[str, Any] = {}
 _killed: list[dict[str, Any]] = []  # killed holders' records found on acquiring, not yet marked
 
 
-def _describe(path: Path, rec: dict[str, Any]) -> str:
+def _describe(out: Path, rec: dict[str, Any]) -> str:
     since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(rec.get("started", 0)))
     return (
-        f"'{path.parent}' is in use by another synrank run: pid {rec.get('pid', '?')} on host "
+        f"'{out}' is in use by another synrank run: pid {rec.get('pid', '?')} on host "
         f"{rec.get('host', '?')} ({rec.get('command', '?')}, since {since}); wait for it to finish or stop it"
     )
 
@@ -75,8 +82,8 @@ def _new_record() -> dict[str, Any]:
     return _record
 
 
-def _acquire(path: Path) -> dict[str, Any]:
-    """Take one lock; returns the previous holder's record."""
+def _acquire(path: Path, out: Path) -> dict[str, Any]:
+    """Take the lock `path` of folder `out`; returns the previous holder's record."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
@@ -84,7 +91,7 @@ def _acquire(path: Path) -> dict[str, Any]:
     except BlockingIOError:
         rec = _read(fd)
         os.close(fd)
-        raise LockHeld(_describe(path, rec)) from None
+        raise LockHeld(_describe(out, rec)) from None
     previous = _read(fd)
     _write(fd, _new_record())
     _held[path] = (fd, 1)
@@ -113,12 +120,12 @@ def hold(outs: list[Path]) -> Iterator[None]:
     killed = _killed
     try:
         for out in sorted({Path(o) for o in outs}):
-            path = out / LOCK_NAME
+            path = lock_path(out)
             if path in _held:
                 fd, depth = _held[path]
                 _held[path] = (fd, depth + 1)
             else:
-                previous = _acquire(path)
+                previous = _acquire(path, out)
                 if previous.get("state") == "running" and previous not in killed:
                     killed.append(previous)
             taken.append(path)

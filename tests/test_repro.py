@@ -88,3 +88,28 @@ def test_a_stale_lock_entry_over_a_current_stamp_needs_no_server(tmp_path: Path)
     assert synrank.repro.will_compute(["generate"], cfg)  # no stamp at all
     (tmp_path / "p.txt").write_text("a blue square\n")  # an edited source: the stamp no longer vouches
     assert synrank.repro.will_compute(["sample"], cfg)
+
+
+def test_a_stage_with_nothing_to_do_leaves_dvc_status_clean(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The run lock lives beside the output folder (synrank.runlock), so a `synrank sample` that finds its
+    stamp current changes nothing DVC tracks; before, the lock inside outputs/prompts made it "modified"."""
+    from synrank.cli import main
+    from synrank.config import params_yaml
+    from tests.test_pipeline import tiny_config
+
+    dvc = str(Path(sys.executable).with_name("dvc"))
+    subprocess.run([dvc, "init", "--no-scm", "-q"], cwd=tmp_path, check=True)
+    (tmp_path / "dvc.yaml").write_text("stages:\n  sample:\n    cmd: synrank sample\n    outs: [outputs/prompts]\n")
+    params = tmp_path / "params.yaml"
+    params.write_text(params_yaml(tiny_config(tmp_path)))
+    monkeypatch.chdir(tmp_path)
+
+    def dvc_status() -> str:
+        return subprocess.run([dvc, "status", "--json"], capture_output=True, text=True, check=True).stdout.strip()
+
+    assert main(["sample", "--params", str(params)]) == 0
+    subprocess.run([dvc, "commit", "-f", "-q", "sample"], check=True)
+    assert dvc_status() == "{}"
+    assert main(["sample", "--params", str(params)]) == 0  # up to date: nothing runs
+    assert dvc_status() == "{}"
+    assert (tmp_path / "outputs" / ".synrank-locks" / "prompts.lock").exists()

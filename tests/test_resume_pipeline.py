@@ -80,7 +80,7 @@ def _stamps(root: Path) -> dict[str, bytes]:
 def straight(world: tuple[Path, dict]) -> Path:
     """An uninterrupted run; while it runs, a second pipeline on the same outputs is refused."""
     params = _params(world, "straight")
-    lock = world[0] / "straight" / "prompts" / ".synrank.lock"
+    lock = world[0] / "straight" / ".synrank-locks" / "prompts.lock"
     first = subprocess.Popen(
         [sys.executable, "-m", "synrank", "pipeline", "--params", str(params)],
         cwd=ROOT,
