@@ -16,8 +16,9 @@ from models.winrates import winrates
 from synrank.cluster_config import ClusterConfig
 from synrank.config import EvaluateConfig, GenerateConfig, GeneratorSpec, Paths, ScoreConfig, TrackingConfig
 from synrank.deployment_params import with_deployment_defaults
+from synrank.metrics_file import write_evaluate_metrics
 from synrank.stage import Stage, stage_run
-from synrank.stamp import evaluate_identity, evaluate_models, write_evaluate_metrics
+from synrank.stamp import evaluate_identity, evaluate_models
 from tasks.evaluate import comparison_grid, grid_prompts, run_benchmark, summary_markdown, task_rows
 from tasks.generate import generate_all
 from tasks.score import remove_stale_scores, score_all

@@ -237,7 +237,8 @@ def _nothing_changed(cfg: Config, stages: list[str]) -> bool:
     `make run`, a `dvc repro` after `make run`) costs the hashing, not a server start. Stops at the first
     stale stage (the stages after it would see new inputs anyway)."""
     from synrank.config import STAGE_OUTPUT
-    from synrank.stamp import read_stamp, up_to_date, write_evaluate_metrics
+    from synrank.metrics_file import write_evaluate_metrics
+    from synrank.stamp import read_stamp, up_to_date
 
     if not all(up_to_date(stage, cfg) for stage in stages):
         return False

@@ -20,7 +20,6 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from synrank.atomic import write_json
 from synrank.codehash import stage_code_id
 from synrank.config import (
     ROOT,
@@ -194,12 +193,6 @@ IDENTITIES: dict[str, Callable[..., Identity]] = {
     "evaluate": evaluate_identity,
     "export": export_identity,
 }
-
-
-def write_evaluate_metrics(paths: Paths, report: dict[str, Any]) -> None:
-    """DVC's metrics file `paths.metrics`/evaluate.json: the evaluate stage's report, written whenever that
-    stage runs or is found current (by its flow or by `synrank pipeline` before Prefect starts)."""
-    write_json(paths.resolve("metrics") / "evaluate.json", report)
 
 
 def up_to_date(stage: str, cfg: Config) -> bool:
