@@ -55,15 +55,18 @@ class TunedGenerator(mlflow.pyfunc.PythonModel):
 
 def log_tuned_model(model_dir: Path, registered_name: str, tags: dict[str, str]) -> tuple[str, str]:
     """Log `model_dir` (a train stage output) as the active run's MLflow model `tuned_model` and register
-    it as a new version of `registered_name` with `tags`; returns (model URI, version)."""
+    it as a new version of `registered_name` with `tags` ("" = register nothing); returns (model URI,
+    version or "")."""
     info = mlflow.pyfunc.log_model(
         name="tuned_model",
         python_model=TunedGenerator(),
         artifacts={"tuned": str(model_dir)},
         signature=SIGNATURE,
-        registered_model_name=registered_name,
+        registered_model_name=registered_name or None,
         pip_requirements=["torch", "diffusers", "transformers", "peft", "pandas", "pillow"],
     )  # no inference: offline
+    if not registered_name:
+        return info.model_uri, ""
     version = str(info.registered_model_version)
     client = mlflow.MlflowClient()
     for k, v in tags.items():

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from pathlib import Path
 
 import mlflow
 import pytest
@@ -118,3 +119,27 @@ def test_progress_reports_to_the_flow_run_log_and_a_progress_artifact() -> None:
     assert lines == ["render demo: 1/4 shards (25%)", "render demo: 4/4 shards (100%)"]
     mine = [a for a in arts if str(a.flow_run_id) == run_id]
     assert len(mine) == 1 and mine[0].type == "progress" and float(mine[0].data) == 100.0
+
+
+@pytest.mark.parametrize("register", [True, False])
+def test_a_tuned_model_is_registered_only_when_tracking_register_says_so(
+    tmp_path: Path, register: bool, tracking_uri: None
+) -> None:
+    """tracking.register on: a new version of synrank-<base> with its tags; off (smoke runs): the model is
+    logged to the run all the same and the registry stays empty."""
+    from tasks.train import log_tuned_model
+
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "tuned.json").write_text("{}")
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    with mlflow.start_run() as run:
+        uri, version = log_tuned_model(model, "synrank-a" if register else "", {"steps": "3"})
+    client = mlflow.MlflowClient()
+    assert client.get_logged_model(uri.split("/")[-1]).source_run_id == run.info.run_id
+    assert version == ("1" if register else "")
+    if register:
+        (only,) = client.search_model_versions("name = 'synrank-a'")
+        assert (str(only.version), only.tags) == ("1", {"steps": "3"})
+    else:
+        assert client.search_registered_models() == []
