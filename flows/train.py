@@ -40,7 +40,7 @@ def train_flow(
     tuned.json, train_curve.csv) only once training succeeded, keeping checkpoints and the latent cache in a
     hidden work folder beside it so that a rerun of the same config resumes. Logs the train/* curve, the final
     metrics and the effective settings, and registers the model in MLflow as `synrank-<base>` (with
-    `tracking.register`).
+    `tracking.register_model`).
 
     Skipped when the stamp (synrank.stage) matches this config, the base, the rankings' and images' content,
     the base weights and the code, and the folder is untouched. Raises ConfigError for an unknown base or
@@ -72,7 +72,7 @@ def train_flow(
         sources = {k: int(final.pop(k)) for k in LATENT_COUNTS if k in final}
         st.log(**sources, **{f"final_{k}": v for k, v in final.items()})
         # The tuned weights and tuned.json (the stamp is written later) as an MLflow pyfunc model, registered.
-        name = f"synrank-{spec.name}" if tracking.register else ""
+        name = f"synrank-{spec.name}" if tracking.register_model else ""
         uri, version = log_tuned_model(out, name, {"objective": cfg.objective, "steps": str(cfg.steps)})
         st.report = {"registered_model": name, "version": version, "model_uri": uri, **sources}
         print(

@@ -264,7 +264,7 @@ class TrackingConfig(Strict):
 
     experiment: str = Field(default="synrank", description="MLflow experiment of every run.")
     tracking_uri: str = Field(default="", description="Empty = $MLFLOW_TRACKING_URI or sqlite:///mlflow/mlflow.db.")
-    register: bool = Field(
+    register_model: bool = Field(
         default=True,
         description="Register each tuned model as a new version of synrank-<base> in the MLflow model registry. "
         "Off (smoke and trial runs): the model is still logged to its run, and the registry gets no version.",

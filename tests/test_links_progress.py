@@ -122,10 +122,10 @@ def test_progress_reports_to_the_flow_run_log_and_a_progress_artifact() -> None:
 
 
 @pytest.mark.parametrize("register", [True, False])
-def test_a_tuned_model_is_registered_only_when_tracking_register_says_so(
+def test_a_tuned_model_is_registered_only_when_tracking_register_model_says_so(
     tmp_path: Path, register: bool, tracking_uri: None
 ) -> None:
-    """tracking.register on: a new version of synrank-<base> with its tags; off (smoke runs): the model is
+    """tracking.register_model on: a new version of synrank-<base> with its tags; off (smoke runs): the model is
     logged to the run all the same and the registry stays empty."""
     from tasks.train import log_tuned_model
 
