@@ -18,7 +18,7 @@ from synrank.config import EvaluateConfig, GenerateConfig, GeneratorSpec, Paths,
 from synrank.deployment_params import with_deployment_defaults
 from synrank.metrics_file import write_evaluate_metrics
 from synrank.stage import Stage, stage_run
-from synrank.stamp import evaluate_identity, evaluate_models
+from synrank.stamp import evaluate_identity, evaluate_models, read_stamp
 from tasks.evaluate import comparison_grid, grid_prompts, run_benchmark, summary_markdown, task_rows
 from tasks.generate import generate_all
 from tasks.score import remove_stale_scores, score_all
@@ -64,6 +64,7 @@ def evaluate_flow(
                 first = rewards.rewards[0].name  # each image's score under the first reward, under it
                 _log_grid(st, pair, manifest, scores, prompts, out, cfg.grid_prompts, first, verdicts)
             _write_summary(st.report, results, out)
+            _promote(st, cfg.benchmarks, model_dir, out)
         write_evaluate_metrics(paths, st.report)
     return str(out)
 
@@ -134,6 +135,25 @@ def _benchmarks(
                 for m, p, i, v in zip(judged["model"], judged["prompt_id"], judged["index"], judged["value"])
             }
     return benches, paired, verdicts
+
+
+def _promote(st: Stage, benchmarks: list[str], model_dir: Path, out: Path) -> None:
+    """The evaluated registry version (the train stage's stamp names it; none with tracking.register_model
+    off): tagged, the candidate, and the champion on evidence on the first benchmark (tasks.promote). Its
+    judged rows go to this run, so that a later candidate can be paired with it."""
+    from models.benchmarks import load_benchmark
+    from tasks.promote import promote
+
+    trained = (read_stamp(model_dir) or {}).get("report", {})
+    if not trained.get("version") or not benchmarks:
+        return
+    bench = benchmarks[0]
+    judged = out / f"judged_{bench}.parquet"
+    mlflow.log_artifact(str(judged))
+    name, version = trained["registered_model"], trained["version"]
+    tasks = list(load_benchmark(bench).tasks)
+    decided = promote(name, version, st.report, pd.read_parquet(judged), st.run_id, bench, tasks)
+    print(f"registry: {name} version {version} is the candidate; {decided.reason}")
 
 
 def _log_winrates(st: Stage, results: dict) -> None:
