@@ -20,6 +20,7 @@ from typing import Any
 import mlflow
 import pandas as pd
 from mlflow.exceptions import MlflowException
+from prefect import task
 
 from synrank.metrics_file import headline
 from tasks.evaluate import paired_between
@@ -77,6 +78,7 @@ def verdict(
     return _evidence(f"tuned - champion v{champion.version}", d)
 
 
+@task(name="promote-model", task_run_name="promote[{name} v{version}]")
 def promote(
     name: str, version: str, report: dict, judged: pd.DataFrame, run_id: str, benchmark: str, tasks: list[str]
 ) -> Verdict:

@@ -133,6 +133,7 @@ def test_a_tuned_model_is_registered_only_when_tracking_register_model_says_so(
     model.mkdir()
     (model / "tuned.json").write_text("{}")
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    mlflow.set_experiment("register")  # not the experiment an earlier test left active in another store
     with mlflow.start_run() as run:
         uri, version = log_tuned_model(model, "synrank-a" if register else "", {"steps": "3"})
     client = mlflow.MlflowClient()

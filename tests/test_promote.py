@@ -57,7 +57,7 @@ def _evaluate(client: mlflow.MlflowClient, tmp_path: Path, passed: int) -> tuple
     with mlflow.start_run() as run:
         mlflow.log_artifact(str(path))
     version = client.create_model_version(NAME, source=str(tmp_path), run_id=run.info.run_id).version
-    decided = promote(NAME, str(version), _report(passed / 4, passed / 4), judged, run.info.run_id, BENCH, TASKS)
+    decided = promote.fn(NAME, str(version), _report(passed / 4, passed / 4), judged, run.info.run_id, BENCH, TASKS)
     return str(version), decided.reason
 
 
