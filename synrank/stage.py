@@ -30,12 +30,13 @@ from synrank.stamp import Params, fingerprint, is_current, output_id, read_stamp
 
 
 def run_params(name: str, params: Params) -> dict[str, str]:
-    """A stage run's MLflow params: its own section unprefixed (`steps`, not `train.train.steps`), any
-    other part of `params` under its key (`base.name`, `rewards.rewards.0.name`)."""
+    """A stage run's MLflow params, named as the pipeline's parent run names them (params.yaml's keys):
+    its own section under the stage's name (`train.steps`), any other part of `params` under its key
+    (`base.name`, `rewards.rewards.0.name`), so a column means one setting in every run."""
     if isinstance(params, BaseModel):
-        return tracking.flatten("", section_dict(params))
+        return tracking.flatten(name, section_dict(params))
     dumped = section_dict(params)
-    return {k: v for key, part in dumped.items() for k, v in tracking.flatten("" if key == name else key, part).items()}
+    return {k: v for key, part in dumped.items() for k, v in tracking.flatten(key, part).items()}
 
 
 @dataclass

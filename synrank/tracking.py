@@ -71,13 +71,16 @@ def prefect_context() -> dict[str, str]:
 
     if not flow_run.id:
         return {}
-    tags = {
-        "prefect.flow_run_id": str(flow_run.id),
-        "prefect.flow_run_name": str(flow_run.name),
-        "prefect.flow_name": str(flow_run.flow_name),
-    }
-    if url := flow_run.ui_url:
+    return flow_run_tags(str(flow_run.id), str(flow_run.name), str(flow_run.flow_name), flow_run.ui_url)
+
+
+def flow_run_tags(run_id: str, name: str, flow_name: str, url: str | None) -> dict[str, str]:
+    """prefect_context's tags of one flow run; with a UI URL also the run's MLflow description
+    (`mlflow.note.content`, markdown), where the link is one click (a tag's value is plain text)."""
+    tags = {"prefect.flow_run_id": run_id, "prefect.flow_run_name": name, "prefect.flow_name": flow_name}
+    if url:
         tags["prefect.flow_run_url"] = str(url)
+        tags["mlflow.note.content"] = f"Prefect flow run [{flow_name} / {name}]({url})"
     return tags
 
 

@@ -209,7 +209,7 @@ def test_a_custom_train_run_from_the_prefect_ui_links_to_its_mlflow_run(world: S
             browser.close()
     run_id = href.split("/runs/")[1].split("/")[0].split("?")[0]
     logged = get_json(f"{world.mlflow_url}/api/2.0/mlflow/runs/get?run_id={run_id}")["run"]
-    assert {p["key"]: p["value"] for p in logged["data"]["params"]}["steps"] == str(STEPS)
+    assert {p["key"]: p["value"] for p in logged["data"]["params"]}["train.steps"] == str(STEPS)
     assert _tags(logged)["prefect.flow_run_id"] == str(run.id)
     assert run.parameters["cfg"] == {**train_dep.parameters["cfg"], "steps": STEPS}  # the other fields kept
 
@@ -232,7 +232,7 @@ def test_the_train_deployment_with_two_processes_is_one_run_everywhere(world: Se
     logged = [r for r in _mlflow_runs(world) if _tags(r).get("prefect.flow_run_id") == str(run.id)]
     assert len(logged) == 1
     params = {p["key"]: p["value"] for p in logged[0]["data"]["params"]}
-    assert (params["processes"], params["effective_processes"], params["steps"]) == ("2", "2", "2")
+    assert (params["train.processes"], params["effective_processes"], params["train.steps"]) == ("2", "2", "2")
     versions = get_json(f"{world.mlflow_url}/api/2.0/mlflow/model-versions/search?max_results=100")
     mine = [v for v in versions["model_versions"] if v.get("run_id") == logged[0]["info"]["run_id"]]
     assert len(mine) == 1

@@ -73,10 +73,13 @@ def test_one_flow_run_one_mlflow_run_one_version_and_its_own_stamp(world: tuple[
     exp = client.get_experiment_by_name("e2e").experiment_id
     runs = client.search_runs([exp], "tags.`synrank.stage` = 'train'")
     assert len(runs) == 2  # one per train flow, whatever its process count
-    two_proc = [r for r in runs if r.data.params.get("processes") == "2"]
+    two_proc = [r for r in runs if r.data.params.get("train.processes") == "2"]
     assert len(two_proc) == 1 and len(client.get_metric_history(two_proc[0].info.run_id, "train/loss")) == 4
     # What accelerate really ran: two ranks of one job (MULTI_CPU), not two single-process jobs.
-    assert {r.data.params["processes"]: r.data.params["effective_processes"] for r in runs} == {"1": "1", "2": "2"}
+    assert {r.data.params["train.processes"]: r.data.params["effective_processes"] for r in runs} == {
+        "1": "1",
+        "2": "2",
+    }
     assert len(client.search_model_versions("name = 'synrank-gen-a'")) == 2
     s1, s2 = (json.loads((m / "_stage.json").read_text())["fingerprint"] for m in (one, two))
     assert s1 != s2  # the process count is part of the run's identity
@@ -110,7 +113,7 @@ def test_a_killed_rank_fails_the_stage_and_the_rerun_resumes_to_the_same_weights
         np.testing.assert_allclose(w1[key], w0[key], rtol=1e-5, atol=1e-7)
     client = mlflow.MlflowClient(cfg.tracking.tracking_uri)
     exp = client.get_experiment_by_name("e2e").experiment_id
-    statuses = sorted(r.info.status for r in client.search_runs([exp], "params.checkpoint_every = '2'"))
+    statuses = sorted(r.info.status for r in client.search_runs([exp], "params.`train.checkpoint_every` = '2'"))
     assert statuses == ["FAILED", "FINISHED"]
 
 

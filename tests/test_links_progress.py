@@ -144,3 +144,15 @@ def test_a_tuned_model_is_registered_only_when_tracking_register_model_says_so(
         assert (str(only.version), only.tags) == ("1", {"steps": "3"})
     else:
         assert client.search_registered_models() == []
+
+
+def test_the_prefect_link_is_a_markdown_link_in_the_run_description() -> None:
+    url = "http://127.0.0.1:4200/runs/flow-run/abc"
+    assert tracking.flow_run_tags("abc", "brave-otter", "train", url) == {
+        "prefect.flow_run_id": "abc",
+        "prefect.flow_run_name": "brave-otter",
+        "prefect.flow_name": "train",
+        "prefect.flow_run_url": url,
+        "mlflow.note.content": f"Prefect flow run [train / brave-otter]({url})",
+    }
+    assert "mlflow.note.content" not in tracking.flow_run_tags("abc", "brave-otter", "train", None)
