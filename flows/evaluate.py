@@ -17,7 +17,7 @@ from synrank.cluster_config import ClusterConfig
 from synrank.config import EvaluateConfig, GenerateConfig, GeneratorSpec, Paths, ScoreConfig, TrackingConfig
 from synrank.deployment_params import with_deployment_defaults
 from synrank.metrics_file import write_evaluate_metrics
-from synrank.stage import Stage, stage_run
+from synrank.stage import Stage, finished, stage_run
 from synrank.stamp import evaluate_identity, evaluate_models, read_stamp
 from tasks.evaluate import comparison_grid, grid_prompts, run_benchmark, summary_markdown, task_rows
 from tasks.generate import generate_all
@@ -66,7 +66,7 @@ def evaluate_flow(
             _write_summary(st.report, results, out)
             _promote(st, cfg.benchmarks, model_dir, out)
         write_evaluate_metrics(paths, st.report)
-    return str(out)
+    return finished(st, out)
 
 
 def _images_and_scores(

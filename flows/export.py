@@ -12,7 +12,7 @@ from synrank import tracking as tracking_mod
 from synrank.atomic import publish_dir, temp_path
 from synrank.config import ExportConfig, GenerateConfig, Paths, RankConfig, ScoreConfig, TrackingConfig
 from synrank.deployment_params import with_deployment_defaults
-from synrank.stage import STAMP, stage_run
+from synrank.stage import STAMP, finished, stage_run
 from synrank.stamp import export_identity
 from tasks.export import dataset_card, dataset_table, write_dataset
 
@@ -39,7 +39,7 @@ def export_flow(
     identity = export_identity(cfg, generate, score, rank, paths)
     with stage_run("export", **identity, out=out, tracking_cfg=tracking) as st:
         if st.up_to_date:
-            return str(out)
+            return finished(st, out)
         table = dataset_table(
             pd.read_parquet(images / "manifest.parquet"),
             pd.read_parquet(scores / "scores.parquet"),

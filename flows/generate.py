@@ -10,7 +10,7 @@ from prefect import flow
 from synrank.cluster_config import ClusterConfig
 from synrank.config import GenerateConfig, Paths, TrackingConfig
 from synrank.deployment_params import with_deployment_defaults
-from synrank.stage import Stage, stage_run
+from synrank.stage import Stage, finished, stage_run
 from synrank.stamp import generate_identity
 from tasks.generate import generate_all, truncation_report
 
@@ -30,7 +30,7 @@ def generate_flow(
     prompts_dir, out = paths.resolve("prompts"), paths.resolve("images")
     with stage_run("generate", **generate_identity(cfg, paths), out=out, tracking_cfg=tracking) as st:
         if st.up_to_date:
-            return str(out)
+            return finished(st, out)
         prompts = pd.read_parquet(prompts_dir / "prompts.parquet")
         prompts = prompts[prompts["split"] == "train"]
         manifest, stale = generate_all(

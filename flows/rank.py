@@ -10,7 +10,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from synrank.config import Paths, RankConfig, TrackingConfig
 from synrank.deployment_params import with_deployment_defaults
-from synrank.stage import stage_run
+from synrank.stage import finished, stage_run
 from synrank.stamp import rank_identity
 from tasks.rank import rank_images, ranked_grid
 
@@ -29,7 +29,7 @@ def rank_flow(
     scores, images, out = paths.resolve("scores"), paths.resolve("images"), paths.resolve("rankings")
     with stage_run("rank", **rank_identity(cfg, paths), out=out, tracking_cfg=tracking) as st:
         if st.up_to_date:
-            return str(out)
+            return finished(st, out)
         st.report = rank_images(
             str(scores / "scores.parquet"),
             str(images / "manifest.parquet"),

@@ -7,7 +7,7 @@ from prefect import flow
 from synrank.config import Paths, SampleConfig, TrackingConfig
 from synrank.deployment_params import with_deployment_defaults
 from synrank.prompts import SKIP_REASONS, split
-from synrank.stage import stage_run
+from synrank.stage import finished, stage_run
 from synrank.stamp import sample_identity
 from tasks.sample import read_prompt_sources, write_prompt_table
 
@@ -27,7 +27,7 @@ def sample_flow(
     out = paths.resolve("prompts")
     with stage_run("sample", **sample_identity(cfg, paths), out=out, tracking_cfg=tracking) as st:
         if st.up_to_date:
-            return str(out)
+            return finished(st, out)
         rows, report = read_prompt_sources(cfg.sources, cfg.max_prompt_chars)
         if not rows:
             raise ValueError(f"no usable prompts in {[s.path for s in cfg.sources]}: {report}")

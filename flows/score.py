@@ -10,7 +10,7 @@ from synrank import storage
 from synrank.cluster_config import ClusterConfig
 from synrank.config import Paths, ScoreConfig, TrackingConfig
 from synrank.deployment_params import with_deployment_defaults
-from synrank.stage import Stage, stage_run
+from synrank.stage import Stage, finished, stage_run
 from synrank.stamp import score_identity
 from tasks.score import remove_stale_scores, score_all
 
@@ -35,7 +35,7 @@ def score_flow(
     images, out = paths.resolve("images"), paths.resolve("scores")
     with stage_run("score", **score_identity(cfg, paths), out=out, tracking_cfg=tracking) as st:
         if st.up_to_date:
-            return str(out)
+            return finished(st, out)
         manifest = str(images / "manifest.parquet")
         scores, cuts = score_all(
             cfg.rewards, manifest, str(images), str(out), cfg.batch_size, cfg.device, fan=cfg, cluster=cluster

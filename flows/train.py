@@ -13,7 +13,7 @@ from models.validate import check_objective
 from synrank.atomic import publish_dir
 from synrank.config import GenerateConfig, Paths, TrackingConfig, TrainConfig, base_generator
 from synrank.deployment_params import with_deployment_defaults
-from synrank.stage import STAMP, stage_run
+from synrank.stage import STAMP, finished, stage_run
 from synrank.stamp import train_identity
 from tasks.train import log_tuned_model, train_model
 
@@ -54,7 +54,7 @@ def train_flow(
     check_objective(cfg.objective)
     with stage_run("train", **train_identity(cfg, generate, paths), out=out, tracking_cfg=tracking) as st:
         if st.up_to_date:
-            return str(out)
+            return finished(st, out)
         # Checkpoints, the latent cache and the new model live beside the versioned output, keyed by
         # this run's fingerprint (the full train config, the data's and the base weights' content, the
         # code): a rerun of the same config resumes, any other starts fresh. The model is trained into

@@ -67,6 +67,17 @@ def note_runs(run_id: str) -> None:
         runlock.note("prefect", {"id": str(flow_run.id)})
 
 
+def finished(st: Stage, out: Path | str) -> Any:
+    """What a stage's flow returns: its output folder, and, for a stage found up to date, that folder in a
+    Completed state named Cached with the reason, so that the Prefect UI tells the runs that did no work
+    apart from the ones that did (a caller of the flow gets the folder either way)."""
+    if not st.up_to_date:
+        return str(out)
+    from prefect.states import Completed
+
+    return Completed(name="Cached", message=f"{st.name} up to date: its stamp matches, nothing ran", data=str(out))
+
+
 @contextmanager
 def stage_run(
     name: str,

@@ -169,6 +169,8 @@ def test_split_sizes_and_determinism() -> None:
 def test_flow_end_to_end_and_skip(
     tmp_path: Path, messy: list[PromptSource], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    from prefect.client.schemas.objects import StateType
+
     from flows.sample import sample_flow
 
     # Other code in the tree may be edited while tests run; hold the code part of the fingerprint still.
@@ -198,7 +200,9 @@ def test_flow_end_to_end_and_skip(
     assert stamp["report"]["good"] == 5
 
     before = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in (out / STAMP, out / "prompts.parquet")}
-    assert sample_flow(cfg, paths, tracking) == str(out)
+    state = sample_flow(cfg, paths, tracking, return_state=True)
+    assert (state.type, state.name, state.result()) == (StateType.COMPLETED, "Cached", str(out))  # the UI tells
+    assert state.message == "sample up to date: its stamp matches, nothing ran"
     assert "up to date, skipped" in capsys.readouterr().out
     assert {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in before} == before
 
