@@ -72,7 +72,23 @@ def pipeline_flow(cfg: Config) -> str:
             stamp = read_stamp(cfg.paths.resolve("eval")) or {}
             headline = headline_metrics(stamp.get("metrics", {}))
             mlflow.log_metrics({tracking.metric_key(k): v for k, v in headline.items()})
+            report_result(stamp.get("report", {}))
             return run.info.run_id
+
+
+def report_result(report: dict) -> None:
+    """The run's answer where a Prefect user looks: the benchmark table as the flow run's artifact
+    `pipeline-result`, and its one-line summary as the run's last log line."""
+    from prefect.artifacts import create_markdown_artifact
+
+    from models.benchmark_table import benchmark_table, result_line
+
+    if not report.get("benchmarks"):
+        return
+    create_markdown_artifact(
+        benchmark_table(report), key="pipeline-result", description="the evaluate stage's benchmark table"
+    )
+    print(f"result: {result_line(report)}")
 
 
 def train_remotely(deployment: Any, cfg: Config, parent_run_id: str, held: ExitStack) -> None:

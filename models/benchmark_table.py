@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from models.shapes.specs import task_order
 
-__all__ = ["benchmark_table", "format_accuracy", "format_delta"]
+__all__ = ["benchmark_table", "format_accuracy", "format_delta", "result_line"]
 
 
 def format_accuracy(c: dict | None) -> str:
@@ -84,3 +84,15 @@ def benchmark_table(report: dict) -> str:
         lines += [""] + ([n_line] if n_line else []) + (_paired_lines(delta) if delta else [])
         lines.append("")
     return "\n".join(lines)
+
+
+def result_line(report: dict) -> str:
+    """The report's answer in one line, per benchmark: 'geneval-shapes: base 0.221 [0.18, 0.26], tuned 0.228
+    [0.19, 0.26], tuned - base +0.007 [-0.01, +0.02]'; '' without benchmark results."""
+    parts = []
+    for bench, by_model in report.get("benchmarks", {}).items():
+        base, tuned = by_model.get(report.get("base")), by_model.get(report.get("tuned"))
+        paired = report.get("paired", {}).get(bench)
+        overall = [format_accuracy(m["overall"]) if m else "-" for m in (base, tuned)]
+        parts.append(f"{bench}: base {overall[0]}, tuned {overall[1]}, tuned - base {format_delta(paired)}")
+    return "; ".join(parts)

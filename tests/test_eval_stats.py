@@ -262,3 +262,20 @@ def test_run_benchmark_and_table_report_prompts_images_and_the_probe(
     (tmp_path / "evaluate.json").write_text(json.dumps(report))
     assert main(["table", "--metrics", str(tmp_path / "evaluate.json")]) == 0
     assert capsys.readouterr().out.rstrip("\n").splitlines() == lines  # `synrank table` prints the same
+
+
+def test_the_result_line_puts_base_tuned_and_the_paired_difference_in_one_line() -> None:
+    from models.benchmark_table import result_line
+
+    acc = lambda a, lo, hi: {"overall": {"accuracy": a, "ci95": [lo, hi]}}  # noqa: E731
+    report = {
+        "base": "b",
+        "tuned": "t",
+        "benchmarks": {"geneval": {"b": acc(0.25, 0.2, 0.3), "t": acc(0.5, 0.4, 0.6)}},
+        "paired": {"geneval": {"delta": 0.25, "ci95": [0.125, 0.375]}},
+    }
+    assert (
+        result_line(report)
+        == "geneval: base 0.250 [0.20, 0.30], tuned 0.500 [0.40, 0.60], tuned - base +0.250 [+0.12, +0.38]"
+    )
+    assert result_line({"benchmarks": {}}) == ""

@@ -143,7 +143,8 @@ def test_mlflow_parent_with_six_children(ran: tuple[Config, str]) -> None:
     parent = client.get_run(parent_id)
     assert parent.data.tags["dvc_data_version"] and parent.data.tags["git_commit"]
     experiment = client.get_experiment_by_name("e2e")
-    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"  # the UI opens on runs
+    # MLflow 3.17's UI ignores this tag (README, "Links"); MLflow's API and older UIs read it.
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
     exp = experiment.experiment_id
     children = client.search_runs([exp], f"tags.mlflow.parentRunId = '{parent_id}'")
     stages = {r.data.tags["synrank.stage"]: r for r in children}
@@ -336,3 +337,23 @@ def test_grid_marks_each_image_with_its_verdict_and_picks_prompts_per_category(r
     top = [line + line + r * (line + 192 + line) + 1 for r in range(2)]  # first pixel row of each image cell
     assert [grid.getpixel((c * 192 + 1, top[0])) for c in range(2)] == [VERDICT_COLOURS[True], VERDICT_COLOURS[False]]
     assert grid.getpixel((1, top[1])) == VERDICT_COLOURS[None]  # not judged
+
+
+def test_the_pipeline_run_ends_with_its_result_table_and_line(ran: tuple[Config, str]) -> None:
+    import asyncio
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+    from prefect.client.schemas.sorting import ArtifactSort
+
+    from models.benchmark_table import benchmark_table
+
+    cfg, _ = ran
+
+    async def latest() -> object:
+        async with get_client() as client:
+            key = ArtifactFilter(key=ArtifactFilterKey(any_=["pipeline-result"]))
+            return (await client.read_artifacts(artifact_filter=key, sort=ArtifactSort.CREATED_DESC, limit=1))[0]
+
+    report = json.loads((cfg.paths.resolve("metrics") / "evaluate.json").read_text())
+    assert asyncio.run(latest()).data == benchmark_table(report)
