@@ -17,6 +17,7 @@ from synrank.cluster_config import ClusterConfig
 from synrank.config import EvaluateConfig, GenerateConfig, GeneratorSpec, Paths, ScoreConfig, TrackingConfig
 from synrank.deployment_params import with_deployment_defaults
 from synrank.metrics_file import write_evaluate_metrics
+from synrank.plots import benchmark_tasks_svg
 from synrank.stage import Stage, finished, stage_run
 from synrank.stamp import evaluate_identity, evaluate_models, read_stamp
 from tasks.evaluate import comparison_grid, grid_prompts, run_benchmark, summary_markdown, task_rows
@@ -203,6 +204,8 @@ def _write_summary(report: dict, results: dict, out: Path) -> None:
     """benchmark_tasks.csv and summary.md (win-rates, then the benchmark table) in out; the summary is also a
     Prefect artifact and printed."""
     task_rows(report).to_csv(out / "benchmark_tasks.csv", index=False, float_format="%.6g")
+    rows = pd.read_csv(out / "benchmark_tasks.csv")
+    benchmark_tasks_svg(rows, report["base"], report["tuned"], out / "benchmark_tasks.svg")
     md = summary_markdown(results, report["base"], report["tuned"]) + "\n" + benchmark_table(report)
     (out / "summary.md").write_text(md)
     create_markdown_artifact(md, key="evaluation", description="tuned vs base reward win-rates")

@@ -128,7 +128,11 @@ class ValidationUpload:
 
 
 def write_curve(rows_path: Path, out: Path) -> None:
-    """One row per logged step; a step logged twice (before a crash and again after the resume, or
-    the held-out accuracy logged after the last step) keeps the latest value of each column."""
-    rows = pd.read_json(rows_path, lines=True)
-    rows.groupby("step", sort=True).last().reset_index().to_csv(out, index=False, float_format="%.6g")
+    """One row per logged step in `out` (train_curve.csv) and its plot beside it (train_curve.svg,
+    synrank.plots); a step logged twice (before a crash and again after the resume, or the held-out
+    accuracy logged after the last step) keeps the latest value of each column."""
+    from synrank.plots import training_curve_svg
+
+    rows = pd.read_json(rows_path, lines=True).groupby("step", sort=True).last().reset_index()
+    rows.to_csv(out, index=False, float_format="%.6g")
+    training_curve_svg(pd.read_csv(out), out.with_suffix(".svg"))  # the numbers as written
