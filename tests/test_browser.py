@@ -201,7 +201,7 @@ def test_a_custom_train_run_from_the_prefect_ui_links_to_its_mlflow_run(world: S
             else:
                 link.click()
             page.wait_for_url(f"{world.mlflow_url}/**", timeout=30_000)
-            row = page.locator("tr, [role=row]", has=page.get_by_text("steps", exact=True)).first
+            row = page.locator("tr, [role=row]", has=page.get_by_text("train.steps", exact=True)).first
             row.wait_for(timeout=60_000)
             page.screenshot(path=SCREENSHOTS / "3-mlflow-run.png", full_page=True)
             assert str(STEPS) in row.inner_text().split(), row.inner_text()
