@@ -260,7 +260,7 @@ def test_deployed_flow_runs_through_worker_and_logs_to_mlflow_server(services: S
     metrics = {m["key"]: m["value"] for m in data.get("metrics", [])}
     params = {p["key"]: p["value"] for p in data.get("params", [])}
     assert metrics["n_prompts"] == len(PROMPTS) and metrics["n_eval"] == 2
-    assert params["eval_fraction"] == "0.25"  # the stage's own section, unprefixed
+    assert params["sample.eval_fraction"] == "0.25"  # named as in params.yaml and the parent run
     artifact_uri = runs[0]["info"]["artifact_uri"]
     assert artifact_uri.startswith((services.mlflow_dir / "artifacts").as_uri())
     assert (Path(artifact_uri.removeprefix("file://")) / "sample_report.json").is_file()
