@@ -268,13 +268,16 @@ def test_tiny_study_end_to_end(tmp_path: Path) -> None:
 
 
 def test_dvc_plots_render_the_stage_files(tmp_path: Path) -> None:
-    """dvc.yaml's plots, in a fresh DVC repo, draw the files the train and evaluate stages write."""
+    """dvc.yaml's plots, in a fresh DVC repo, are the SVG files the train and evaluate stages write, shown
+    byte for byte as DVC image plots."""
     import subprocess
     import sys
 
+    import pandas as pd
     import yaml
 
     from synrank.config import ROOT
+    from synrank.plots import benchmark_tasks_svg
     from tasks.evaluate import task_rows
     from tasks.train import write_curve
 
@@ -295,6 +298,8 @@ def test_dvc_plots_render_the_stage_files(tmp_path: Path) -> None:
         "benchmark,model,task,label,accuracy,ci_low,ci_high\n"
         "g,m,counting,counting | m,0.5,0.25,0.75\ng,m,overall,overall | m,0.5,0.25,0.75\n"
     )
+    rows = pd.read_csv(tmp_path / "outputs/eval/benchmark_tasks.csv")
+    benchmark_tasks_svg(rows, "m", "m-tuned", tmp_path / "outputs/eval/benchmark_tasks.svg")
     (tmp_path / "c.jsonl").write_text('{"step": 1, "loss": 0.7, "implicit_acc": 0.5}\n')
     write_curve(tmp_path / "c.jsonl", tmp_path / "outputs/model/train_curve.csv")
     plots = yaml.safe_load((ROOT / "dvc.yaml").read_text())["plots"]
@@ -307,7 +312,6 @@ def test_dvc_plots_render_the_stage_files(tmp_path: Path) -> None:
             [*dvc, "plots", "show", "--json"], cwd=tmp_path, check=True, capture_output=True, text=True
         ).stdout
     )["data"]
-    curve = shown["training curve"][0]["content"]["data"]["values"]
-    assert [(v["field"], v["dvc_inferred_y_value"]) for v in curve] == [("loss", "0.7"), ("implicit_acc", "0.5")]
-    bars = shown["benchmark per task"][0]["content"]["data"]["values"]
-    assert [(v["label"], v["accuracy"]) for v in bars] == [("counting | m", "0.5"), ("overall | m", "0.5")]
+    assert sorted(shown) == ["outputs/eval/benchmark_tasks.svg", "outputs/model/train_curve.svg"]
+    for name, (plot,) in shown.items():
+        assert plot["type"] == "image" and Path(plot["url"]).read_bytes() == (tmp_path / name).read_bytes()
