@@ -60,9 +60,9 @@ run: data
 	@$(RUN) synrank table
 	@echo
 	@echo "Done. Where to look:"
-	@echo "  metrics:   metrics/evaluate.json   (dvc metrics show)"
+	@echo "  metrics:   metrics/headline.json   (dvc metrics show; the full report: metrics/evaluate.json)"
 	@echo "  images:    outputs/images (generated shards), outputs/eval/base_vs_tuned.png (base vs tuned)"
-	@echo "  MLflow:    $${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlflow/mlflow.db}  (make up, then http://127.0.0.1:$(MLFLOW_PORT))"
+	@echo "  MLflow:    $${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlflow/mlflow.db}  (make up, then http://127.0.0.1:$(MLFLOW_PORT)/#/experiments?workflowType=machine_learning)"
 	@echo "  Prefect:   flow runs 'pipeline' and its six stages (make up, then http://127.0.0.1:$(PREFECT_PORT))"
 
 # dvc repro with one Prefect API for all the stages it runs (synrank.repro); `make repro ARGS="train --force"`.

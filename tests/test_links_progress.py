@@ -133,7 +133,9 @@ def test_a_tuned_model_is_registered_only_when_tracking_register_model_says_so(
     model.mkdir()
     (model / "tuned.json").write_text("{}")
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    mlflow.set_experiment("register")  # not the experiment an earlier test left active in another store
+    # Its own experiment (not one an earlier test left active in another store), artifacts in tmp_path (a
+    # sqlite store's default artifact root is ./mlruns, in the checkout).
+    mlflow.set_experiment(experiment_id=mlflow.create_experiment("register", (tmp_path / "artifacts").as_uri()))
     with mlflow.start_run() as run:
         uri, version = log_tuned_model(model, "synrank-a" if register else "", {"steps": "3"})
     client = mlflow.MlflowClient()

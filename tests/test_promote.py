@@ -41,7 +41,8 @@ def _report(tuned_acc: float, vs_base: float) -> dict:
 def registry(tmp_path: Path) -> Iterator[mlflow.MlflowClient]:
     previous = mlflow.get_tracking_uri()
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    mlflow.set_experiment("promote")
+    # Artifacts in tmp_path too: a sqlite store's default artifact root is ./mlruns, in the checkout.
+    mlflow.set_experiment(experiment_id=mlflow.create_experiment("promote", (tmp_path / "artifacts").as_uri()))
     client = mlflow.MlflowClient()
     client.create_registered_model(NAME)
     yield client
