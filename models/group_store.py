@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
+from functools import cached_property
 from pathlib import Path
 from typing import BinaryIO
 
@@ -36,7 +37,9 @@ class DiskRows:
     path: Path
     rows: torch.Tensor | None = None  # (R,) long: which of the file's rows this view holds
 
+    @cached_property
     def _file_shape(self) -> tuple[int, ...]:
+        """The file's (rows, *row shape), read once from its header (shape is asked for on every step)."""
         with open(self.path, "rb") as f:
             np.lib.format.read_magic(f)
             shape, _, _ = np.lib.format.read_array_header_1_0(f)
@@ -45,7 +48,7 @@ class DiskRows:
     @property
     def shape(self) -> tuple[int, ...]:
         """(len(self), *row shape), from the file's header."""
-        full = self._file_shape()
+        full = self._file_shape
         return full if self.rows is None else (len(self.rows), *full[1:])
 
     def __len__(self) -> int:

@@ -30,6 +30,8 @@ from synrank import atomic
 from synrank.config import GeneratorSpec, TrainConfig
 from synrank.models_io import resolve_model_path
 
+ENCODERS = ("vae", "text_encoder", "text_encoder_2", "text_encoder_3")  # a pipeline's frozen encoding parts
+
 
 @dataclass
 class RankedGroups:

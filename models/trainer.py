@@ -48,7 +48,7 @@ from models.objectives import (
 from models.parametrization import Parametrization
 from models.preference_batch import draw_rows, paired_errors, preference_batch
 from models.preflight import drop_tied_groups, make_accelerator
-from models.train_data import RankedGroups, training_groups
+from models.train_data import ENCODERS, RankedGroups, training_groups
 from models.validation_images import validation_renderer
 from synrank.config import GeneratorSpec, TrainConfig
 from synrank.models_io import resolve_model_path
@@ -77,7 +77,7 @@ def load_for_training(spec: GeneratorSpec, cfg: TrainConfig, device, precision: 
     pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
     model = pipe.transformer if getattr(pipe, "transformer", None) is not None else pipe.unet
-    for name in ("vae", "text_encoder", "text_encoder_2", "text_encoder_3"):
+    for name in ENCODERS:
         if getattr(pipe, name, None) is not None:
             getattr(pipe, name).requires_grad_(False)
     if cfg.lora_rank > 0:
@@ -360,7 +360,7 @@ def _run_steps(
 def release_encoders(pipe) -> None:
     """Move the VAE and text encoders off the accelerator once the groups are on disk: training reads
     their outputs from there, and the denoiser gets their memory (nothing moves on the CPU)."""
-    for name in ("vae", "text_encoder", "text_encoder_2", "text_encoder_3"):
+    for name in ENCODERS:
         part = getattr(pipe, name, None)
         if part is not None and part.device.type != "cpu":
             part.to("cpu")

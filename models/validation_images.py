@@ -10,10 +10,9 @@ from pathlib import Path
 
 import torch
 
+from models.train_data import ENCODERS
 from synrank.atomic import building_dir
 from synrank.config import GeneratorSpec, TrainConfig
-
-ENCODERS = ("vae", "text_encoder", "text_encoder_2", "text_encoder_3")
 
 
 def step_folder(folder: Path, step: int) -> Path:
