@@ -15,7 +15,7 @@ from models.benchmark_table import benchmark_table
 from models.winrates import winrates
 from synrank.cluster_config import ClusterConfig
 from synrank.config import EvaluateConfig, GenerateConfig, GeneratorSpec, Paths, ScoreConfig, TrackingConfig
-from synrank.deployment_params import with_deployment_defaults
+from synrank.deployment_params import stage_deployment_run
 from synrank.metrics_file import write_evaluate_metrics
 from synrank.plots import benchmark_tasks_svg
 from synrank.stage import Stage, finished, stage_run
@@ -39,7 +39,8 @@ def evaluate_flow(
     benchmark tables, benchmark_tasks.csv, summary.md and base_vs_tuned.png there and metrics/evaluate.json;
     logs the reward win-rates (95% CIs, per category) and benchmark accuracies to MLflow. With an up-to-date
     stage stamp only evaluate.json is written again, from the stamp's report."""
-    cfg = with_deployment_defaults("cfg", cfg)  # a partial parameter from the API keeps the rest
+    # A partial parameter from the API keeps the rest; changed settings make the run an experiment.
+    cfg, paths = stage_deployment_run("evaluate", cfg, paths, rewards=rewards, generate=generate)
     model_dir, prompts_dir, out = paths.resolve("model"), paths.resolve("prompts"), paths.resolve("eval")
     base, tuned, others = evaluate_models(cfg, generate, model_dir)
     identity = evaluate_identity(cfg, rewards, generate, paths)

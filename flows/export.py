@@ -11,7 +11,7 @@ from prefect import flow
 from synrank import tracking as tracking_mod
 from synrank.atomic import publish_dir, temp_path
 from synrank.config import ExportConfig, GenerateConfig, Paths, RankConfig, ScoreConfig, TrackingConfig
-from synrank.deployment_params import with_deployment_defaults
+from synrank.deployment_params import stage_deployment_run
 from synrank.stage import STAMP, finished, stage_run
 from synrank.stamp import export_identity
 from tasks.export import dataset_card, dataset_table, write_dataset
@@ -33,7 +33,8 @@ def export_flow(
     export leaves the previous one. Skipped when the stamp (synrank.stage) matches these settings, the
     images', scores' and rankings' content and the code, and the folder is untouched; runlock.LockHeld when
     another run holds it. Returns the output folder."""
-    cfg = with_deployment_defaults("cfg", cfg)  # a partial parameter from the API keeps the rest
+    # A partial parameter from the API keeps the rest; changed settings make the run an experiment.
+    cfg, paths = stage_deployment_run("export", cfg, paths, generate=generate, score=score, rank=rank)
     images, scores, rankings = paths.resolve("images"), paths.resolve("scores"), paths.resolve("rankings")
     out = paths.resolve("dataset")
     identity = export_identity(cfg, generate, score, rank, paths)

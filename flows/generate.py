@@ -9,7 +9,7 @@ from prefect import flow
 
 from synrank.cluster_config import ClusterConfig
 from synrank.config import GenerateConfig, Paths, TrackingConfig
-from synrank.deployment_params import with_deployment_defaults
+from synrank.deployment_params import stage_deployment_run
 from synrank.stage import Stage, finished, stage_run
 from synrank.stamp import generate_identity
 from tasks.generate import generate_all, truncation_report
@@ -26,7 +26,8 @@ def generate_flow(
     images_per_prompt seeds each; returns the images folder, which holds the tar shards (with each image's
     final latents where the backend gives them) and manifest.parquet. Logs the counts and how many prompts
     each model's text window cut (truncation_report). Skipped when the stage stamp is up to date."""
-    cfg = with_deployment_defaults("cfg", cfg)  # a partial parameter from the API keeps the rest
+    # A partial parameter from the API keeps the rest; changed settings make the run an experiment.
+    cfg, paths = stage_deployment_run("generate", cfg, paths)
     prompts_dir, out = paths.resolve("prompts"), paths.resolve("images")
     with stage_run("generate", **generate_identity(cfg, paths), out=out, tracking_cfg=tracking) as st:
         if st.up_to_date:

@@ -22,7 +22,7 @@ from flows.train import train_flow
 from models.validate import validate_config
 from synrank import runlock, subdeploy, tracking
 from synrank.config import Config, flow_parameters, stage_outputs
-from synrank.deployment_params import with_deployment_defaults
+from synrank.deployment_params import pipeline_deployment_run
 from synrank.stage import note_runs
 from synrank.stamp import fingerprint, output_id, read_stamp, train_identity
 
@@ -48,7 +48,8 @@ def pipeline_flow(cfg: Config) -> str:
     Raises ConfigError before any compute for a bad config, runlock.LockHeld when another run holds an
     output folder, subdeploy.StageRunFailed when the remote train run fails or leaves another run's model,
     and any stage's error."""
-    cfg = with_deployment_defaults("cfg", cfg)  # a partial parameter from the API keeps the rest
+    # A partial parameter (the form shows a subset) keeps the rest; changed settings make the run an experiment.
+    cfg = pipeline_deployment_run(cfg, list(STAGE_FLOWS))
     validate_config(cfg)  # a run triggered with a bad value fails here, before any compute
     tracking.setup(cfg.tracking)
     # A train stage handed to its deployment (the gpu pool; synrank.subdeploy) takes its own lock there;

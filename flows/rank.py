@@ -9,7 +9,7 @@ from prefect import flow
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from synrank.config import Paths, RankConfig, TrackingConfig
-from synrank.deployment_params import with_deployment_defaults
+from synrank.deployment_params import stage_deployment_run
 from synrank.stage import finished, stage_run
 from synrank.stamp import rank_identity
 from tasks.rank import rank_images, ranked_grid
@@ -25,7 +25,8 @@ def rank_flow(
     mean phi per generator, non-finite images left out, reward-pair Kendall tau. Skipped when the stamp
     (synrank.stage) matches this config, the inputs' content and the code, and the folder is untouched.
     ValueError when `cfg.rewards` names an unscored reward; runlock.LockHeld when the folder is held."""
-    cfg = with_deployment_defaults("cfg", cfg)  # a partial parameter from the API keeps the rest
+    # A partial parameter from the API keeps the rest; changed settings make the run an experiment.
+    cfg, paths = stage_deployment_run("rank", cfg, paths)
     scores, images, out = paths.resolve("scores"), paths.resolve("images"), paths.resolve("rankings")
     with stage_run("rank", **rank_identity(cfg, paths), out=out, tracking_cfg=tracking) as st:
         if st.up_to_date:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from prefect import flow
 
 from synrank.config import Paths, SampleConfig, TrackingConfig
-from synrank.deployment_params import with_deployment_defaults
+from synrank.deployment_params import stage_deployment_run
 from synrank.prompts import SKIP_REASONS, split
 from synrank.stage import finished, stage_run
 from synrank.stamp import sample_identity
@@ -23,7 +23,8 @@ def sample_flow(
     Skipped when the folder's stamp (synrank.stage) matches this config, the source files' content and the
     code, and the folder is as the stamp recorded it. Raises ValueError when no usable prompt is left,
     runlock.LockHeld when another run holds the folder. Returns the output folder."""
-    cfg = with_deployment_defaults("cfg", cfg)  # a partial parameter from the API keeps the rest
+    # A partial parameter from the API keeps the rest; changed settings make the run an experiment.
+    cfg, paths = stage_deployment_run("sample", cfg, paths)
     out = paths.resolve("prompts")
     with stage_run("sample", **sample_identity(cfg, paths), out=out, tracking_cfg=tracking) as st:
         if st.up_to_date:

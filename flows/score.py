@@ -9,7 +9,7 @@ from prefect import flow
 from synrank import storage
 from synrank.cluster_config import ClusterConfig
 from synrank.config import Paths, ScoreConfig, TrackingConfig
-from synrank.deployment_params import with_deployment_defaults
+from synrank.deployment_params import stage_deployment_run
 from synrank.stage import Stage, finished, stage_run
 from synrank.stamp import score_identity
 from tasks.score import remove_stale_scores, score_all
@@ -31,7 +31,8 @@ def score_flow(
     Skipped when the stamp (synrank.stage) matches this config, the images' content, each reward's weights
     and the code, and the folder is untouched. Raises synrank.fanout.ShardTasksFailed after writing every
     shard that did not fail, runlock.LockHeld when another run holds the folder. Returns the output folder."""
-    cfg = with_deployment_defaults("cfg", cfg)  # a partial parameter from the API keeps the rest
+    # A partial parameter from the API keeps the rest; changed settings make the run an experiment.
+    cfg, paths = stage_deployment_run("score", cfg, paths)
     images, out = paths.resolve("images"), paths.resolve("scores")
     with stage_run("score", **score_identity(cfg, paths), out=out, tracking_cfg=tracking) as st:
         if st.up_to_date:

@@ -12,7 +12,7 @@ from models.train_job import TrainJob
 from models.validate import check_objective
 from synrank.atomic import publish_dir
 from synrank.config import GenerateConfig, Paths, TrackingConfig, TrainConfig, base_generator
-from synrank.deployment_params import with_deployment_defaults
+from synrank.deployment_params import stage_deployment_run
 from synrank.stage import STAMP, finished, stage_run
 from synrank.stamp import train_identity
 from tasks.train import log_tuned_model, train_model
@@ -47,7 +47,8 @@ def train_flow(
     objective before any model loads, models.trainer.NonFiniteLossError and models.preflight's errors with
     the previous model left in place, runlock.LockHeld when another run holds the folder. Returns the output
     folder."""
-    cfg = with_deployment_defaults("cfg", cfg)  # a partial parameter from the API keeps the rest
+    # A partial parameter from the API keeps the rest; changed settings make the run an experiment.
+    cfg, paths = stage_deployment_run("train", cfg, paths, generate=generate)
     rankings, images, out, prompts = (paths.resolve(k) for k in ("rankings", "images", "model", "prompts"))
     # A bad base or objective (a typo in the Prefect form) fails here, before any model loads.
     spec = base_generator(cfg, generate)

@@ -10,7 +10,7 @@ import sys
 from collections.abc import Callable, Mapping
 
 from models.validate import load_checked_config
-from synrank.config import PARAMS_FILE, ROOT, Config, ConfigError, flow_parameters
+from synrank.config import PARAMS_FILE, WORKSPACE, Config, ConfigError, flow_parameters
 
 # Prefect 3's setting `server.ephemeral.startup_timeout_seconds` (default 20 s).
 EPHEMERAL_TIMEOUT_ENV = "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"
@@ -25,7 +25,7 @@ def prefect_env(environ: Mapping[str, str]) -> dict[str, str]:
     Offline by design: no telemetry from the temporary server (it only logs a failed DNS lookup)."""
     env = {EPHEMERAL_TIMEOUT_ENV: "120", "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1"}
     if not environ.get("PREFECT_API_URL"):
-        env["PREFECT_HOME"] = str(ROOT / ".prefect")
+        env["PREFECT_HOME"] = str(WORKSPACE / ".prefect")
     return {k: v for k, v in env.items() if not environ.get(k)}
 
 

@@ -21,7 +21,7 @@ import sys
 from functools import cache
 from pathlib import Path
 
-from synrank.config import ROOT
+from synrank.config import CODE_ROOT
 from synrank.config import STAGES as PIPELINE_STAGES
 
 PACKAGES = ("synrank", "flows", "tasks", "models")
@@ -32,7 +32,7 @@ def module_file(name: str) -> Path | None:
     """The file of a project module or package (`models.generators` -> models/generators/__init__.py)."""
     if name.split(".")[0] not in PACKAGES:
         return None
-    base = ROOT.joinpath(*name.split("."))
+    base = CODE_ROOT.joinpath(*name.split("."))
     for candidate in (base.with_suffix(".py"), base / "__init__.py"):
         if candidate.is_file():
             return candidate
@@ -40,7 +40,7 @@ def module_file(name: str) -> Path | None:
 
 
 def _module_name(path: Path) -> str:
-    rel = path.relative_to(ROOT).with_suffix("")
+    rel = path.relative_to(CODE_ROOT).with_suffix("")
     parts = rel.parts[:-1] if rel.name == "__init__" else rel.parts
     return ".".join(parts)
 
@@ -96,14 +96,14 @@ def closure(roots: list[str]) -> list[Path]:
 
 def stage_files(stage: str) -> list[str]:
     """The project files (relative paths) that the stage's flow runs."""
-    return [p.relative_to(ROOT).as_posix() for p in closure([f"flows.{stage}"])]
+    return [p.relative_to(CODE_ROOT).as_posix() for p in closure([f"flows.{stage}"])]
 
 
 def stage_code_id(stage: str) -> str:
     """sha256 over the stage's code files (names and bytes)."""
     h = hashlib.sha256()
     for rel in stage_files(stage):
-        h.update(rel.encode() + b"\0" + (ROOT / rel).read_bytes() + b"\0")
+        h.update(rel.encode() + b"\0" + (CODE_ROOT / rel).read_bytes() + b"\0")
     return h.hexdigest()
 
 
@@ -119,7 +119,7 @@ def _deps_line(indent: str, data_deps: list[str], code: list[str]) -> str:
     return "\n".join([*lines, line])
 
 
-def write_dvc_deps(dvc_yaml: Path = ROOT / "dvc.yaml") -> bool:
+def write_dvc_deps(dvc_yaml: Path = CODE_ROOT / "dvc.yaml") -> bool:
     """Rewrite each stage's `deps: [...]` in dvc.yaml: its non-code deps kept, its code deps = stage_files.
     Returns whether the file changed."""
     text = dvc_yaml.read_text()

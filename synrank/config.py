@@ -18,7 +18,9 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from synrank.config_sections import (
+    CODE_ROOT,
     ROOT,
+    WORKSPACE,
     Config,
     EvaluateConfig,
     ExportConfig,
@@ -39,7 +41,9 @@ from synrank.config_sections import (
 )
 
 __all__ = [  # the sections (re-exported) and this module's own names
+    "CODE_ROOT",
     "ROOT",
+    "WORKSPACE",
     "Config",
     "EvaluateConfig",
     "ExportConfig",

@@ -7,6 +7,7 @@ parameters are in synrank.config, which re-exports every name defined here.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import ClassVar, Literal
 
@@ -16,7 +17,24 @@ from synrank.cluster_config import ClusterConfig, FanOut
 from synrank.config_base import Strict
 from synrank.train_config import TrainConfig
 
-ROOT = Path(__file__).resolve().parent.parent
+CODE_ROOT = Path(__file__).resolve().parent.parent  # synrank's own checkout: the code that runs
+
+
+def project_root(start: Path | None = None) -> Path:
+    """The project a command works on: the nearest folder from `start` (the current one) upward that holds
+    params.yaml, else synrank's own checkout. Where the user stands, not where the package is installed:
+    `dvc exp run --temp` / `--queue` run each stage in a copy of the repository (.dvc/tmp/exps/...), and
+    that copy's params.yaml, data and outputs are the experiment's."""
+    here = (start or Path.cwd()).resolve()
+    return next((d for d in (here, *here.parents) if (d / "params.yaml").is_file()), CODE_ROOT)
+
+
+# The project's params.yaml, data and outputs (every relative path in it counts from here).
+ROOT = project_root()
+# The user's checkout, where the stores that outlive a run live (MLflow's default database, Prefect's
+# home): the repository that started a DVC experiment ($DVC_ROOT, which DVC sets for every stage command
+# and points at the parent repository in a temporary copy), else ROOT.
+WORKSPACE = Path(os.environ.get("DVC_ROOT") or ROOT).resolve()
 
 
 class Paths(Strict):
@@ -31,6 +49,11 @@ class Paths(Strict):
     eval: str = Field(default="outputs/eval", description="evaluate writes its images, scores and grids here.")
     metrics: str = Field(default="metrics", description="evaluate.json and the DVC plot files.")
     dataset: str = Field(default="outputs/dataset", description="export writes the ranked dataset here.")
+    runs: str = Field(
+        default="outputs/runs",
+        description="A run from the Prefect UI or API whose settings differ from the deployed params.yaml is an "
+        "experiment: it writes here, in a folder named after the flow run, never into the workspace's outputs.",
+    )
 
     def resolve(self, name: str) -> Path:
         """The absolute folder of the field `name` (e.g. "images"): relative paths count from ROOT."""

@@ -21,7 +21,7 @@ import json
 import os
 import re
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -60,6 +60,32 @@ def deployment_parameters(flow: Any, cfg: Config) -> dict[str, Any]:
 
 
 PIPELINE_UNREAD = ("online", "study")  # Config sections of `synrank online` / `synrank study`, not the pipeline's
+# The pipeline form's fields: what a run from the UI usually changes (20 inputs, where the whole config is over
+# a hundred). Every other setting keeps its deployed value from params.yaml (deployment_params.completed); the
+# API still accepts them all, and the server still refuses a key that is not a setting.
+PIPELINE_FORM = {
+    "sample": ("eval_fraction", "seed"),
+    "generate": ("images_per_prompt",),
+    "rank": ("method", "rewards"),
+    "train": (
+        "base",
+        "objective",
+        "beta",
+        "learning_rate",
+        "steps",
+        "prompts_per_step",
+        "processes",
+        "lora_rank",
+        "mixed_precision",
+        "seed",
+    ),
+    "evaluate": ("benchmarks", "max_prompts", "images_per_prompt"),
+    "tracking": ("experiment", "register_model"),
+}
+EXPERIMENT_NOTE = (
+    " A run whose settings differ from the deployed ones (params.yaml) is an experiment: it writes into "
+    "a folder named after the flow run in paths.runs and leaves the workspace's outputs as dvc.lock records them."
+)
 
 # (schema definition, field) -> which list of choices the form offers; see form_schema.
 CHOICES = {
@@ -100,13 +126,12 @@ def form_schema(schema: dict[str, Any], stage: str, cfg: Config) -> dict[str, An
     if stage in STAGE_OUTPUT:  # a single stage (export too), not the pipeline, online or study
         out["properties"] = {"cfg": out["properties"]["cfg"]}
         out["required"] = [r for r in out.get("required", []) if r == "cfg"]
-    if stage == "pipeline":  # a run of it reads neither; a value given for them would be refused
-        whole = out["definitions"]["Config"]
-        whole["properties"] = {k: v for k, v in whole["properties"].items() if k not in PIPELINE_UNREAD}
-        whole["required"] = [r for r in whole.get("required", []) if r not in PIPELINE_UNREAD]
+    if stage == "pipeline":
+        trim_pipeline_form(out["definitions"])
     for name, prop in out["properties"].items():
         if name == "cfg":
             prop["title"] = SECTION_TITLES.get(stage, name)
+            prop["description"] = ((prop.get("description") or "") + EXPERIMENT_NOTE).strip()
     options = {**registries(), "generator": ["", *(g.name for g in cfg.generate.generators)]}
     for (model, field), kind in CHOICES.items():
         prop = out.get("definitions", {}).get(model, {}).get("properties", {}).get(field)
@@ -115,6 +140,32 @@ def form_schema(schema: dict[str, Any], stage: str, cfg: Config) -> dict[str, An
         target = prop["items"] if prop.get("type") == "array" else prop
         target["enum"] = list(options[kind])
     return out
+
+
+def shown_only(definition: dict[str, Any], shown: Iterable[str]) -> None:
+    """Show only the `shown` properties of a schema definition; the others move to patternProperties, which
+    the Prefect form does not render and the server's check still accepts (so a hidden setting keeps its
+    deployed value, and an unknown key is still refused)."""
+    props = definition["properties"]
+    hidden = [k for k in props if k not in shown]
+    definition["properties"] = {k: v for k, v in props.items() if k in shown}
+    definition["required"] = [r for r in definition.get("required", []) if r in shown]
+    if hidden:
+        definition["patternProperties"] = {f"^({'|'.join(hidden)})$": {}}
+
+
+def trim_pipeline_form(definitions: dict[str, Any]) -> None:
+    """The pipeline's form: the sections and fields of PIPELINE_FORM; online and study (which a run of it
+    never reads) are neither shown nor accepted."""
+    whole = definitions["Config"]
+    for name in PIPELINE_UNREAD:
+        whole["properties"].pop(name, None)
+    for section, prop in whole["properties"].items():
+        if section in PIPELINE_FORM:
+            ref = prop.get("$ref") or prop["allOf"][0]["$ref"]
+            shown_only(definitions[ref.split("/")[-1]], PIPELINE_FORM[section])
+    shown_only(whole, PIPELINE_FORM)
+    whole["description"] = "The settings a run usually changes; every other one keeps its deployed value."
 
 
 def fill_env(value: Any, env: Mapping[str, str]) -> Any:

@@ -108,6 +108,7 @@ def stage_run(
         parent = os.environ.get(tracking.PARENT_ENV) or None
         ident = tracking.run_identity(name)
         ident["tags"]["synrank.up_to_date"] = str(st.up_to_date)
+        ident["tags"]["synrank.output"] = str(out)  # the workspace's folder, or an experiment's own
         with mlflow.start_run(nested=parent is not None, parent_run_id=parent, **ident) as run:
             st.run_id = run.info.run_id
             note_runs(st.run_id)

@@ -12,7 +12,7 @@ from typing import Any
 
 import mlflow
 
-from synrank.config import ROOT, TrackingConfig
+from synrank.config import CODE_ROOT, ROOT, WORKSPACE, TrackingConfig
 
 # The pipeline flow sets this so that every stage run, even one in a worker process, nests under it.
 PARENT_ENV = "SYNRANK_PARENT_RUN_ID"
@@ -37,7 +37,9 @@ def children_of(run_id: str) -> Iterator[None]:
 
 def tracking_uri(cfg: TrackingConfig) -> str:
     """The MLflow store: `tracking.tracking_uri`, else $MLFLOW_TRACKING_URI, else sqlite mlflow/mlflow.db."""
-    return cfg.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{ROOT / 'mlflow' / 'mlflow.db'}"
+    return (
+        cfg.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{WORKSPACE / 'mlflow' / 'mlflow.db'}"
+    )
 
 
 def setup(cfg: TrackingConfig) -> str:
@@ -124,11 +126,12 @@ def run_identity(stage: str) -> dict[str, Any]:
 
 
 def git_commit() -> str:
-    """HEAD's commit hash, suffixed "-dirty" when tracked files differ from it; "unknown" without git or a repo."""
+    """The commit of the code that runs (synrank's checkout), suffixed "-dirty" when tracked files differ
+    from it; "unknown" without git or a repo."""
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True)
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=CODE_ROOT, capture_output=True, text=True, check=True)
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True, text=True
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=CODE_ROOT, capture_output=True, text=True
         ).stdout.strip()
         return out.stdout.strip() + ("-dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):

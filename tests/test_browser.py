@@ -15,9 +15,14 @@ Both start servers (a few minutes on 2 cores): marked `integration`.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 import shutil
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 from uuid import UUID
 
@@ -31,6 +36,34 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 SCREENSHOTS = ROOT / "screenshots"
 PIPELINE_TIMEOUT = 900  # seconds: every stage of the tiny world through two workers on a busy 2-core box
 STEPS = 4  # the tiny world's train.steps is 3: the browser changes it to this
+
+
+DVC_TRAIN = """stages:
+  train:
+    cmd: synrank train
+    deps: [outputs/rankings, outputs/images]
+    params: [train]
+    outs: [outputs/model]
+"""
+
+
+def _dvc(root: Path, *args: str) -> str:
+    done = subprocess.run([Path(sys.executable).with_name("dvc"), *args], cwd=root, capture_output=True, text=True)
+    assert done.returncode == 0, f"dvc {' '.join(args)} failed: {done.stdout}{done.stderr}"
+    return done.stdout
+
+
+def _contents(folder: Path) -> dict[str, str]:
+    return {
+        p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in folder.rglob("*")
+        if p.is_file()
+    }
+
+
+def _workspace(world: Services) -> tuple[dict[str, Any], dict[str, str]]:
+    """`dvc status` of the world's project and its model folder's files by content."""
+    return json.loads(_dvc(world.out.parent, "status", "--json")), _contents(world.out / "model")
 
 
 def _playwright_missing() -> str:
@@ -50,6 +83,9 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
     cfg.tracking = TrackingConfig(experiment="browser-test", tracking_uri="")  # "" = the workers' server
     params = tmp / "params.yaml"
     params.write_text(params_yaml(cfg))
+    # A DVC project whose train stage is the workspace's model folder (what `dvc status` watches).
+    _dvc(tmp, "init", "--no-scm", "-q")
+    (tmp / "dvc.yaml").write_text(DVC_TRAIN)
     with running_services(tmp, params, ["pipeline", "train"], pools="cpu gpu") as svc:
         yield svc
 
@@ -161,6 +197,8 @@ def test_a_custom_train_run_from_the_prefect_ui_links_to_its_mlflow_run(world: S
     from playwright.sync_api import sync_playwright
 
     SCREENSHOTS.mkdir(exist_ok=True)
+    _dvc(world.out.parent, "commit", "-f", "-q", "train")  # dvc.lock records the pipeline's model
+    assert (workspace := _workspace(world))[0] == {}  # dvc status: clean
     with _client(world) as client:
         train_dep = client.read_deployment_by_name("train/train")
         before = {r.id for r in client.read_flow_runs()}
@@ -212,6 +250,9 @@ def test_a_custom_train_run_from_the_prefect_ui_links_to_its_mlflow_run(world: S
     assert {p["key"]: p["value"] for p in logged["data"]["params"]}["train.steps"] == str(STEPS)
     assert _tags(logged)["prefect.flow_run_id"] == str(run.id)
     assert run.parameters["cfg"] == {**train_dep.parameters["cfg"], "steps": STEPS}  # the other fields kept
+    # Other steps than params.yaml's: an experiment, in its own folder; the workspace's model is untouched.
+    assert (world.out / "runs" / run.name / "model" / "tuned.json").is_file()
+    assert _workspace(world) == workspace
 
 
 @pytest.mark.integration
@@ -221,8 +262,7 @@ def test_the_train_deployment_with_two_processes_is_one_run_everywhere(world: Se
     run is still one Prefect flow run, one MLflow run (what accelerate really ran: 2 processes), one new
     registry version, and the model folder holds what a one-process run's holds (no file from the second
     rank, no work folder left, no stray mlflow.db in the worker's folder)."""
-    model = world.out / "model"
-    files = sorted(p.name for p in model.iterdir())
+    files = sorted(p.name for p in (world.out / "model").iterdir())  # the pipeline's one-process model
     with _client(world) as client:
         dep = client.read_deployment_by_name("train/train")
         before = {r.id for r in client.read_flow_runs()}
@@ -236,5 +276,42 @@ def test_the_train_deployment_with_two_processes_is_one_run_everywhere(world: Se
     versions = get_json(f"{world.mlflow_url}/api/2.0/mlflow/model-versions/search?max_results=100")
     mine = [v for v in versions["model_versions"] if v.get("run_id") == logged[0]["info"]["run_id"]]
     assert len(mine) == 1
+    model = world.out / "runs" / run.name / "model"  # other settings than deployed: the run's own folder
     assert sorted(p.name for p in model.iterdir()) == files
     assert not list(model.parent.glob(f".{model.name}-work/*")) and not (ROOT / "mlflow.db").exists()
+
+
+@pytest.mark.integration
+@needs_tools
+@pytest.mark.skipif(bool(_playwright_missing()), reason=_playwright_missing() or "n/a")
+def test_the_pipeline_form_is_short_and_mlflow_opens_on_the_training_runs(world: Services, pipeline_run: Any) -> None:
+    from playwright.sync_api import sync_playwright
+
+    SCREENSHOTS.mkdir(exist_ok=True)
+    with _client(world) as client:
+        dep = client.read_deployment_by_name("pipeline/pipeline")
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        try:
+            # The pipeline's custom run form: the fields a run changes, the rest deployed (synrank.deploy).
+            page.goto(f"{world.prefect_url}/deployments/deployment/{dep.id}/run", wait_until="networkidle")
+            page.locator("label", has_text=re.compile(r"^Steps\b")).first.wait_for(timeout=60_000)
+            page.screenshot(path=SCREENSHOTS / "4-pipeline-form.png", full_page=True)
+            # Every label the page shows: the run's name, the section titles and the 20 fields of PIPELINE_FORM.
+            labels = [t.strip() for t in page.locator("label:visible").all_inner_texts() if t.strip()]
+            assert 20 <= len(labels) <= 40, labels
+            # MLflow from its home page: the sidebar's switch flipped to "Model training" once (the README's
+            # one step; MLflow 3.17 saves it in the browser), then the experiment's link opens its training
+            # runs, on this visit and on a later one.
+            page.goto(f"{world.mlflow_url}/")  # MLflow's UI polls: never network-idle
+            page.get_by_text("Model training", exact=True).first.click()
+            for visit in ("first", "later"):
+                page.goto(f"{world.mlflow_url}/")
+                page.get_by_role("link", name="browser-test").first.click()
+                page.wait_for_url(re.compile(r".*#/experiments/\d+.*"), timeout=60_000)
+                page.get_by_text(re.compile(r"^pipeline · ")).first.wait_for(timeout=60_000)
+                page.screenshot(path=SCREENSHOTS / f"5-mlflow-from-home-{visit}.png", full_page=True)
+            assert "traces" not in page.url.lower(), page.url
+        finally:
+            browser.close()

@@ -60,20 +60,36 @@ def test_the_server_schema_check_refuses_a_typo_and_takes_the_deployed_defaults(
     assert len(errors) == 1 and "'rankdpoo' is not one of" in errors[0].message
 
 
-def test_every_registry_key_is_a_choice_in_the_pipeline_form() -> None:
+def test_the_pipeline_form_shows_what_a_run_changes_with_choices() -> None:
+    from flows.generate import generate_flow
     from flows.pipeline import pipeline_flow
+    from flows.score import score_flow
 
-    form = form_schema(pipeline_flow.parameters.model_dump(), "pipeline", load_config())
+    cfg = load_config()
+    form = form_schema(pipeline_flow.parameters.model_dump(), "pipeline", cfg)
     defs, reg = form["definitions"], registries()
-    assert defs["GeneratorSpec"]["properties"]["backend"]["enum"] == reg["generator backend"]
-    assert defs["RewardSpec"]["properties"]["kind"]["enum"] == reg["reward kind"]
+    assert leaves(form, form) == 20  # PIPELINE_FORM's fields, not the hundred of the whole config
+    assert list(defs["Config"]["properties"]) == ["sample", "generate", "rank", "train", "evaluate", "tracking"]
+    assert list(defs["TrainConfig"]["properties"])[:3] == ["base", "objective", "beta"]
+    assert defs["TrainConfig"]["properties"]["objective"]["enum"] == reg["objective"]
     assert defs["EvaluateConfig"]["properties"]["benchmarks"]["items"]["enum"] == reg["benchmark"]
     assert form["properties"]["cfg"]["title"] == "Pipeline config"
-    # The pipeline never reads online or study: neither is in its form nor in its deployed defaults.
-    assert set(defs["Config"]["properties"]) == set(Config.model_fields) - {"online", "study"}
-    defaults = deployment_parameters(pipeline_flow, load_config())["cfg"]
-    assert set(defaults) == set(defs["Config"]["properties"]) and validate({"cfg": defaults}, form) == []
-    assert "additional properties" in validate({"cfg": {**defaults, "study": {}}}, form)[0].message.lower()
+    assert (
+        "experiment: it writes into a folder named after the flow run in paths.runs"
+        in form["properties"]["cfg"]["description"]
+    )
+    # The hidden settings keep their deployed values and the server accepts them; the pipeline never reads
+    # online or study, and a key that is no setting is refused, hidden section or not.
+    defaults = deployment_parameters(pipeline_flow, cfg)["cfg"]
+    assert set(defaults) == set(Config.model_fields) - {"online", "study"} and validate({"cfg": defaults}, form) == []
+    assert "'study' does not match" in validate({"cfg": {**defaults, "study": {}}}, form)[0].message
+    typo = {**defaults, "generate": {**defaults["generate"], "generatorz": []}}
+    assert "'generatorz' does not match" in validate({"cfg": typo}, form)[0].message
+    # The generators' and rewards' choices are in the forms that show them.
+    gen = form_schema(generate_flow.parameters.model_dump(), "generate", cfg)["definitions"]
+    score = form_schema(score_flow.parameters.model_dump(), "score", cfg)["definitions"]
+    assert gen["GeneratorSpec"]["properties"]["backend"]["enum"] == reg["generator backend"]
+    assert score["RewardSpec"]["properties"]["kind"]["enum"] == reg["reward kind"]
 
 
 def test_a_partial_parameter_changes_only_the_fields_it_names() -> None:

@@ -36,7 +36,9 @@ def tiny_config(root: Path) -> Config:
     out = root / "outputs"
     return validate(
         {
-            "paths": {k: str(out / k) for k in ("prompts", "images", "scores", "rankings", "model", "eval", "metrics")},
+            "paths": {
+                k: str(out / k) for k in ("prompts", "images", "scores", "rankings", "model", "eval", "metrics", "runs")
+            },
             "sample": {"sources": [{"path": str(root / "prompts.txt")}], "eval_fraction": 0.25},
             "generate": {
                 "generators": [
