@@ -118,7 +118,7 @@ def train_child(args: argparse.Namespace) -> dict:
     )
     acc = make_accelerator(cfg.mixed_precision, 1)
     set_seed(cfg.seed)  # as train(): the same LoRA init in every run
-    spec = GeneratorSpec(name="bench", path=args.pipeline, height=8 * args.latent, width=8 * args.latent)
+    spec = GeneratorSpec(name="bench", steps=20, path=args.pipeline, height=8 * args.latent, width=8 * args.latent)
     pipe, model, ref = load_for_training(spec, cfg, acc.device, acc.mixed_precision)
     loaded_gib = peak_rss_gib(reset=True)  # from here on, the peak of training alone
     fields = load_fields(Path(args.groups_dir))

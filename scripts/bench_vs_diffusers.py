@@ -150,7 +150,7 @@ def run_synrank(objective: str, work: Path, args: argparse.Namespace, out: Path)
     from synrank.config import GeneratorSpec, TrainConfig
 
     stamps: list[float] = []
-    spec = GeneratorSpec(name="shapes-sd-s", path=str(MODEL), height=32, width=32)
+    spec = GeneratorSpec(name="shapes-sd-s", steps=20, path=str(MODEL), height=32, width=32)
     cfg = TrainConfig(
         objective=objective,
         steps=args.steps,

@@ -85,6 +85,22 @@ def _deploy(args: argparse.Namespace) -> int:
     return run_deploy(args.params, args.overrides, args.only)
 
 
+def _validate(args: argparse.Namespace) -> int:
+    """Check a params file as the pipeline would, without needing its weights, then list every model it needs."""
+    from models.validate import validate_config
+    from models.weights_table import weights_table
+    from synrank.config import load_config
+
+    try:
+        cfg = load_config(args.params, args.overrides)
+        validate_config(cfg, "pipeline", weights=False)
+    except ConfigError as err:
+        print(f"synrank: {err}", file=sys.stderr)
+        return 2
+    print(f"{args.params}: valid. The models it needs:\n{weights_table(cfg)}")
+    return 0
+
+
 def _zoo(args: argparse.Namespace) -> int:
     from models.shapes_zoo.build import main as build_zoo
 
@@ -153,6 +169,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--metrics", default=None, help="evaluate.json (default: metrics/evaluate.json)")
     r = sub.add_parser("repro", help="dvc repro with one Prefect API for all the stages it runs (make repro)")
     r.add_argument("dvc_args", nargs=argparse.REMAINDER, help="passed to dvc repro: stage names, --force, ...")
+    v = sub.add_parser("validate", help="check a params file (no run, no weights needed) and list the models it needs")
+    v.add_argument("--params", default=str(PARAMS_FILE), help="params file (default: params.yaml)")
+    v.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     d = sub.add_parser("deploy", help="register prefect.yaml's deployments with params.yaml as their defaults")
     d.add_argument("--params", default=str(PARAMS_FILE), help="params file (default: params.yaml)")
     d.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
@@ -165,6 +184,7 @@ EXTRA_COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "data": _data,
     "table": _table,
     "deploy": _deploy,
+    "validate": _validate,
     "repro": _repro,
     "zoo": _zoo,
 }

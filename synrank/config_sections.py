@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
-from pydantic import Field
+from pydantic import ConfigDict, Field, model_validator
 
 from synrank.cluster_config import ClusterConfig, FanOut
 from synrank.config_base import Strict
+from synrank.generator_presets import PRESETS
 from synrank.train_config import TrainConfig
 
 CODE_ROOT = Path(__file__).resolve().parent.parent  # synrank's own checkout: the code that runs
@@ -106,15 +107,25 @@ class SampleConfig(Strict):
 
 
 class GeneratorSpec(Strict):
-    """One text-to-image model: a diffusers pipeline (or another registered backend) and its sampling settings."""
+    """One text-to-image model: a diffusers pipeline (or another registered backend) and its sampling settings.
+    `preset` fills in a published model's card (synrank.generator_presets); any field set here wins. An entry
+    without a preset names its path, steps, height and width: nothing falls back to a size nobody chose."""
+
+    model_config = ConfigDict(json_schema_extra=lambda schema: schema.pop("required", None))
 
     name: str = Field(description="Short name used in manifests and MLflow.")
+    preset: Literal[("", *PRESETS)] = Field(  # type: ignore[valid-type]
+        default="",
+        description="A published model's settings: "
+        + "; ".join(f"{k} = {p.path}, {p.steps} steps, {p.height}x{p.width}, {p.dtype}" for k, p in PRESETS.items())
+        + ". Empty = set path, steps, height and width here.",
+    )
     backend: str = Field(default="diffusers", description="Key in the generator registry.")
     path: str = Field(description="Hugging Face id or local folder of a diffusers pipeline.")
-    steps: int = Field(default=20, ge=1, description="Denoising steps per image.")
+    steps: int = Field(ge=1, description="Denoising steps per image.")
     guidance: float = Field(default=5.0, description="Classifier-free guidance scale; 1 = none.")
-    height: int = Field(default=512, ge=8, description="Image height in pixels.")
-    width: int = Field(default=512, ge=8, description="Image width in pixels.")
+    height: int = Field(ge=8, description="Image height in pixels.")
+    width: int = Field(ge=8, description="Image width in pixels.")
     dtype: Literal["float32", "float16", "bfloat16"] = Field(
         default="float32", description="Weights dtype for inference."
     )
@@ -130,6 +141,23 @@ class GeneratorSpec(Strict):
         description="Also load pickled weight files (.bin/.pt/.ckpt) of "
         "this model and its LoRA; they can run code when loaded. Off: safetensors only.",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_preset(cls, data: Any) -> Any:
+        """The preset's fields under the entry's own; an entry without one must name its size and steps."""
+        if not isinstance(data, dict):
+            return data
+        preset = PRESETS.get(str(data.get("preset") or ""))
+        if preset is not None:
+            return {**preset.fields(), **data}
+        missing = [k for k in ("path", "steps", "height", "width") if k not in data]
+        if missing and not data.get("preset"):
+            raise ValueError(
+                f"generator {data.get('name', '?')!r} names no preset ({', '.join(PRESETS)}) and no "
+                f"{', '.join(missing)}: set a preset or every one of path, steps, height and width"
+            )
+        return data
 
 
 class GenerateConfig(FanOut):
@@ -169,8 +197,23 @@ class RewardSpec(Strict):
 
     name: str = Field(description="Short name used in score tables and MLflow.")
     kind: str = Field(default="clipscore", description="Key in the reward registry.")
-    arch: str = Field(default="ViT-B-32", description="open_clip architecture or a model-config JSON path.")
-    pretrained: str = Field(default="", description="open_clip pretrained tag or a local checkpoint file.")
+    arch: str = Field(
+        default="ViT-B-32",
+        description="What the kind reads first. clipscore, hpsv2, hpsv2.1: an open_clip architecture (ViT-H-14 "
+        "for HPS), a local-dir:/hf-hub: folder or a model-config JSON; aesthetic: an open_clip source of "
+        "CLIP ViT-L/14 (e.g. hf-hub:timm/vit_large_patch14_clip_224.openai); pickscore: the PickScore model "
+        "folder or hub id (yuvalkirstain/PickScore_v1); imagereward: the folder or hub id of THUDM/ImageReward "
+        "(ImageReward.pt, med_config.json); vqascore: the t2v_metrics model name (clip-flant5-xxl); mps: the "
+        "processor (laion/CLIP-ViT-H-14-laion2B-s32B-b79K); shapes-detector, shapes-verifier: unused.",
+    )
+    pretrained: str = Field(
+        default="",
+        description="What the kind reads second. clipscore: an open_clip pretrained tag or checkpoint file; "
+        "hpsv2, hpsv2.1: the HPS checkpoint (HPS_v2.1_compressed.pt); aesthetic: the MLP file "
+        "(sac+logos+ava1-l14-linearMSE.pth); pickscore: the processor folder or hub id (empty: the model "
+        "folder's, else laion/CLIP-ViT-H-14-laion2B-s32B-b79K); imagereward: the checkpoint file if not "
+        "<arch>/ImageReward.pt; mps: MPS_overall_checkpoint.pth.",
+    )
     allow_pickle: bool = Field(
         default=False,
         description="Also load pickled checkpoints (.pt/.pth/.bin, e.g. the "

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from synrank.config import ROOT, GeneratorSpec, RewardSpec
+from synrank.models_io import resolve_model_path
 
 CACHE_FILE = ROOT / ".synrank" / "digests.json"
 STAMP = "_stage.json"  # a stage's bookkeeping (synrank.stage), never content
@@ -112,6 +113,15 @@ def weights_id(location: str) -> str:
     local = Path(location).expanduser()
     local = local if local.is_absolute() else ROOT / local
     return path_id(local) if local.exists() else f"id:{location}"
+
+
+def cached_weights_id(location: str) -> str:
+    """weights_id, with a hub id's locally cached snapshot hashed by content (new weights under the same id
+    change it); 'id:<location>' when there is no local copy."""
+    try:
+        return weights_id(resolve_model_path(location, location))
+    except FileNotFoundError:
+        return f"id:{location}"
 
 
 def _spec_json(spec: GeneratorSpec | RewardSpec, **content: str) -> str:

@@ -20,6 +20,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from synrank import scorer_weights
 from synrank.codehash import stage_code_id
 from synrank.config import (
     ROOT,
@@ -37,11 +38,11 @@ from synrank.config import (
     base_generator,
     flow_parameters,
 )
-from synrank.fingerprint import STAMP, generator_id, path_id, reward_id
+from synrank.fingerprint import STAMP, cached_weights_id, generator_id, path_id, reward_id
 from synrank.models_io import tuned_spec
 from synrank.prompts import source_path
 
-Params = BaseModel | dict[str, BaseModel]
+Params = BaseModel | dict[str, Any]  # sections, or JSON values such as the scorers' weights
 # What stage_run and fingerprint take besides the stage name: {"params", "inputs", "extra"}.
 Identity = dict[str, Any]
 
@@ -50,7 +51,7 @@ def section_dict(params: Params) -> dict[str, Any]:
     """`params` as JSON-ready dicts: one section's model_dump, or {key: model_dump} for a dict of sections."""
     if isinstance(params, BaseModel):
         return params.model_dump(mode="json")
-    return {k: v.model_dump(mode="json") for k, v in params.items()}
+    return {k: v.model_dump(mode="json") if isinstance(v, BaseModel) else v for k, v in params.items()}
 
 
 def content_params(params: Any) -> Any:
@@ -167,11 +168,13 @@ def evaluate_identity(
     the base, the other generators and the rewards (a model retrained under the same name is evaluated again)."""
     model_dir = paths.resolve("model")
     base, _tuned, others = evaluate_models(cfg, generate, model_dir)
+    scorers = scorer_weights.chosen(cfg.benchmarks)  # where each benchmark's scorer weights are (MLflow params)
     weights = {
         **{f"generator:{g.name}": generator_id(g) for g in [base, *others]},
         **{f"reward:{r.name}": reward_id(r) for r in rewards.rewards},
+        **{f"scorer:{key}": cached_weights_id(location) for key, location in scorers.items()},  # their content
     }
-    params = {"evaluate": cfg, "rewards": rewards, **{f"generator_{g.name}": g for g in others}}
+    params = {"evaluate": cfg, "rewards": rewards, "scorers": scorers, **{f"generator_{g.name}": g for g in others}}
     return {"params": params, "inputs": [model_dir, paths.resolve("prompts")], "extra": weights}
 
 

@@ -212,7 +212,7 @@ def test_code_id_follows_imports_only(tmp_path: Path, monkeypatch: pytest.Monkey
     for rel, text in files.items():
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / rel).write_text(text)
-    monkeypatch.setattr(ch, "ROOT", tmp_path)
+    monkeypatch.setattr(ch, "CODE_ROOT", tmp_path)
     ch.direct_imports.cache_clear()
     names = [p.relative_to(tmp_path).as_posix() for p in ch.closure(["flows.s"])]
     assert names == sorted(set(files) - {"models/unused.py"})

@@ -191,7 +191,7 @@ def test_fp16_on_cpu_stops_train_before_the_model_loads(fresh_accelerate: pytest
     from models.trainer import train
 
     ranked, images = ranked_table()
-    spec = GeneratorSpec(name="tiny", path=str(tmp_path / "no-such-model"), height=32, width=32)
+    spec = GeneratorSpec(name="tiny", steps=20, path=str(tmp_path / "no-such-model"), height=32, width=32)
     with pytest.raises(PrecisionError, match=FP16_ON_CPU):
         train(spec, TrainConfig(mixed_precision="fp16"), ranked, lambda ids: [images[i] for i in ids], tmp_path / "out")
     assert not (tmp_path / "out").exists()
@@ -278,7 +278,7 @@ def _train(model: str, ranked, images, out: Path, **cfg: object) -> dict[str, fl
     from models.trainer import train
 
     settings = dict(steps=2, prompts_per_step=3, lora_rank=2, log_every=1, holdout_fraction=0.25, learning_rate=1e-3)
-    spec = GeneratorSpec(name="tiny", path=model, height=32, width=32)
+    spec = GeneratorSpec(name="tiny", steps=20, path=model, height=32, width=32)
     return train(spec, TrainConfig(**{**settings, **cfg}), ranked, lambda ids: [images[i] for i in ids], out)
 
 

@@ -22,7 +22,7 @@ from PIL import Image
 from models.generators import GENERATORS, load_generator
 from models.generators.stable_cascade import prior_and_decoder
 from models.prompt_fit import fit_prompt
-from synrank.config import GeneratorSpec
+from synrank.config import ConfigError, GeneratorSpec, validate
 from synrank.registry import import_all
 from tests.fixtures.tiny_pipelines import BUILDERS, build_tiny_lora
 
@@ -164,9 +164,42 @@ def test_presets_name_the_published_checkpoint(backend: str) -> None:
     presets = GENERATORS.get(backend).presets
     assert REAL_IDS[backend] in {p.path for p in presets.values()}
     for name, preset in presets.items():
-        spec = preset.spec(name, backend)
+        spec = GeneratorSpec(name="g", preset=name)
         assert (spec.backend, spec.path, spec.steps) == (backend, preset.path, preset.steps)
         assert spec.height % 64 == 0 and spec.width % 64 == 0
+
+
+def test_a_preset_fills_the_model_card_and_a_set_field_wins() -> None:
+    sdxl = GeneratorSpec(name="base", preset="sdxl")
+    assert sdxl.model_dump(exclude={"name", "preset", "lora", "images_per_prompt", "allow_pickle"}) == {
+        "backend": "sdxl",
+        "path": "stabilityai/stable-diffusion-xl-base-1.0",
+        "steps": 50,
+        "guidance": 5.0,
+        "height": 1024,
+        "width": 1024,
+        "dtype": "float16",
+    }
+    cheap = GeneratorSpec(name="sd3", preset="sd3-medium", steps=20, dtype="float32", path="/models/sd3m")
+    assert (cheap.backend, cheap.path, cheap.steps, cheap.guidance, cheap.dtype) == (
+        "sd3",
+        "/models/sd3m",
+        20,
+        7.0,
+        "float32",
+    )
+    assert GeneratorSpec.model_validate(cheap.model_dump()) == cheap  # a dumped entry reads back the same
+
+
+def test_an_entry_without_a_preset_or_its_size_is_refused_in_one_line() -> None:
+    with pytest.raises(ConfigError) as err:
+        validate({"generate": {"generators": [{"name": "mine", "path": "zoo/shapes-sd-s", "steps": 10}]}})
+    assert str(err.value).startswith(
+        "bad value for 'generate.generators.0': Value error, generator 'mine' names no preset (sd15, sdxl, "
+        "sd3-medium, pixart-sigma, stable-cascade) and no height, width: set a preset or every one of path, "
+        "steps, height and width"
+    )
+    assert "\n" not in str(err.value)
 
 
 @pytest.mark.parametrize("backend, window", [("sd15", 77), ("sd3", 256)])

@@ -144,7 +144,8 @@ def test_onpolicy_and_half_and_half_groups() -> None:
     prompts = pd.DataFrame({"prompt_id": ["p1", "p2"], "prompt": ["a photo of a star", "a photo of two rings"]})
     onpolicy = load_config(
         overrides=[
-            "generate.generators=[{name: shapes-sd-s, path: zoo/shapes-sd-s, images_per_prompt: 8}]",
+            "generate.generators=[{name: shapes-sd-s, path: zoo/shapes-sd-s, steps: 10, height: 32, width: 32, "
+            "images_per_prompt: 8}]",
             "train.base=shapes-sd-s",
         ]
     )
@@ -219,7 +220,7 @@ def test_bf16_keeps_frozen_weights_in_bf16_and_the_lora_in_float32(tmp_path: Pat
     from tests.fixtures.trainer import run
 
     model = build_tiny_sd(tmp_path / "sd", seed=0, channels=(16, 32))
-    spec = GeneratorSpec(name="tiny", path=str(model), height=32, width=32)
+    spec = GeneratorSpec(name="tiny", steps=20, path=str(model), height=32, width=32)
     pipe, unet, _ = load_for_training(spec, TrainConfig(lora_rank=2), "cpu", "bf16")
     dtypes = {(p.requires_grad, p.dtype) for p in unet.parameters()}
     assert dtypes == {(False, torch.bfloat16), (True, torch.float32)}

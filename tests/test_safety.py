@@ -90,7 +90,7 @@ def test_a_generator_with_pickled_weights_is_refused_unless_allowed(tiny_sd: tup
 def test_the_trainer_refuses_pickled_weights_too(tiny_sd: tuple[Path, Path]) -> None:
     from models.trainer import load_for_training
 
-    spec = GeneratorSpec(name="tiny", path=str(tiny_sd[1]), height=32, width=32)
+    spec = GeneratorSpec(name="tiny", steps=20, path=str(tiny_sd[1]), height=32, width=32)
     with pytest.raises(PickleWeightsError, match="allow_pickle"):
         load_for_training(spec, TrainConfig(lora_rank=2), "cpu")
     _, model, _ = load_for_training(spec.model_copy(update={"allow_pickle": True}), TrainConfig(lora_rank=2), "cpu")

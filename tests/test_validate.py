@@ -22,7 +22,7 @@ from synrank.config import Config, ConfigError, load_config, validate
 OBJECTIVES = "dpo, gpo, gpo-phi, rankdpo, rwr, sft, sudo"
 GENERATORS = "shapes-sd-xs, shapes-sd-s, shapes-sd-m, shapes-sd-l"
 REWARDS = "clip-p4, clip-p8, clip-norel, detector"
-ONE_GENERATOR = "generate.generators=[{name: a, path: zoo/shapes-sd-s}]"
+ONE_GENERATOR = "generate.generators=[{name: a, path: zoo/shapes-sd-s, steps: 10, height: 32, width: 32}]"
 ONE_IMAGE = "generate.images_per_prompt=1"
 
 # (stage, overrides, the key named, the value and what is allowed, all as the line prints them)
@@ -326,7 +326,7 @@ def test_where_shards_run_is_not_part_of_any_stage_fingerprint() -> None:
 def test_each_command_checks_only_the_sections_it_reads() -> None:
     """`synrank generate` never trains: a generator list without train.base generates; train refuses it. A
     train objective typo does not stop `synrank score`; a reward kind typo does not stop `synrank train`."""
-    no_base = ["generate.generators=[{name: a, path: zoo/shapes-sd-s}]"]
+    no_base = ["generate.generators=[{name: a, path: zoo/shapes-sd-s, steps: 10, height: 32, width: 32}]"]
     assert isinstance(load_checked_config(overrides=no_base, command="generate"), Config)
     with pytest.raises(ConfigError) as err:
         load_checked_config(overrides=no_base, command="train")

@@ -9,7 +9,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from models.generators.base import refuse_pickle
 from synrank.models_io import resolve_model_path
+from synrank.scorer_weights import ALLOW_PICKLE_ENV, pickle_allowed
 
 
 @dataclass(frozen=True)
@@ -63,4 +65,11 @@ def local_weights(path: str, what: str) -> str:
             f"hub snapshot); download them first, e.g. `huggingface-cli download {path}`, "
             f"or point to a folder saved with save_pretrained"
         )
+    # Safetensors only, as for generators and rewards: a pickle can run code when it is loaded.
+    refuse_pickle([resolved], pickle_allowed(), what, f"the scorers (${ALLOW_PICKLE_ENV}=1)")
     return resolved
+
+
+def pretrained_kwargs() -> dict[str, Any]:
+    """from_pretrained's keyword arguments for scorer weights: safetensors only unless pickles are allowed."""
+    return {} if pickle_allowed() else {"use_safetensors": True}

@@ -22,7 +22,6 @@ numbers from another detector are comparable with each other, not with published
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -34,6 +33,7 @@ from models.shapes import SHAPES, geneval_accuracy
 from models.shapes.specs import RELATIONS, TASKS
 from models.shapes.verify import Box, Detection
 from synrank.prompt_formats import read_strict
+from synrank.scorer_weights import SCORERS
 
 from .common import BenchmarkPrompt, Weights
 from .registries import ADAPTERS, BENCHMARKS
@@ -59,9 +59,9 @@ GENEVAL_COLORS: tuple[str, ...] = (
 IMAGES_PER_PROMPT = 4
 
 # Default weights; load_benchmark builds benchmarks without arguments, so these env vars override them.
-OWLV2_WEIGHTS = "google/owlv2-base-patch16-ensemble"
-CLIP_WEIGHTS = "openai/clip-vit-large-patch14"  # GenEval's color classifier is CLIP ViT-L/14
-OWLV2_ENV, CLIP_ENV = "SYNRANK_GENEVAL_OWLV2", "SYNRANK_GENEVAL_CLIP"
+DETECTOR, COLOR = SCORERS["geneval"]["detector"], SCORERS["geneval"]["color"]  # synrank.scorer_weights
+OWLV2_WEIGHTS, OWLV2_ENV = DETECTOR.default, DETECTOR.env
+CLIP_WEIGHTS, CLIP_ENV = COLOR.default, COLOR.env
 
 
 class Detector(Protocol):
@@ -232,15 +232,15 @@ class GenEval:
         device: str = "cpu",
     ) -> None:
         self._detector, self._colors = detector, colors
-        self.owlv2 = owlv2 or os.environ.get(OWLV2_ENV) or OWLV2_WEIGHTS
-        self.clip = clip or os.environ.get(CLIP_ENV) or CLIP_WEIGHTS
+        self.owlv2 = owlv2 or DETECTOR.path()
+        self.clip = clip or COLOR.path()
         self.device = device
 
     def weights(self) -> list[Weights]:
         """The models this benchmark loads (config validation checks they are on disk before any run)."""
         return [
-            Weights("GenEval detector (OWLv2)", self.owlv2, OWLV2_ENV),
-            Weights("GenEval color classifier (CLIP)", self.clip, CLIP_ENV),
+            Weights(DETECTOR.role, self.owlv2, DETECTOR.env),
+            Weights(COLOR.role, self.clip, COLOR.env),
         ]
 
     def applies(self, meta: dict[str, Any]) -> bool:

@@ -25,7 +25,6 @@ The scores are graded, not pass/fail, so the benchmark registers in registries.S
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -36,15 +35,17 @@ from PIL import Image
 
 from models.shapes import geneval_accuracy
 from synrank.prompt_formats import T2I_CATEGORIES, read_strict
+from synrank.scorer_weights import SCORERS
 
 from .common import BenchmarkPrompt, Weights
-from .geneval import OWLV2_ENV, OWLV2_WEIGHTS, Detector, group_detections, relative_position
+from .geneval import Detector, group_detections, relative_position
 from .registries import ADAPTERS, SCORED
 
 ATTRIBUTE_CATEGORIES: tuple[str, ...] = ("color", "shape", "texture")
 DEFAULT_SCORED: tuple[str, ...] = (*ATTRIBUTE_CATEGORIES, "non_spatial", "spatial", "complex")
-BLIP_WEIGHTS, BLIP_ENV = "Salesforce/blip-vqa-base", "SYNRANK_T2I_BLIP"
-CLIP_WEIGHTS, CLIP_ENV = "openai/clip-vit-base-patch32", "SYNRANK_T2I_CLIP"
+SCORER_WEIGHTS = SCORERS["t2i-compbench"]  # synrank.scorer_weights
+BLIP_WEIGHTS, BLIP_ENV = SCORER_WEIGHTS["blip"].default, SCORER_WEIGHTS["blip"].env
+CLIP_WEIGHTS, CLIP_ENV = SCORER_WEIGHTS["clip"].default, SCORER_WEIGHTS["clip"].env
 
 # Longest phrases first, so "on the left of" is found before anything shorter inside it could be.
 SPATIAL_PHRASES: dict[str, str] = {
@@ -182,22 +183,15 @@ class T2ICompBench:
         device: str = "cpu",
     ) -> None:
         self.scorers: dict[str, CategoryScorer] = dict(scorers or {})
-        self.weights_paths = {
-            "blip": blip or os.environ.get(BLIP_ENV) or BLIP_WEIGHTS,
-            "clip": clip or os.environ.get(CLIP_ENV) or CLIP_WEIGHTS,
-            "owlv2": owlv2 or os.environ.get(OWLV2_ENV) or OWLV2_WEIGHTS,
-        }
+        given = {"blip": blip, "clip": clip, "owlv2": owlv2}
+        self.weights_paths = {k: given[k] or w.path() for k, w in SCORER_WEIGHTS.items()}
         self.device = device
         self._models: dict[str, Any] = {}
 
     def weights(self) -> list[Weights]:
         """The models the default scorers load: BLIP-VQA (attributes), CLIP (non_spatial), OWLv2 (spatial);
         complex uses all three. Config validation checks them before any run."""
-        return [
-            Weights("T2I-CompBench BLIP-VQA", self.weights_paths["blip"], BLIP_ENV),
-            Weights("T2I-CompBench CLIP", self.weights_paths["clip"], CLIP_ENV),
-            Weights("T2I-CompBench detector (OWLv2)", self.weights_paths["owlv2"], OWLV2_ENV),
-        ]
+        return [Weights(w.role, self.weights_paths[k], w.env) for k, w in SCORER_WEIGHTS.items()]
 
     def applies(self, meta: dict[str, Any]) -> bool:
         """Whether the prompt is a T2I-CompBench one whose category has a scorer."""

@@ -17,7 +17,7 @@ from PIL import Image
 
 from models.shapes.verify import Detection
 
-from .common import local_weights
+from .common import local_weights, pretrained_kwargs
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ class Owlv2Detector:
         from transformers import Owlv2ForObjectDetection, Owlv2Processor  # after the check: a slow import
 
         self.processor = Owlv2Processor.from_pretrained(folder)
-        self.model = Owlv2ForObjectDetection.from_pretrained(folder).to(device).eval()
+        self.model = Owlv2ForObjectDetection.from_pretrained(folder, **pretrained_kwargs()).to(device).eval()
         self.device, self.min_score, self.nms_iou = device, min_score, nms_iou
         # Query length is the text tower's, whatever the saved tokenizer's model_max_length says.
         self.max_text = int(self.model.config.text_config.max_position_embeddings)
@@ -89,7 +89,7 @@ class ClipEncoder:
         from transformers import CLIPModel, CLIPProcessor
 
         self.processor = CLIPProcessor.from_pretrained(folder)
-        self.model = CLIPModel.from_pretrained(folder).to(device).eval()
+        self.model = CLIPModel.from_pretrained(folder, **pretrained_kwargs()).to(device).eval()
         self.device = device
         self.max_text = int(self.model.config.text_config.max_position_embeddings)
 
@@ -169,7 +169,7 @@ class BlipVqa:
         from transformers import BlipForQuestionAnswering, BlipProcessor
 
         self.processor = BlipProcessor.from_pretrained(folder)
-        self.model = BlipForQuestionAnswering.from_pretrained(folder).to(device).eval()
+        self.model = BlipForQuestionAnswering.from_pretrained(folder, **pretrained_kwargs()).to(device).eval()
         self.device = device
 
     def _answer_logprob(self, question_states: torch.Tensor, question_mask: torch.Tensor, answer: str) -> torch.Tensor:

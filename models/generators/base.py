@@ -23,6 +23,7 @@ import torch
 from PIL import Image
 
 from synrank.config import GeneratorSpec
+from synrank.generator_presets import Preset
 from synrank.models_io import resolve_model_path
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -87,32 +88,6 @@ def pickle_policy(spec: GeneratorSpec, paths: Iterable[str]) -> dict[str, Any]:
         paths, spec.allow_pickle, f"generator '{spec.name}'", "this generator (generate.generators[].allow_pickle)"
     )
     return {} if spec.allow_pickle else {"use_safetensors": True}
-
-
-@dataclass(frozen=True)
-class Preset:
-    """The published checkpoint of a model family and the settings its authors recommend."""
-
-    path: str  # hub id (or, for two-part models, the id of the part `spec.path` names)
-    steps: int
-    guidance: float
-    height: int
-    width: int
-    dtype: str = "float16"  # the published weights are half precision; pass dtype="float32" on CPU
-
-    def spec(self, name: str, backend: str, **overrides: Any) -> GeneratorSpec:
-        """A GeneratorSpec with these defaults; keyword arguments win (e.g. dtype='float32' on CPU)."""
-        fields = dict(
-            name=name,
-            backend=backend,
-            path=self.path,
-            steps=self.steps,
-            guidance=self.guidance,
-            height=self.height,
-            width=self.width,
-            dtype=self.dtype,
-        )
-        return GeneratorSpec(**{**fields, **overrides})
 
 
 def component_id(pipeline_folder: str, component: str = "vae") -> str:

@@ -5,15 +5,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from models.generators.base import DiffusersBackend, Preset
+from models.generators.base import DiffusersBackend
 from models.generators.registry import GENERATORS
+from synrank.generator_presets import of_backend
 
-PRESETS = {
-    # Model-card settings (DPM-Solver, 20 steps, CFG 4.5).
-    "pixart-sigma": Preset(
-        path="PixArt-alpha/PixArt-Sigma-XL-2-1024-MS", steps=20, guidance=4.5, height=1024, width=1024
-    ),
-}
+PRESETS = of_backend("pixart-sigma")  # synrank.generator_presets: the model card's settings
 
 
 @GENERATORS.register("pixart-sigma")

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from models.generators.base import DiffusersBackend, Preset
+from models.generators.base import DiffusersBackend
 from models.generators.registry import GENERATORS
+from synrank.generator_presets import of_backend
 
-PRESETS = {
-    # The diffusers defaults for SD1.5 (PNDM, 50 steps, CFG 7.5) at its training resolution.
-    "sd15": Preset(path="stable-diffusion-v1-5/stable-diffusion-v1-5", steps=50, guidance=7.5, height=512, width=512),
-}
+PRESETS = of_backend("sd15")  # synrank.generator_presets: the model card's settings
 
 
 @GENERATORS.register("sd15")

@@ -4,15 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from models.generators.base import DiffusersBackend, Preset
+from models.generators.base import DiffusersBackend
 from models.generators.registry import GENERATORS
+from synrank.generator_presets import of_backend
 
-PRESETS = {
-    # Model-card settings (flow matching, 28 Euler steps, CFG 7).
-    "sd3-medium": Preset(
-        path="stabilityai/stable-diffusion-3-medium-diffusers", steps=28, guidance=7.0, height=1024, width=1024
-    ),
-}
+PRESETS = of_backend("sd3")  # synrank.generator_presets: the model card's settings
 
 
 @GENERATORS.register("sd3")

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from models.generators.base import DiffusersBackend, Preset
+from models.generators.base import DiffusersBackend
 from models.generators.registry import GENERATORS
+from synrank.generator_presets import of_backend
 
-PRESETS = {
-    # Model-card settings; the refiner stage is left out (base only, as in most preference work).
-    "sdxl": Preset(path="stabilityai/stable-diffusion-xl-base-1.0", steps=50, guidance=5.0, height=1024, width=1024),
-}
+PRESETS = of_backend("sdxl")  # synrank.generator_presets: the model card's settings
 
 
 @GENERATORS.register("sdxl")

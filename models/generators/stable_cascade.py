@@ -17,17 +17,13 @@ from typing import Any
 
 import torch
 
-from models.generators.base import DiffusersBackend, LatentCatcher, Preset, Rendered, component_id
+from models.generators.base import DiffusersBackend, LatentCatcher, Rendered, component_id
 from models.generators.registry import GENERATORS
 from synrank.config import GeneratorSpec
+from synrank.generator_presets import of_backend
 from synrank.models_io import resolve_model_path
 
-PRESETS = {
-    # Model-card settings: prior 20 steps at CFG 4, decoder 10 steps at CFG 0, bf16 weights.
-    "stable-cascade": Preset(
-        path="stabilityai/stable-cascade", steps=20, guidance=4.0, height=1024, width=1024, dtype="bfloat16"
-    ),
-}
+PRESETS = of_backend("stable-cascade")  # synrank.generator_presets: the model card's settings
 PRIOR_SUFFIX = "-prior"
 DECODER_STEPS = 10
 DECODER_GUIDANCE = 0.0
