@@ -28,22 +28,28 @@ class ScorerWeights:
         return environ.get(self.env) or self.default
 
 
+# GenEval's color classifier is CLIP ViT-L/14 (OpenAI's weights); OWLv2 is GenEval's substitute detector.
+GENEVAL_CLIP = ScorerWeights("GenEval color classifier (CLIP)", "SYNRANK_GENEVAL_CLIP", "openai/clip-vit-large-patch14")
+OWLV2 = ScorerWeights(
+    "OWLv2 detector (T2I-CompBench spatial, geneval-owlv2)",
+    "SYNRANK_GENEVAL_OWLV2",
+    "google/owlv2-base-patch16-ensemble",
+)
 SCORERS: dict[str, dict[str, ScorerWeights]] = {
+    # GenEval's own detector family: Mask2Former with a Swin-S backbone, COCO instance segmentation.
     "geneval": {
         "detector": ScorerWeights(
-            "GenEval detector (OWLv2)", "SYNRANK_GENEVAL_OWLV2", "google/owlv2-base-patch16-ensemble"
+            "GenEval detector (Mask2Former)",
+            "SYNRANK_GENEVAL_MASK2FORMER",
+            "facebook/mask2former-swin-small-coco-instance",
         ),
-        # GenEval's color classifier is CLIP ViT-L/14.
-        "color": ScorerWeights(
-            "GenEval color classifier (CLIP)", "SYNRANK_GENEVAL_CLIP", "openai/clip-vit-large-patch14"
-        ),
+        "color": GENEVAL_CLIP,
     },
+    "geneval-owlv2": {"detector": OWLV2, "color": GENEVAL_CLIP},
     "t2i-compbench": {
         "blip": ScorerWeights("T2I-CompBench BLIP-VQA", "SYNRANK_T2I_BLIP", "Salesforce/blip-vqa-base"),
         "clip": ScorerWeights("T2I-CompBench CLIP", "SYNRANK_T2I_CLIP", "openai/clip-vit-base-patch32"),
-        "owlv2": ScorerWeights(
-            "T2I-CompBench detector (OWLv2)", "SYNRANK_GENEVAL_OWLV2", "google/owlv2-base-patch16-ensemble"
-        ),
+        "owlv2": OWLV2,
     },
 }
 

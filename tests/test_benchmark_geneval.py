@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from models.benchmarks import BENCHMARKS, load_benchmark
-from models.benchmarks.geneval import GenEval, evaluate, read_geneval, relative_position
+from models.benchmarks.geneval import GenEval, GenEvalOwlv2, evaluate, read_geneval, relative_position
 from models.benchmarks.geneval_shapes import GenEvalShapes
 from models.benchmarks.registries import ADAPTERS, SCORED
 from models.benchmarks.t2i_compbench import T2ICompBench
@@ -141,6 +141,6 @@ def test_registries_and_summary() -> None:
 
 def test_missing_weights_name_them(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="OWLv2"):
-        GenEval(owlv2=str(tmp_path / "owlv2")).judge(IMAGE, COLOR_ATTR)
+        GenEvalOwlv2(owlv2=str(tmp_path / "owlv2")).judge(IMAGE, COLOR_ATTR)
     with pytest.raises(FileNotFoundError, match="CLIP"):
         GenEval(detector=FakeDetector([det("car", 0.8)]), clip=str(tmp_path / "clip")).judge(IMAGE, COLOR_ATTR)

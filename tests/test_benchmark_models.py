@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from models.benchmarks import load_benchmark
-from models.benchmarks.geneval import GENEVAL_COLORS, GenEval
+from models.benchmarks.geneval import GENEVAL_COLORS, GenEvalOwlv2
 from models.benchmarks.t2i_compbench import AttributeVqaScorer
 from models.prompt_fit import count_tokens, fit_prompt, fit_prompts
 from models.shapes.verify import Detection
@@ -52,7 +52,7 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory, clip_tok) -> dict[str,
 def test_geneval_owlv2_and_clip_end_to_end(tiny_models: dict[str, str]) -> None:
     from models.benchmarks.vision import ClipColorClassifier, ClipEncoder, Owlv2Detector
 
-    bench = GenEval(owlv2=tiny_models["owlv2"], clip=tiny_models["clip"])
+    bench = GenEvalOwlv2(owlv2=tiny_models["owlv2"], clip=tiny_models["clip"])
     tag, passed = bench.judge(Image.new("RGB", (48, 40), "blue"), COLOR_ATTR)  # content irrelevant: random weights
     assert tag == "color_attr" and isinstance(passed, bool)
     dets = Owlv2Detector(tiny_models["owlv2"], min_score=0.0).detect(IMAGE, ["car", "bench"])

@@ -34,10 +34,10 @@ def tuned(tmp_path: Path) -> Path:
 def test_new_scorer_weights_under_the_same_path_make_evaluate_stale(
     tuned: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    detector = tmp_path / "owlv2"
+    detector = tmp_path / "mask2former"
     detector.mkdir()
     (detector / "model.safetensors").write_bytes(b"old weights")
-    monkeypatch.setenv("SYNRANK_GENEVAL_OWLV2", str(detector))
+    monkeypatch.setenv("SYNRANK_GENEVAL_MASK2FORMER", str(detector))
     cfg = Config(evaluate=EvaluateConfig(benchmarks=["geneval"]))
     first = _identity(cfg, tuned)
     assert first["params"]["scorers"]["geneval.detector"] == str(detector)  # logged as scorers.geneval.detector
