@@ -68,6 +68,7 @@ READS: dict[str, tuple[str, ...]] = {
     "train": ("generate", "train"),
     "evaluate": ("generate", "score", "evaluate"),
     "export": ("generate", "score", "rank", "export"),
+    "ingest": ("ingest",),
     "pipeline": STAGES,
     "online": (*STAGES, "online"),
     "study": (*STAGES, "study"),
@@ -175,6 +176,18 @@ def check_not_empty(cfg: Config, command: str) -> None:
         field = key.split(".")[1]
         if reads(command, section) and not getattr(getattr(cfg, section), field):
             raise ConfigError(f"bad value for '{key}': [] is empty; `synrank {command}` needs at least one")
+
+
+def check_ingest(cfg: Config, command: str) -> None:
+    """`synrank ingest` needs a source that exists (a deploy checks none: the form names it per run)."""
+    if command != "ingest":
+        return
+    source = cfg.ingest.resolved_source()
+    if not cfg.ingest.source or not source.exists():
+        problem = "is empty" if not cfg.ingest.source else f"does not exist (looked at {source})"
+        raise ConfigError(
+            f"bad value for 'ingest.source': {cfg.ingest.source!r} {problem}; name a parquet file or a folder of them"
+        )
 
 
 def check_names(cfg: Config, command: str) -> None:
@@ -286,6 +299,7 @@ def validate_config(cfg: Config, command: str = "pipeline", weights: bool = True
     as `synrank deploy` does for the deployments of every flow). `weights=False` leaves out whether the
     benchmark scorers' weights are on this machine (`synrank validate` lists them instead)."""
     check_not_empty(cfg, command)
+    check_ingest(cfg, command)
     check_names(cfg, command)
     check_registry_keys(cfg, command)
     check_group_size(cfg, command)

@@ -66,6 +66,8 @@ STAGES: dict[str, str] = {
     "train": "preference fine-tuning (RankDPO, DPO, ...) of one generator",
     "evaluate": "tuned vs base on held-out prompts",
     "export": "the ranked images as a Hugging Face dataset folder with a dataset card (Syn-Pic's layout)",
+    "ingest": "preference data made elsewhere (Pick-a-Pic-style pairs, synrank's export) as prompts, images "
+    "and rankings to train on",
     "pipeline": "all six stages in order under one MLflow parent run",
     "study": "the ablation study: base/SFT/DPO/RankDPO/GPO/SUDO x seeds, one table with CIs (docs/study.md)",
     "online": "GPO-style online self-improvement: rounds of generate, score, rank, train, evaluate",

@@ -26,6 +26,7 @@ from synrank.config_sections import (
     ExportConfig,
     GenerateConfig,
     GeneratorSpec,
+    IngestConfig,
     OnlineConfig,
     Paths,
     PromptSource,
@@ -49,6 +50,7 @@ __all__ = [  # the sections (re-exported) and this module's own names
     "ExportConfig",
     "GenerateConfig",
     "GeneratorSpec",
+    "IngestConfig",
     "OnlineConfig",
     "Paths",
     "PromptSource",
@@ -225,6 +227,7 @@ STAGE_OUTPUT = {
     "train": "model",
     "evaluate": "eval",
     "export": "dataset",
+    "ingest": "ingested",
 }
 
 
@@ -244,6 +247,7 @@ def flow_parameters(stage: str, cfg: Config) -> dict[str, BaseModel]:
         "rank": {"cfg": cfg.rank},
         "train": {"cfg": cfg.train, "generate": cfg.generate},
         "export": {"cfg": cfg.export, "generate": cfg.generate, "score": cfg.score, "rank": cfg.rank},
+        "ingest": {"cfg": cfg.ingest},
         "evaluate": {"cfg": cfg.evaluate, "rewards": cfg.score, "generate": cfg.generate, "cluster": cfg.cluster},
     }
     if stage in ("pipeline", "online", "study"):

@@ -50,6 +50,11 @@ class Paths(Strict):
     eval: str = Field(default="outputs/eval", description="evaluate writes its images, scores and grids here.")
     metrics: str = Field(default="metrics", description="evaluate.json and the DVC plot files.")
     dataset: str = Field(default="outputs/dataset", description="export writes the ranked dataset here.")
+    ingested: str = Field(
+        default="outputs/ingested",
+        description="ingest writes prompts, manifest, shards and rankings here (point prompts, images and "
+        "rankings at it to train on them).",
+    )
     runs: str = Field(
         default="outputs/runs",
         description="A run from the Prefect UI or API whose settings differ from the deployed params.yaml is an "
@@ -258,6 +263,23 @@ class ExportConfig(Strict):
     name: str = Field(default="synrank-synpic", description="Dataset name in its card.")
 
 
+class IngestConfig(Strict):
+    """`synrank ingest`: preference data made elsewhere, as the prompts, images and rankings train reads."""
+
+    source: str = Field(
+        default="",
+        description="A parquet file or a folder of them (a Hugging Face datasets folder): Pick-a-Pic-style pairs "
+        "(caption, jpg_0, jpg_1, label_0 with 0.5 = tie) or synrank's own export; relative to the project.",
+    )
+    max_rows: int | None = Field(default=None, ge=1, description="Read only the first N rows; null = all.")
+    shard_size: int = Field(default=256, ge=1, description="Images per tar shard.")
+
+    def resolved_source(self) -> Path:
+        """`source` as an absolute path (relative ones count from the project root)."""
+        p = Path(self.source)
+        return p if p.is_absolute() else ROOT / p
+
+
 class EvaluateConfig(Strict):
     """Stage 6 (evaluate): the held-out prompts, images per prompt, benchmarks and the image grid."""
 
@@ -350,6 +372,7 @@ class Config(Strict):
     train: TrainConfig = Field(default_factory=TrainConfig, description="Stage 5: preference fine-tuning.")
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig, description="Stage 6: held-out benchmarks.")
     export: ExportConfig = Field(default_factory=ExportConfig, description="`synrank export` only.")
+    ingest: IngestConfig = Field(default_factory=IngestConfig, description="`synrank ingest` only.")
     online: OnlineConfig = Field(default_factory=OnlineConfig, description="`synrank online` only.")
     study: StudyConfig = Field(default_factory=StudyConfig, description="`synrank study` only.")
     tracking: TrackingConfig = Field(default_factory=TrackingConfig, description="MLflow store and experiment.")

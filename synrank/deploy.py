@@ -59,7 +59,7 @@ def deployment_parameters(flow: Any, cfg: Config) -> dict[str, Any]:
     return out
 
 
-PIPELINE_UNREAD = ("online", "study")  # Config sections of `synrank online` / `synrank study`, not the pipeline's
+PIPELINE_UNREAD = ("online", "study", "ingest")  # sections of `synrank online` / `study` / `ingest` only
 # The pipeline form's fields: what a run from the UI usually changes (20 inputs, where the whole config is over
 # a hundred). Every other setting keeps its deployed value from params.yaml (deployment_params.completed); the
 # API still accepts them all, and the server still refuses a key that is not a setting.
@@ -105,6 +105,7 @@ SECTION_TITLES = {
     "train": "Training",
     "evaluate": "Evaluation",
     "export": "Dataset export",
+    "ingest": "Existing preference data",
     "pipeline": "Pipeline config",
     "online": "Online loop config",
     "study": "Study config",

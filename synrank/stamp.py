@@ -30,6 +30,7 @@ from synrank.config import (
     ExportConfig,
     GenerateConfig,
     GeneratorSpec,
+    IngestConfig,
     Paths,
     RankConfig,
     SampleConfig,
@@ -187,6 +188,11 @@ def export_identity(
     return {"params": params, "inputs": [paths.resolve(k) for k in ("images", "scores", "rankings")]}
 
 
+def ingest_identity(cfg: IngestConfig, paths: Paths, **_: Any) -> Identity:
+    """The ingest settings and the source dataset's content."""
+    return {"params": cfg, "inputs": [cfg.resolved_source()]}
+
+
 IDENTITIES: dict[str, Callable[..., Identity]] = {
     "sample": sample_identity,
     "generate": generate_identity,
@@ -195,6 +201,7 @@ IDENTITIES: dict[str, Callable[..., Identity]] = {
     "train": train_identity,
     "evaluate": evaluate_identity,
     "export": export_identity,
+    "ingest": ingest_identity,
 }
 
 

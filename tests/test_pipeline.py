@@ -66,7 +66,7 @@ def ran(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Config, str]
     with pytest.MonkeyPatch.context() as mp:
         # Freeze the code part of the stage fingerprints: an edit elsewhere in the tree while the
         # tests run must not count as a change of this pipeline's code.
-        frozen = {s: synrank.stamp.code_hash(s) for s in synrank.codehash.STAGES}  # export too
+        frozen = {s: synrank.stamp.code_hash(s) for s in (*synrank.codehash.STAGES, "ingest")}  # export, ingest too
         mp.setattr(synrank.stamp, "code_hash", frozen.__getitem__)
         yield cfg, pipeline_flow(cfg)
 
@@ -322,6 +322,26 @@ def test_export_loads_with_datasets_and_matches_the_stage_outputs(ran: tuple[Con
     assert np.array_equal(np.asarray(ds[3]["image"]), np.asarray(Image.open(io.BytesIO(png))))
     card = (out / "README.md").read_text()
     assert "- `gen-a`:" in card and "- `clip`: clipscore" in card and "Aggregation: `algorithm1`" in card
+
+
+def test_an_export_ingested_again_gives_back_the_same_rankings(ran: tuple[Config, str], tmp_path: Path) -> None:
+    from flows.export import export_flow
+    from flows.ingest import ingest_flow
+    from synrank.config import IngestConfig, flow_parameters
+
+    cfg, _ = ran
+    paths = cfg.paths.model_copy(update={"dataset": str(tmp_path / "dataset"), "ingested": str(tmp_path / "again")})
+    cfg = cfg.model_copy(update={"paths": paths, "ingest": IngestConfig(source=str(tmp_path / "dataset"))})
+    export_flow(**flow_parameters("export", cfg))
+    again = Path(ingest_flow(**flow_parameters("ingest", cfg)))
+
+    def by_image(path: Path) -> pd.DataFrame:
+        return pd.read_parquet(path / "rankings.parquet").sort_values("image_id").reset_index(drop=True)
+
+    pd.testing.assert_frame_equal(by_image(again), by_image(cfg.paths.resolve("rankings")))
+    manifest = pd.read_parquet(again / "manifest.parquet").set_index("image_id")
+    original = pd.read_parquet(cfg.paths.resolve("images") / "manifest.parquet").set_index("image_id")
+    assert (manifest["sha256"] == original.loc[manifest.index, "sha256"]).all()  # the same PNG bytes
 
 
 def test_grid_marks_each_image_with_its_verdict_and_picks_prompts_per_category(ran: tuple[Config, str]) -> None:

@@ -69,6 +69,7 @@ def test_prefect_yaml_deploys_every_flow_from_the_repo_root() -> None:
         "train",
         "evaluate",
         "export",
+        "ingest",
         "pipeline",
         "online",
         "study",
@@ -88,14 +89,14 @@ def test_deployment_defaults_are_the_cli_split_of_params_yaml() -> None:
     from synrank.deploy import DeployError, deployment_parameters
 
     cfg = load_config()
-    for name in ("sample", "generate", "score", "rank", "train", "evaluate", "export", "study"):
+    for name in ("sample", "generate", "score", "rank", "train", "evaluate", "export", "ingest", "study"):
         flow = getattr(importlib.import_module(f"flows.{name}"), f"{name}_flow")
         got = deployment_parameters(flow, cfg)
         assert got == {k: v.model_dump(mode="json") for k, v in flow_parameters(name, cfg).items()}
         json.dumps(got)  # plain JSON, as the API stores it
-    # The pipeline: the whole config but the sections only `synrank online` and `synrank study` read.
+    # The pipeline: the whole config but the sections only `synrank online`, `study` and `ingest` read.
     assert deployment_parameters(importlib.import_module("flows.pipeline").pipeline_flow, cfg) == {
-        "cfg": cfg.model_dump(mode="json", exclude={"online", "study"})
+        "cfg": cfg.model_dump(mode="json", exclude={"online", "study", "ingest"})
     }
 
     def sample_flow(cfg: SampleConfig, seed: int) -> None: ...  # a required argument the mapping lacks

@@ -43,14 +43,14 @@ BAD = [
         ["evaluate.benchmarks=[geneval-shapes, parti]"],
         "evaluate.benchmarks.1",
         "'parti'",
-        "geneval, geneval-shapes, t2i-compbench",
+        "geneval, geneval-owlv2, geneval-shapes, t2i-compbench",
     ),
     (
         "study",
         ["study.benchmark=t2i-bench"],
         "study.benchmark",
         "'t2i-bench'",
-        "geneval, geneval-shapes, t2i-compbench",
+        "geneval, geneval-owlv2, geneval-shapes, t2i-compbench",
     ),
     # No hub: GenEval's and T2I-CompBench's scorer weights are absent here, and validation names them.
     (
@@ -58,7 +58,8 @@ BAD = [
         ["evaluate.benchmarks=[geneval-shapes, geneval]"],
         "evaluate.benchmarks.1",
         "'geneval'",
-        "GenEval detector (OWLv2) 'google/owlv2-base-patch16-ensemble' (set SYNRANK_GENEVAL_OWLV2",
+        "GenEval detector (Mask2Former) 'facebook/mask2former-swin-small-coco-instance' (set "
+        "SYNRANK_GENEVAL_MASK2FORMER",
     ),
     (
         "study",
@@ -67,7 +68,13 @@ BAD = [
         "'t2i-compbench'",
         "T2I-CompBench BLIP-VQA 'Salesforce/blip-vqa-base' (set SYNRANK_T2I_BLIP",
     ),
-    ("online", ["evaluate.benchmarks=[]"], "evaluate.benchmarks", "[]", "geneval, geneval-shapes, t2i-compbench"),
+    (
+        "online",
+        ["evaluate.benchmarks=[]"],
+        "evaluate.benchmarks",
+        "[]",
+        "geneval, geneval-owlv2, geneval-shapes, t2i-compbench",
+    ),
     ("train", ["train.base=nope"], "train.base", "'nope'", GENERATORS),
     ("generate", ["generate.generators=[]"], "generate.generators", "[]", "`synrank generate` needs at least one"),
     ("online", ["train.base=nope"], "train.base", "'nope'", GENERATORS),  # was a bare StopIteration
