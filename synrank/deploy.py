@@ -29,9 +29,9 @@ from uuid import UUID
 import yaml
 
 from models.validate import validate_config
-from synrank.config import PARAMS_FILE, ROOT, STAGE_OUTPUT, Config, ConfigError, flow_parameters, load_config
+from synrank.config import CODE_ROOT, PARAMS_FILE, STAGE_OUTPUT, Config, ConfigError, flow_parameters, load_config
 
-DEPLOY_FILE = ROOT / "prefect.yaml"
+DEPLOY_FILE = CODE_ROOT / "prefect.yaml"  # the code checkout: entrypoints are relative to it
 ROOT_ENV = "SYNRANK_ROOT"
 SET_WORKDIR = "prefect.deployments.steps.set_working_directory"
 
@@ -276,7 +276,7 @@ def deploy(
     check_deployments(cfg, [d["name"] for d in specs])
     if not PREFECT_API_URL.value():  # else Prefect would deploy into a throwaway ephemeral server
         raise DeployError("PREFECT_API_URL is not set: start the server (make up) or point it at one")
-    env = {ROOT_ENV: str(ROOT), **(os.environ if env is None else env)}
+    env = {ROOT_ENV: str(CODE_ROOT), **(os.environ if env is None else env)}
 
     for name in ensure_work_pools([d["work_pool"]["name"] for d in specs]):
         log(f"created work pool '{name}' (process)")

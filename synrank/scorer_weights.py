@@ -50,6 +50,10 @@ SCORERS: dict[str, dict[str, ScorerWeights]] = {
         "blip": ScorerWeights("T2I-CompBench BLIP-VQA", "SYNRANK_T2I_BLIP", "Salesforce/blip-vqa-base"),
         "clip": ScorerWeights("T2I-CompBench CLIP", "SYNRANK_T2I_CLIP", "openai/clip-vit-base-patch32"),
         "owlv2": OWLV2,
+        # 3d_spatial's depth model, in place of the reference's: relative inverse depth, safetensors.
+        "depth": ScorerWeights(
+            "T2I-CompBench depth (Depth Anything V2)", "SYNRANK_T2I_DEPTH", "depth-anything/Depth-Anything-V2-Small-hf"
+        ),
     },
 }
 

@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from synrank import atomic, s3server, supervisor
-from synrank.config import ROOT
+from synrank.config import CODE_ROOT, ROOT
 from synrank.supervisor import ServiceError, Supervised
 
 HOST = "127.0.0.1"
@@ -73,7 +73,7 @@ class Setup:
             return Path(environ.get(var) or default).resolve()
 
         return cls(
-            root=ROOT,
+            root=CODE_ROOT,  # the code checkout the workers run flows from (prefect.yaml pull step)
             run_dir=folder("SYNRANK_RUN_DIR", ROOT / "run"),
             bin_dir=Path(sys.executable).parent,
             prefect_home=folder("SYNRANK_PREFECT_HOME", ROOT / ".prefect"),

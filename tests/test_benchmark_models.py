@@ -25,6 +25,7 @@ from tests.fixtures.benchmarks import (
     det,
     save_tiny_blip,
     save_tiny_clip,
+    save_tiny_dpt,
     save_tiny_owlv2,
 )
 
@@ -46,6 +47,7 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory, clip_tok) -> dict[str,
         "owlv2": save_tiny_owlv2(root / "owlv2", clip_tok),
         "clip": save_tiny_clip(root / "clip", clip_tok),
         "blip": save_tiny_blip(root / "blip"),
+        "depth": save_tiny_dpt(root / "depth"),
     }
 
 
@@ -85,11 +87,12 @@ def check_config_needs_t2i_weights(tiny_models: dict[str, str], monkeypatch: pyt
     from models.validate import load_checked_config
     from synrank.config import ConfigError
 
-    for env in (BLIP_ENV, CLIP_ENV, OWLV2_ENV):
+    depth_env = "SYNRANK_T2I_DEPTH"
+    for env in (BLIP_ENV, CLIP_ENV, OWLV2_ENV, depth_env):
         monkeypatch.delenv(env, raising=False)
     with pytest.raises(ConfigError, match=f"'evaluate.benchmarks.0': 't2i-compbench' needs weights .*{BLIP_ENV}"):
         load_checked_config(overrides=["evaluate.benchmarks=[t2i-compbench]"])
-    for env, key in ((BLIP_ENV, "blip"), (CLIP_ENV, "clip"), (OWLV2_ENV, "owlv2")):
+    for env, key in ((BLIP_ENV, "blip"), (CLIP_ENV, "clip"), (OWLV2_ENV, "owlv2"), (depth_env, "depth")):
         monkeypatch.setenv(env, tiny_models[key])
     assert load_checked_config(overrides=["evaluate.benchmarks=[t2i-compbench]"]).evaluate.benchmarks == [
         "t2i-compbench"

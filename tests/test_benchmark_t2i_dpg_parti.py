@@ -94,13 +94,14 @@ def test_t2i_scorers_with_fakes() -> None:
 def test_t2i_benchmark_dispatch() -> None:
     bench = T2ICompBench(scorers={"color": lambda im, p: 0.6, "non_spatial": lambda im, p: 0.2})
     meta = {"benchmark": "t2i-compbench", "category": "color", "prompt": "a red car"}
-    assert bench.applies(meta) and not bench.applies({**meta, "category": "numeracy"})
+    assert bench.applies(meta) and bench.applies({**meta, "category": "numeracy"})  # every category has a scorer
+    assert not bench.applies({**meta, "category": "nope"})
     assert not bench.applies({"tag": "colors", "include": [{"class": "car", "count": 1}]})
     results = [bench.judge(IMAGE, meta), bench.judge(IMAGE, {**meta, "category": "non_spatial"})]
     assert results == [("color", 0.6), ("non_spatial", 0.2)]
     assert bench.summarize(results)["overall"]["accuracy"] == pytest.approx(0.4)
-    with pytest.raises(ValueError, match="numeracy"):
-        bench.judge(IMAGE, {**meta, "category": "numeracy"})
+    with pytest.raises(ValueError, match="'nope' has no default scorer"):
+        bench.judge(IMAGE, {**meta, "category": "nope"})
 
 
 # --- DPG-Bench ------------------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ outputs are the experiment's, the workspace stays byte-identical, and the runs l
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import os
 import subprocess
@@ -31,7 +32,7 @@ STAGES = {
     "train": ("outputs/rankings", "train", ["outputs/model"]),
     "evaluate": ("outputs/model", "evaluate", ["outputs/eval"]),
 }
-GITIGNORE = "/mlflow/\n/.prefect/\n/.synrank/\n.synrank-locks/\n/metrics/*\n!/metrics/headline.json\n"
+GITIGNORE = "/mlflow/\n/.prefect/\n/.synrank/\n.synrank-locks/\n/metrics/*\n!/metrics/headline.json\n/.env.json\n"
 
 
 def _dvc_yaml() -> dict[str, Any]:
@@ -84,10 +85,27 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (root / ".env.json").write_text(json.dumps(env))
     for cmd in (["git", "init", "-q"], ["dvc", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "a"]):
         _run(root, *cmd)
-    _run(root, "dvc", "repro")
+    upstream_in_process(root, models)  # sample ... rank: what the experiments leave alone, without 4 processes
+    _run(root, "dvc", "commit", "-f", "-q", "sample", "generate", "score", "rank")
+    _run(root, "dvc", "repro")  # train and evaluate, as `synrank` commands
     _run(root, "git", "add", "-A")
     _run(root, "git", "commit", "-qm", "reproduced")
     return root
+
+
+def upstream_in_process(root: Path, models: Path) -> None:
+    """sample, generate, score and rank in this process, on the project's params with its folders absolute
+    (this process's project is synrank's checkout) and the project's own MLflow store."""
+    from synrank.config import flow_parameters, validate
+
+    raw = _params(models)
+    raw["sample"]["sources"] = [{"path": str(root / "prompts.txt")}]
+    raw["paths"] = {k: str(root / "outputs" / k) for k in ("prompts", "images", "scores", "rankings")}
+    raw["tracking"]["tracking_uri"] = f"sqlite:///{root / 'mlflow' / 'mlflow.db'}"
+    cfg = validate(raw)
+    for stage in ("sample", "generate", "score", "rank"):
+        flow = getattr(importlib.import_module(f"flows.{stage}"), f"{stage}_flow")
+        flow(**flow_parameters(stage, cfg))
 
 
 def _run(root: Path, *cmd: str) -> str:
@@ -140,21 +158,23 @@ def test_a_temp_experiment_runs_on_its_copy_and_leaves_the_workspace_alone(proje
 
 
 def test_two_experiments_compare_in_exp_show_and_metrics_diff(project: Path) -> None:
-    for steps in (4, 5):
-        _run(project, "dvc", "exp", "run", "--set-param", f"train.steps={steps}", "-n", f"steps{steps}")
+    """temp3 (the test above, in DVC's copy) and steps4 (in the workspace): two values of train.steps."""
+    if "temp3" not in _run(project, "dvc", "exp", "list", "--name-only"):
+        _run(project, "dvc", "exp", "run", "--temp", "--set-param", "train.steps=3", "-n", "temp3")
+    _run(project, "dvc", "exp", "run", "--set-param", "train.steps=4", "-n", "steps4")
     shown = json.loads(_run(project, "dvc", "exp", "show", "--json"))
     metrics = {exp["name"]: exp["data"]["metrics"]["metrics/headline.json"]["data"] for exp in _experiments(shown)}
-    for name in ("steps4", "steps5"):
+    for name in ("temp3", "steps4"):
         assert set(metrics[name]["winrate"]["clip"]) == {"tuned_vs_base", "ci_lo", "ci_hi"}
-    diff = _run(project, "dvc", "metrics", "diff", "--all", "steps4", "steps5", "--json")
+    diff = _run(project, "dvc", "metrics", "diff", "--all", "temp3", "steps4", "--json")
     rows = json.loads(diff)["metrics/headline.json"]
-    a, b = (metrics[n]["winrate"]["clip"]["tuned_vs_base"] for n in ("steps4", "steps5"))
+    a, b = (metrics[n]["winrate"]["clip"]["tuned_vs_base"] for n in ("temp3", "steps4"))
     assert rows["winrate.clip.tuned_vs_base"] == {"old": a, "new": b, "diff": pytest.approx(b - a)}
-    params = json.loads(_run(project, "dvc", "params", "diff", "--all", "steps4", "steps5", "--json"))
-    assert params["params.yaml"]["train.steps"] == {"old": 4, "new": 5, "diff": 1}
+    params = json.loads(_run(project, "dvc", "params", "diff", "--all", "temp3", "steps4", "--json"))
+    assert params["params.yaml"]["train.steps"] == {"old": 3, "new": 4, "diff": 1}
     # `dvc exp apply` makes an experiment the workspace: its params and outputs, nothing stale.
-    _run(project, "dvc", "exp", "apply", "steps4")
-    assert yaml.safe_load((project / "params.yaml").read_text())["train"]["steps"] == 4
+    _run(project, "dvc", "exp", "apply", "temp3")
+    assert yaml.safe_load((project / "params.yaml").read_text())["train"]["steps"] == 3
     assert json.loads(_run(project, "dvc", "status", "--json")) == {}
 
 

@@ -270,13 +270,15 @@ def test_deployed_flow_runs_through_worker_and_logs_to_mlflow_server(services: S
     assert tags["prefect.flow_run_url"].startswith(services.prefect_url)
 
     # A partial parameter, as the API and run_deployment callers send it, changes only that field: the
-    # sources stay the deployment's (the model's own default file would not even exist here).
+    # sources stay the deployment's (the model's own default file would not even exist here). Its settings
+    # differ from the deployment's, so it is an experiment: its own folder, the workspace's table untouched.
     with temporary_settings(updates={PREFECT_API_URL: f"{services.prefect_url}/api"}):
         with get_client(sync_client=True) as client:
             partial = client.create_flow_run_from_deployment(dep.id, parameters={"cfg": {"eval_fraction": 0.5}})
-            wait_for(client, partial, services)
-    table = pd.read_parquet(services.out / "prompts" / "prompts.parquet")
-    assert sorted(table["prompt"]) == sorted(PROMPTS) and (table["split"] == "eval").sum() == 4
+            partial = wait_for(client, partial, services)
+    mine = pd.read_parquet(services.out / "runs" / partial.name / "prompts" / "prompts.parquet")
+    assert sorted(mine["prompt"]) == sorted(PROMPTS) and (mine["split"] == "eval").sum() == 4
+    assert pd.read_parquet(services.out / "prompts" / "prompts.parquet").equals(table)
 
 
 def wait_for(client: Any, run: Any, services: Services, timeout: float = RUN_TIMEOUT) -> Any:

@@ -18,8 +18,8 @@ Scorers (pluggable per category; each maps (image, prompt) to a score in [0, 1])
   UniDet with its own distance rule, so absolute numbers differ from published ones.
 - complex: the mean of the scorers that apply (VQA on the noun phrases, CLIP, and spatial when the
   prompt names a relation), after the reference's "3-in-1" average.
-numeracy and 3d_spatial prompts are read, but have no default scorer (their references need counting
-with UniDet and a depth model); `applies` is False for them unless a scorer is passed in.
+- numeracy and 3d_spatial: substitutes for the reference's UniDet and depth model, in
+  models.benchmarks.t2i_numeracy_3d (OWLv2 counts; OWLv2 boxes on a Depth Anything V2 depth map).
 
 The scores are graded, not pass/fail, so the benchmark registers in registries.SCORED, not BENCHMARKS."""
 
@@ -40,9 +40,10 @@ from synrank.scorer_weights import SCORERS
 from .common import BenchmarkPrompt, Weights
 from .geneval import Detector, group_detections, relative_position
 from .registries import ADAPTERS, SCORED
+from .t2i_numeracy_3d import NumeracyScorer, Spatial3dScorer
 
 ATTRIBUTE_CATEGORIES: tuple[str, ...] = ("color", "shape", "texture")
-DEFAULT_SCORED: tuple[str, ...] = (*ATTRIBUTE_CATEGORIES, "non_spatial", "spatial", "complex")
+DEFAULT_SCORED: tuple[str, ...] = T2I_CATEGORIES  # numeracy and 3d_spatial by substitutes (t2i_numeracy_3d)
 SCORER_WEIGHTS = SCORERS["t2i-compbench"]  # synrank.scorer_weights
 BLIP_WEIGHTS, BLIP_ENV = SCORER_WEIGHTS["blip"].default, SCORER_WEIGHTS["blip"].env
 CLIP_WEIGHTS, CLIP_ENV = SCORER_WEIGHTS["clip"].default, SCORER_WEIGHTS["clip"].env
@@ -181,16 +182,18 @@ class T2ICompBench:
         clip: str | None = None,
         owlv2: str | None = None,
         device: str = "cpu",
+        depth: str | None = None,
     ) -> None:
         self.scorers: dict[str, CategoryScorer] = dict(scorers or {})
-        given = {"blip": blip, "clip": clip, "owlv2": owlv2}
+        given = {"blip": blip, "clip": clip, "owlv2": owlv2, "depth": depth}
         self.weights_paths = {k: given[k] or w.path() for k, w in SCORER_WEIGHTS.items()}
         self.device = device
         self._models: dict[str, Any] = {}
 
     def weights(self) -> list[Weights]:
-        """The models the default scorers load: BLIP-VQA (attributes), CLIP (non_spatial), OWLv2 (spatial);
-        complex uses all three. Config validation checks them before any run."""
+        """The models the default scorers load: BLIP-VQA (attributes), CLIP (non_spatial), OWLv2 (spatial,
+        numeracy), a depth model (3d_spatial); complex uses the first three. Config validation checks them
+        before any run."""
         return [Weights(w.role, self.weights_paths[k], w.env) for k, w in SCORER_WEIGHTS.items()]
 
     def applies(self, meta: dict[str, Any]) -> bool:
@@ -201,13 +204,14 @@ class T2ICompBench:
     def _model(self, kind: str) -> Any:
         # Built on first use and shared between categories (complex reuses all three).
         if kind not in self._models:
-            from .vision import BlipVqa, ClipEncoder, Owlv2Detector
+            from .vision import BlipVqa, ClipEncoder, DepthModel, Owlv2Detector
 
             path = self.weights_paths[kind]
             self._models[kind] = {
                 "blip": lambda: BlipVqa(path, self.device),
                 "clip": lambda: ClipEncoder(path, "T2I-CompBench CLIP similarity", self.device),
                 "owlv2": lambda: Owlv2Detector(path, self.device),
+                "depth": lambda: DepthModel(path, self.device),
             }[kind]()
         return self._models[kind]
 
@@ -220,6 +224,10 @@ class T2ICompBench:
                 self.scorers[category] = ClipSimilarityScorer(self._model("clip"))
             elif category == "spatial":
                 self.scorers[category] = SpatialScorer(self._model("owlv2"))
+            elif category == "numeracy":
+                self.scorers[category] = NumeracyScorer(self._model("owlv2"))
+            elif category == "3d_spatial":
+                self.scorers[category] = Spatial3dScorer(self._model("owlv2"), self._model("depth"))
             elif category == "complex":
                 self.scorers[category] = ComplexScorer(
                     self.scorer("color"), self.scorer("non_spatial"), self.scorer("spatial")

@@ -195,3 +195,24 @@ class BlipVqa:
         ).last_hidden_state
         both = torch.stack([self._answer_logprob(question_states, inputs["attention_mask"], a) for a in ("yes", "no")])
         return float(torch.softmax(both, dim=0)[0])
+
+
+class DepthModel:
+    """`DepthEstimator` over a transformers depth model (AutoModelForDepthEstimation: DPT, Depth Anything),
+    whose predicted_depth is relative inverse depth, resized to the image."""
+
+    def __init__(self, path: str, device: str = "cpu") -> None:
+        folder = local_weights(path, "3d_spatial: depth model weights (AutoModelForDepthEstimation + processor)")
+        from transformers import AutoImageProcessor, AutoModelForDepthEstimation
+
+        self.processor = AutoImageProcessor.from_pretrained(folder)
+        self.model = AutoModelForDepthEstimation.from_pretrained(folder, **pretrained_kwargs()).to(device).eval()
+        self.device = device
+
+    @torch.no_grad()
+    def inverse_depth(self, image: Image.Image) -> np.ndarray:
+        """(H, W) float array for the image, larger = nearer."""
+        image = image.convert("RGB")
+        out = self.model(**self.processor(images=image, return_tensors="pt").to(self.device))
+        depth = self.processor.post_process_depth_estimation(out, target_sizes=[image.size[::-1]])[0]
+        return depth["predicted_depth"].float().cpu().numpy()
