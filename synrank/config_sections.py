@@ -304,8 +304,8 @@ class EvaluateConfig(Strict):
     benchmarks: list[str] = Field(
         default_factory=lambda: ["geneval-shapes"],
         description="Benchmarks (geneval-shapes; geneval: Mask2Former, as published; geneval-owlv2: OWLv2 in its "
-        "place, not comparable with published scores; t2i-compbench), each run on the eval prompts it applies "
-        "to; one whose scorer weights are absent is refused at config validation.",
+        "place, not comparable with published scores; t2i-compbench; dpg-bench: BLIP-VQA for mPLUG), each run "
+        "on the eval prompts it applies to; one whose scorer weights are absent is refused at config validation.",
     )
     all_generators: bool = Field(default=True, description="Also put every other generator on the benchmarks.")
 

@@ -196,17 +196,33 @@ def t2i_prompt_files(path: Path) -> list[Path]:
     return files
 
 
-def _benchmark_record(benchmark: str, category: str, key: str, value: str) -> RecordReader:
+def _benchmark_record(benchmark: str, category: str, key: str, value: str, **extra: Any) -> RecordReader:
     """A reader of one-prompt records (a T2I-CompBench line, a DPG-Bench file): the prompt is the cleaned
-    text, and meta names the benchmark, `key` and the prompt, which is what their scorers read back."""
+    text, and meta names the benchmark, `key` and the prompt (and `extra`), which is what their scorers read."""
 
     def read(text: str) -> Parsed:
         prompt = clean(text)
         if not prompt:
             raise Malformed("blank benchmark record")
-        return prompt, category, {"benchmark": benchmark, key: value, "prompt": prompt}
+        return prompt, category, {"benchmark": benchmark, key: value, "prompt": prompt, **extra}
 
     return read
+
+
+DPG_QUESTIONS = "dpg_bench.csv"
+DPG_QUESTION_FIELDS = ("proposition_id", "dependency", "category_broad", "question_natural_language")
+
+
+def dpg_questions_beside(folder: Path) -> dict[str, list[dict[str, str]]]:
+    """The questions of DPG-Bench's `dpg_bench.csv` in the prompts folder or beside it, by item_id, each with
+    the fields its scorer reads (DPG_QUESTION_FIELDS); {} when there is no such file."""
+    found = next((p for p in (folder / DPG_QUESTIONS, folder.parent / DPG_QUESTIONS) if p.is_file()), None)
+    if found is None:
+        return {}
+    return {
+        item: [{k: row.get(k, "") for k in DPG_QUESTION_FIELDS} for row in rows]
+        for item, rows in read_dpg_questions(found).items()
+    }
 
 
 def _dpg_id_key(path: Path) -> list[Any]:
@@ -250,8 +266,10 @@ def records(fmt: str, path: Path) -> Iterator[tuple[str, bytes, RecordReader]]:
             read = _benchmark_record(fmt, category, "category", category)
             yield from ((f"{f}:{n}", line, read) for n, line in enumerate(file_lines(f), start=1))
     elif fmt == "dpg-bench":
+        questions = dpg_questions_beside(path)  # what the dpg-bench scorer asks, in each prompt's meta
         for f in dpg_prompt_files(path):  # one prompt per file: the whole file is one record
-            yield str(f), f.read_bytes(), _benchmark_record(fmt, "dpg-bench", "item_id", f.stem)
+            extra = {"questions": questions.get(f.stem, [])} if questions else {}
+            yield str(f), f.read_bytes(), _benchmark_record(fmt, "dpg-bench", "item_id", f.stem, **extra)
     else:
         readers: dict[str, RecordReader] = {"text": read_text_line, "jsonl": read_jsonl_line}
         read = readers.get(fmt) or (read_geneval_line if fmt == "geneval" else PartiPromptsLines())

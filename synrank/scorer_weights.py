@@ -55,6 +55,10 @@ SCORERS: dict[str, dict[str, ScorerWeights]] = {
             "T2I-CompBench depth (Depth Anything V2)", "SYNRANK_T2I_DEPTH", "depth-anything/Depth-Anything-V2-Small-hf"
         ),
     },
+    # DPG-Bench's questions answered by BLIP-VQA in place of the reference's mPLUG-large (modelscope).
+    "dpg-bench": {
+        "vqa": ScorerWeights("DPG-Bench VQA (BLIP-VQA)", "SYNRANK_DPG_VQA", "Salesforce/blip-vqa-base"),
+    },
 }
 
 

@@ -131,7 +131,7 @@ def test_registries_and_summary() -> None:
     bench = load_benchmark("geneval")
     assert isinstance(bench, GenEval) and {"geneval", "geneval-shapes"} <= set(BENCHMARKS.names())
     assert set(ADAPTERS.names()) == {"geneval", "t2i-compbench", "dpg-bench", "partiprompts"}
-    assert SCORED.names() == ["t2i-compbench"]
+    assert SCORED.names() == ["dpg-bench", "t2i-compbench"]
     summary = bench.summarize([("counting", True), ("counting", False), ("position", True)])
     assert summary["overall"]["accuracy"] == pytest.approx(0.75)  # mean of task accuracies, not of images
     graded = T2ICompBench().summarize([("color", 0.2), ("color", 0.4), ("spatial", 1.0)], prompts=["a", "a", "b"])

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from models.benchmarks.dpg_bench import read_dpg_bench
+from models.benchmarks.dpg_bench import DPGBench, dpg_score, read_dpg_bench
 from models.benchmarks.partiprompts import category_winrates, read_partiprompts
 from models.benchmarks.t2i_compbench import (
     AttributeVqaScorer,
@@ -173,3 +173,29 @@ def test_category_winrates_on_a_hand_made_table() -> None:
         category_winrates(table, {"p1": "Animals"})
     with pytest.raises(ValueError, match="more than one score"):
         category_winrates(pd.concat([table, table.iloc[:1]]), cats)
+
+
+DPG_QUESTIONS = [  # a parent (1) with two children (2; 3 needs 1 and 2) and an independent one (4)
+    {"proposition_id": "1", "dependency": "0", "question_natural_language": "Is there a cube?"},
+    {"proposition_id": "2", "dependency": "1", "question_natural_language": "Is the cube red?"},
+    {"proposition_id": "3", "dependency": "1,2", "question_natural_language": "Is the red cube on grass?"},
+    {"proposition_id": "4", "dependency": "0", "question_natural_language": "Is it daytime?"},
+]
+
+
+def test_dpg_score_zeroes_a_question_whose_parent_is_no() -> None:
+    assert dpg_score(DPG_QUESTIONS, [True, True, True, True]) == 1.0
+    assert dpg_score(DPG_QUESTIONS, [False, True, True, True]) == 0.25  # 2 and 3 fall with 1; 4 stands
+    assert dpg_score(DPG_QUESTIONS, [True, False, True, True]) == 0.5  # 3 falls with 2
+
+
+def test_dpg_bench_asks_each_question_and_applies_only_with_questions() -> None:
+    class Vqa:
+        def vqa_yes_probability(self, image: Image.Image, question: str) -> float:
+            return {"Is there a cube?": 0.9, "Is the cube red?": 0.2}.get(question, 0.7)
+
+    bench = DPGBench(vqa=Vqa())
+    meta = {"benchmark": "dpg-bench", "item_id": "7", "prompt": "A red cube on grass.", "questions": DPG_QUESTIONS}
+    assert bench.applies(meta) and not bench.applies({**meta, "questions": []})
+    assert bench.judge(IMAGE, meta) == ("dpg-bench", 0.5)  # 1 yes, 2 no, 3 zeroed by 2, 4 yes
+    assert bench.weights()[0].path == "Salesforce/blip-vqa-base"

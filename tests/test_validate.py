@@ -43,14 +43,14 @@ BAD = [
         ["evaluate.benchmarks=[geneval-shapes, parti]"],
         "evaluate.benchmarks.1",
         "'parti'",
-        "geneval, geneval-owlv2, geneval-shapes, t2i-compbench",
+        "dpg-bench, geneval, geneval-owlv2, geneval-shapes, t2i-compbench",
     ),
     (
         "study",
         ["study.benchmark=t2i-bench"],
         "study.benchmark",
         "'t2i-bench'",
-        "geneval, geneval-owlv2, geneval-shapes, t2i-compbench",
+        "dpg-bench, geneval, geneval-owlv2, geneval-shapes, t2i-compbench",
     ),
     # No hub: GenEval's and T2I-CompBench's scorer weights are absent here, and validation names them.
     (
@@ -73,7 +73,7 @@ BAD = [
         ["evaluate.benchmarks=[]"],
         "evaluate.benchmarks",
         "[]",
-        "geneval, geneval-owlv2, geneval-shapes, t2i-compbench",
+        "dpg-bench, geneval, geneval-owlv2, geneval-shapes, t2i-compbench",
     ),
     ("train", ["train.base=nope"], "train.base", "'nope'", GENERATORS),
     ("generate", ["generate.generators=[]"], "generate.generators", "[]", "`synrank generate` needs at least one"),
