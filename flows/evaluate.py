@@ -85,7 +85,7 @@ def _images_and_scores(
     each scored by every reward; the files of earlier runs that no longer match are removed and counted."""
     device = rewards.device  # "auto" is resolved by each task, on the worker that runs it
     images = out / "images"
-    manifest, stale = generate_all(
+    made = generate_all(
         models,
         prompts,
         images,
@@ -97,6 +97,7 @@ def _images_and_scores(
         fan=generate,
         cluster=cluster,
     )
+    manifest, stale = made.manifest, made.stale_removed
     scores, _ = score_all(
         rewards.rewards,
         str(images / "manifest.parquet"),

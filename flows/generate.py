@@ -34,7 +34,7 @@ def generate_flow(
             return finished(st, out)
         prompts = pd.read_parquet(prompts_dir / "prompts.parquet")
         prompts = prompts[prompts["split"] == "train"]
-        manifest, stale = generate_all(
+        made = generate_all(
             cfg.generators,
             prompts,
             out,
@@ -47,6 +47,8 @@ def generate_flow(
             fan=cfg,
             cluster=cluster,
         )
+        manifest, stale = made.manifest, made.stale_removed
+        st.report["shards_repaired"] = made.shards_repaired  # damaged since the last run, rendered again
         # Images stored with their final latents (the train stage uses those instead of encoding the PNG).
         with_latents = int((manifest["latent_member"].fillna("") != "").sum())
         st.log(
@@ -54,6 +56,7 @@ def generate_flow(
             n_prompts=manifest["prompt_id"].nunique(),
             n_models=len(cfg.generators),
             stale_removed=stale,
+            shards_repaired=len(made.shards_repaired),
             n_latents=with_latents,
         )
         _log_prompt_fit(st, out)

@@ -37,16 +37,14 @@ def rank_flow(
             str(out / "rankings.parquet"),
             cfg.method,
             cfg.rewards,
+            cfg.complete_groups,
         )
         ranked = pd.read_parquet(out / "rankings.parquet")
         # How often each generator wins: the mean phi per model (the paper's model-quality readout).
         wins = ranked.groupby("model")["phi"].mean()
-        st.log(
-            **{f"phi_{m}": v for m, v in wins.items()},
-            n_ranked=len(ranked),
-            non_finite_left_out=st.report["non_finite_left_out"],
-            **{f"kendall_tau/{k}": v for k, v in st.report["kendall_tau"].items()},
-        )
+        counted = ("non_finite_left_out", "unscored_left_out", "prompts_lost_images")
+        st.log(**{f"phi_{m}": v for m, v in wins.items()}, n_ranked=len(ranked), **{k: st.report[k] for k in counted})
+        st.log(**{f"kendall_tau/{k}": v for k, v in st.report["kendall_tau"].items()})
         create_table_artifact(
             [{"model": m, "mean_phi": round(float(v), 4)} for m, v in wins.items()],
             key="generator-wins",
@@ -70,7 +68,17 @@ def rank_flow(
             )
         print(
             f"ranked {len(ranked)} images of {st.report['prompts']} prompts ({cfg.method}); left out "
-            f"{st.report['non_finite_left_out']} with non-finite rewards; mean phi per model: "
+            f"{st.report['non_finite_left_out']} with non-finite rewards and {st.report['unscored_left_out']} "
+            f"without a score ({_missing(st.report)}); mean phi per model: "
             + ", ".join(f"{m}={v:.3f}" for m, v in wins.items())
         )
     return str(out)
+
+
+def _missing(report: dict) -> str:
+    """'clip: 1; prompts that lost images: p1' or 'none'."""
+    if not report["missing_score"] and not report["prompts_lost_images"]:
+        return "none"
+    per_reward = ", ".join(f"{r}: {n}" for r, n in report["missing_score"].items())
+    prompts = ", ".join(report["prompts_lost_images_first"])
+    return f"missing per reward {per_reward or 'none'}; prompts that lost images: {prompts}"

@@ -142,3 +142,11 @@ def fit_prompts(
             f"truncated ({report.tokens_dropped} tokens dropped)" if mode == "truncate" else "split into chunks",
         )
     return fitted, report
+
+
+EXCERPT_CHARS = 200
+
+
+def excerpt(text: str, limit: int = EXCERPT_CHARS) -> str:
+    """`text` as reports show it: whole up to `limit` characters, else its first `limit` and its length."""
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"

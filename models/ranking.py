@@ -9,6 +9,8 @@ ranking and counted, rather than poisoning every comparison."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pandas as pd
 
@@ -71,19 +73,46 @@ def reward_agreement(scores: pd.DataFrame, prompt_of: pd.Series) -> dict[str, fl
     return out
 
 
-def rank_groups(
-    scores: pd.DataFrame, prompt_of: pd.Series, method: str = "algorithm1"
-) -> tuple[pd.DataFrame, dict[str, int]]:
-    """scores: long table (image_id, reward, score); prompt_of: image_id -> prompt_id.
-    Returns (image_id, prompt_id, phi, tau, k, advantage) and a report of what was left out. `method`
-    swaps Algorithm 1's win fraction for another aggregate (AGGREGATORS); ranking and tau stay the same.
-    `advantage` is GPO's group-relative advantage whatever the method: each reward model's raw scores
-    standardized within the prompt's group, averaged over the models (`zscore`)."""
-    aggregate = AGGREGATORS[method]
+def accounted(scores: pd.DataFrame, prompt_of: pd.Series, complete_groups: bool) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """The (image x reward) scores of the images that can be ranked, and the report that accounts for every
+    other image made: `missing_score` per reward (no row in scores.parquet), `non_finite_left_out`,
+    `unscored_left_out`, and `prompts_lost_images` (their number and the first 20 ids)."""
     wide = scores.pivot(index="image_id", columns="reward", values="score")
+    made = prompt_of.index.union(wide.index)
+    present = pd.DataFrame(False, index=made, columns=wide.columns)
+    for reward, rows in scores.groupby("reward")["image_id"]:
+        present.loc[rows.to_numpy(), reward] = True
+    wide = wide.reindex(made)
+    complete = present.all(axis=1).to_numpy()
     finite = np.isfinite(wide.to_numpy(dtype=float)).all(axis=1)
-    report = {"images": int(len(wide)), "non_finite_left_out": int((~finite).sum())}
-    wide = wide[finite]
+    lost = sorted(set(prompt_of.reindex(made[~finite]).dropna()))
+    report: dict[str, Any] = {
+        "images": int(len(made)),
+        "non_finite_left_out": int((complete & ~finite).sum()),
+        "unscored_left_out": int((~complete).sum()),
+        "missing_score": {r: int((~present[r]).sum()) for r in present.columns if (~present[r]).any()},
+        "prompts_lost_images": len(lost),
+        "prompts_lost_images_first": lost[:20],
+    }
+    keep = finite
+    if complete_groups:  # a prompt that lost an image is left out whole
+        keep = finite & ~prompt_of.reindex(made).isin(lost).to_numpy()
+        report["incomplete_groups_left_out"] = len(lost)
+    return wide[keep], report
+
+
+def rank_groups(
+    scores: pd.DataFrame, prompt_of: pd.Series, method: str = "algorithm1", complete_groups: bool = False
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """scores: long table (image_id, reward, score); prompt_of: image_id -> prompt_id for every image made.
+    Returns (image_id, prompt_id, phi, tau, k, advantage) and a report of what was left out: images with a
+    non-finite score, images some reward has no score for (per reward), and the prompts that lost images;
+    with `complete_groups` such prompts are left out whole. `method` swaps Algorithm 1's win fraction for
+    another aggregate (AGGREGATORS); ranking and tau stay the same. `advantage` is GPO's group-relative
+    advantage whatever the method: each reward model's raw scores standardized within the prompt's group,
+    averaged over the models (`zscore`)."""
+    aggregate = AGGREGATORS[method]
+    wide, report = accounted(scores, prompt_of, complete_groups)
     wide = wide.assign(prompt_id=prompt_of.reindex(wide.index).to_numpy())
     rows = []
     for pid, group in wide.groupby("prompt_id", sort=True):

@@ -55,9 +55,9 @@ def timed(kind: str, threads: int, cpus: int, n_shards: int, shard_size: int, ou
     torch.set_num_threads(threads)
     table = prompts(n_shards * shard_size // 2)
     t0 = time.perf_counter()
-    manifest, _ = generate_all(
+    manifest = generate_all(
         [spec], table, out, 2, 0, shard_size, 64, "cpu", fan=fan, cluster=ClusterConfig(num_cpus=cpus, num_gpus=0)
-    )
+    ).manifest
     seconds = time.perf_counter() - t0
     assert len(manifest) == n_shards * shard_size
     return seconds

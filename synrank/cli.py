@@ -10,7 +10,7 @@ import sys
 from collections.abc import Callable, Mapping
 
 from models.validate import load_checked_config
-from synrank.config import PARAMS_FILE, WORKSPACE, Config, ConfigError, flow_parameters
+from synrank.config import PARAMS_FILE, WORKSPACE, Config, ConfigError, base_generator, flow_parameters
 
 # Prefect 3's setting `server.ephemeral.startup_timeout_seconds` (default 20 s).
 EPHEMERAL_TIMEOUT_ENV = "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"
@@ -40,9 +40,21 @@ NEEDS = {
 }
 
 
+SAMPLING = ("sample", "pipeline", "online", "study")  # the commands that read sample.sources
+RENDERING = ("generate", "train", "evaluate", "pipeline", "online", "study")  # ... that load generators
+
+
 def missing_input(command: str, cfg: Config) -> str:
-    """One line naming the first input a single-stage command lacks and the command that makes it, or ''
-    (checked before Prefect starts, so running stages out of order costs no server start)."""
+    """One line naming the first input a command lacks (a prompt file, a model folder, a stage's output and
+    the command that makes it), or '': checked before Prefect starts, so a missing file costs no server
+    start and leaves no flow run or MLflow run behind."""
+    from synrank.inputs import missing_model, missing_source
+
+    if command in SAMPLING and (problem := missing_source(cfg.sample.sources)):
+        return problem
+    generators = [base_generator(cfg.train, cfg.generate)] if command == "train" else cfg.generate.generators
+    if command in RENDERING and (problem := missing_model(generators)):
+        return problem
     for field, name, maker in NEEDS.get(command, []):
         path = cfg.paths.resolve(field) / name
         if not path.exists():

@@ -14,7 +14,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import ConfigDict, Field, model_validator
 
 from synrank.cluster_config import ClusterConfig, FanOut
-from synrank.config_base import Strict
+from synrank.config_base import FileName, Strict
 from synrank.generator_presets import PRESETS
 from synrank.train_config import TrainConfig
 
@@ -118,7 +118,7 @@ class GeneratorSpec(Strict):
 
     model_config = ConfigDict(json_schema_extra=lambda schema: schema.pop("required", None))
 
-    name: str = Field(description="Short name used in manifests and MLflow.")
+    name: FileName = Field(description="Short name used in manifests, MLflow and file names: letters, digits, . _ -.")
     preset: Literal[("", *PRESETS)] = Field(  # type: ignore[valid-type]
         default="",
         description="A published model's settings: "
@@ -200,7 +200,9 @@ class GenerateConfig(FanOut):
 class RewardSpec(Strict):
     """One reward model: its registry kind and the weights (architecture and checkpoint) it loads."""
 
-    name: str = Field(description="Short name used in score tables and MLflow.")
+    name: FileName = Field(
+        description="Short name used in score tables, MLflow and file names: letters, digits, . _ -."
+    )
     kind: str = Field(default="clipscore", description="Key in the reward registry.")
     arch: str = Field(
         default="ViT-B-32",
@@ -251,6 +253,11 @@ class RankConfig(Strict):
         default="algorithm1", description="How per-reward scores become one phi per image."
     )
     examples: int = Field(default=4, ge=0, description="Prompts shown ranked in the run's example grid.")
+    complete_groups: bool = Field(
+        default=False,
+        description="Leave out a prompt whose group lost an image (no score from some reward, or a non-finite "
+        "one) instead of ranking the rest; either way the report counts them.",
+    )
     rewards: list[str] = Field(
         default_factory=list, description="Rank with only these reward models (names in score.rewards); empty = all."
     )

@@ -19,6 +19,8 @@ generator, not once per shard; Ray keeps its GPU workers alive for that (`max_ca
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -29,6 +31,8 @@ from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
 from synrank.cluster_config import ClusterConfig, FanOut
 from synrank.progress import progress
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 _LOADED: dict[str, Any] = {}  # this process's one loaded model: {key: model}
@@ -138,15 +142,30 @@ class Collector:
         self.done += 1
 
 
-def mark_crashed(future: PrefectFuture, err: BaseException) -> None:
+def mark_crashed(future: PrefectFuture, err: BaseException, attempts: int = 5, delay: float = 0.5) -> None:
     """Set a failed unit's task run Crashed if the server still has it in a non-final state (a process killed
-    by Ray or the OS reports nothing); a run that ended Failed by itself is left as it is."""
+    by Ray or the OS reports nothing); a run that ended Failed by itself is left as it is. Prefect records task
+    runs asynchronously (PrefectHQ/prefect#15153), so a run not found yet is read again, `attempts` times
+    `delay` seconds apart; whatever goes wrong here is logged and never replaces the unit's own failure."""
+    try:
+        _mark_crashed(future.task_run_id, err, attempts, delay)
+    except Exception as mark_err:  # noqa: BLE001 - bookkeeping; the caller reports the unit's failure
+        log.warning(f"could not mark task run {future.task_run_id} Crashed: {type(mark_err).__name__}: {mark_err}")
+
+
+def _mark_crashed(task_run_id: Any, err: BaseException, attempts: int, delay: float) -> None:
     from prefect import get_client
+    from prefect.exceptions import ObjectNotFound
     from prefect.states import Crashed
 
     with get_client(sync_client=True) as client:
-        run = client.read_task_run(future.task_run_id)
+        for attempt in range(attempts):
+            try:
+                run = client.read_task_run(task_run_id)
+                break
+            except ObjectNotFound:
+                if attempt == attempts - 1:
+                    raise
+                time.sleep(delay)
         if run.state is None or not run.state.is_final():
-            client.set_task_run_state(
-                future.task_run_id, Crashed(message=f"{type(err).__name__}: {err}"[:500]), force=True
-            )
+            client.set_task_run_state(task_run_id, Crashed(message=f"{type(err).__name__}: {err}"[:500]), force=True)

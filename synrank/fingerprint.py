@@ -8,8 +8,10 @@ A result is reused only when the content that produced it is unchanged, never be
   the id is part of the shard's file name, so a changed input never meets an old output.
 
 Hashing a large model or image folder on every run would be slow, so file ids are cached keyed by
-(path, size, mtime_ns, inode), as DVC's state database and git's index do: a file that was rewritten
-gets a new mtime and is hashed again.
+(path, size, mtime_ns, inode, ctime_ns). The first four are what DVC's state database and git's index
+trust; they are not enough: `tar -x` and `cp -p` write new bytes into the same inode and set the old mtime
+back, so a re-extracted model of the same size looks untouched. The ctime (inode change time) is set by
+the kernel on every write and cannot be set back from user space, so any rewrite re-hashes the file.
 """
 
 from __future__ import annotations
@@ -60,14 +62,14 @@ def save_cache() -> None:
 
 
 def file_id(path: Path) -> str:
-    """sha256 of a file's bytes, cached by (path, size, mtime_ns, inode)."""
+    """sha256 of a file's bytes, cached by (path, size, mtime_ns, inode, ctime_ns): see the module docstring."""
     global _dirty
     st = path.stat()
-    key, stat = str(path.resolve()), [st.st_size, st.st_mtime_ns, st.st_ino]
+    key, stat = str(path.resolve()), [st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns]
     with _lock:
         hit = _load_cache().get(key)
-        if hit and hit[:3] == stat:
-            return str(hit[3])
+        if hit and hit[:4] == stat:
+            return str(hit[4])
     h = hashlib.sha256()
     with path.open("rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):

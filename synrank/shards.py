@@ -10,13 +10,18 @@ from __future__ import annotations
 
 import io
 import tarfile
+import zlib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
 
 from synrank import storage
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 LATENT_SUFFIX = ".latent.npy"
 
@@ -68,13 +73,54 @@ def read_shard(location: str, root: Path) -> Iterator[tuple[str, bytes]]:
                 yield info.name, f.read()
 
 
+UNREADABLE = (tarfile.TarError, EOFError, zlib.error)  # what a truncated or damaged tar raises
+
+
+class ShardUnreadable(RuntimeError):
+    """A shard that cannot be read, in one line: the shard and the command that re-renders it."""
+
+
+def unreadable(shard: str, err: BaseException) -> ShardUnreadable:
+    """The one message for a shard that cannot be read."""
+    return ShardUnreadable(
+        f"shard '{shard}' cannot be read ({type(err).__name__}: {err}); `synrank generate` checks every shard "
+        "against the manifest and renders a damaged one again"
+    )
+
+
+def shard_problem(piece: pd.DataFrame, root: Path) -> str:
+    """Why a finished shard no longer holds what its manifest piece says ('' if it does): the tar does not
+    open, or a member is missing or its sha256 differs (the PNG, and the latents where recorded)."""
+    import hashlib
+
+    try:
+        members = dict(read_shard(str(piece["shard"].iloc[0]), root))
+    except (*UNREADABLE, OSError) as err:
+        return f"does not open ({type(err).__name__}: {err})"
+    checks = [("member", "sha256"), ("latent_member", "latent_sha256")]
+    for row in piece.to_dict("records"):
+        for name_col, sha_col in checks:
+            name, sha = row.get(name_col) or "", row.get(sha_col) or ""
+            if not name or not sha:
+                continue
+            if name not in members:
+                return f"has no member '{name}'"
+            if hashlib.sha256(members[name]).hexdigest() != sha:
+                return f"member '{name}' differs from the manifest's sha256"
+    return ""
+
+
 def load_members(root: Path | str, rows: Iterable[tuple[str, str]]) -> list[bytes]:
-    """The bytes of (shard location, member) pairs, in order, reading each shard once."""
+    """The bytes of (shard location, member) pairs, in order, reading each shard once. ShardUnreadable names a
+    shard that does not open."""
     rows, root = list(rows), Path(root)
     wanted: dict[str, dict[str, bytes]] = {s: {} for s, _ in rows}
     for shard, members in wanted.items():
         names = {m for s, m in rows if s == shard}
-        members.update((n, d) for n, d in read_shard(shard, root) if n in names)
+        try:
+            members.update((n, d) for n, d in read_shard(shard, root) if n in names)
+        except UNREADABLE as err:
+            raise unreadable(shard, err) from None
     for shard, member in rows:
         if member not in wanted[shard]:
             raise FileNotFoundError(f"'{member}' is missing from shard '{shard}' (root {root})")
@@ -82,8 +128,16 @@ def load_members(root: Path | str, rows: Iterable[tuple[str, str]]) -> list[byte
 
 
 def load_images(root: Path | str, rows: Iterable[tuple[str, str]]) -> list[Image.Image]:
-    """Images for (shard location, member) pairs, reading each shard once."""
-    return [Image.open(io.BytesIO(data)).convert("RGB") for data in load_members(root, rows)]
+    """Images for (shard location, member) pairs, reading each shard once; ShardUnreadable names a shard that
+    does not open or a member that is not a readable image."""
+    rows = list(rows)
+    images = []
+    for (shard, member), data in zip(rows, load_members(root, rows)):
+        try:
+            images.append(Image.open(io.BytesIO(data)).convert("RGB"))
+        except (OSError, SyntaxError, ValueError) as err:  # what PIL raises for damaged image bytes
+            raise unreadable(f"{shard}' member '{member}", err) from None
+    return images
 
 
 def load_arrays(root: Path | str, rows: Iterable[tuple[str, str]]) -> list[np.ndarray]:

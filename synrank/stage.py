@@ -29,6 +29,18 @@ from synrank.fingerprint import STAMP, save_cache
 from synrank.stamp import Params, fingerprint, is_current, output_id, read_stamp, section_dict
 
 
+def log_results(name: str, st: Stage) -> None:
+    """The stage's metrics under MLflow-valid names (tracking.metric_key; a renamed one is listed in the
+    report's `metric_names`) and its report as `<name>_report.json`."""
+    keys = {k: tracking.metric_key(k) for k in st.metrics}
+    if renamed := {k: v for k, v in keys.items() if k != v}:
+        st.report["metric_names"] = renamed
+    if st.metrics:
+        mlflow.log_metrics({keys[k]: v for k, v in st.metrics.items()})
+    if st.report:
+        mlflow.log_dict(st.report, f"{name}_report.json")
+
+
 def run_params(name: str, params: Params) -> dict[str, str]:
     """A stage run's MLflow params, named as the pipeline's parent run names them (params.yaml's keys):
     its own section under the stage's name (`train.steps`), any other part of `params` under its key
@@ -121,6 +133,10 @@ def stage_run(
             yield st
             if not st.up_to_date:
                 st.metrics.setdefault("seconds", time.time() - t0)
+            # Tracked first: a run whose metrics MLflow refused leaves no stamp, so a rerun does the work
+            # again instead of calling a run with no numbers up to date.
+            log_results(name, st)
+            if not st.up_to_date:
                 # Written last: only a run that got here vouches for the folder's content.
                 write_json(
                     out / STAMP,
@@ -133,8 +149,4 @@ def stage_run(
                     },
                 )
             save_cache()
-            if st.metrics:
-                mlflow.log_metrics({tracking.metric_key(k): v for k, v in st.metrics.items()})
-            if st.report:
-                mlflow.log_dict(st.report, f"{name}_report.json")
     print(f"[{name}] {'up to date, skipped' if st.up_to_date else 'done'} -> {out}")

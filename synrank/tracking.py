@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import subprocess
@@ -149,10 +150,18 @@ def data_version() -> str:
     return str(outs[0].get("md5", "unknown"))
 
 
+MAX_KEY = 250  # MLflow's limit on a metric or param name
+
+
 def metric_key(name: str) -> str:
-    """MLflow accepts letters, digits and `_-. /` in metric names; anything else (a PartiPrompts
-    category such as 'Food & Beverage') becomes '_'."""
-    return re.sub(r"[^\w\-. /]", "_", name)
+    """A name MLflow accepts for `name`: letters, digits and `_-. /` only (anything else, as in the PartiPrompts
+    category 'Food & Beverage', becomes '_'); no empty, '.' or '..' path segment (a category 'a/' or 'a//b'
+    would make one); at most 250 characters (a longer one keeps its start and a hash of the whole)."""
+    key = re.sub(r"[^\w\-. /]", "_", name)
+    key = "/".join("_" if part.strip() in ("", ".", "..") else part for part in key.split("/"))
+    if len(key) > MAX_KEY:
+        key = f"{key[: MAX_KEY - 17]}-{hashlib.sha256(name.encode()).hexdigest()[:16]}"
+    return key
 
 
 def flatten(prefix: str, obj: object) -> dict[str, str]:

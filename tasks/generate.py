@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import shutil
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -34,7 +35,7 @@ from synrank.config import GeneratorSpec
 from synrank.device import pick_device
 from synrank.fanout import Collector, Engine, keep_loaded, open_engine
 from synrank.fingerprint import generator_id, sha256_text, shard_id
-from synrank.shards import LATENT_SUFFIX, npy_bytes, png_bytes, shape_text, write_shard
+from synrank.shards import LATENT_SUFFIX, npy_bytes, png_bytes, shape_text, shard_problem, write_shard
 
 # What a shard holds besides its rows' images; part of every shard's id, so that shards written before
 # the latents were stored (same generator, same rows) are rendered again instead of being reused.
@@ -223,15 +224,32 @@ def render_plans(
     device: str,
     fan: FanOut,
     cluster: ClusterConfig,
-) -> None:
+) -> list[str]:
     """Render the missing shards of every (generator, plan) on `fan`'s engine, writing each manifest piece as
-    its shard finishes. Raises ShardTasksFailed after writing every shard that did not fail."""
+    its shard finishes; a finished shard that no longer matches its piece is rendered again. Returns those
+    shards. Raises ShardTasksFailed after writing every shard that did not fail."""
     sweep_temporaries(out, [spec for spec, _ in plans.values()])
+    repaired = [r for _, plan in plans.values() for r in unmark_damaged(plan, out)]
     with open_engine(fan, cluster) as engine:
         collect = Collector(engine, write_pieces(out), "generate")
         for spec, plan in plans.values():
             submit_generator(engine, collect, spec, plan, out, batch_size, device, fan.shards_per_task)
         collect.finish()
+    return repaired
+
+
+def unmark_damaged(plan: pd.DataFrame, out: Path) -> list[str]:
+    """Check every finished shard of `plan` against its manifest piece (synrank.shards.shard_problem): one that
+    does not open or whose bytes changed loses its piece, so this run renders it again. Returns their names."""
+    damaged = []
+    for piece in sorted(plan["piece"].unique()):
+        if not (out / piece).exists():
+            continue
+        if problem := shard_problem(pd.read_parquet(out / piece), out):
+            print(f"[generate] shard {Path(piece).stem} {problem}: rendering it again")
+            (out / piece).unlink()
+            damaged.append(Path(piece).stem)
+    return damaged
 
 
 def render_shard(
@@ -266,7 +284,7 @@ def fit_to_window(gen, prompts: list[str]) -> tuple[dict[str, str], dict | None]
     """(prompt -> the text the generator is given: the prompt, or its longest whole-word prefix that fits the
     generator's text window; the report of what was cut, None for a generator without a window). Written by
     the driver to prompt_fit/<generator>.json (and the stage's report): a cut is counted, never silent."""
-    from models.prompt_fit import fit_prompts
+    from models.prompt_fit import excerpt, fit_prompts
 
     window = gen.text_window()
     if window is None:
@@ -276,7 +294,7 @@ def fit_to_window(gen, prompts: list[str]) -> tuple[dict[str, str], dict | None]
     summary = {k: v for k, v in report.as_dict().items() if k != "over_limit_ids"}
     return dict(zip(prompts, texts)), {
         **summary,
-        "examples": [prompts[i] for i in report.over_limit_ids[:10]],
+        "examples": [excerpt(prompts[i]) for i in report.over_limit_ids[:10]],  # a report stays small
         "encoders": encoder_cuts(gen, texts, window[0], summary),
     }
 
@@ -304,6 +322,16 @@ def truncation_report(out: Path) -> dict[str, dict]:
     return {f.stem: json.loads(f.read_text()) for f in sorted((out / "prompt_fit").glob("*.json"))}
 
 
+@dataclass
+class Generated:
+    """What generate_all made: the manifest, how many files of earlier runs it no longer uses were removed, and
+    the finished shards it found damaged (they do not open, or their bytes changed) and rendered again."""
+
+    manifest: pd.DataFrame
+    stale_removed: int
+    shards_repaired: list[str]
+
+
 def generate_all(
     specs: list[GeneratorSpec],
     prompts: pd.DataFrame,
@@ -316,10 +344,9 @@ def generate_all(
     store: str = "",
     fan: FanOut | None = None,
     cluster: ClusterConfig | None = None,
-) -> tuple[pd.DataFrame, int]:
+) -> Generated:
     """Plan, render (on `fan`'s engine: synrank.fanout) and collect every generator's images (`images_per_prompt`
-    each, or the generator's own images_per_prompt); returns the
-    manifest and how many files of earlier runs that the manifest no longer uses were removed.
+    each, or the generator's own images_per_prompt).
     Raises ShardTasksFailed after writing every shard that did not fail."""
     fan = fan or FanOut()
     check_generators(specs)
@@ -331,9 +358,11 @@ def generate_all(
         plan_path = out / "plans" / f"{spec.name}.parquet"
         plan_path.parent.mkdir(parents=True, exist_ok=True)
         plans[spec.name].to_parquet(plan_path, index=False)
-    render_plans({s.name: (s, plans[s.name]) for s in specs}, out, batch_size, device, fan, cluster or ClusterConfig())
+    repaired = render_plans(
+        {s.name: (s, plans[s.name]) for s in specs}, out, batch_size, device, fan, cluster or ClusterConfig()
+    )
     manifest = pd.read_parquet(write_manifest([str(out / "plans" / f"{s.name}.parquet") for s in specs], str(out)))
-    return manifest, remove_stale(out, manifest)
+    return Generated(manifest, remove_stale(out, manifest), repaired)
 
 
 @task(name="write-manifest")

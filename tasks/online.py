@@ -80,17 +80,12 @@ def rounds_markdown(rows: list[dict], benchmark: str) -> str:
 
 @task(name="fuse-tuned")
 def fuse_tuned(model_dir: str, out_dir: str) -> GeneratorSpec:
-    """The tuned model as one diffusers pipeline folder (LoRA fused into the weights)."""
-    from diffusers import DiffusionPipeline
-
-    from synrank.models_io import resolve_model_path
+    """The tuned model as one diffusers pipeline folder (LoRA fused into the weights). Loaded by the one
+    generator loader (models.generators.load_generator), so the safetensors-only rule holds here too."""
+    from models.generators import load_generator
 
     base, tuned = tuned_spec(Path(model_dir))
     if not tuned.lora:
         return tuned.model_copy(update={"name": base.name})
-    pipe = DiffusionPipeline.from_pretrained(resolve_model_path(base.path, f"generator '{base.name}'"))
-    pipe.load_lora_weights(tuned.lora)
-    pipe.fuse_lora()
-    pipe.unload_lora_weights()
-    pipe.save_pretrained(out_dir, safe_serialization=True)
+    load_generator(tuned).pipe.save_pretrained(out_dir, safe_serialization=True)  # the LoRA fused on load
     return base.model_copy(update={"path": out_dir, "lora": ""})

@@ -15,12 +15,18 @@ from synrank.shards import load_images
 
 @task(name="rank-images", task_run_name="rank[{method}]")
 def rank_images(
-    scores_path: str, manifest_path: str, out_path: str, method: str, rewards: list[str] | None = None
+    scores_path: str,
+    manifest_path: str,
+    out_path: str,
+    method: str,
+    rewards: list[str] | None = None,
+    complete_groups: bool = False,
 ) -> dict:
     """RankDPO's Algorithm 1 (arXiv 2410.18013; or `method`'s aggregate, models.ranking.AGGREGATORS) over each
     prompt's images: reads scores.parquet (image_id, reward, score) and the manifest, keeps only `rewards` when
     given, writes `out_path` (image_id, prompt_id, phi, tau, k, advantage, model). Returns the report of
-    models.ranking.rank_groups (images, non_finite_left_out, prompts, prompts_single_image) plus kendall_tau,
+    models.ranking.rank_groups (images, non_finite_left_out, unscored_left_out, missing_score,
+    prompts_lost_images, prompts, prompts_single_image) plus kendall_tau,
     the mean per-prompt Kendall tau per reward pair. ValueError names a reward in `rewards` that was not
     scored; KeyError for an unknown `method`."""
     manifest = pd.read_parquet(manifest_path)
@@ -31,7 +37,7 @@ def rank_images(
         if missing := [r for r in rewards if r not in known]:
             raise ValueError(f"rank.rewards: {', '.join(missing)} not scored; scored rewards: {', '.join(known)}")
         scores = scores[scores["reward"].isin(rewards)]
-    ranked, report = rank_groups(scores, prompt_of, method)
+    ranked, report = rank_groups(scores, prompt_of, method, complete_groups)
     ranked = ranked.merge(manifest[["image_id", "model"]], on="image_id")
     ranked.to_parquet(out_path, index=False)
     report["kendall_tau"] = reward_agreement(scores, prompt_of)

@@ -60,7 +60,8 @@ def _generate(
     """(manifest, stale files removed, the shards rendered by this call)."""
     with mp.context() as m:
         rendered = Counter(m, tasks.generate, "write_shard")
-        manifest, stale = generate_all(specs, _prompts(texts), out, k, seed, 1, 4, "cpu")
+        made = generate_all(specs, _prompts(texts), out, k, seed, 1, 4, "cpu")
+        manifest, stale = made.manifest, made.stale_removed
     return manifest, stale, [c[0] for c in rendered.calls]
 
 

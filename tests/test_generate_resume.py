@@ -69,6 +69,9 @@ def _env() -> dict[str, str]:
 def test_missing_model_fails_before_generating(world: Path) -> None:
     params = _params(world, world / "missing", world / "no-such-model")
     res = subprocess.run(_cmd(params), cwd=ROOT, env=_env(), capture_output=True, text=True)
-    assert res.returncode != 0
-    assert f"generator 'g': model path '{world / 'no-such-model'}' does not exist" in res.stderr
+    assert res.returncode == 2  # before Prefect starts: one line naming the setting and the path
+    assert res.stderr == (
+        f"synrank: generate.generators.0.path (generator 'g'): model path '{world / 'no-such-model'}' does not "
+        f"exist (looked at {world / 'no-such-model'})\n"
+    )
     assert not list((world / "missing" / "images").rglob("*.tar"))

@@ -43,6 +43,27 @@ def test_rank_groups_table_and_non_finite_rewards() -> None:
     assert report["non_finite_left_out"] == 1 and report["prompts_single_image"] == 1
 
 
+def test_an_image_without_a_score_is_counted_and_its_prompt_named() -> None:
+    """Rows of a2 are missing from scores.parquet (both rewards), b1's for r2 only: neither vanishes unseen."""
+    scores = pd.DataFrame(
+        {
+            "image_id": ["a0", "a1", "b0", "b1", "a0", "a1", "b0"],
+            "reward": ["r1", "r1", "r1", "r1", "r2", "r2", "r2"],
+            "score": [3.0, 2.0, 0.5, 0.4, 1.0, 3.0, 0.1],
+        }
+    )
+    prompt_of = pd.Series({"a0": "A", "a1": "A", "a2": "A", "b0": "B", "b1": "B", "c0": "C", "c1": "C"})
+    scores = pd.concat([scores, pd.DataFrame({"image_id": ["c0", "c1"] * 2, "reward": ["r1", "r1", "r2", "r2"],
+                                              "score": [1.0, 2.0, 1.0, 2.0]})])  # fmt: skip
+    out, report = rank_groups(scores, prompt_of)
+    assert sorted(out["image_id"]) == ["a0", "a1", "b0", "c0", "c1"]  # A ranked with 2 of 3, B with 1 of 2
+    assert (report["images"], report["unscored_left_out"], report["non_finite_left_out"]) == (7, 2, 0)
+    assert report["missing_score"] == {"r1": 1, "r2": 2}  # a2 under both, b1 under r2
+    assert (report["prompts_lost_images"], report["prompts_lost_images_first"]) == (2, ["A", "B"])
+    complete, report = rank_groups(scores, prompt_of, complete_groups=True)
+    assert sorted(complete["image_id"]) == ["c0", "c1"] and report["incomplete_groups_left_out"] == 2
+
+
 def test_aggregation_variants_by_hand() -> None:
     r = np.array([[1.0, 0.0], [0.0, 0.0]])
     # Bradley-Terry: image 0 vs 1 is sigma(1) under reward 0 and sigma(0) = 0.5 under reward 1.

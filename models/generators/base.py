@@ -62,6 +62,46 @@ def pickle_weight_files(path: str | Path) -> list[Path]:
     return found
 
 
+PICKLE_MAGIC = (b"PK\x03\x04", b"\x80")  # torch.save's zip archive; a bare pickle's protocol byte
+
+
+class WeightsFileError(ValueError):
+    """A weights file that cannot be read, in one line: the model, its component and the file."""
+
+
+def broken_safetensors(path: Path) -> str:
+    """Why the .safetensors file `path` cannot be read ('' if its header parses): a pickle saved under that
+    name, or a truncated or otherwise damaged file. Reads the header only."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), "pt"):
+            return ""
+    except Exception as err:  # noqa: BLE001 - SafetensorError and OSError alike: the reason is what matters
+        with path.open("rb") as f:
+            head = f.read(4)
+        if head.startswith(PICKLE_MAGIC):
+            return "is a pickle (torch.save), not safetensors, under a .safetensors name"
+        return f"is not a readable safetensors file ({str(err).splitlines()[0] if str(err) else type(err).__name__})"
+
+
+def check_weight_files(paths: Iterable[str | Path], what: str) -> None:
+    """Raise WeightsFileError for the first .safetensors file under `paths` (a file, or a model folder and its
+    components) that cannot be read, naming `what`, the component and the file: a load would otherwise end
+    in a bare "incomplete metadata" after a long traceback."""
+    for root in map(Path, paths):
+        if root.is_file():
+            files = [root]
+        elif root.is_dir():
+            files = [f for folder in _weight_folders(root) for f in sorted(folder.glob("*.safetensors"))]
+        else:
+            continue
+        for f in files:
+            if f.suffix == ".safetensors" and (why := broken_safetensors(f)):
+                component = f.parent.name if f.parent != root else "(the folder itself)"
+                raise WeightsFileError(f"{what}: component '{component}': '{f}' {why}")
+
+
 def refuse_pickle(paths: Iterable[str | Path], allow_pickle: bool, what: str, setting: str) -> None:
     """Raise PickleWeightsError naming the first pickled weight file under `paths` (see pickle_weight_files)
     and the setting that allows it, unless allow_pickle. `setting`: where allow_pickle is set, in words."""
@@ -166,7 +206,9 @@ class DiffusersBackend:
         if lora:
             # The class tells before the (slow) load; the generic DiffusionPipeline only once loaded.
             self._require_lora_support(self.pipeline_type())
-        self.weights_kwargs = pickle_policy(spec, [*self.weight_paths(source), *([lora] if lora else [])])
+        local = [*self.weight_paths(source), *([lora] if lora else [])]
+        self.weights_kwargs = pickle_policy(spec, local)
+        check_weight_files(local, f"generator '{spec.name}'")  # a damaged file named in one line, before loading
         self.pipe = self.load(source)
         if lora:
             self._require_lora_support(type(self.pipe))

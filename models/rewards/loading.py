@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from models.generators.base import PickleWeightsError, pickle_error
+from models.generators.base import PickleWeightsError, WeightsFileError, check_weight_files, pickle_error
 from synrank.config import RewardSpec
 from synrank.models_io import resolve_model_path
 
@@ -31,12 +31,13 @@ def load_state_dict_file(path: str, what: str, allow_pickle: bool = False) -> di
         if Path(path).suffix == ".safetensors":
             from safetensors.torch import load_file
 
+            check_weight_files([path], what)
             obj = load_file(path, device="cpu")
         elif not allow_pickle:
             raise pickle_error(what, path, REWARD_SETTING)
         else:
             obj = torch.load(path, map_location="cpu", weights_only=True)
-    except PickleWeightsError:
+    except (PickleWeightsError, WeightsFileError):
         raise
     except Exception as err:  # a pickled object (not a state_dict) or a corrupt file
         raise ValueError(
@@ -111,6 +112,7 @@ def _safetensors_only(what: str, allow_pickle: bool) -> Iterator[None]:
     def checked(checkpoint_path: str, *args: Any, **kwargs: Any) -> Any:
         if not str(checkpoint_path).endswith(".safetensors"):
             raise pickle_error(what, checkpoint_path, REWARD_SETTING)
+        check_weight_files([checkpoint_path], what)
         return original(checkpoint_path, *args, **kwargs)
 
     factory.load_state_dict = checked
