@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from models.generators.base import refuse_pickle
+from models.generators.base import check_weight_files, refuse_pickle
 from models.rewards.loading import REWARD_SETTING, check_batch, hf_token_window, pooled, unique_prompts
 from models.rewards.preprocess import from_hf_image_processor
 from models.rewards.registry import REWARDS
@@ -56,6 +56,7 @@ class PickScore:
         # safetensors only unless allow_pickle: a clear message for a local folder, transformers' own
         # check (use_safetensors=True) for a hub id.
         refuse_pickle([model_path], spec.allow_pickle, what, REWARD_SETTING)
+        check_weight_files([model_path], what)  # a damaged file named in one line, before loading
         safe = None if spec.allow_pickle else True
         self.model = CLIPModel.from_pretrained(model_path, use_safetensors=safe).to(device).eval()
 
