@@ -85,15 +85,15 @@ def _images_and_scores(
     each scored by every reward; the files of earlier runs that no longer match are removed and counted."""
     device = rewards.device  # "auto" is resolved by each task, on the worker that runs it
     images = out / "images"
-    made = generate_all(
+    made = generate_all(  # rendered as the generate stage renders: its shard size, batch and device
         models,
         prompts,
         images,
         cfg.images_per_prompt,
         cfg.seed,
-        shard_size=256,
+        shard_size=generate.shard_size,
         batch_size=generate.batch_size,
-        device=device,
+        device=generate.device,
         fan=generate,
         cluster=cluster,
     )

@@ -76,7 +76,7 @@ def load_for_training(spec: GeneratorSpec, cfg: TrainConfig, device, precision: 
     pipe = DiffusionPipeline.from_pretrained(source, **pickle_policy(spec, [source]), **dtype)
     pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
-    model = pipe.transformer if getattr(pipe, "transformer", None) is not None else pipe.unet
+    model = getattr(pipe, denoiser_name(pipe))
     for name in ENCODERS:
         if getattr(pipe, name, None) is not None:
             getattr(pipe, name).requires_grad_(False)
@@ -366,6 +366,12 @@ def release_encoders(pipe) -> None:
             part.to("cpu")
 
 
+def denoiser_name(pipe) -> str:
+    """'transformer' (SD3, PixArt) or 'unet' (SD1.5, SDXL): the one test that both picks the denoiser to train
+    and names it when saving (a pipeline may carry a `transformer` attribute that is None)."""
+    return "transformer" if getattr(pipe, "transformer", None) is not None else "unet"
+
+
 def save_tuned(model, pipe, spec: GeneratorSpec, cfg: TrainConfig, out_dir: Path) -> None:
     """LoRA -> pytorch_lora_weights.safetensors (loadable with pipe.load_lora_weights);
     full -> a whole diffusers pipeline folder. tuned.json says which, and from which base."""
@@ -375,10 +381,9 @@ def save_tuned(model, pipe, spec: GeneratorSpec, cfg: TrainConfig, out_dir: Path
         from peft.utils import get_peft_model_state_dict
 
         layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(model))
-        key = "transformer_lora_layers" if hasattr(pipe, "transformer") else "unet_lora_layers"
-        type(pipe).save_lora_weights(out_dir, **{key: layers}, safe_serialization=True)
+        type(pipe).save_lora_weights(out_dir, **{f"{denoiser_name(pipe)}_lora_layers": layers}, safe_serialization=True)
     else:
-        setattr(pipe, "transformer" if hasattr(pipe, "transformer") else "unet", model)
+        setattr(pipe, denoiser_name(pipe), model)
         pipe.save_pretrained(out_dir / "pipeline", safe_serialization=True)
     kind = "lora" if cfg.lora_rank > 0 else "full"
     (out_dir / "tuned.json").write_text(json.dumps({"base": spec.model_dump(), "kind": kind}, indent=2) + "\n")

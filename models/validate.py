@@ -235,7 +235,8 @@ def check_group_size(cfg: Config, command: str) -> None:
         "objective without pairs"
     )
     allowed = [o for o in registries()["objective"] if o not in pairs]
-    if cfg.train.objective in pairs and reads(command, "train"):
+    # `synrank online` trains with online.objective on its own groups of online.images_per_prompt (>= 2).
+    if cfg.train.objective in pairs and reads(command, "train") and command != "online":
         raise _refuse("train.objective", cfg.train.objective, problem, allowed)
     for i, arm in enumerate(cfg.study.arms if reads(command, "study") else []):
         if arm.objective in pairs:
