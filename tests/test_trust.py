@@ -30,12 +30,12 @@ def test_weights_replaced_in_place_with_the_old_size_and_mtime_rerender_every_im
 
     build_tiny_sd(tmp_path / "model", seed=4, channels=(16, 32))
     build_tiny_sd(tmp_path / "other", seed=5, channels=(16, 32))  # same shapes, other weights
-    (tmp_path / "p.txt").write_text("".join(f"a photo of {i} red circles\n" for i in range(6)))
+    (tmp_path / "p.txt").write_text("".join(f"a photo of {i} red circles\n" for i in range(3)))
     paths = Paths(prompts=str(tmp_path / "prompts"), images=str(tmp_path / "images"))
     tracking = TrackingConfig(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db", experiment="trust")
     sample_flow(SampleConfig(sources=[{"path": str(tmp_path / "p.txt")}], eval_fraction=0.0), paths, tracking)
-    spec = {"name": "g", "path": str(tmp_path / "model"), "steps": 2, "height": 32, "width": 32}
-    cfg = GenerateConfig(generators=[spec], images_per_prompt=2, batch_size=4, shard_size=4)
+    spec = {"name": "g", "path": str(tmp_path / "model"), "steps": 1, "height": 32, "width": 32}
+    cfg = GenerateConfig(generators=[spec], images_per_prompt=2, batch_size=6, shard_size=3)
     generate_flow(cfg, paths=paths, tracking=tracking)
     before = pd.read_parquet(tmp_path / "images" / "manifest.parquet").set_index("image_id")["sha256"]
     for part in ("unet", "text_encoder"):
@@ -43,7 +43,7 @@ def test_weights_replaced_in_place_with_the_old_size_and_mtime_rerender_every_im
             overwrite_in_place(f, tmp_path / "other" / part / f.name)
     generate_flow(cfg, paths=paths, tracking=tracking)
     after = pd.read_parquet(tmp_path / "images" / "manifest.parquet").set_index("image_id")["sha256"]
-    assert len(after) == 12 and not (after.reindex(before.index) == before).any()  # all 12 re-rendered
+    assert len(after) == 6 and not (after.reindex(before.index) == before).any()  # all 6 rendered again
 
 
 def test_a_1_mib_prompt_leaves_a_small_stamp_and_report(tmp_path: Path) -> None:
@@ -226,12 +226,12 @@ def test_a_flipped_or_truncated_shard_is_rendered_again_and_score_names_it(tmp_p
     from synrank.shards import ShardUnreadable, load_images
 
     build_tiny_sd(tmp_path / "model", seed=4, channels=(16, 32))
-    (tmp_path / "p.txt").write_text("".join(f"a photo of {i} red circles\n" for i in range(4)))
+    (tmp_path / "p.txt").write_text("".join(f"a photo of {i} red circles\n" for i in range(2)))
     paths = Paths(prompts=str(tmp_path / "prompts"), images=str(tmp_path / "images"))
     tracking = TrackingConfig(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db", experiment="trust")
     sample_flow(SampleConfig(sources=[{"path": str(tmp_path / "p.txt")}], eval_fraction=0.0), paths, tracking)
     spec = {"name": "g", "path": str(tmp_path / "model"), "steps": 1, "height": 32, "width": 32}
-    cfg = GenerateConfig(generators=[spec], images_per_prompt=2, batch_size=4, shard_size=4)
+    cfg = GenerateConfig(generators=[spec], images_per_prompt=2, batch_size=4, shard_size=2)
     generate_flow(cfg, paths=paths, tracking=tracking)
     images = tmp_path / "images"
     manifest = pd.read_parquet(images / "manifest.parquet")
