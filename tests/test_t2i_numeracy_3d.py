@@ -51,7 +51,7 @@ def test_3d_spatial_compares_the_depth_inside_each_box() -> None:
     assert score(IMAGE, "a cat behind a sofa") == 0.0
     assert score(IMAGE, "a sofa hidden by a box") == 1.0
     assert score(IMAGE, "a cat in front of a table") == 0.0  # no table
-    with pytest.raises(ValueError, match="no depth relation"):
+    with pytest.raises(ValueError, match="no 3d_spatial relation"):
         score(IMAGE, "a cat near a sofa")
 
 

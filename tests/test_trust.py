@@ -4,6 +4,7 @@ reports that stay small. Each test failed on the main before the fix."""
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -24,25 +25,36 @@ def overwrite_in_place(target: Path, source: Path) -> None:
     assert (after.st_ino, after.st_size, after.st_mtime_ns) == (before.st_ino, before.st_size, before.st_mtime_ns)
 
 
-def test_weights_replaced_in_place_with_the_old_size_and_mtime_rerender_every_image(tmp_path: Path) -> None:
+def generated(tmp_path: Path, n_prompts: int, shard_size: int) -> tuple[Callable[[], None], Path]:
+    """A tiny generator (tmp_path/model) over `n_prompts` prompts, 2 images each, generated once; returns the
+    generate stage's rerun and the images folder."""
     from flows.generate import generate_flow
     from flows.sample import sample_flow
 
     build_tiny_sd(tmp_path / "model", seed=4, channels=(16, 32))
-    build_tiny_sd(tmp_path / "other", seed=5, channels=(16, 32))  # same shapes, other weights
-    (tmp_path / "p.txt").write_text("".join(f"a photo of {i} red circles\n" for i in range(3)))
+    (tmp_path / "p.txt").write_text("".join(f"a photo of {i} red circles\n" for i in range(n_prompts)))
     paths = Paths(prompts=str(tmp_path / "prompts"), images=str(tmp_path / "images"))
     tracking = TrackingConfig(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db", experiment="trust")
     sample_flow(SampleConfig(sources=[{"path": str(tmp_path / "p.txt")}], eval_fraction=0.0), paths, tracking)
     spec = {"name": "g", "path": str(tmp_path / "model"), "steps": 1, "height": 32, "width": 32}
-    cfg = GenerateConfig(generators=[spec], images_per_prompt=2, batch_size=6, shard_size=3)
-    generate_flow(cfg, paths=paths, tracking=tracking)
-    before = pd.read_parquet(tmp_path / "images" / "manifest.parquet").set_index("image_id")["sha256"]
+    cfg = GenerateConfig(generators=[spec], images_per_prompt=2, batch_size=6, shard_size=shard_size)
+
+    def rerun() -> None:
+        generate_flow(cfg, paths=paths, tracking=tracking)
+
+    rerun()
+    return rerun, tmp_path / "images"
+
+
+def test_weights_replaced_in_place_with_the_old_size_and_mtime_rerender_every_image(tmp_path: Path) -> None:
+    rerun, images = generated(tmp_path, n_prompts=3, shard_size=3)
+    build_tiny_sd(tmp_path / "other", seed=5, channels=(16, 32))  # same shapes, other weights
+    before = pd.read_parquet(images / "manifest.parquet").set_index("image_id")["sha256"]
     for part in ("unet", "text_encoder"):
         for f in (tmp_path / "model" / part).glob("*.safetensors"):
             overwrite_in_place(f, tmp_path / "other" / part / f.name)
-    generate_flow(cfg, paths=paths, tracking=tracking)
-    after = pd.read_parquet(tmp_path / "images" / "manifest.parquet").set_index("image_id")["sha256"]
+    rerun()
+    after = pd.read_parquet(images / "manifest.parquet").set_index("image_id")["sha256"]
     assert len(after) == 6 and not (after.reindex(before.index) == before).any()  # all 6 rendered again
 
 
@@ -221,19 +233,9 @@ def test_a_truncated_or_disguised_weights_file_is_named_with_its_generator_and_c
 def test_a_flipped_or_truncated_shard_is_rendered_again_and_score_names_it(tmp_path: Path) -> None:
     import pytest
 
-    from flows.generate import generate_flow
-    from flows.sample import sample_flow
     from synrank.shards import ShardUnreadable, load_images
 
-    build_tiny_sd(tmp_path / "model", seed=4, channels=(16, 32))
-    (tmp_path / "p.txt").write_text("".join(f"a photo of {i} red circles\n" for i in range(2)))
-    paths = Paths(prompts=str(tmp_path / "prompts"), images=str(tmp_path / "images"))
-    tracking = TrackingConfig(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db", experiment="trust")
-    sample_flow(SampleConfig(sources=[{"path": str(tmp_path / "p.txt")}], eval_fraction=0.0), paths, tracking)
-    spec = {"name": "g", "path": str(tmp_path / "model"), "steps": 1, "height": 32, "width": 32}
-    cfg = GenerateConfig(generators=[spec], images_per_prompt=2, batch_size=4, shard_size=2)
-    generate_flow(cfg, paths=paths, tracking=tracking)
-    images = tmp_path / "images"
+    rerun, images = generated(tmp_path, n_prompts=2, shard_size=2)
     manifest = pd.read_parquet(images / "manifest.parquet")
     first, second = sorted(manifest["shard"].unique())
     good = {s: (images / s).read_bytes() for s in (first, second)}
@@ -244,7 +246,7 @@ def test_a_flipped_or_truncated_shard_is_rendered_again_and_score_names_it(tmp_p
     row = manifest[manifest["shard"] == second].iloc[0]
     with pytest.raises(ShardUnreadable, match=rf"^shard '{second}' cannot be read .* `synrank generate` checks"):
         load_images(images, [(row["shard"], row["member"])])  # what the score stage reads
-    generate_flow(cfg, paths=paths, tracking=tracking)
+    rerun()
     assert {s: (images / s).read_bytes() for s in (first, second)} == good  # both rendered again, the same bytes
     stamp = pd.read_json(images / "_stage.json", typ="series")
     assert stamp["metrics"]["shards_repaired"] == 2 and len(stamp["report"]["shards_repaired"]) == 2

@@ -38,8 +38,9 @@ from synrank.prompt_formats import T2I_CATEGORIES, read_strict
 from synrank.scorer_weights import SCORERS
 
 from .common import BenchmarkPrompt, Weights
-from .geneval import Detector, group_detections, relative_position
+from .geneval import Detector, relative_position
 from .registries import ADAPTERS, SCORED
+from .relations import related_boxes, split_relation
 from .t2i_numeracy_3d import NumeracyScorer, Spatial3dScorer
 
 ATTRIBUTE_CATEGORIES: tuple[str, ...] = ("color", "shape", "texture")
@@ -59,7 +60,6 @@ SPATIAL_PHRASES: dict[str, str] = {
     "near": "beside",
 }
 _SIDE_BY_SIDE = {"left of", "right of"}
-_ARTICLE = re.compile(r"^(a|an|the)\s+", re.IGNORECASE)
 
 
 class YesNoVqa(Protocol):
@@ -97,13 +97,7 @@ def noun_phrases(prompt: str) -> list[str]:
 
 def parse_spatial(prompt: str) -> tuple[str, str, str] | None:
     """(object, relation, reference object) from "a <obj> <relation phrase> a <ref>", or None."""
-    text = prompt.strip().rstrip(".").lower()
-    for phrase, relation in SPATIAL_PHRASES.items():
-        m = re.search(rf"\b{phrase}\b", text)
-        if m:
-            obj, ref = _ARTICLE.sub("", text[: m.start()].strip()), _ARTICLE.sub("", text[m.end() :].strip())
-            return (obj, relation, ref) if obj and ref else None
-    return None
+    return split_relation(prompt, SPATIAL_PHRASES)
 
 
 @dataclass
@@ -140,14 +134,10 @@ class SpatialScorer:
 
     def __call__(self, image: Image.Image, prompt: str) -> float:
         """0.0 or 1.0 for one image; ValueError for a prompt that names no relation (SPATIAL_PHRASES)."""
-        parsed = parse_spatial(prompt)
-        if parsed is None:
-            raise ValueError(f"no spatial relation ({', '.join(SPATIAL_PHRASES)}) found in {prompt!r}")
-        obj, relation, ref = parsed
-        objects = group_detections(self.detector.detect(image, [obj, ref]), "spatial")
-        if obj not in objects or ref not in objects:
+        relation, boxes = related_boxes(self.detector, image, prompt, SPATIAL_PHRASES, "spatial")
+        if boxes is None:
             return 0.0
-        found = relative_position(objects[obj][0].box, objects[ref][0].box)
+        found = relative_position(*boxes)
         ok = bool(found & _SIDE_BY_SIDE) if relation == "beside" else relation in found
         return float(ok)
 

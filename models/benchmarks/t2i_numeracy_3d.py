@@ -19,6 +19,7 @@ import numpy as np
 from PIL import Image
 
 from .geneval import Detector, group_detections
+from .relations import related_boxes, split_relation
 
 NUMBERS = {w: i for i, w in enumerate("zero one two three four five six seven eight nine ten".split())}
 NUMBERS.update({"a": 1, "an": 1})
@@ -47,14 +48,7 @@ def counted_phrases(prompt: str) -> list[tuple[int, str]]:
 
 def parse_depth_relation(prompt: str) -> tuple[str, bool, str] | None:
     """(object, object_is_nearer, reference) from "a <obj> in front of / behind / hidden by a <ref>", or None."""
-    text = prompt.strip().rstrip(".").lower()
-    for phrase, nearer in DEPTH_RELATIONS.items():
-        m = re.search(rf"\b{phrase}\b", text)
-        if m:
-            obj = re.sub(r"^(a|an|the)\s+", "", text[: m.start()].strip())
-            ref = re.sub(r"^(a|an|the)\s+", "", text[m.end() :].strip())
-            return (obj, nearer, ref) if obj and ref else None
-    return None
+    return split_relation(prompt, DEPTH_RELATIONS)
 
 
 @dataclass
@@ -81,12 +75,8 @@ class Spatial3dScorer:
 
     def __call__(self, image: Image.Image, prompt: str) -> float:
         """0.0 or 1.0; ValueError for a prompt with no depth relation (DEPTH_RELATIONS)."""
-        parsed = parse_depth_relation(prompt)
-        if parsed is None:
-            raise ValueError(f"no depth relation ({', '.join(DEPTH_RELATIONS)}) found in {prompt!r}")
-        obj, nearer, ref = parsed
-        objects = group_detections(self.detector.detect(image, [obj, ref]), "3d_spatial")
-        if obj not in objects or ref not in objects:
+        nearer, boxes = related_boxes(self.detector, image, prompt, DEPTH_RELATIONS, "3d_spatial")
+        if boxes is None:
             return 0.0
         disparity = self.depth.inverse_depth(image)
 
@@ -95,5 +85,5 @@ class Spatial3dScorer:
             patch = disparity[max(y0, 0) : max(y1, y0 + 1), max(x0, 0) : max(x1, x0 + 1)]
             return float(np.median(patch)) if patch.size else float("nan")
 
-        a, b = inside(objects[obj][0].box), inside(objects[ref][0].box)
+        a, b = (inside(box) for box in boxes)
         return float(a > b if nearer else a < b)
