@@ -21,7 +21,7 @@ from PIL import Image
 
 from models.generators import GENERATORS, load_generator
 from models.generators.stable_cascade import prior_and_decoder
-from models.prompt_fit import fit_prompt
+from models.prompt_fit import excerpt, fit_prompt
 from synrank.config import ConfigError, GeneratorSpec, validate
 from synrank.registry import import_all
 from tests.fixtures.tiny_pipelines import BUILDERS, build_tiny_lora
@@ -229,7 +229,7 @@ def test_long_prompts_are_cut_at_a_whole_word_and_counted(
     render_plan(spec, str(tmp_path / "plan.parquet"), str(tmp_path), 2, "cpu")
     report = truncation_report(tmp_path)[spec.name]
     assert (report["n_prompts"], report["n_truncated"], report["max_tokens"]) == (2, 1, size)
-    assert report["tokens_dropped"] == n_tokens[-1] - n_tokens[keep] and report["examples"] == [long]
+    assert report["tokens_dropped"] == n_tokens[-1] - n_tokens[keep] and report["examples"] == [excerpt(long)]
     # Every encoder's cut: SD3's two CLIPs (77) still cut the T5-fitted text, and the report says by how much.
     fitted = {"max_tokens": size, "n_truncated": 1, "tokens_dropped": n_tokens[-1] - n_tokens[keep]}
     if backend == "sd15":
