@@ -85,25 +85,26 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (root / ".env.json").write_text(json.dumps(env))
     for cmd in (["git", "init", "-q"], ["dvc", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "a"]):
         _run(root, *cmd)
-    upstream_in_process(root, models)  # sample ... rank: what the experiments leave alone, without 4 processes
-    _run(root, "dvc", "commit", "-f", "-q", "sample", "generate", "score", "rank")
-    _run(root, "dvc", "repro")  # train and evaluate, as `synrank` commands
+    in_process(root, models)  # the six stages once, in this process: six `synrank` processes cost more
+    _run(root, "dvc", "commit", "-f", "-q")  # dvc.lock records them; `dvc status` is clean
+    assert json.loads(_run(root, "dvc", "status", "--json")) == {}
     _run(root, "git", "add", "-A")
     _run(root, "git", "commit", "-qm", "reproduced")
     return root
 
 
-def upstream_in_process(root: Path, models: Path) -> None:
-    """sample, generate, score and rank in this process, on the project's params with its folders absolute
-    (this process's project is synrank's checkout) and the project's own MLflow store."""
+def in_process(root: Path, models: Path) -> None:
+    """Every stage in this process, on the project's params with its folders absolute (this process's project
+    is synrank's checkout) and the project's own MLflow store: what `dvc repro` would make."""
     from synrank.config import flow_parameters, validate
 
     raw = _params(models)
     raw["sample"]["sources"] = [{"path": str(root / "prompts.txt")}]
-    raw["paths"] = {k: str(root / "outputs" / k) for k in ("prompts", "images", "scores", "rankings")}
+    raw["paths"] = {k: str(root / "outputs" / k) for k in ("prompts", "images", "scores", "rankings", "model", "eval")}
+    raw["paths"]["metrics"] = str(root / "metrics")
     raw["tracking"]["tracking_uri"] = f"sqlite:///{root / 'mlflow' / 'mlflow.db'}"
     cfg = validate(raw)
-    for stage in ("sample", "generate", "score", "rank"):
+    for stage in STAGES:
         flow = getattr(importlib.import_module(f"flows.{stage}"), f"{stage}_flow")
         flow(**flow_parameters(stage, cfg))
 
