@@ -50,7 +50,13 @@ def read_table(source: Path, max_rows: int | None = None) -> pd.DataFrame:
     files = [source] if source.is_file() else sorted(source.rglob("*.parquet"))
     if not files:
         raise FileNotFoundError(f"ingest.source '{source}': no parquet file there")
-    table = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+    tables = []
+    for f in files:
+        try:
+            tables.append(pd.read_parquet(f))
+        except Exception as err:  # noqa: BLE001 - pyarrow's errors: an empty or damaged file
+            raise ValueError(f"ingest.source: '{f}' is not a readable parquet file ({err})") from None
+    table = pd.concat(tables, ignore_index=True)
     return table.head(max_rows) if max_rows else table
 
 
@@ -78,13 +84,36 @@ def _hash(*parts: object) -> str:
     return hashlib.sha256("\x1f".join(map(str, parts)).encode()).hexdigest()[:16]
 
 
+class BadRow(ValueError):
+    """A row of the source that cannot be ingested: one line naming the row, the column and why."""
+
+
+def _label(value: Any, r: int) -> float:
+    """label_0 as a float in [0, 1] (1: the first image wins, 0: the second, 0.5: a tie); BadRow otherwise."""
+    try:
+        label = float(value)
+    except (TypeError, ValueError):
+        label = float("nan")
+    if not 0.0 <= label <= 1.0:  # NaN fails this too
+        raise BadRow(f"row {r}, label_0: {value!r} is not a preference (1, 0 or 0.5 for a tie; values in [0, 1])")
+    return label
+
+
+def _png(value: Any, r: int, column: str) -> bytes:
+    try:
+        return png_of(value)
+    except Exception as err:  # noqa: BLE001 - PIL, a missing "bytes" key, a None: all the same to the user
+        raise BadRow(f"row {r}, {column}: not an image ({type(err).__name__}: {err})") from None
+
+
 def _image_rows(table: pd.DataFrame) -> Iterator[dict[str, Any]]:
     """One row per image of a pairs table: the pair is row r's group, its images index 0 and 1."""
     for r, row in enumerate(table.itertuples(index=False)):
         prompt_id = _hash("pair", r, row.caption)
+        label_0 = _label(row.label_0, r)
         for i in (0, 1):
-            png = png_of(getattr(row, f"jpg_{i}"))
-            label = float(row.label_0) if i == 0 else 1.0 - float(row.label_0)
+            png = _png(getattr(row, f"jpg_{i}"), r, f"jpg_{i}")
+            label = label_0 if i == 0 else 1.0 - label_0
             model = str(getattr(row, f"model_{i}", "") or "pair")
             yield {"image_id": f"{prompt_id}-{i}", "prompt_id": prompt_id, "prompt": str(row.caption), "model": model,
                    "index": i, "seed": 0, "png": png, "label": label}  # fmt: skip
@@ -110,7 +139,7 @@ def from_ranked(table: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
             "model": table["model"].astype(str) if "model" in table else "ranked",
             "index": table.groupby("prompt_id").cumcount(),
             "seed": table["seed"].astype(int) if "seed" in table else 0,
-            "png": [png_of(v) for v in table["image"]],
+            "png": [_png(v, r, "image") for r, v in enumerate(table["image"])],
         }
     )
     rankings = images[["image_id", "prompt_id"]].assign(
@@ -127,6 +156,8 @@ def from_ranked(table: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
 def read_preferences(source: Path, max_rows: int | None = None) -> Preferences:
     """The dataset at `source` (see the module docstring) as synrank's tables."""
     table = read_table(source, max_rows)
+    if table.empty:
+        raise ValueError(f"ingest.source '{source}': no rows")
     images, rankings = (from_pairs if layout_of(table, source) == "pairs" else from_ranked)(table)
     images = images.assign(sha256=[hashlib.sha256(p).hexdigest() for p in images["png"]])
     rankings = rankings.merge(images[["image_id", "model"]], on="image_id")  # as the rank stage writes them

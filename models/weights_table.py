@@ -46,7 +46,7 @@ def is_weights(value: str) -> bool:
 
 
 def needed(cfg: Config) -> list[Needed]:
-    """The generators', rewards' and benchmark scorers' weights of `cfg`, in that order."""
+    """The generators', rewards' and benchmark scorers' weights of `cfg`, then its prompt files."""
     from models.benchmarks import load_benchmark
 
     rows = [
@@ -62,12 +62,14 @@ def needed(cfg: Config) -> list[Needed]:
                 )
     for name in cfg.evaluate.benchmarks:
         rows += [Needed(w.role, w.path, f"${w.env}") for w in load_benchmark(name).weights()]
+    for i, src in enumerate(cfg.sample.sources):  # the prompt files: also fetched by hand for the paper
+        rows.append(Needed(f"prompts ({src.format}, {src.split})", src.path, f"sample.sources.{i}.path"))
     return rows
 
 
 def weights_table(cfg: Config) -> str:
     """The rows of `needed` as an aligned text table with a header."""
-    rows = [("model", "weights", "set by", "on this machine")]
+    rows = [("needed", "weights or file", "set by", "on this machine")]
     rows += [(n.what, n.weights, n.setting, n.on_disk()) for n in needed(cfg)]
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r[:3], widths)) + "  " + r[3] for r in rows)

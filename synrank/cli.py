@@ -100,7 +100,8 @@ def _deploy(args: argparse.Namespace) -> int:
 
 
 def _validate(args: argparse.Namespace) -> int:
-    """Check a params file as the pipeline would, without needing its weights, then list every model it needs."""
+    """Check a params file as the pipeline would, without needing its weights or prompt files, then list every
+    model and file it needs and whether this machine has it."""
     from models.validate import validate_config
     from models.weights_table import weights_table
     from synrank.config import load_config
@@ -111,7 +112,7 @@ def _validate(args: argparse.Namespace) -> int:
     except ConfigError as err:
         print(f"synrank: {err}", file=sys.stderr)
         return 2
-    print(f"{args.params}: valid. The models it needs:\n{weights_table(cfg)}")
+    print(f"{args.params}: valid. The models and files it needs:\n{weights_table(cfg)}")
     return 0
 
 

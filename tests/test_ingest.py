@@ -106,3 +106,23 @@ def test_a_bad_source_is_refused_before_any_work(tmp_path: Path) -> None:
 
     with pytest.raises(ValueError, match=r"columns \['text'\] are neither pairs \(caption, jpg_0, jpg_1, label_0\)"):
         read_preferences(tmp_path / "other.parquet")
+
+
+def test_a_bad_label_an_empty_source_or_a_broken_image_is_refused_naming_the_row(tmp_path: Path) -> None:
+    from models.ingest import BadRow, read_preferences
+
+    good = {"caption": ["a cube", "a star"], "jpg_0": [jpeg("red")] * 2, "jpg_1": [jpeg("blue")] * 2}
+    for label, says in ((2.0, "2.0"), (float("nan"), "nan")):
+        pd.DataFrame({**good, "label_0": [1.0, label]}).to_parquet(tmp_path / "bad.parquet")
+        with pytest.raises(BadRow, match=rf"^row 1, label_0: {says} is not a preference \(1, 0 or 0.5"):
+            read_preferences(tmp_path / "bad.parquet")
+    broken = {**good, "jpg_1": [jpeg("blue"), b"not an image"], "label_0": [1.0, 0.0]}
+    pd.DataFrame(broken).to_parquet(tmp_path / "broken.parquet")
+    with pytest.raises(BadRow, match=r"^row 1, jpg_1: not an image \(UnidentifiedImageError"):
+        read_preferences(tmp_path / "broken.parquet")
+    pd.DataFrame({k: [] for k in (*good, "label_0")}).to_parquet(tmp_path / "empty.parquet")
+    with pytest.raises(ValueError, match=r"empty.parquet': no rows$"):
+        read_preferences(tmp_path / "empty.parquet")
+    (tmp_path / "zero.parquet").write_bytes(b"")
+    with pytest.raises(ValueError, match=r"^ingest.source: '.*zero.parquet' is not a readable parquet file"):
+        read_preferences(tmp_path / "zero.parquet")

@@ -17,7 +17,7 @@ def test_a_paper_config_validates_offline_and_lists_its_weights(
     path = PAPER / f"{name}.yaml"
     assert synrank.cli.main(["validate", "--params", str(path)]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0] == f"{path}: valid. The models it needs:"
+    assert lines[0] == f"{path}: valid. The models and files it needs:"
     rows = [line.split()[:4] for line in lines[2:]]
     # The four Syn-Pic generators at their model cards, the five rewards' files, the benchmark scorers.
     assert rows[:4] == [
@@ -28,6 +28,8 @@ def test_a_paper_config_validates_offline_and_lists_its_weights(
     ]
     assert ["reward", "imagereward", "(imagereward)", "THUDM/ImageReward"] in rows
     assert any("google/owlv2-base-patch16-ensemble" in line for line in lines)
+    pickapic = next(line for line in lines if "data/paper/pickapic_v2_prompts.txt" in line)
+    assert pickapic.split()[:3] == ["prompts", "(text,", "train)"] and pickapic.endswith("not on this machine")
     cfg = load_config(path)
     assert (cfg.train.base, cfg.train.objective, cfg.train.processes) == (base, "rankdpo", 8)
     assert (cfg.generate.generators[0].steps, cfg.generate.generators[0].height) == (50, 1024)  # SDXL's card
