@@ -12,6 +12,12 @@
 3. SDXL-size generation: images/s of the UNet's denoising loop (classifier-free guidance, 30 Euler steps;
    text encoders and VAE left out) at batch 1, 4 and 16.
 
+`--flops-only` (no GPU, seconds on a CPU) instead counts the training compute of the paper configs
+(configs/paper/syn-pic-sdxl.yaml, syn-pic-sd3m.yaml): the real-size models built on the meta device (shapes
+only, no memory), one training pass of a group of K images at the configs' size counted by FlopCounterMode
+(forward, backward and gradient checkpointing's recompute as torch runs them), the frozen reference's
+forward, the run's total and its floor on 8 A100s / H100s (docs/training-time.md).
+
 Prints one JSON object; docs/benchmarks.md records it. Needs torch, diffusers and peft (the wheels are carried
 to a machine without a registry).
 """
@@ -22,6 +28,8 @@ import argparse
 import json
 import time
 from collections.abc import Callable
+from functools import partial
+from pathlib import Path
 
 import torch
 
@@ -116,12 +124,12 @@ def unet_inputs(cfg: dict, k: int, size: int, device: str, dtype) -> dict:
     }
 
 
-def sd3_inputs(cfg: dict, k: int, size: int, device: str, dtype) -> dict:
-    """K images' inputs for an SD3 transformer at `size` x `size` latents."""
+def sd3_inputs(cfg: dict, k: int, size: int, device: str, dtype, tokens: int = 154) -> dict:
+    """K images' inputs for an SD3 transformer at `size` x `size` latents and `tokens` text tokens."""
     return {
         "hidden_states": torch.randn(k, cfg["in_channels"], size, size, device=device, dtype=dtype),
         "timestep": torch.full((k,), 500.0, device=device),
-        "encoder_hidden_states": torch.randn(k, 154, cfg["joint_attention_dim"], device=device, dtype=dtype),
+        "encoder_hidden_states": torch.randn(k, tokens, cfg["joint_attention_dim"], device=device, dtype=dtype),
         "pooled_projections": torch.randn(k, cfg["pooled_projection_dim"], device=device, dtype=dtype),
     }
 
@@ -197,6 +205,121 @@ def generation_numbers(model, cfg: dict, size: int, device: str, batches: tuple[
     return out
 
 
+# --flops-only: the paper configs' training compute, counted on the real-size models built on the meta device.
+ROOT = Path(__file__).resolve().parent.parent
+PAPER_CONFIGS = ("configs/paper/syn-pic-sdxl.yaml", "configs/paper/syn-pic-sd3m.yaml")
+# Dense bf16 peaks (NVIDIA's A100 and H100 SXM datasheets, without sparsity): the denominators of a floor.
+PEAK_TFLOPS = {"a100": 312.0, "h100": 989.0}
+# The paper's training compute as issue 27 reads it: about 6 A100-days for SDXL (not re-checked against the
+# paper); no figure for SD3-Medium.
+PAPER_A100_HOURS = {"sdxl": 6 * 24.0}
+# SD3's conditioning as its pipeline encodes it (models/train_data.encode_prompts): CLIP's 77 tokens then
+# T5's 256 (the pipeline's default max_sequence_length), 333 in all; SDXL's is CLIP's 77 (unet_inputs).
+SD3_TEXT_TOKENS = 77 + 256
+
+
+def paper_run(path: Path) -> dict:
+    """The numbers of a paper config that set its training compute, read through the project's own config
+    classes (their defaults and K, train.base and the training size exactly as the train stage takes them)."""
+    import yaml
+
+    from models.train_data import training_size
+    from synrank.config import base_generator
+    from synrank.config_sections import GenerateConfig
+    from synrank.train_config import TrainConfig
+
+    raw = yaml.safe_load(path.read_text())
+    gen, train = GenerateConfig(**raw["generate"]), TrainConfig(**raw["train"])
+    spec = base_generator(train, gen)
+    height, width = training_size(spec.height, spec.width, train.resolution)
+    return {
+        "config": str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path),
+        "base": spec.preset or spec.name,
+        "steps": train.steps,
+        # prompts_per_step is the global micro-batch, split among the world_size processes (train_config.py),
+        # so an optimizer step takes prompts_per_step x grad_accum groups in all, whatever the process count.
+        "groups_per_step": train.prompts_per_step * train.grad_accum,
+        "images_per_group": gen.group_size(),
+        "gpus": train.world_size,
+        "pixels": [height, width],
+        "latent": [height // 8, width // 8],  # both VAEs (SDXL's, SD3's) downsample by 8
+        "gradient_checkpointing": train.gradient_checkpointing,
+        "lora_rank": train.lora_rank,
+    }
+
+
+def policy_flops(model, inputs: dict, checkpointing: bool) -> tuple[int, int]:
+    """(forward, forward + backward) FLOPs of one training pass of `model` on `inputs`, counted by torch's
+    FlopCounterMode as the trainer runs it: train mode, every weight trained (a full fine-tune), and with
+    `checkpointing` diffusers' gradient checkpointing on, so that the backward's recomputed forward is counted
+    rather than assumed (the blocks it covers differ by model). On the meta device no number is computed."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model.train()
+    if checkpointing:
+        model.enable_gradient_checkpointing()
+    with FlopCounterMode(display=False) as counter:
+        out = model(**inputs).sample
+        forward = counter.get_total_flops()
+        out.float().pow(2).mean().backward()  # the loss itself is elementwise: no matmul, no FLOPs counted
+    model.zero_grad(set_to_none=True)
+    return forward, counter.get_total_flops()
+
+
+def run_estimate(forward: float, policy: float, run: dict, paper_a100_hours: float | None) -> dict:
+    """From one image's FLOPs to the whole run: a training image costs the policy's pass (`policy`: forward,
+    backward, recompute) plus the frozen reference copy's forward (no graph, no backward); the run trains
+    steps x groups_per_step x images_per_group images, over run["gpus"] GPUs at their dense bf16 peak (a
+    floor: 100% utilization, perfect scaling), and the paper's A100-hours imply a model FLOP utilization."""
+    per_image = policy + forward
+    images = run["steps"] * run["groups_per_step"] * run["images_per_group"]
+    total = per_image * images
+    out: dict = {
+        "forward_tflops_per_image": forward / 1e12,
+        "multipliers": {
+            "policy_fwd_bwd_recompute": policy / forward,
+            "reference_fwd": 1.0,
+            "total": per_image / forward,
+        },
+        "train_tflops_per_image": per_image / 1e12,
+        "train_images": images,
+        "total_pflops": total / 1e15,
+    }
+    for gpu, peak in PEAK_TFLOPS.items():
+        floor = total / (run["gpus"] * peak * 1e12) / 3600
+        out[f"floor_hours_{run['gpus']}x{gpu}"] = floor
+        # A realistic utilization for a large-batch bf16 fine-tune is 30-50% of the peak: the expected range.
+        out[f"hours_{run['gpus']}x{gpu}_at_50_30_mfu"] = [floor / 0.5, floor / 0.3]
+    if paper_a100_hours:
+        out["paper_a100_hours"] = paper_a100_hours
+        out[f"paper_hours_on_{run['gpus']}x_a100"] = paper_a100_hours / run["gpus"]  # ideal scaling
+        out["paper_implied_mfu"] = total / (paper_a100_hours * 3600 * PEAK_TFLOPS["a100"] * 1e12)
+    return out
+
+
+def flops_only() -> dict:
+    """--flops-only: each paper config's run_estimate from its real-size model counted on the meta device."""
+    from diffusers import SD3Transformer2DModel, UNet2DConditionModel
+
+    models = {  # train.base's preset -> (the model class, its public config, its inputs)
+        "sdxl": (UNet2DConditionModel, SDXL_UNET, unet_inputs),
+        "sd3-medium": (SD3Transformer2DModel, SD3_MEDIUM, partial(sd3_inputs, tokens=SD3_TEXT_TOKENS)),
+    }
+    report: dict = {"device": "meta (shapes only: FLOPs counted, no wall time)", "peak_tflops": PEAK_TFLOPS}
+    for path in PAPER_CONFIGS:
+        run = paper_run(ROOT / path)
+        if run["lora_rank"]:  # a LoRA backward trains no base weight: policy_flops would overcount it
+            raise SystemExit(f"{path}: --flops-only counts a full fine-tune (lora_rank 0)")
+        cls, cfg, inputs = models[run["base"]]
+        with torch.device("meta"):  # real size, no memory: parameters and activations are shapes only
+            model = cls(**cfg)
+        k, (h, w) = run["images_per_group"], run["latent"]
+        assert h == w, "the inputs builders take square latents"
+        fwd, policy = policy_flops(model, inputs(cfg, k, h, "meta", torch.float32), run["gradient_checkpointing"])
+        report[run["base"]] = {"run": run, **run_estimate(fwd / k, policy / k, run, PAPER_A100_HOURS.get(run["base"]))}
+    return report
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the three checks (module docstring) and print their numbers as JSON."""
     from diffusers import SD3Transformer2DModel, UNet2DConditionModel
@@ -207,7 +330,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--images", type=int, default=4, help="K, images of one prompt per RankDPO step")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--peak-tflops", type=float, default=989.0, help="the GPU's dense bf16 peak (H100 SXM: 989)")
+    ap.add_argument("--flops-only", action="store_true", help="count the paper configs' training FLOPs, no GPU")
     args = ap.parse_args(argv)
+    if args.flops_only:
+        print(json.dumps(flops_only(), indent=1))
+        return 0
     unet_cfg, sd3_cfg = (TINY_UNET, TINY_SD3) if args.tiny else (SDXL_UNET, SD3_MEDIUM)
     size, sd3_size, dev = (8 if args.tiny else 128), (8 if args.tiny else 128), args.device
     torch.manual_seed(0)
