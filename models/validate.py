@@ -1,13 +1,13 @@
-"""One pass over the whole config for what pydantic's types cannot see: registry keys, names that refer
-to other entries, duplicate names and group sizes.
+"""One pass over the whole config for what pydantic's types cannot see: names that refer to other entries,
+duplicate names, group sizes, weights on disk. (Plugin names are types: synrank.plugins.plugin_key.)
 
 Why here and not in the stages: a Prefect run, a model load or a finished generate stage used to be
 what found out that `train.objective` had a typo or that `train.base` named no generator (the online
 flow died with a bare StopIteration). `load_checked_config` (the CLI's and `synrank deploy`'s way in)
 runs it after `load_config`, so they refuse a bad value with exit code 2, and at the start of the pipeline, online and
-study flows (so a run triggered from the Prefect UI fails before any compute). It imports the registries
-(the same ones `load_generator`, `load_reward`, `load_benchmark` and the trainer look keys up in) but
-loads no weights and writes nothing.
+study flows (so a run triggered from the Prefect UI fails before any compute). It imports the objectives
+(which of them form pairs) and the benchmarks (which weights they need) but loads no weights and writes
+nothing.
 
 Every error is a `ConfigError` of one line that names the key, the value and what is allowed.
 """
@@ -15,29 +15,10 @@ Every error is a `ConfigError` of one line that names the key, the value and wha
 from __future__ import annotations
 
 from collections.abc import Iterable
-from functools import cache
 from pathlib import Path
 
 from synrank.config import PARAMS_FILE, ROOT, Config, ConfigError, load_config
-
-
-@cache
-def registries() -> dict[str, list[str]]:
-    """The registered keys of each registry, filled exactly as the loaders fill them (`import_all`)."""
-    from models.benchmarks import benchmark_names
-    from models.generators import GENERATORS
-    from models.objectives import OBJECTIVES
-    from models.rewards import REWARDS
-    from synrank.registry import import_all
-
-    for package in ("models.generators", "models.rewards", "models.benchmarks"):
-        import_all(package)
-    return {
-        "objective": OBJECTIVES.names(),
-        "generator backend": GENERATORS.names(),
-        "reward kind": REWARDS.names(),
-        "benchmark": benchmark_names(),
-    }
+from synrank.plugins import plugin_names
 
 
 def pair_objectives() -> list[str]:
@@ -81,36 +62,15 @@ def reads(command: str, section: str) -> bool:
     return section in READS.get(command, READS["all"])
 
 
-def check_registry_keys(cfg: Config, command: str) -> None:
-    """Every key that picks an implementation, in the sections `command` reads, names a registered one."""
-    reg = registries()
-    if reads(command, "train"):
-        _one_of("train.objective", cfg.train.objective, reg["objective"], "a registered objective")
-    if reads(command, "online"):
-        _one_of("online.objective", cfg.online.objective, reg["objective"], "a registered objective")
-        if not cfg.evaluate.benchmarks:  # every round is measured on the first one
-            raise _refuse(
-                "evaluate.benchmarks",
-                [],
-                "is empty, but the online loop reports each round on its first benchmark",
-                reg["benchmark"],
-            )
-    for i, arm in enumerate(cfg.study.arms if reads(command, "study") else []):
-        if arm.objective:  # empty = the untrained base
-            _one_of(
-                f"study.arms.{i}.objective",
-                arm.objective,
-                reg["objective"],
-                "a registered objective (or empty for the untrained base)",
-            )
-    for i, g in enumerate(cfg.generate.generators if reads(command, "generate") else []):
-        _one_of(f"generate.generators.{i}.backend", g.backend, reg["generator backend"], "a generator backend")
-    for i, r in enumerate(cfg.score.rewards if reads(command, "score") else []):
-        _one_of(f"score.rewards.{i}.kind", r.kind, reg["reward kind"], "a reward kind")
-    for i, b in enumerate(cfg.evaluate.benchmarks if reads(command, "evaluate") else []):
-        _one_of(f"evaluate.benchmarks.{i}", b, reg["benchmark"], "a registered benchmark")
-    if reads(command, "study"):
-        _one_of("study.benchmark", cfg.study.benchmark, reg["benchmark"], "a registered benchmark")
+def check_online_benchmark(cfg: Config, command: str) -> None:
+    """The online loop reports each round on the first of evaluate.benchmarks: it needs one."""
+    if reads(command, "online") and not cfg.evaluate.benchmarks:
+        raise _refuse(
+            "evaluate.benchmarks",
+            [],
+            "is empty, but the online loop reports each round on its first benchmark",
+            plugin_names("benchmark"),
+        )
 
 
 EVALUATING = ("evaluate", "pipeline", "online", "study")  # the commands that load benchmark scorers
@@ -234,7 +194,7 @@ def check_group_size(cfg: Config, command: str) -> None:
         f"{len(g.generators)} generator(s); add a generator or raise generate.images_per_prompt, or pick an "
         "objective without pairs"
     )
-    allowed = [o for o in registries()["objective"] if o not in pairs]
+    allowed = [o for o in plugin_names("objective") if o not in pairs]
     # `synrank online` trains with online.objective on its own groups of online.images_per_prompt (>= 2).
     if cfg.train.objective in pairs and reads(command, "train") and command != "online":
         raise _refuse("train.objective", cfg.train.objective, problem, allowed)
@@ -302,7 +262,7 @@ def validate_config(cfg: Config, command: str = "pipeline", weights: bool = True
     check_not_empty(cfg, command)
     check_ingest(cfg, command)
     check_names(cfg, command)
-    check_registry_keys(cfg, command)
+    check_online_benchmark(cfg, command)
     check_group_size(cfg, command)
     check_oracle(cfg, command)
     check_processes(cfg, command)
@@ -321,14 +281,3 @@ def load_checked_config(
     cfg = load_config(path, overrides)
     validate_config(cfg, command)
     return cfg
-
-
-def check_objective(name: str) -> None:
-    """Raise ConfigError naming the registered objectives if `name` is not one."""
-    from models.objectives import OBJECTIVES
-
-    if name not in OBJECTIVES.names():
-        raise ConfigError(
-            f"bad value for 'train.objective': {name!r} is not a registered objective; "
-            f"allowed: {', '.join(OBJECTIVES.names())}"
-        )

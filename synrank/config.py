@@ -93,6 +93,8 @@ def _describe(err: ValidationError) -> str:
         return f"unknown key '{key}'"
     if first["type"] == "missing":
         return f"missing key '{key}'"
+    if first["type"] == "plugin_name":  # synrank.plugins.plugin_key: "'x' is not a reward kind; allowed: ..."
+        return f"bad value for '{key}': {first.get('input')!r} {first['msg']}"
     return f"bad value for '{key}': {first['msg']} (got {first.get('input')!r})"
 
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, WithJsonSchema
 
+CODE_ROOT = Path(__file__).resolve().parent.parent  # synrank's own checkout: the code that runs
 FILE_NAME = r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,63}$"
 
 

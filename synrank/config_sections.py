@@ -14,11 +14,15 @@ from typing import Any, ClassVar, Literal
 from pydantic import ConfigDict, Field, model_validator
 
 from synrank.cluster_config import ClusterConfig, FanOut
-from synrank.config_base import FileName, Strict
+from synrank.config_base import CODE_ROOT, FileName, Strict
 from synrank.generator_presets import PRESETS
-from synrank.train_config import TrainConfig
+from synrank.plugins import plugin_key
+from synrank.train_config import ObjectiveName, TrainConfig
 
-CODE_ROOT = Path(__file__).resolve().parent.parent  # synrank's own checkout: the code that runs
+BackendName = plugin_key("generator backend", "a generator backend")
+RewardKind = plugin_key("reward kind", "a reward kind")
+BenchmarkName = plugin_key("benchmark", "a registered benchmark")
+ObjectiveOrBase = plugin_key("objective", "a registered objective (or empty for the untrained base)", "")
 
 
 def project_root(start: Path | None = None) -> Path:
@@ -125,7 +129,7 @@ class GeneratorSpec(Strict):
         + "; ".join(f"{k} = {p.path}, {p.steps} steps, {p.height}x{p.width}, {p.dtype}" for k, p in PRESETS.items())
         + ". Empty = set path, steps, height and width here.",
     )
-    backend: str = Field(default="diffusers", description="Key in the generator registry.")
+    backend: BackendName = Field(default="diffusers", description="Key in the generator registry.")
     path: str = Field(description="Hugging Face id or local folder of a diffusers pipeline.")
     steps: int = Field(ge=1, description="Denoising steps per image.")
     guidance: float = Field(default=5.0, description="Classifier-free guidance scale; 1 = none.")
@@ -203,7 +207,7 @@ class RewardSpec(Strict):
     name: FileName = Field(
         description="Short name used in score tables, MLflow and file names: letters, digits, . _ -."
     )
-    kind: str = Field(default="clipscore", description="Key in the reward registry.")
+    kind: RewardKind = Field(default="clipscore", description="Key in the reward registry.")
     arch: str = Field(
         default="ViT-B-32",
         description="What the kind reads first. clipscore, hpsv2, hpsv2.1: an open_clip architecture (ViT-H-14 "
@@ -308,7 +312,7 @@ class EvaluateConfig(Strict):
         ge=0,
         description="Prompts per task (prompt category) shown in the base-vs-tuned image grid; 0 = no grid.",
     )
-    benchmarks: list[str] = Field(
+    benchmarks: list[BenchmarkName] = Field(
         default_factory=lambda: ["geneval-shapes"],
         description="Benchmarks (geneval-shapes; geneval: Mask2Former, as published; geneval-owlv2: OWLv2 in its "
         "place, not comparable with published scores; t2i-compbench; dpg-bench: BLIP-VQA for mPLUG), each run "
@@ -323,14 +327,16 @@ class OnlineConfig(Strict):
 
     rounds: int = Field(default=2, ge=1, description="Rounds of generate, score, rank, train, evaluate.")
     images_per_prompt: int = Field(default=4, ge=2, description="G, the group size per prompt.")
-    objective: str = Field(default="gpo", description="Key in the objective registry.")
+    objective: ObjectiveName = Field(default="gpo", description="Key in the objective registry.")
 
 
 class StudyArm(Strict):
     """One row of the study: an objective (empty = the untrained base) and the rewards its ranking uses."""
 
     name: str = Field(description="Row name in the study table and the MLflow tag `method`.")
-    objective: str = Field(default="", description="Key in the objective registry; empty = the untrained base.")
+    objective: ObjectiveOrBase = Field(
+        default="", description="Key in the objective registry; empty = the untrained base."
+    )
     rewards: list[str] = Field(
         default_factory=list, description="Rank the shared images with only these rewards; empty = all of them."
     )
@@ -347,7 +353,7 @@ class StudyConfig(Strict):
     arms: list[StudyArm] = Field(default_factory=_default_arms, min_length=2, description="Rows of the study table.")
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1, description="Training seeds per arm.")
     reference: str = Field(default="rankdpo", description="Arm every other arm is also compared with.")
-    benchmark: str = Field(
+    benchmark: BenchmarkName = Field(
         default="geneval-shapes",
         description="Benchmark of the table (pass/fail, or graded: the mean score stands in for accuracy).",
     )

@@ -88,15 +88,6 @@ EXPERIMENT_NOTE = (
 )
 
 # (schema definition, field) -> which list of choices the form offers; see form_schema.
-CHOICES = {
-    ("TrainConfig", "objective"): "objective",
-    ("OnlineConfig", "objective"): "objective",
-    ("GeneratorSpec", "backend"): "generator backend",
-    ("RewardSpec", "kind"): "reward kind",
-    ("EvaluateConfig", "benchmarks"): "benchmark",
-    ("StudyConfig", "benchmark"): "benchmark",
-    ("TrainConfig", "base"): "generator",
-}
 SECTION_TITLES = {
     "sample": "Prompts",
     "generate": "Generation",
@@ -118,11 +109,9 @@ def form_schema(schema: dict[str, Any], stage: str, cfg: Config) -> dict[str, An
     - a stage deployment shows its own section only (`cfg`, titled e.g. "Training"); the shared sections
       (paths, tracking, the generators that train and evaluate read their models from) keep the values
       deployed from params.yaml and stay out of the form (the API still accepts them);
-    - every registry key is a choice list (objectives, generator backends, reward kinds, benchmarks)
-      and `train.base` one of params.yaml's generators, so the server refuses a typo before the run.
+    - `train.base` is one of params.yaml's generators, so the server refuses a typo before the run (plugin
+      names are choice lists already: their config types carry the enum, synrank.plugins).
     Returns a new dict; `schema` is Prefect's schema of the flow's signature."""
-    from models.validate import registries
-
     out = json.loads(json.dumps(schema))
     if stage in STAGE_OUTPUT:  # a single stage (export too), not the pipeline, online or study
         out["properties"] = {"cfg": out["properties"]["cfg"]}
@@ -133,13 +122,9 @@ def form_schema(schema: dict[str, Any], stage: str, cfg: Config) -> dict[str, An
         if name == "cfg":
             prop["title"] = SECTION_TITLES.get(stage, name)
             prop["description"] = ((prop.get("description") or "") + EXPERIMENT_NOTE).strip()
-    options = {**registries(), "generator": ["", *(g.name for g in cfg.generate.generators)]}
-    for (model, field), kind in CHOICES.items():
-        prop = out.get("definitions", {}).get(model, {}).get("properties", {}).get(field)
-        if prop is None:
-            continue
-        target = prop["items"] if prop.get("type") == "array" else prop
-        target["enum"] = list(options[kind])
+    base = out.get("definitions", {}).get("TrainConfig", {}).get("properties", {}).get("base")
+    if base is not None:
+        base["enum"] = ["", *(g.name for g in cfg.generate.generators)]
     return out
 
 

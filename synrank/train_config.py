@@ -8,6 +8,9 @@ from typing import Literal
 from pydantic import Field
 
 from synrank.config_base import Strict
+from synrank.plugins import plugin_key
+
+ObjectiveName = plugin_key("objective", "a registered objective")
 
 
 class LaunchConfig(Strict):
@@ -36,7 +39,7 @@ class TrainConfig(Strict):
     """Stage 5 (train): the preference objective, optimizer, timestep sampling and checkpointing of the fine-tune."""
 
     base: str = Field(default="", description="Generator name to tune; empty = the first generator.")
-    objective: str = Field(default="rankdpo", description="Key in the objective registry.")
+    objective: ObjectiveName = Field(default="rankdpo", description="Key in the objective registry.")
     beta: float = Field(default=2500.0, gt=0, description="logit = -beta*(s_w - s_l); = Diffusion-DPO's beta/2.")
     learning_rate: float = Field(default=1e-4, gt=0, description="AdamW learning rate (peak, with a schedule).")
     lr_scheduler: Literal["constant", "constant_with_warmup", "linear", "cosine"] = Field(

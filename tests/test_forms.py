@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 from prefect.utilities.schema_tools.validation import validate
 
-from models.validate import registries
 from synrank.config import Config, TrainConfig, load_config
 from synrank.deploy import deployment_parameters, form_schema
 from synrank.deployment_params import merge_set_fields
+from synrank.plugins import PLUGIN_FOLDERS, plugin_names
 from synrank.train_config import LaunchConfig
 
 
@@ -47,7 +47,7 @@ def test_the_train_form_is_its_own_section_with_choices(train_form: dict[str, An
     assert list(launch) == ["machines", "main_address", "main_port", "config_file"]
     assert all(p.get("description") for p in launch.values())
     train = train_form["definitions"]["TrainConfig"]["properties"]
-    assert train["objective"]["enum"] == registries()["objective"]
+    assert train["objective"]["enum"] == list(plugin_names("objective"))
     assert train["base"]["enum"] == ["", *(g.name for g in cfg.generate.generators)]
     assert all(p.get("description") for p in train.values())  # every field explains itself
 
@@ -67,7 +67,7 @@ def test_the_pipeline_form_shows_what_a_run_changes_with_choices() -> None:
 
     cfg = load_config()
     form = form_schema(pipeline_flow.parameters.model_dump(), "pipeline", cfg)
-    defs, reg = form["definitions"], registries()
+    defs, reg = form["definitions"], {k: list(plugin_names(k)) for k in PLUGIN_FOLDERS}
     assert leaves(form, form) == 20  # PIPELINE_FORM's fields, not the hundred of the whole config
     assert list(defs["Config"]["properties"]) == ["sample", "generate", "rank", "train", "evaluate", "tracking"]
     assert list(defs["TrainConfig"]["properties"])[:3] == ["base", "objective", "beta"]

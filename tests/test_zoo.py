@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 import torch
 
+from models.rewards.shapes_detector import ShapesDetectorReward, detector_score
 from models.shapes import PALETTE, make_specs, render, render_wrong
 from models.shapes.draw import raster
 from models.shapes.render import _rebuild
 from models.shapes.specs import heldout_prompts
 from models.shapes_zoo.data import applicable_kinds, build_pool, to_tensor
-from models.shapes_zoo.detector_reward import ShapesDetectorReward, detector_score
 from models.shapes_zoo.prompt_parser import parse_prompt
 from synrank.config import GeneratorSpec, RewardSpec
 

@@ -17,8 +17,8 @@ import numpy as np
 from PIL import Image
 
 from models.rewards.registry import REWARDS
+from models.rewards.shapes_detector import per_image
 from models.shapes.verify import verify_report
-from models.shapes_zoo.detector_reward import per_image
 from models.shapes_zoo.prompt_parser import parse_prompt
 from synrank.config import RewardSpec
 

@@ -27,12 +27,12 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from models.rewards.shapes_detector import ShapesDetectorReward
 from models.shapes import WRONG_KINDS, benchmark, make_specs, render, verify
 from synrank.config import RewardSpec
 
 from . import cards
 from .data import build_pool
-from .detector_reward import ShapesDetectorReward
 from .generator import GeneratorConfig
 from .jobs import generator_job, init_worker, line_logger, rewards_job
 from .measure import eval_specs, rendered_pairs, verifier_agreement
