@@ -16,6 +16,7 @@ from models.winrates import winrates
 from synrank.cluster_config import ClusterConfig
 from synrank.config import EvaluateConfig, GenerateConfig, GeneratorSpec, Paths, ScoreConfig, TrackingConfig
 from synrank.deployment_params import stage_deployment_run
+from synrank.eval_report import EvalReport
 from synrank.metrics_file import write_evaluate_metrics
 from synrank.plots import benchmark_tasks_svg
 from synrank.stage import Stage, finished, stage_run
@@ -52,22 +53,16 @@ def evaluate_flow(
             manifest, scores = _images_and_scores(st, models, prompts, out, cfg, rewards, generate, cluster)
             results = _winrates(scores, manifest, prompts, *pair)
             benches, paired, verdicts = _benchmarks(cfg.benchmarks, manifest, prompts, out, pair)
-            st.report = {
-                "base": base.name,
-                "tuned": tuned.name,
-                "n_prompts": int(len(prompts)),
-                "winrate": results,
-                "benchmarks": benches,
-                "paired": paired,
-            }
+            report = EvalReport(base.name, tuned.name, int(len(prompts)), results, benches, paired)
+            st.report = report.to_dict()
             st.log(**benchmark_metrics(benches, paired, {base.name: "base", tuned.name: "tuned"}))
             _log_winrates(st, results)
             if cfg.grid_prompts:
                 first = rewards.rewards[0].name  # each image's score under the first reward, under it
                 _log_grid(st, pair, manifest, scores, prompts, out, cfg.grid_prompts, first, verdicts)
-            _write_summary(st.report, results, out)
+            _write_summary(report, results, out)
             _promote(st, cfg.benchmarks, model_dir, out)
-        write_evaluate_metrics(paths, st.report)
+        write_evaluate_metrics(paths, EvalReport.from_dict(st.report))
     return finished(st, out)
 
 
@@ -155,7 +150,8 @@ def _promote(st: Stage, benchmarks: list[str], model_dir: Path, out: Path) -> No
     mlflow.log_artifact(str(judged))
     name, version = trained["registered_model"], trained["version"]
     tasks = list(load_benchmark(bench).tasks)
-    decided = promote(name, version, st.report, pd.read_parquet(judged), st.run_id, bench, tasks)
+    report = EvalReport.from_dict(st.report)
+    decided = promote(name, version, report, pd.read_parquet(judged), st.run_id, bench, tasks)
     print(f"registry: {name} version {version} is the candidate; {decided.reason}")
 
 
@@ -202,13 +198,13 @@ def _log_grid(
         )
 
 
-def _write_summary(report: dict, results: dict, out: Path) -> None:
+def _write_summary(report: EvalReport, results: dict, out: Path) -> None:
     """benchmark_tasks.csv and summary.md (win-rates, then the benchmark table) in out; the summary is also a
     Prefect artifact and printed."""
     task_rows(report).to_csv(out / "benchmark_tasks.csv", index=False, float_format="%.6g")
     rows = pd.read_csv(out / "benchmark_tasks.csv")
-    benchmark_tasks_svg(rows, report["base"], report["tuned"], out / "benchmark_tasks.svg")
-    md = summary_markdown(results, report["base"], report["tuned"]) + "\n" + benchmark_table(report)
+    benchmark_tasks_svg(rows, report.base, report.tuned, out / "benchmark_tasks.svg")
+    md = summary_markdown(results, report.base, report.tuned) + "\n" + benchmark_table(report)
     (out / "summary.md").write_text(md)
     create_markdown_artifact(md, key="evaluation", description="tuned vs base reward win-rates")
     print(md)

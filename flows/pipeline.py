@@ -23,6 +23,7 @@ from models.validate import validate_config
 from synrank import runlock, subdeploy, tracking
 from synrank.config import Config, flow_parameters, stage_outputs
 from synrank.deployment_params import pipeline_deployment_run
+from synrank.eval_report import EvalReport
 from synrank.stage import note_runs
 from synrank.stamp import fingerprint, output_id, read_stamp, train_identity
 
@@ -73,18 +74,18 @@ def pipeline_flow(cfg: Config) -> str:
             stamp = read_stamp(cfg.paths.resolve("eval")) or {}
             headline = headline_metrics(stamp.get("metrics", {}))
             mlflow.log_metrics({tracking.metric_key(k): v for k, v in headline.items()})
-            report_result(stamp.get("report", {}))
+            report_result(EvalReport.from_dict(stamp.get("report", {})))
             return run.info.run_id
 
 
-def report_result(report: dict) -> None:
+def report_result(report: EvalReport) -> None:
     """The run's answer where a Prefect user looks: the benchmark table as the flow run's artifact
     `pipeline-result`, and its one-line summary as the run's last log line."""
     from prefect.artifacts import create_markdown_artifact
 
     from models.benchmark_table import benchmark_table, result_line
 
-    if not report.get("benchmarks"):
+    if not report.benchmarks:
         return
     create_markdown_artifact(
         benchmark_table(report), key="pipeline-result", description="the evaluate stage's benchmark table"

@@ -9,7 +9,6 @@ Finished runs are skipped on a rerun (their stage stamps match), so an interrupt
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -27,6 +26,7 @@ from synrank import tracking
 from synrank.atomic import write_json
 from synrank.config import ROOT, Config, Paths, StudyArm, flow_parameters
 from synrank.deployment_params import with_deployment_defaults
+from synrank.eval_report import EvalReport
 from tasks.study import study_table
 
 
@@ -132,11 +132,10 @@ def _publish(cfg: Config, out: Path, results: dict, minutes: float, run_id: str)
 
 def _log_headline(metrics_file: Path, benchmark: str) -> None:
     """The run's own numbers on its tagged run, so that MLflow's compare view lines the study up."""
-    report = json.loads(metrics_file.read_text())
-    by_model = report["benchmarks"][benchmark]
-    mlflow.log_metric(f"{benchmark}/overall", by_model[report["tuned"]]["overall"]["accuracy"])
-    mlflow.log_metric(f"{benchmark}/base/overall", by_model[report["base"]]["overall"]["accuracy"])
-    if d := report["paired"].get(benchmark):
+    report = EvalReport.read(metrics_file)
+    mlflow.log_metric(f"{benchmark}/overall", report.overall(benchmark, report.tuned))
+    mlflow.log_metric(f"{benchmark}/base/overall", report.overall(benchmark, report.base))
+    if d := report.paired.get(benchmark):
         mlflow.log_metric(f"{benchmark}/tuned_minus_base", d["delta"])
-    for reward, r in report["winrate"].items():
+    for reward, r in report.winrate.items():
         mlflow.log_metric(f"winrate_{reward}", r["winrate"])

@@ -16,17 +16,6 @@ from synrank.stage import STAMP, finished, stage_run
 from synrank.stamp import train_identity
 from tasks.train import log_tuned_model, train_model
 
-# Keys of train()'s result that name a setting rather than measure the run (logged as MLflow params).
-EFFECTIVE_SETTINGS = (
-    "effective_mixed_precision",
-    "effective_processes",
-    "timestep_density",
-    "timestep_shift",
-    "timestep_range",
-)
-# Where the training latents came from (models.train_data): the generate stage's, or the PNG encoded.
-LATENT_COUNTS = ("latents_stored", "latents_encoded")
-
 
 @flow(name="train", log_prints=True)
 def train_flow(
@@ -67,20 +56,19 @@ def train_flow(
         shutil.rmtree(work, ignore_errors=True)
         # What training really ran with (accelerate's mixed precision, the timestep sampling): MLflow params
         # effective_*, beside the configured ones ("auto" says only who decided).
-        settings = {f"effective_{k.removeprefix('effective_')}": final.pop(k) for k in EFFECTIVE_SETTINGS if k in final}
+        settings = {f"effective_{k}": v for k, v in final.settings.items()}
         mlflow.log_params(settings)
-        sources = {k: int(final.pop(k)) for k in LATENT_COUNTS if k in final}
-        st.log(**sources, **{f"final_{k}": v for k, v in final.items()})
+        st.log(**final.latents, **{f"final_{k}": v for k, v in final.metrics.items()})
         # The tuned weights and tuned.json (the stamp is written later) as an MLflow pyfunc model, registered.
         name = f"synrank-{spec.name}" if tracking.register_model else ""
         uri, version = log_tuned_model(out, name, {"objective": cfg.objective, "steps": str(cfg.steps)})
-        st.report = {"registered_model": name, "version": version, "model_uri": uri, **sources}
+        st.report = {"registered_model": name, "version": version, "model_uri": uri, **final.latents}
         print(
             f"trained {cfg.objective} for {cfg.steps} steps: "
-            + ", ".join(f"{k}={v:.4g}" for k, v in final.items())
+            + ", ".join(f"{k}={v:.4g}" for k, v in final.metrics.items())
             + "; "
             + ", ".join(f"{k}={v}" for k, v in settings.items())
             + "; latents: "
-            + ", ".join(f"{v} {k.removeprefix('latents_')}" for k, v in sources.items())
+            + ", ".join(f"{v} {k.removeprefix('latents_')}" for k, v in final.latents.items())
         )
     return str(out)

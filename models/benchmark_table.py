@@ -7,6 +7,7 @@ imports no model code: `synrank table` is part of every `make run`, a no-op one 
 from __future__ import annotations
 
 from models.shapes.specs import task_order
+from synrank.eval_report import EvalReport
 
 __all__ = ["benchmark_table", "format_accuracy", "format_delta", "result_line"]
 
@@ -53,13 +54,13 @@ def _n_line(summary: dict, tasks: list[str], probes: list[str]) -> str:
     return "- n (prompts/images): " + ", ".join(f"{t} {c['n_prompts']}/{c['n']}" for t, c in cells)
 
 
-def benchmark_table(report: dict) -> str:
+def benchmark_table(report: EvalReport) -> str:
     """Markdown per benchmark: one row per model (base and tuned first), one column per task, overall
     (the mean of the tasks) and each probe apart, accuracy [95% CI]; a row of the paired tuned - base
     differences; the prompts and images behind each column; the headline paired difference with its CI
     and n, and the probe's."""
     lines = []
-    for bench, by_model in report.get("benchmarks", {}).items():
+    for bench, by_model in report.benchmarks.items():
         tasks = task_order({t for s in by_model.values() for t in s["tasks"]})
         probes = sorted({p for s in by_model.values() for p in s.get("probes", {})})
         lines += [
@@ -69,12 +70,12 @@ def benchmark_table(report: dict) -> str:
             "|---" * (len(tasks) + len(probes) + 2) + "|",
         ]
         # Base and tuned first, then the other generators (a JSON round trip has sorted the names).
-        first = [m for m in (report.get("base"), report.get("tuned")) if m in by_model]
+        first = [m for m in (report.base, report.tuned) if m in by_model]
         for model in first + sorted(set(by_model) - set(first)):
             s = by_model[model]
             cells = [s["tasks"].get(t) for t in tasks] + [s["overall"]] + [s.get("probes", {}).get(p) for p in probes]
             lines.append(f"| {model} | " + " | ".join(format_accuracy(c) for c in cells) + " |")
-        delta = report.get("paired", {}).get(bench)
+        delta = report.paired.get(bench)
         if delta and "tasks" in delta:
             cells = [delta["tasks"].get(t) for t in tasks] + [delta] + [delta.get("probes", {}).get(p) for p in probes]
             lines.append(
@@ -86,13 +87,13 @@ def benchmark_table(report: dict) -> str:
     return "\n".join(lines)
 
 
-def result_line(report: dict) -> str:
+def result_line(report: EvalReport) -> str:
     """The report's answer in one line, per benchmark: 'geneval-shapes: base 0.221 [0.18, 0.26], tuned 0.228
     [0.19, 0.26], tuned - base +0.007 [-0.01, +0.02]'; '' without benchmark results."""
     parts = []
-    for bench, by_model in report.get("benchmarks", {}).items():
-        base, tuned = by_model.get(report.get("base")), by_model.get(report.get("tuned"))
-        paired = report.get("paired", {}).get(bench)
+    for bench in report.benchmarks:
+        base, tuned = report.summary(bench, report.base), report.summary(bench, report.tuned)
+        paired = report.paired.get(bench)
         overall = [format_accuracy(m["overall"]) if m else "-" for m in (base, tuned)]
         parts.append(f"{bench}: base {overall[0]}, tuned {overall[1]}, tuned - base {format_delta(paired)}")
     return "; ".join(parts)

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from models.train_job import CURVE, FINAL, TrainJob
+from models.train_result import TrainResult
 from synrank.config import ROOT, TrainConfig
 
 POLL_S = 1.0
@@ -67,9 +68,9 @@ class CurveFollower:
         return [json.loads(line) for line in complete.decode().splitlines() if line.strip()]
 
 
-def launch(job: TrainJob, log: Callable[[dict[str, float], int], None] = lambda m, s: None) -> dict:
+def launch(job: TrainJob, log: Callable[[dict[str, float], int], None] = lambda m, s: None) -> TrainResult:
     """Train `job` on job.cfg.processes processes here (module docstring), and print the command each other
-    machine of job.cfg.launch runs; returns the main rank's final metrics. Raises LaunchFailed naming the exit
+    machine of job.cfg.launch runs; returns the main rank's TrainResult. Raises LaunchFailed naming the exit
     status when any process fails."""
     import torch
 
@@ -96,7 +97,7 @@ def launch(job: TrainJob, log: Callable[[dict[str, float], int], None] = lambda 
             f"train: a process of the {job.cfg.world_size}-process launch exited with status {proc.returncode}; "
             "no model was published (the log above has its error; a rerun resumes from the last checkpoint)"
         )
-    return json.loads((work / FINAL).read_text())
+    return TrainResult.from_json((work / FINAL).read_text())
 
 
 def _follow(follower: CurveFollower, log: Callable[[dict[str, float], int], None]) -> None:

@@ -6,7 +6,6 @@ model's images are identical across runs and every comparison is paired image by
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import pandas as pd
 from models.shapes.specs import task_order
 from models.stats import mean_of_strata, seeds_and_units_bootstrap
 from models.winrates import win_outcomes
+from synrank.eval_report import EvalReport
 
 KEY = ["prompt_id", "index", "task"]
 N_BOOT = 2000
@@ -44,18 +44,17 @@ def load_runs(
     """runs: (arm, seed, evaluation folder written by the evaluate stage) for every trained run."""
     data, base_units = None, None
     for arm, seed, ev in runs:
-        report = json.loads((ev / "_stage.json").read_text())["report"]
+        report = EvalReport.of_stage(ev)
         judged = pd.read_parquet(ev / f"judged_{benchmark}.parquet")
-        base = judged[judged["model"] == report["base"]].sort_values(KEY).reset_index(drop=True)
-        tuned = base[KEY].merge(judged[judged["model"] == report["tuned"]], on=KEY, how="left")
+        base = judged[judged["model"] == report.base].sort_values(KEY).reset_index(drop=True)
+        tuned = base[KEY].merge(judged[judged["model"] == report.tuned], on=KEY, how="left")
         if tuned["value"].isna().any():
             raise ValueError(f"{ev}: the tuned model was not judged on every image the base was")
         if data is None:
-            probes = report.get("benchmarks", {}).get(benchmark, {}).get(report["base"], {}).get("probes", {})
             data = StudyData(
                 tasks=base["task"].to_numpy(),
                 prompts=base["prompt_id"].astype(str).to_numpy(),
-                probes=sorted(probes),
+                probes=report.probes(benchmark),
                 base_arm=base_arm,
             )
             base_units = base

@@ -84,11 +84,11 @@ class RankedGroups:
         """The text conditioning of the groups at `rows` (R,), each (R, ...), read from disk when it is there."""
         return {k: take(v, rows) for k, v in self.cond.items()}
 
-    def latent_counts(self) -> dict[str, float]:
+    def latent_counts(self) -> dict[str, int]:
         """How many images' latents were the stored ones (`latents_stored`) and how many came from
         encoding the PNG (`latents_encoded`, in this run or the cached earlier one of the same config)."""
         stored = int(self.stored.sum()) if self.stored is not None else 0
-        return {"latents_stored": float(stored), "latents_encoded": float(len(self.latents) - stored)}
+        return {"latents_stored": stored, "latents_encoded": len(self.latents) - stored}
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from models.train_result import TrainResult
 from synrank.atomic import write_text
 from synrank.config import GeneratorSpec, TrainConfig
 
@@ -64,9 +65,9 @@ def ranked_images(job: TrainJob, manifest: pd.DataFrame) -> pd.DataFrame:
     return ranked
 
 
-def run_job(job: TrainJob, log: Callable[[dict[str, float], int], None] = lambda m, s: None) -> dict:
-    """models.trainer.train on the job's data; `log` gets every logged step (main process only). Returns the
-    final metrics (on every process); the main process also writes them to work_dir/final.json."""
+def run_job(job: TrainJob, log: Callable[[dict[str, float], int], None] = lambda m, s: None) -> TrainResult:
+    """models.trainer.train on the job's data; `log` gets every logged step (main process only). Returns its
+    TrainResult (on every process); the main process also writes it to work_dir/final.json."""
     from models.trainer import train
     from synrank.shards import load_arrays, load_images
 
@@ -95,7 +96,7 @@ def run_job(job: TrainJob, log: Callable[[dict[str, float], int], None] = lambda
     ranked = ranked_images(job, manifest)
     final = train(job.spec, job.cfg, ranked, images, Path(job.out_dir), log_and_record, work, stored)
     if PartialState().is_main_process:  # the state train()'s Accelerator set up
-        write_text(work / FINAL, json.dumps(final) + "\n")
+        write_text(work / FINAL, final.to_json() + "\n")
     return final
 
 

@@ -49,6 +49,7 @@ from models.parametrization import Parametrization
 from models.preference_batch import draw_rows, paired_errors, preference_batch
 from models.preflight import drop_tied_groups, make_accelerator
 from models.train_data import ENCODERS, RankedGroups, training_groups
+from models.train_result import TrainResult
 from models.validation_images import validation_renderer
 from synrank.config import GeneratorSpec, TrainConfig
 from synrank.models_io import resolve_model_path
@@ -226,13 +227,11 @@ def train(
     log: Callable[[dict[str, float], int], None] = lambda m, s: None,
     work_dir: Path | None = None,
     latents: Callable[[list[str]], list] | None = None,
-) -> dict[str, float | str]:
+) -> TrainResult:
     """Tune `spec`'s pipeline on ranked groups; saves LoRA weights or a full pipeline in out_dir and returns
-    the last logged metrics plus `skipped_steps` (and `heldout_implicit_acc` with a holdout), drop_tied_groups'
-    counts, where the latents came from (`latents_stored`, `latents_encoded`) and the effective settings
-    (`effective_mixed_precision`, `timestep_density`[, `timestep_shift`]). `latents` loads the generate
-    stage's stored latents by image id (float32 (C, h, w) arrays); they are used where `ranked`'s latent_vae
-    is this base's VAE and latent_shape the training shape, else the image is encoded at
+    a TrainResult (the final metrics, the settings that took effect, where the latents came from). `latents`
+    loads the generate stage's stored latents by image id (float32 (C, h, w) arrays); they are used where
+    `ranked`'s latent_vae is this base's VAE and latent_shape the training shape, else the image is encoded at
     training_size(spec.height, spec.width, cfg.resolution), the generator's aspect kept.
     Checkpoints and the latent cache go to work_dir (default out_dir): keep it outside versioned
     outputs and keyed by the run's config, so that a resume never picks up another config's state.
@@ -256,23 +255,25 @@ def train(
     loop.validate = validation_renderer(pipe, loop.raw, spec, cfg, accelerator, work_dir / "validation")
     last, skipped = _run_steps(loop, work_dir / "checkpoints", log)
     accelerator.wait_for_everyone()
-    last.update(
-        skipped_steps=float(skipped),
-        **counts,
-        **groups.latent_counts(),
-        effective_mixed_precision=accelerator.mixed_precision,
-        effective_processes=accelerator.num_processes,
-        **param.describe(),
+    result = TrainResult(
+        metrics={**last, "skipped_steps": float(skipped), **counts},
+        settings={
+            "mixed_precision": accelerator.mixed_precision,
+            "processes": accelerator.num_processes,
+            **param.describe(),
+        },
+        latents=groups.latent_counts(),
     )
     if loop.ema is not None:
         loop.ema.copy_to(loop.params)  # the average is the tuned model (and what the held-out accuracy judges)
     if not accelerator.is_main_process:
-        return last
+        return result
     if held is not None:
-        last["heldout_implicit_acc"] = heldout_accuracy(loop.raw, ref, param, held, obj, cfg.beta, device)
-        log({"heldout_implicit_acc": last["heldout_implicit_acc"]}, cfg.steps)
+        acc = heldout_accuracy(loop.raw, ref, param, held, obj, cfg.beta, device)
+        result.metrics["heldout_implicit_acc"] = acc
+        log({"heldout_implicit_acc": acc}, cfg.steps)
     save_tuned(loop.raw, pipe, spec, cfg, out_dir)
-    return last
+    return result
 
 
 def training_parametrization(scheduler, cfg: TrainConfig) -> Parametrization:

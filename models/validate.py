@@ -19,6 +19,7 @@ from pathlib import Path
 
 from synrank.config import PARAMS_FILE, ROOT, Config, ConfigError, load_config
 from synrank.plugins import plugin_names
+from synrank.stages import STAGES
 
 
 def pair_objectives() -> list[str]:
@@ -38,22 +39,12 @@ def _one_of(key: str, value: str, allowed: list[str], what: str) -> None:
         raise _refuse(key, value, f"is not {what}", allowed)
 
 
-STAGES = ("sample", "generate", "score", "rank", "train", "evaluate", "export")
-# The config sections each command (a CLI command, a deployment of the same name) reads: validation checks
-# those and nothing else, so a smoke config trimmed for one stage does not fail on a section it never opens.
+# The config sections each command (a CLI command, a deployment of the same name) reads (synrank.stages):
+# validation checks those and nothing else, so a smoke config trimmed for one stage does not fail on a
+# section it never opens. "all" (`synrank deploy` of every flow) reads every section.
 READS: dict[str, tuple[str, ...]] = {
-    "sample": ("sample",),
-    "generate": ("generate",),
-    "score": ("score",),
-    "rank": ("score", "rank"),
-    "train": ("generate", "train"),
-    "evaluate": ("generate", "score", "evaluate"),
-    "export": ("generate", "score", "rank", "export"),
-    "ingest": ("ingest",),
-    "pipeline": STAGES,
-    "online": (*STAGES, "online"),
-    "study": (*STAGES, "study"),
-    "all": (*STAGES, "online", "study"),
+    **{name: stage.reads for name, stage in STAGES.items()},
+    "all": tuple(dict.fromkeys(section for stage in STAGES.values() for section in stage.reads)),
 }
 
 

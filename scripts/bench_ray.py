@@ -28,7 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run from anywhere without installing
 
-from synrank.cli import prefect_env  # noqa: E402
+from cli.main import prefect_env  # noqa: E402
 
 os.environ.update(prefect_env(os.environ))  # an ephemeral Prefect server that may take its time on 2 cores
 

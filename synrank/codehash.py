@@ -22,10 +22,10 @@ from functools import cache
 from pathlib import Path
 
 from synrank.config import CODE_ROOT
-from synrank.config import STAGES as PIPELINE_STAGES
+from synrank.stages import DVC_STAGES
 
-PACKAGES = ("synrank", "flows", "tasks", "models")
-STAGES = (*PIPELINE_STAGES, "export")  # the DVC stages whose code deps this module writes
+PACKAGES = ("synrank", "flows", "tasks", "models", "cli")
+STAGES = DVC_STAGES  # the DVC stages whose code deps this module writes
 
 
 def module_file(name: str) -> Path | None:

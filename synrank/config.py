@@ -40,6 +40,8 @@ from synrank.config_sections import (
     TrackingConfig,
     TrainConfig,
 )
+from synrank.stages import PIPELINE, STAGE_OUTPUT
+from synrank.stages import STAGES as STAGE_SPECS
 
 __all__ = [  # the sections (re-exported) and this module's own names
     "CODE_ROOT",
@@ -219,18 +221,7 @@ def params_yaml(cfg: Config) -> str:
     return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
 
 
-STAGES = ("sample", "generate", "score", "rank", "train", "evaluate")
-# The `Paths` field each stage writes (and locks while it runs, synrank.runlock).
-STAGE_OUTPUT = {
-    "sample": "prompts",
-    "generate": "images",
-    "score": "scores",
-    "rank": "rankings",
-    "train": "model",
-    "evaluate": "eval",
-    "export": "dataset",
-    "ingest": "ingested",
-}
+STAGES = PIPELINE  # the six stages `synrank pipeline` runs, in order (synrank.stages)
 
 
 def stage_outputs(paths: Paths, stages: Iterable[str] = STAGES) -> list[Path]:
@@ -241,20 +232,11 @@ def stage_outputs(paths: Paths, stages: Iterable[str] = STAGES) -> list[Path]:
 def flow_parameters(stage: str, cfg: Config) -> dict[str, BaseModel]:
     """The keyword arguments of `flows.<stage>.<stage>_flow` taken from one Config: the CLI, the parent
     pipeline and the Prefect deployments all call the flows through this one mapping."""
-    common = {"paths": cfg.paths, "tracking": cfg.tracking}
-    own: dict[str, dict[str, BaseModel]] = {
-        "sample": {"cfg": cfg.sample},
-        "generate": {"cfg": cfg.generate, "cluster": cfg.cluster},
-        "score": {"cfg": cfg.score, "cluster": cfg.cluster},
-        "rank": {"cfg": cfg.rank},
-        "train": {"cfg": cfg.train, "generate": cfg.generate},
-        "export": {"cfg": cfg.export, "generate": cfg.generate, "score": cfg.score, "rank": cfg.rank},
-        "ingest": {"cfg": cfg.ingest},
-        "evaluate": {"cfg": cfg.evaluate, "rewards": cfg.score, "generate": cfg.generate, "cluster": cfg.cluster},
-    }
-    if stage in ("pipeline", "online", "study"):
+    spec = STAGE_SPECS[stage]
+    if not spec.output:  # a composite flow (pipeline, online, study) takes the whole config
         return {"cfg": cfg}
-    return {**own[stage], **common}
+    own = {arg: getattr(cfg, section) for arg, section in spec.args.items()}
+    return {**own, "paths": cfg.paths, "tracking": cfg.tracking}
 
 
 def base_generator(cfg: TrainConfig, generate: GenerateConfig) -> GeneratorSpec:

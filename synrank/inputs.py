@@ -1,6 +1,6 @@
 """The inputs a command reads from outside the project's outputs, checked before anything starts: the prompt
 files of sample.sources and the generators' model folders. Each problem is one line naming the setting, the
-path and what is wrong with it (synrank.cli prints it and exits 2)."""
+path and what is wrong with it (cli.main prints it and exits 2)."""
 
 from __future__ import annotations
 

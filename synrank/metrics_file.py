@@ -21,6 +21,7 @@ from typing import Any
 
 from synrank.atomic import write_json
 from synrank.config import Paths
+from synrank.eval_report import EvalReport
 
 ROLES = ("base", "tuned")
 
@@ -41,16 +42,16 @@ def _differences(paired: dict[str, Any]) -> dict[str, float]:
     return out
 
 
-def headline(report: dict[str, Any]) -> dict[str, Any]:
+def headline(report: EvalReport) -> dict[str, Any]:
     """The headline metrics (module docstring) of an evaluate report."""
-    names = {report.get("base"): "base", report.get("tuned"): "tuned"}
+    names = {report.base: "base", report.tuned: "tuned"}
     out: dict[str, Any] = {}
-    for bench, by_model in sorted(report.get("benchmarks", {}).items()):
+    for bench, by_model in sorted(report.benchmarks.items()):
         roles = {names[m]: _accuracies(s) for m, s in by_model.items() if m in names}
-        if paired := report.get("paired", {}).get(bench):
+        if paired := report.paired.get(bench):
             roles["tuned_minus_base"] = _differences(paired)
         out[bench] = {r: roles[r] for r in (*ROLES, "tuned_minus_base") if r in roles}
-    rates = report.get("winrate", {})
+    rates = report.winrate
     if rates:
         out["winrate"] = {
             reward: {"tuned_vs_base": w["winrate"], "ci_lo": w["ci_low"], "ci_hi": w["ci_high"]}
@@ -59,9 +60,9 @@ def headline(report: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def write_evaluate_metrics(paths: Paths, report: dict[str, Any]) -> None:
+def write_evaluate_metrics(paths: Paths, report: EvalReport) -> None:
     """`paths.metrics`/headline.json (headline) and evaluate.json (the whole report), written whenever the
     evaluate stage runs or is found current (by its flow or by `synrank pipeline` before Prefect starts)."""
     folder = paths.resolve("metrics")
-    write_json(folder / "evaluate.json", report)
+    write_json(folder / "evaluate.json", report.to_dict())
     write_json(folder / "headline.json", headline(report))

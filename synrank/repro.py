@@ -4,7 +4,7 @@ Each DVC stage is a `synrank <stage>` process. Without a Prefect server (`make u
 start Prefect's temporary server, about 7 s each on 2 cores (docs/benchmarks.md); here one is started for
 the whole `dvc repro` and its address handed to every stage through PREFECT_API_URL. It is started only when
 a stage it will run computes: a stage whose stamp is current returns before it imports Prefect
-(synrank.cli), so a `dvc repro` with nothing to do, or one after `make run` whose dvc.lock entries are stale
+(cli.main), so a `dvc repro` with nothing to do, or one after `make run` whose dvc.lock entries are stale
 but whose stamps are current, starts no server.
 """
 
@@ -53,12 +53,12 @@ def stale_stages(dvc_args: list[str], env: Mapping[str, str]) -> list[str]:
 def will_compute(dvc_stages: list[str], cfg: Config) -> bool:
     """Whether any of `dvc_stages` (names from `dvc status`) will run a flow: a synrank stage whose stamp is
     stale under `cfg`, or anything else (data.dvc, the zoo). A stage whose stamp is current returns before
-    it imports Prefect (synrank.cli), so a `dvc repro` of only such stages needs no server."""
+    it imports Prefect (cli.main), so a `dvc repro` of only such stages needs no server."""
     return any(s not in STAGE_OUTPUT or not up_to_date(s, cfg) for s in dvc_stages)
 
 
 def run_repro(dvc_args: list[str], env: Mapping[str, str], cfg: Config) -> int:
-    """`dvc repro *dvc_args` in `env` (the caller's environment plus synrank.cli.prefect_env) for the params
+    """`dvc repro *dvc_args` in `env` (the caller's environment plus cli.main.prefect_env) for the params
     `cfg` was loaded from; returns its exit status. With PREFECT_API_URL set (`make up`) its stages use that
     server; otherwise one temporary server is started for all of them, and stopped when `dvc repro` ends, if
     `--force` is given or a stage `dvc status` names will compute (`will_compute`)."""

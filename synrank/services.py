@@ -17,7 +17,7 @@ synrank.supervisor (its own process group, pid file and log in $SYNRANK_RUN_DIR,
 
 `up` starts what is not running yet (prefect, mlflow and s3 when no name is given), waits until each is
 ready, and with prefect creates the missing work pools and (re)deploys prefect.yaml with params.yaml as the
-defaults (python -m synrank.deploy $SYNRANK_DEPLOY_ARGS). `down` stops every service with a pid file,
+defaults (`synrank deploy $SYNRANK_DEPLOY_ARGS`). `down` stops every service with a pid file,
 workers first (they deregister from the server). Binaries are those beside this interpreter (the
 virtualenv that `make` runs).
 
@@ -215,7 +215,7 @@ def deploy_and_start_workers(setup: Setup, env: Mapping[str, str], server: Super
     (defaults from params.yaml), then start a process worker per pool and wait until each has started."""
     server.wait_ready(lambda: supervisor.http_ok(f"{url}/api/health"), setup.up_timeout)
     print(f"prefect server ready at {url}", flush=True)
-    deploy = [sys.executable, "-m", "synrank.deploy", *setup.deploy_args]
+    deploy = [sys.executable, "-m", "cli", "deploy", *setup.deploy_args]
     if subprocess.run(deploy, cwd=setup.root, env=dict(env)).returncode != 0:
         raise ServiceError(f"deploying failed ({shlex.join(['python', *deploy[1:]])})")
     workers = []

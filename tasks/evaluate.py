@@ -11,6 +11,7 @@ from prefect import task
 
 from models.shapes.specs import TASKS as GENEVAL_TASKS
 from models.shapes.specs import task_order
+from synrank.eval_report import EvalReport
 from synrank.progress import progress
 from synrank.shards import load_images
 
@@ -159,11 +160,11 @@ def paired_between(base: pd.DataFrame, tuned: pd.DataFrame, tasks: Sequence[str]
     )
 
 
-def task_rows(report: dict) -> pd.DataFrame:
+def task_rows(report: EvalReport) -> pd.DataFrame:
     """The benchmark summaries as one row per (benchmark, model, task) with a `label` for DVC's bar plot:
     the tasks, overall, then any probe (reported apart from overall)."""
     rows = []
-    for bench, by_model in report.get("benchmarks", {}).items():
+    for bench, by_model in report.benchmarks.items():
         for model, s in by_model.items():
             for task_name, c in [*s["tasks"].items(), ("overall", s["overall"]), *s.get("probes", {}).items()]:
                 rows.append(

@@ -22,6 +22,7 @@ import pandas as pd
 from mlflow.exceptions import MlflowException
 from prefect import task
 
+from synrank.eval_report import EvalReport
 from synrank.metrics_file import headline
 from tasks.evaluate import paired_between
 
@@ -62,15 +63,15 @@ def _champion_rows(champion: Any, benchmark: str) -> pd.DataFrame:
 
 
 def verdict(
-    client: Any, name: str, version: str, report: dict, judged: pd.DataFrame, benchmark: str, tasks: list[str]
+    client: Any, name: str, version: str, report: EvalReport, judged: pd.DataFrame, benchmark: str, tasks: list[str]
 ) -> Verdict:
-    """Whether `version` (report["tuned"]'s rows of `judged`) beats the champion of `name` (module docstring)."""
+    """Whether `version` (report.tuned's rows of `judged`) beats the champion of `name` (module docstring)."""
     champion = _champion(client, name)
     if champion is None or str(champion.version) == str(version):
-        if not report.get("paired", {}).get(benchmark):
+        if not report.paired.get(benchmark):
             return Verdict(False, f"no paired tuned - base result on {benchmark}")
-        return _evidence("no champion yet; tuned - base", report["paired"][benchmark])
-    mine = judged[judged["model"] == report["tuned"]].drop(columns="model")
+        return _evidence("no champion yet; tuned - base", report.paired[benchmark])
+    mine = judged[judged["model"] == report.tuned].drop(columns="model")
     try:
         d = paired_between(_champion_rows(champion, benchmark), mine, tasks)
     except ValueError:  # no prompt and seed judged for both
@@ -80,7 +81,7 @@ def verdict(
 
 @task(name="promote-model", task_run_name="promote[{name} v{version}]")
 def promote(
-    name: str, version: str, report: dict, judged: pd.DataFrame, run_id: str, benchmark: str, tasks: list[str]
+    name: str, version: str, report: EvalReport, judged: pd.DataFrame, run_id: str, benchmark: str, tasks: list[str]
 ) -> Verdict:
     """Tag `version` of registered model `name` with report's headline on `benchmark` and the evaluate run
     `run_id` (whose artifacts must hold judged_<benchmark>.parquet), make it the candidate, and the champion

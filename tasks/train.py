@@ -25,6 +25,7 @@ from mlflow.types.schema import ColSpec, Schema
 from prefect import task
 
 from models.train_job import TrainJob
+from models.train_result import TrainResult
 from synrank.models_io import tuned_spec
 from synrank.progress import Reporter
 from synrank.shards import png_bytes
@@ -75,13 +76,13 @@ def log_tuned_model(model_dir: Path, registered_name: str, tags: dict[str, str])
 
 
 @task(name="train-model", task_run_name="train[{job.cfg.objective}]")
-def train_model(job: TrainJob, run_id: str) -> dict[str, float | str]:
+def train_model(job: TrainJob, run_id: str) -> TrainResult:
     """models.trainer.train (RankDPO by default, arXiv 2410.18013 eq. 7; `cfg.objective` picks another) of the
     job's base on its rankings joined with the manifest's prompts and stored latents: writes the tuned model to
     `job.out_dir`, checkpoints, the latent cache and curve.jsonl to `job.work_dir`, and
     `job.out_dir`/train_curve.csv. One process (`train.processes: 1`, one machine) trains here; more are launched with
     accelerate (models.launch), this process following their curve. Every logged step goes to MLflow run
-    `run_id` as train/<metric>. Returns train's final metrics and effective settings; raises its
+    `run_id` as train/<metric>. Returns train's TrainResult; raises its
     NonFiniteLossError and models.preflight's errors (in-process), LaunchFailed when a launched process fails."""
     from mlflow.entities import Metric
 

@@ -294,7 +294,7 @@ def test_the_pipeline_form_is_short_and_mlflow_opens_on_the_training_runs(world:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         try:
-            # The pipeline's custom run form: the fields a run changes, the rest deployed (synrank.deploy).
+            # The pipeline's custom run form: the fields a run changes, the rest deployed (cli.deploy).
             page.goto(f"{world.prefect_url}/deployments/deployment/{dep.id}/run", wait_until="networkidle")
             page.locator("label", has_text=re.compile(r"^Steps\b")).first.wait_for(timeout=60_000)
             page.screenshot(path=SCREENSHOTS / "4-pipeline-form.png", full_page=True)

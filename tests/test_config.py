@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from synrank.cli import main
+from cli.main import main
 from synrank.config import PARAMS_FILE, ConfigError, load_config, params_yaml
 
 
@@ -109,7 +109,7 @@ def test_override_values_by_field_type() -> None:
 
 
 def test_prefect_env_keeps_state_in_the_project_unless_told_otherwise() -> None:
-    from synrank.cli import EPHEMERAL_TIMEOUT_ENV, prefect_env
+    from cli.main import EPHEMERAL_TIMEOUT_ENV, prefect_env
     from synrank.config import ROOT
 
     offline = {"PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1"}

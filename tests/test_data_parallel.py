@@ -136,8 +136,8 @@ def test_a_checkpoint_of_another_process_count_is_refused(tmp_path: Path) -> Non
 def test_processes_must_divide_the_batch_and_a_launcher_is_refused(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
+    from cli.main import main
     from models.validate import validate_config
-    from synrank.cli import main
 
     with pytest.raises(ConfigError, match=r"'train.processes': 3 does not divide train.prompts_per_step \(8\)"):
         validate_config(load_config(overrides=["train.processes=3"]), "train")

@@ -15,7 +15,7 @@ CFG = Config()
 
 
 def deployed(stage: str, cfg: Config = CFG) -> dict[str, Any]:
-    """A deployment's default parameters as synrank.deploy makes them (JSON)."""
+    """A deployment's default parameters as cli.deploy makes them (JSON)."""
     return {k: v.model_dump(mode="json") for k, v in flow_parameters(stage, cfg).items()}
 
 

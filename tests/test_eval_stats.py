@@ -15,6 +15,7 @@ from PIL import Image
 
 from models.benchmarks.geneval_shapes import GenEvalShapes
 from models.stats import bootstrap_means, paired_task_delta, percentile_ci, seeds_and_units_bootstrap, stratified_means
+from synrank.eval_report import EvalReport
 
 
 def _direct_cluster_means(values: np.ndarray, clusters: list[str], rng: np.random.Generator, n_boot: int) -> np.ndarray:
@@ -221,9 +222,9 @@ def _judged_world(root: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
 def test_run_benchmark_and_table_report_prompts_images_and_the_probe(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    from cli.main import main
     from flows.evaluate import benchmark_metrics
     from models.benchmark_table import benchmark_table
-    from synrank.cli import main
     from tasks.evaluate import run_benchmark
 
     monkeypatch.setattr(GenEvalShapes, "judge", lambda self, im, meta: (meta["tag"], im.getpixel((0, 0))[0] > 127))
@@ -244,7 +245,7 @@ def test_run_benchmark_and_table_report_prompts_images_and_the_probe(
         "benchmarks": {"geneval-shapes": out},
         "paired": {"geneval-shapes": paired},
     }
-    lines = benchmark_table(json.loads(json.dumps(report))).splitlines()
+    lines = benchmark_table(EvalReport.from_dict(json.loads(json.dumps(report)))).splitlines()
     assert lines[2:8] == [
         "| model | colors | overall | probe: novel_binding |",
         "|---|---|---|---|",
@@ -275,7 +276,7 @@ def test_the_result_line_puts_base_tuned_and_the_paired_difference_in_one_line()
         "paired": {"geneval": {"delta": 0.25, "ci95": [0.125, 0.375]}},
     }
     assert (
-        result_line(report)
+        result_line(EvalReport.from_dict(report))
         == "geneval: base 0.250 [0.20, 0.30], tuned 0.500 [0.40, 0.60], tuned - base +0.250 [+0.12, +0.38]"
     )
-    assert result_line({"benchmarks": {}}) == ""
+    assert result_line(EvalReport()) == ""

@@ -298,9 +298,13 @@ def test_a_mix_of_tied_and_ordered_groups_trains_on_the_ordered_ones(tiny_model:
     ranked, images = ranked_table(n_prompts=8)
     ranked = _tie(ranked, ["p0", "p3", "p6"])
     final = _train(tiny_model, ranked, images, tmp_path)
-    assert (final["groups_ranked"], final["groups_all_tied"], final["groups_used"]) == (8.0, 3.0, 5.0)
-    assert math.isfinite(final["loss"]) and final["effective_mixed_precision"] == "no"
-    assert final["timestep_density"] == "uniform-discrete"
+    assert (final.metrics["groups_ranked"], final.metrics["groups_all_tied"], final.metrics["groups_used"]) == (
+        8.0,
+        3.0,
+        5.0,
+    )
+    assert math.isfinite(final.metrics["loss"]) and final.settings["mixed_precision"] == "no"
+    assert final.settings["timestep_density"] == "uniform-discrete"
     (cache,) = (tmp_path / "cache").glob("groups-*")
     assert np.load(cache / "latents.npy").shape[0] == 5 * 3  # the tied prompts' images were never encoded
     assert (tmp_path / "pytorch_lora_weights.safetensors").exists()
@@ -312,5 +316,5 @@ def test_sd3_trains_with_and_reports_the_sd3_density(tmp_path: Path) -> None:
     model = build_tiny_sd3(tmp_path / "sd3", seed=3)
     ranked, images = ranked_table()
     final = _train(str(model), ranked, images, tmp_path / "out", steps=1)
-    assert (final["timestep_density"], final["timestep_shift"]) == ("logit_normal", 3.0)
-    assert math.isfinite(final["loss"])
+    assert (final.settings["timestep_density"], final.settings["timestep_shift"]) == ("logit_normal", 3.0)
+    assert math.isfinite(final.metrics["loss"])

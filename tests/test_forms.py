@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from prefect.utilities.schema_tools.validation import validate
 
+from cli.deploy import deployment_parameters, form_schema
 from synrank.config import Config, TrainConfig, load_config
-from synrank.deploy import deployment_parameters, form_schema
 from synrank.deployment_params import merge_set_fields
 from synrank.plugins import PLUGIN_FOLDERS, plugin_names
 from synrank.train_config import LaunchConfig

@@ -148,7 +148,7 @@ def test_training_on_stored_latents_encodes_nothing(
 ) -> None:
     final, encoded = _train(world, world.spec.path, tmp_path, monkeypatch)
     n = len(world.manifest)
-    assert (final["latents_stored"], final["latents_encoded"], encoded) == (n, 0, 0)
+    assert (final.latents["latents_stored"], final.latents["latents_encoded"], encoded) == (n, 0, 0)
     # The training latents are the stored arrays themselves (the cached groups, in build_groups' order).
     (cache,) = (tmp_path / "cache").glob("groups-*")
     groups = {"latents": torch.from_numpy(np.load(cache / "latents.npy")), **torch.load(cache / "groups.pt")}
@@ -164,7 +164,10 @@ def test_a_base_with_another_vae_encodes_the_pngs(
 ) -> None:
     assert component_id(world.other, "vae") != component_id(world.spec.path, "vae")
     final, encoded = _train(world, world.other, tmp_path, monkeypatch)
-    assert (final["latents_stored"], final["latents_encoded"]) == (0, len(world.manifest)) and encoded > 0
+    assert (final.latents["latents_stored"], final.latents["latents_encoded"]) == (
+        0,
+        len(world.manifest),
+    ) and encoded > 0
 
 
 def test_stored_latents_need_the_training_shape(world: SimpleNamespace) -> None:

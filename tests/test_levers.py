@@ -230,7 +230,7 @@ def test_bf16_keeps_frozen_weights_in_bf16_and_the_lora_in_float32(tmp_path: Pat
         == {torch.bfloat16}
     )
     final = run(str(model), tmp_path / "out", 2, 0, mixed_precision="bf16")
-    assert math.isfinite(final["loss"]) and final["effective_mixed_precision"] == "bf16"
+    assert math.isfinite(final.metrics["loss"]) and final.settings["mixed_precision"] == "bf16"
 
 
 def test_ema_saves_the_moving_average_of_the_steps_weights(tmp_path: Path) -> None:

@@ -9,25 +9,26 @@ import sys
 from pathlib import Path
 
 from synrank.config import Paths
+from synrank.eval_report import EvalReport
 from synrank.metrics_file import headline, write_evaluate_metrics
 
 
-def _report(base: str, tuned: str, base_acc: float, tuned_acc: float, delta: float) -> dict:
+def _report(base: str, tuned: str, base_acc: float, tuned_acc: float, delta: float) -> EvalReport:
     def scores(acc: float) -> dict:
         return {"overall": {"accuracy": acc, "ci95": [acc - 0.1, acc + 0.1]}, "tasks": {"counting": {"accuracy": acc}}}
 
-    return {
-        "base": base,
-        "tuned": tuned,
-        "benchmarks": {"geneval": {base: scores(base_acc), tuned: scores(tuned_acc), "other": scores(0.9)}},
-        "paired": {"geneval": {"delta": delta, "ci95": [delta - 0.05, delta + 0.05], "tasks": {}}},
-        "winrate": {"clip": {"winrate": 0.6, "ci_low": 0.5, "ci_high": 0.7, "n_pairs": 10}},
-    }
+    return EvalReport(
+        base=base,
+        tuned=tuned,
+        benchmarks={"geneval": {base: scores(base_acc), tuned: scores(tuned_acc), "other": scores(0.9)}},
+        paired={"geneval": {"delta": delta, "ci95": [delta - 0.05, delta + 0.05], "tasks": {}}},
+        winrate={"clip": {"winrate": 0.6, "ci_low": 0.5, "ci_high": 0.7, "n_pairs": 10}},
+    )
 
 
 def test_the_headline_is_keyed_by_role_never_by_model_name() -> None:
     report = _report("sd-s", "sd-s-tuned", 0.25, 0.5, 0.25)
-    report["paired"]["geneval"]["tasks"] = {"counting": {"delta": 0.25, "ci95": [0.125, 0.375]}}
+    report.paired["geneval"]["tasks"] = {"counting": {"delta": 0.25, "ci95": [0.125, 0.375]}}
     assert headline(report) == {
         "geneval": {
             "base": {"overall": 0.25, "overall_ci_lo": 0.15, "overall_ci_hi": 0.35, "counting": 0.25},
@@ -44,7 +45,7 @@ def test_the_headline_is_keyed_by_role_never_by_model_name() -> None:
         "winrate": {"clip": {"tuned_vs_base": 0.6, "ci_lo": 0.5, "ci_hi": 0.7}},
     }
     other_base = _report("sd-m", "sd-m-tuned", 0.25, 0.5, 0.25)  # another base: the same keys
-    other_base["paired"]["geneval"]["tasks"] = report["paired"]["geneval"]["tasks"]
+    other_base.paired["geneval"]["tasks"] = report.paired["geneval"]["tasks"]
     assert headline(other_base) == headline(report)
 
 

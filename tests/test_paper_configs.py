@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-import synrank.cli
+import cli.main
 from synrank.config import CODE_ROOT, load_config
 
 PAPER = CODE_ROOT / "configs" / "paper"
@@ -15,7 +15,7 @@ def test_a_paper_config_validates_offline_and_lists_its_weights(
     name: str, base: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     path = PAPER / f"{name}.yaml"
-    assert synrank.cli.main(["validate", "--params", str(path)]) == 0
+    assert cli.main.main(["validate", "--params", str(path)]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == f"{path}: valid. The models and files it needs:"
     rows = [line.split()[:4] for line in lines[2:]]
@@ -38,7 +38,7 @@ def test_a_paper_config_validates_offline_and_lists_its_weights(
 
 def test_a_typo_in_a_paper_config_exits_2_naming_it(capsys: pytest.CaptureFixture[str]) -> None:
     argv = ["validate", "--params", str(PAPER / "syn-pic-sdxl.yaml"), "--set", "train.objective=rankdpoo"]
-    assert synrank.cli.main(argv) == 2
+    assert cli.main.main(argv) == 2
     assert capsys.readouterr().err.startswith(
         "synrank: bad value for 'train.objective': 'rankdpoo' is not a registered objective; allowed:"
     )

@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 from synrank.config import Config, validate
+from synrank.eval_report import EvalReport
 from synrank.shards import read_shard
 from tests.fixtures.tiny_models import build_tiny_clip, build_tiny_sd
 
@@ -208,7 +209,7 @@ def test_cli_with_nothing_changed_makes_no_flow_or_mlflow_run(
 ) -> None:
     """`synrank pipeline` asks every stamp first: all current, it rewrites evaluate.json from the evaluate
     stamp and starts no flow (no Prefect server, no MLflow run); one stale stage, and the flow runs."""
-    import synrank.cli
+    import cli.main
     from synrank.stamp import read_stamp, up_to_date
 
     cfg, _ = ran
@@ -216,13 +217,13 @@ def test_cli_with_nothing_changed_makes_no_flow_or_mlflow_run(
     def no_flow(stage: str, _cfg: Config) -> None:
         raise AssertionError(f"flow {stage} started although nothing changed")
 
-    monkeypatch.setattr(synrank.cli, "_run", no_flow)
+    monkeypatch.setattr(cli.main, "_run", no_flow)
     client = mlflow.MlflowClient(cfg.tracking.tracking_uri)
     exp = client.get_experiment_by_name("e2e").experiment_id
     n_runs = len(client.search_runs([exp]))
     metrics = cfg.paths.resolve("metrics") / "evaluate.json"
     metrics.unlink()
-    assert synrank.cli._run_locked("pipeline", cfg) == 0
+    assert cli.main._run_locked("pipeline", cfg) == 0
     assert json.loads(metrics.read_text()) == read_stamp(cfg.paths.resolve("eval"))["report"]
     assert "nothing changed since the last run" in capsys.readouterr().out
     assert len(client.search_runs([exp])) == n_runs
@@ -233,7 +234,7 @@ def test_cli_with_nothing_changed_makes_no_flow_or_mlflow_run(
     try:
         assert [s for s in ("sample", "generate", "score", "rank") if not up_to_date(s, cfg)] == ["rank"]
         with pytest.raises(AssertionError, match="flow pipeline started"):
-            synrank.cli._run_locked("pipeline", cfg)
+            cli.main._run_locked("pipeline", cfg)
     finally:
         extra.unlink()
     assert up_to_date("rank", cfg)
@@ -377,5 +378,5 @@ def test_the_pipeline_run_ends_with_its_result_table_and_line(ran: tuple[Config,
             key = ArtifactFilter(key=ArtifactFilterKey(any_=["pipeline-result"]))
             return (await client.read_artifacts(artifact_filter=key, sort=ArtifactSort.CREATED_DESC, limit=1))[0]
 
-    report = json.loads((cfg.paths.resolve("metrics") / "evaluate.json").read_text())
+    report = EvalReport.read(cfg.paths.resolve("metrics") / "evaluate.json")
     assert asyncio.run(latest()).data == benchmark_table(report)

@@ -73,7 +73,7 @@ from models.validate import validate_config
 from models.rewards import load_reward
 from models.objectives import OBJECTIVES, objective_loss
 from models.benchmarks import load_benchmark
-from synrank.deploy import form_schema
+from cli.deploy import form_schema
 from flows.train import train_flow
 cfg = load_config(overrides=["score.rewards.0.kind=toy-brightness", "train.objective=toy-pairs",
                              "evaluate.benchmarks=[geneval-shapes, toy-bright]"])

@@ -93,7 +93,7 @@ def test_a_stale_lock_entry_over_a_current_stamp_needs_no_server(tmp_path: Path)
 def test_a_stage_with_nothing_to_do_leaves_dvc_status_clean(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The run lock lives beside the output folder (synrank.runlock), so a `synrank sample` that finds its
     stamp current changes nothing DVC tracks; before, the lock inside outputs/prompts made it "modified"."""
-    from synrank.cli import main
+    from cli.main import main
     from synrank.config import params_yaml
     from tests.test_pipeline import tiny_config
 

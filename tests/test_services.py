@@ -1,6 +1,6 @@
 """`make up` / `make down` for real: `python -m synrank.services up` (what `make up` runs) starts a Prefect
 server, a process worker, an MLflow server and a SeaweedFS S3 server on free ports with everything under a
-tmp dir, deploys the `sample` flow the way `make up` deploys every flow (synrank.deploy: prefect.yaml plus a
+tmp dir, deploys the `sample` flow the way `make up` deploys every flow (cli.deploy: prefect.yaml plus a
 params file), a run is created through the API with no parameters (as the UI's "Quick run" does), and it
 must complete, write its table and log its MLflow run through the server into an experiment that a sqlite
 client created (artifacts as plain files). `up` again starts nothing and redeploys; `down` stops every
@@ -58,7 +58,7 @@ RUN_TIMEOUT = 120
 
 
 def test_prefect_yaml_deploys_every_flow_from_the_repo_root() -> None:
-    from synrank.deploy import code_directory, read_spec
+    from cli.deploy import code_directory, read_spec
 
     specs = {d["name"]: d for d in read_spec()}
     assert set(specs) == {
@@ -85,8 +85,8 @@ def test_deployment_defaults_are_the_cli_split_of_params_yaml() -> None:
     import importlib
     from types import SimpleNamespace
 
+    from cli.deploy import DeployError, deployment_parameters
     from synrank.config import flow_parameters
-    from synrank.deploy import DeployError, deployment_parameters
 
     cfg = load_config()
     for name in ("sample", "generate", "score", "rank", "train", "evaluate", "export", "ingest", "study"):

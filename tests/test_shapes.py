@@ -32,6 +32,7 @@ from models.shapes.specs import (
     spec_combos,
 )
 from synrank.config import ROOT
+from synrank.eval_report import EvalReport
 
 GENEVAL = ROOT.parent / "shared" / "benchmarks" / "geneval" / "evaluation_metadata.jsonl"
 
@@ -303,6 +304,6 @@ def test_benchmark_table_shows_the_paired_difference() -> None:
         },
         "paired": {"geneval-shapes": {"base": "b", "tuned": "t", "delta": 0.031, "ci95": [0.012, 0.05], "n_pairs": 8}},
     }
-    table = benchmark_table(report)
+    table = benchmark_table(EvalReport.from_dict(report))
     assert "| t | 0.500 [0.40, 0.60] | 0.500 [0.40, 0.60] |" in table
     assert "t - b, paired on the same prompts and seeds: +0.031 [+0.012, +0.050] (95% CI, 8 image pairs)" in table

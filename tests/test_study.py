@@ -15,6 +15,7 @@ from models.stats import seeds_and_units_bootstrap
 from models.study import StudyData, load_runs, study_markdown, study_results
 from models.winrates import win_outcomes, winrates
 from synrank.config import validate
+from synrank.eval_report import EvalReport
 from synrank.tracking import metric_key
 from tasks.evaluate import summary_markdown
 
@@ -293,7 +294,9 @@ def test_dvc_plots_render_the_stage_files(tmp_path: Path) -> None:
     }
     (tmp_path / "outputs" / "eval").mkdir(parents=True)
     (tmp_path / "outputs" / "model").mkdir(parents=True)
-    task_rows(report).to_csv(tmp_path / "outputs/eval/benchmark_tasks.csv", index=False, float_format="%.6g")
+    task_rows(EvalReport.from_dict(report)).to_csv(
+        tmp_path / "outputs/eval/benchmark_tasks.csv", index=False, float_format="%.6g"
+    )
     assert (tmp_path / "outputs/eval/benchmark_tasks.csv").read_text() == (
         "benchmark,model,task,label,accuracy,ci_low,ci_high\n"
         "g,m,counting,counting | m,0.5,0.25,0.75\ng,m,overall,overall | m,0.5,0.25,0.75\n"

@@ -36,8 +36,8 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> str:
 @pytest.mark.parametrize("objective", ["rankdpo", "dpo", "gpo", "sudo", "sft", "rwr"])
 def test_every_objective_trains_without_nan(objective: str, tiny_model: str, tmp_path: Path) -> None:
     final = run(tiny_model, tmp_path, steps=2, checkpoint_every=0, objective=objective)
-    assert math.isfinite(final["loss"]) and math.isfinite(final["grad_norm"])
-    assert "heldout_implicit_acc" in final
+    assert math.isfinite(final.metrics["loss"]) and math.isfinite(final.metrics["grad_norm"])
+    assert "heldout_implicit_acc" in final.metrics
     lora = load_file(tmp_path / "pytorch_lora_weights.safetensors")
     assert lora and all(torch.isfinite(v).all() for v in lora.values())
 
@@ -51,7 +51,7 @@ def test_steps_count_optimizer_updates(tiny_model: str, tmp_path: Path, monkeypa
     monkeypatch.setattr(trainer, "draw_rows", lambda *a, **k: draws.append(1) or real_draw(*a, **k))
     monkeypatch.setattr(torch.optim.AdamW, "step", lambda self, *a, **k: updates.append(1) or real_step(self, *a, **k))
     final = run(tiny_model, tmp_path, steps=2, checkpoint_every=0, grad_accum=3)
-    assert (len(draws), len(updates)) == (6, 2) and math.isfinite(final["grad_norm"])  # the last draw synced
+    assert (len(draws), len(updates)) == (6, 2) and math.isfinite(final.metrics["grad_norm"])  # the last draw synced
 
 
 def test_full_fine_tune_saves_a_loadable_pipeline(tiny_model: str, tmp_path: Path) -> None:
@@ -102,7 +102,11 @@ def test_sdxl_and_sd3_train_through_the_same_loop(kind: str, tmp_path: Path) -> 
 
     model = getattr(tiny_pipelines, f"build_tiny_{kind}")(tmp_path / kind, seed=3)
     final = run(str(model), tmp_path / "out", steps=2, checkpoint_every=0)
-    assert math.isfinite(final["loss"]) and math.isfinite(final["grad_norm"]) and final["grad_norm"] > 0
+    assert (
+        math.isfinite(final.metrics["loss"])
+        and math.isfinite(final.metrics["grad_norm"])
+        and final.metrics["grad_norm"] > 0
+    )
     lora = load_file(tmp_path / "out" / "pytorch_lora_weights.safetensors")
     assert lora and all(torch.isfinite(v).all() for v in lora.values())
     _, tuned = tuned_spec(tmp_path / "out")
@@ -160,8 +164,8 @@ def test_skip_mode_skips_and_counts_nonfinite_steps(
 
     monkeypatch.setattr(trainer, "objective_loss", nan_on_second_call)
     final = run(tiny_model, tmp_path, steps=4, checkpoint_every=0, nonfinite="skip")
-    assert len(calls) == 4 and final["skipped_steps"] == 1.0
-    assert math.isfinite(final["loss"]) and math.isfinite(final["grad_norm"])
+    assert len(calls) == 4 and final.metrics["skipped_steps"] == 1.0
+    assert math.isfinite(final.metrics["loss"]) and math.isfinite(final.metrics["grad_norm"])
     lora = load_file(tmp_path / "pytorch_lora_weights.safetensors")
     assert all(torch.isfinite(v).all() for v in lora.values())
 
@@ -183,7 +187,7 @@ def test_skip_mode_drops_the_whole_accumulation_window(
     monkeypatch.setattr(trainer, "objective_loss", nan_on_first_call)
     monkeypatch.setattr(torch.optim.AdamW, "step", lambda self, *a, **k: updates.append(1) or real_step(self, *a, **k))
     final = run(tiny_model, tmp_path, steps=2, checkpoint_every=0, nonfinite="skip", grad_accum=2)
-    assert (len(calls), len(updates), final["skipped_steps"]) == (4, 1, 1.0)
+    assert (len(calls), len(updates), final.metrics["skipped_steps"]) == (4, 1, 1.0)
 
 
 def test_skip_mode_still_fails_when_most_steps_are_skipped(tiny_model: str, tmp_path: Path) -> None:
@@ -303,7 +307,7 @@ def test_sdxl_size_conditioning_is_height_then_width() -> None:
 
 def test_a_wide_generator_trains_end_to_end(tiny_model: str, tmp_path: Path) -> None:
     final = run(tiny_model, tmp_path, steps=2, checkpoint_every=0, height=32, width=48)
-    assert math.isfinite(final["loss"])
+    assert math.isfinite(final.metrics["loss"])
     (cache,) = (tmp_path / "cache").glob("groups-*")
     latents = np.load(cache / "latents.npy")
     assert latents.shape[-1] * 2 == latents.shape[-2] * 3  # 48 x 32 in latent space too

@@ -139,11 +139,11 @@ def test_a_task_run_prefect_has_not_recorded_yet_never_hides_the_failed_shard(mo
 
 
 def test_names_that_would_escape_their_folder_exit_2_before_compute(capsys) -> None:
-    import synrank.cli
+    import cli.main
 
     for name in ("../x", "a/b", "n" * 241):
         entry = f"generate.generators=[{{name: '{name}', path: zoo/shapes-sd-s, steps: 2, height: 32, width: 32}}]"
-        assert synrank.cli.main(["generate", "--set", entry]) == 2
+        assert cli.main.main(["generate", "--set", entry]) == 2
         err = capsys.readouterr().err
         assert err.startswith("synrank: invalid config: bad value for 'generate.generators.0.name': Value error, a ")
         assert "one path segment of letters, digits" in err and err.count("\n") == 1
@@ -184,7 +184,7 @@ def test_odd_categories_log_to_mlflow_and_a_failed_logging_leaves_no_stamp(tmp_p
 def test_a_missing_prompt_file_model_or_category_less_benchmark_file_exits_2_in_one_line(
     tmp_path: Path, capsys
 ) -> None:
-    import synrank.cli
+    import cli.main
 
     (tmp_path / "new_objects.txt").write_text("a red car\n")  # a T2I-CompBench file that names no category
     cases = [
@@ -203,7 +203,7 @@ def test_a_missing_prompt_file_model_or_category_less_benchmark_file_exits_2_in_
         ),  # fmt: skip
     ]
     for argv, says in cases:
-        assert synrank.cli.main(argv) == 2
+        assert cli.main.main(argv) == 2
         err = capsys.readouterr().err
         assert err.startswith("synrank: ") and says in err and err.count("\n") == 1, err
 

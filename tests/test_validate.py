@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-import synrank.cli
+import cli.main
 from models.validate import load_checked_config, validate_config
 from synrank.config import Config, ConfigError, load_config, validate
 
@@ -118,7 +118,7 @@ def no_run(monkeypatch: pytest.MonkeyPatch) -> None:
     def forbidden(*args: object, **kwargs: object) -> None:
         raise AssertionError("reached a flow run or a model load")
 
-    monkeypatch.setattr(synrank.cli, "_run", forbidden)
+    monkeypatch.setattr(cli.main, "_run", forbidden)
     for module, name in (
         (models.generators, "load_generator"),
         (models.rewards, "load_reward"),
@@ -148,7 +148,7 @@ def test_cli_refuses_bad_values_before_any_work(
     for o in overrides:
         args += ["--set", o]
     modules, environ, t0 = set(sys.modules), dict(os.environ), time.monotonic()
-    code = synrank.cli.main(args)
+    code = cli.main.main(args)
     elapsed = time.monotonic() - t0
     err = capsys.readouterr().err
     assert code == 2
@@ -279,7 +279,7 @@ def test_a_stage_run_before_its_inputs_exist_says_which_command_makes_them(
             for a in ("--set", f"paths.{k}={tmp_path / k}")
         ),
     ]
-    assert synrank.cli.main(args) == 2
+    assert cli.main.main(args) == 2
     err = capsys.readouterr().err
     assert (
         err == f"synrank: '{tmp_path / 'rankings' / 'rankings.parquet'}' does not exist: run `synrank rank` "
@@ -352,7 +352,7 @@ def test_each_command_checks_only_the_sections_it_reads() -> None:
 def test_a_deployment_is_checked_for_its_own_sections_only() -> None:
     """The trimmed-rewards smoke config deploys the train deployment; with the study deployment selected too,
     deploy refuses before deploying anything, naming that deployment."""
-    from synrank.deploy import check_deployments
+    from cli.deploy import check_deployments
 
     cfg = load_config(overrides=["score.rewards=[{name: det, kind: shapes-detector}]"])
     check_deployments(cfg, ["sample", "generate", "score", "rank", "train", "evaluate", "export", "pipeline"])

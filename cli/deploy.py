@@ -1,6 +1,6 @@
 """Register the Prefect deployments declared in prefect.yaml, with params.yaml as their defaults.
 
-    python -m synrank.deploy [--params FILE] [--set key=value ...] [--only NAME ...]
+    synrank deploy [--params FILE] [--set key=value ...] [--only NAME ...] [--file prefect.yaml]
 
 talks to the Prefect server in $PREFECT_API_URL (`make up` runs it). prefect.yaml says which flows
 are deployed, under which names, on which work pool, and where the code lives (its pull step);
@@ -15,7 +15,6 @@ always does). Missing work pools are created as process pools.
 
 from __future__ import annotations
 
-import argparse
 import inspect
 import json
 import os
@@ -193,7 +192,7 @@ def read_spec(path: str | Path = DEPLOY_FILE) -> list[dict[str, Any]]:
 def code_directory(pull: list[dict[str, Any]], env: Mapping[str, str]) -> Path:
     """The directory of the (single) set_working_directory pull step, env placeholders filled in."""
     if len(pull) != 1 or SET_WORKDIR not in pull[0]:
-        raise DeployError(f"synrank.deploy supports exactly one '{SET_WORKDIR}' pull step, got {pull}")
+        raise DeployError(f"synrank deploy supports exactly one '{SET_WORKDIR}' pull step, got {pull}")
     directory = Path(fill_env(pull[0][SET_WORKDIR]["directory"], env)).expanduser()
     if not directory.is_absolute():
         raise DeployError(f"pull step directory '{directory}' must be absolute")
@@ -308,31 +307,3 @@ def run_deploy(
         print(f"synrank deploy: no Prefect server at {PREFECT_API_URL.value()} ({err})", file=sys.stderr)
         return 1
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`python -m synrank.deploy [--params] [--set KEY=VALUE] [--only NAME] [--file]`: run_deploy's exit code."""
-    parser = argparse.ArgumentParser(prog="python -m synrank.deploy", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--params", default=str(PARAMS_FILE), help="params file (default: params.yaml)")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a param in every deployment's defaults (repeatable)",
-    )
-    parser.add_argument(
-        "--only",
-        action="append",
-        default=[],
-        metavar="NAME",
-        help="deploy only this deployment of prefect.yaml (repeatable)",
-    )
-    parser.add_argument("--file", default=str(DEPLOY_FILE), help="deployment file (default: prefect.yaml)")
-    args = parser.parse_args(argv)
-    return run_deploy(args.params, args.overrides, args.only, args.file)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -9,8 +9,10 @@ import os
 import sys
 from collections.abc import Callable, Mapping
 
+from cli.deploy import DEPLOY_FILE
 from models.validate import load_checked_config
 from synrank.config import PARAMS_FILE, WORKSPACE, Config, ConfigError, base_generator, flow_parameters
+from synrank.stages import STAGES
 
 # Prefect 3's setting `server.ephemeral.startup_timeout_seconds` (default 20 s).
 EPHEMERAL_TIMEOUT_ENV = "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"
@@ -29,17 +31,6 @@ def prefect_env(environ: Mapping[str, str]) -> dict[str, str]:
     return {k: v for k, v in env.items() if not environ.get(k)}
 
 
-# What each stage reads from the stages before it: (Paths field, file, the stage that writes it).
-NEEDS = {
-    "generate": [("prompts", "prompts.parquet", "sample")],
-    "score": [("images", "manifest.parquet", "generate")],
-    "rank": [("scores", "scores.parquet", "score"), ("images", "manifest.parquet", "generate")],
-    "train": [("rankings", "rankings.parquet", "rank"), ("images", "manifest.parquet", "generate")],
-    "evaluate": [("model", "tuned.json", "train"), ("prompts", "prompts.parquet", "sample")],
-    "export": [("rankings", "rankings.parquet", "rank"), ("scores", "scores.parquet", "score")],
-}
-
-
 SAMPLING = ("sample", "pipeline", "online", "study")  # the commands that read sample.sources
 RENDERING = ("generate", "train", "evaluate", "pipeline", "online", "study")  # ... that load generators
 
@@ -55,10 +46,10 @@ def missing_input(command: str, cfg: Config) -> str:
     generators = [base_generator(cfg.train, cfg.generate)] if command == "train" else cfg.generate.generators
     if command in RENDERING and (problem := missing_model(generators)):
         return problem
-    for field, name, maker in NEEDS.get(command, []):
-        path = cfg.paths.resolve(field) / name
+    for need in STAGES[command].needs:
+        path = cfg.paths.resolve(need.field) / need.file
         if not path.exists():
-            return f"'{path}' does not exist: run `synrank {maker}` (or `synrank pipeline`) first"
+            return f"'{path}' does not exist: run `synrank {need.maker}` (or `synrank pipeline`) first"
     return ""
 
 
@@ -70,22 +61,6 @@ def _run(stage: str, cfg: Config) -> object:
     return flow(**flow_parameters(stage, cfg))
 
 
-STAGES: dict[str, str] = {
-    "sample": "read prompt corpora, dedupe, split train/eval",
-    "generate": "images for every train prompt from every generator",
-    "score": "every image under every reward model",
-    "rank": "Algorithm 1: per-prompt rankings from the averaged pairwise wins",
-    "train": "preference fine-tuning (RankDPO, DPO, ...) of one generator",
-    "evaluate": "tuned vs base on held-out prompts",
-    "export": "the ranked images as a Hugging Face dataset folder with a dataset card (Syn-Pic's layout)",
-    "ingest": "preference data made elsewhere (Pick-a-Pic-style pairs, synrank's export) as prompts, images "
-    "and rankings to train on",
-    "pipeline": "all six stages in order under one MLflow parent run",
-    "study": "the ablation study: base/SFT/DPO/RankDPO/GPO/SUDO x seeds, one table with CIs (docs/study.md)",
-    "online": "GPO-style online self-improvement: rounds of generate, score, rank, train, evaluate",
-}
-
-
 def _data(args: argparse.Namespace) -> int:
     from models.shapes.dataset import ensure_data
 
@@ -94,9 +69,9 @@ def _data(args: argparse.Namespace) -> int:
 
 
 def _deploy(args: argparse.Namespace) -> int:
-    from synrank.deploy import run_deploy
+    from cli.deploy import run_deploy
 
-    return run_deploy(args.params, args.overrides, args.only)
+    return run_deploy(args.params, args.overrides, args.only, args.file)
 
 
 def _validate(args: argparse.Namespace) -> int:
@@ -125,7 +100,6 @@ def _zoo(args: argparse.Namespace) -> int:
 
 
 def _table(args: argparse.Namespace) -> int:
-    import json
     from pathlib import Path
 
     from synrank.config import Paths
@@ -135,10 +109,11 @@ def _table(args: argparse.Namespace) -> int:
         print(f"synrank: no evaluation yet: '{path}' is missing (run `make run`)", file=sys.stderr)
         return 1
     from models.benchmark_table import benchmark_table
+    from synrank.eval_report import EvalReport
 
     # Per benchmark: base, tuned (and the other generators) per task, overall = the tasks' mean, any probe
     # apart; the paired tuned - base difference per task and overall with its 95% CI and n.
-    table = benchmark_table(json.loads(path.read_text()))
+    table = benchmark_table(EvalReport.read(path))
     print(table if table.strip() else f"no benchmark results in '{path}' (no eval prompt fits evaluate.benchmarks)")
     return 0
 
@@ -159,8 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
     --params and repeatable --set KEY=VALUE), plus data, zoo, table, repro and deploy (EXTRA_COMMANDS)."""
     parser = argparse.ArgumentParser(prog="synrank", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    for name, help_text in STAGES.items():
-        p = sub.add_parser(name, help=help_text)
+    for name, stage in STAGES.items():
+        p = sub.add_parser(name, help=stage.help)
         p.add_argument("--params", default=str(PARAMS_FILE), help="params file (default: params.yaml)")
         p.add_argument(
             "--set",
@@ -191,6 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--params", default=str(PARAMS_FILE), help="params file (default: params.yaml)")
     d.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     d.add_argument("--only", action="append", default=[], metavar="NAME", help="only this deployment (repeatable)")
+    d.add_argument("--file", default=str(DEPLOY_FILE), help="deployment file (default: prefect.yaml)")
     return parser
 
 
@@ -272,14 +248,14 @@ def _nothing_changed(cfg: Config, stages: list[str]) -> bool:
     `make run`, a `dvc repro` after `make run`) costs the hashing, not a server start. Stops at the first
     stale stage (the stages after it would see new inputs anyway)."""
     from synrank.config import STAGE_OUTPUT
+    from synrank.eval_report import EvalReport
     from synrank.metrics_file import write_evaluate_metrics
-    from synrank.stamp import read_stamp, up_to_date
+    from synrank.stamp import up_to_date
 
     if not all(up_to_date(stage, cfg) for stage in stages):
         return False
     if "evaluate" in stages:
-        stamp = read_stamp(cfg.paths.resolve(STAGE_OUTPUT["evaluate"])) or {}
-        write_evaluate_metrics(cfg.paths, stamp.get("report", {}))
+        write_evaluate_metrics(cfg.paths, EvalReport.of_stage(cfg.paths.resolve(STAGE_OUTPUT["evaluate"])))
     for stage in stages:
         print(f"[{stage}] up to date: its stamp matches this config, its inputs and its code")
     print(
