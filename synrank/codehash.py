@@ -9,6 +9,7 @@ lazily). A registry package that calls `import_all("pkg")` loads every module of
 such a call counts as importing all of them.
 
     python -m synrank.codehash            # print each stage's code files
+    python -m synrank.codehash --count    # how many files each stage's code is
     python -m synrank.codehash --write    # rewrite the code part of dvc.yaml's deps
 """
 
@@ -139,6 +140,9 @@ def write_dvc_deps(dvc_yaml: Path = CODE_ROOT / "dvc.yaml") -> bool:
 if __name__ == "__main__":
     if "--write" in sys.argv:
         print("dvc.yaml updated" if write_dvc_deps() else "dvc.yaml already matches")
+    elif "--count" in sys.argv:
+        for s in STAGES:
+            print(f"{s}: {len(stage_files(s))} files")
     else:
         for s in STAGES:
             print(f"{s}: {' '.join(stage_files(s))}")

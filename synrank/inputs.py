@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from synrank.config import GeneratorSpec, PromptSource
 from synrank.models_io import resolve_model_path
-from synrank.prompt_formats import FOLDER_FORMATS, t2i_category_of, t2i_prompt_files
+from synrank.prompt_formats import check_folder_format, t2i_category_of, t2i_prompt_files
 from synrank.prompts import source_path
 
 
@@ -19,13 +19,9 @@ def missing_source(sources: list[PromptSource]) -> str:
         try:
             if src.format == "t2i-compbench":
                 t2i_category_of(path) if path.is_file() else t2i_prompt_files(path)
+            check_folder_format(path, src.format)
         except (ValueError, FileNotFoundError) as err:
             return f"sample.sources.{i}.path: {err}"
-        if path.is_dir() and src.format not in FOLDER_FORMATS:
-            return (
-                f"sample.sources.{i}.path: '{path}' is a folder, but format '{src.format}' reads one file; "
-                f"the formats that read a folder are {', '.join(FOLDER_FORMATS)}"
-            )
     return ""
 
 

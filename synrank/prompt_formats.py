@@ -94,6 +94,15 @@ def _prompt_field(obj: dict[str, Any]) -> str:
     return prompt
 
 
+def check_folder_format(path: Path, fmt: str) -> None:
+    """ValueError if `path` is a folder and format `fmt` reads one file (FOLDER_FORMATS read folders)."""
+    if path.is_dir() and fmt not in FOLDER_FORMATS:
+        raise ValueError(
+            f"'{path}' is a folder, but format '{fmt}' reads one file; the formats that read a folder are "
+            f"{', '.join(FOLDER_FORMATS)}"
+        )
+
+
 def detect_format(path: Path) -> str:
     """'auto' -> a concrete format, by file name and, for .jsonl, by the first object's keys
     (GenEval's `tag` and `include`). FileNotFoundError for a missing .jsonl file."""

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from synrank.config import ROOT, PromptSource, SampleConfig
-from synrank.prompt_formats import FOLDER_FORMATS, Malformed, RecordReader, clean, decode, detect_format, records
+from synrank.prompt_formats import Malformed, RecordReader, check_folder_format, clean, decode, detect_format, records
 
 # The one list of reasons a line is dropped; reports and the stage's summary show every one of them.
 # bad_unicode: text that decodes but cannot be written back as UTF-8 (a JSON "\ud800" escape);
@@ -89,11 +89,7 @@ def _judge(line: bytes, read: RecordReader, max_chars: int) -> Judged | str | No
 def _read_one(
     src: PromptSource, path: Path, seen: set[tuple[str, str]], out: list[dict[str, Any]], max_chars: int
 ) -> dict[str, Any]:
-    if path.is_dir() and src.format not in FOLDER_FORMATS:
-        raise ValueError(
-            f"prompt source '{path}' is a folder, but format '{src.format}' reads one file; "
-            f"the formats that read a folder are {', '.join(FOLDER_FORMATS)}"
-        )
+    check_folder_format(path, src.format)
     fmt = detect_format(path) if src.format == "auto" else src.format
     counts = dict.fromkeys(COUNT_KEYS, 0)
     # A benchmark list pinned to eval may repeat training prompts on purpose (its images get their own

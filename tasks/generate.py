@@ -195,28 +195,6 @@ def sweep_temporaries(out: Path, specs: list[GeneratorSpec]) -> None:
             stale.unlink()
 
 
-def render_plan(
-    spec: GeneratorSpec,
-    plan_path: str,
-    out_dir: str,
-    batch_size: int,
-    device: str = "cpu",
-    fan: FanOut | None = None,
-    cluster: ClusterConfig | None = None,
-) -> str:
-    """Render every missing shard of one generator's plan file (the stage does this for all generators at
-    once, in generate_all); returns the generator's shard folder."""
-    render_plans(
-        {spec.name: (spec, pd.read_parquet(plan_path))},
-        Path(out_dir),
-        batch_size,
-        device,
-        fan or FanOut(),
-        cluster or ClusterConfig(),
-    )
-    return str(Path(out_dir) / "shards" / spec.name)
-
-
 def render_plans(
     plans: dict[str, tuple[GeneratorSpec, pd.DataFrame]],
     out: Path,

@@ -110,7 +110,7 @@ def test_folder_in_a_one_file_format_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ValueError) as err:
         read_sources([PromptSource(path="dpg", format="text")], root=tmp_path)
     assert str(err.value) == (
-        f"prompt source '{folder}' is a folder, but format 'text' reads one file; "
+        f"'{folder}' is a folder, but format 'text' reads one file; "
         "the formats that read a folder are t2i-compbench, dpg-bench"
     )
     with pytest.raises(ValueError, match=re.escape(f"'{folder}' is a folder, but format 'auto'")):

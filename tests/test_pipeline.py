@@ -110,20 +110,22 @@ def test_generation_is_deterministic(ran: tuple[Config, str], tmp_path: Path) ->
     torch's kernels block a batch of 3 and of 4 differently and a pixel can round the other way)."""
     import tarfile
 
+    import pandas as pd
     import torch
 
-    from tasks.generate import render_plan
+    from synrank.cluster_config import ClusterConfig, FanOut
+    from tasks.generate import render_plans
 
     cfg, _ = ran
     images = cfg.paths.resolve("images")
     spec = cfg.generate.generators[0]
-    plan = str(images / "plans" / f"{spec.name}.parquet")
-    render_plan(spec, plan, str(tmp_path / "same"), cfg.generate.batch_size, "cpu")
+    plans = {spec.name: (spec, pd.read_parquet(images / "plans" / f"{spec.name}.parquet"))}
+    render_plans(plans, tmp_path / "same", cfg.generate.batch_size, "cpu", FanOut(), ClusterConfig())
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         for name, batch in (("one-4", cfg.generate.batch_size), ("one-3", 3)):
-            render_plan(spec, plan, str(tmp_path / name), batch, "cpu")
+            render_plans(plans, tmp_path / name, batch, "cpu", FanOut(), ClusterConfig())
     finally:
         torch.set_num_threads(threads)
     first = sorted((images / "shards" / spec.name).glob("*.tar"))

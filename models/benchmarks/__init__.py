@@ -1,5 +1,5 @@
-"""Benchmarks: a prompt adapter plus a scorer, each one plugin module of this package registering into
-the registries of `registries` (BENCHMARKS pass/fail, SCORED graded, ADAPTERS prompt files).
+"""Benchmarks: a scorer and a strict reader of its prompt file, each one plugin module of this package
+registering into the registries of `registries` (BENCHMARKS pass/fail, SCORED graded).
 
 A benchmark judges one image against its prompt's metadata (the `meta` column of the prompt table)
 and returns (task, passed) or (category, score); `summarize` turns those into per-task accuracy (or

@@ -24,13 +24,12 @@ from synrank.prompt_formats import read_dpg_questions, read_strict
 from synrank.scorer_weights import SCORERS
 
 from .common import BenchmarkPrompt, Weights
-from .registries import ADAPTERS, SCORED
+from .registries import SCORED
 from .t2i_compbench import YesNoVqa
 
 VQA = SCORERS["dpg-bench"]["vqa"]
 
 
-@ADAPTERS.register("dpg-bench")
 def read_dpg_bench(folder: Path, questions: Path | None = None) -> list[BenchmarkPrompt]:
     """Every `<id>.txt` of the folder in natural id order (1, 2, 10), a cleaned prompt each, category
     "dpg-bench", meta {"benchmark", "item_id", "prompt"} plus, when there are questions, "questions" (the

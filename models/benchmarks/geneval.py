@@ -36,7 +36,7 @@ from synrank.prompt_formats import read_strict
 from synrank.scorer_weights import SCORERS
 
 from .common import BenchmarkPrompt, Weights
-from .registries import ADAPTERS, BENCHMARKS
+from .registries import BENCHMARKS
 
 THRESHOLD = 0.3
 COUNTING_THRESHOLD = 0.9
@@ -205,7 +205,6 @@ def _check_spec(obj: dict[str, Any], where: str) -> dict[str, Any]:
     return obj
 
 
-@ADAPTERS.register("geneval")
 def read_geneval(path: Path) -> list[BenchmarkPrompt]:
     """Every spec of evaluation_metadata.jsonl (synrank.prompt_formats' geneval reader), validated: a bad
     line is a ValueError naming file:line, since the benchmark is fixed. Prompt as written, category the

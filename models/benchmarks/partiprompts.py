@@ -18,12 +18,10 @@ from models.winrates import by_category, paired_wins
 from synrank.prompt_formats import decode, file_lines, partiprompts_header, read_strict
 
 from .common import BenchmarkPrompt
-from .registries import ADAPTERS
 
 COLUMNS: tuple[str, ...] = ("Prompt", "Category", "Challenge", "Note")
 
 
-@ADAPTERS.register("partiprompts")
 def read_partiprompts(path: Path) -> list[BenchmarkPrompt]:
     """Every row of PartiPrompts.tsv, read by synrank.prompt_formats' partiprompts reader (tab-separated
     cells, quotes literal text, missing trailing cells empty), strictly: ValueError for an empty file, a

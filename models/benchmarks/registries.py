@@ -1,26 +1,26 @@
 """What a benchmark plugin implements and where it registers: the leaf every plugin module imports, so
 the package has no import cycle (the package `__init__` imports the plugins, never the reverse).
 
-Two kinds of benchmark, and the prompt adapters:
+Two kinds of benchmark:
 - pass/fail benchmarks (GenEval, GenEval-shapes) register in `BENCHMARKS`: `judge` returns (task, passed)
   and the evaluate stage reports per-task accuracy;
 - graded benchmarks (T2I-CompBench) return a score in [0, 1] per image, so they register in `SCORED`
   (`judge(image, meta) -> (category, value)`); their summaries have the same shape, with the mean score
-  under "accuracy";
-- every benchmark's prompt file has an adapter in `ADAPTERS` (path -> BenchmarkPrompts); benchmarks that
-  are only a prompt set scored by reward models (PartiPrompts, DPG-Bench) register just that."""
+  under "accuracy".
+Each benchmark's prompt file is read by the sample stage (synrank.prompt_formats); its module here keeps a
+strict reader of the same file (`read_<benchmark>`, a bad line is an error naming file:line) for tests and
+scripts."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 from PIL import Image
 
 from synrank.registry import Registry
 
-from .common import BenchmarkPrompt, Weights
+from .common import Weights
 
 
 class Benchmark(Protocol):
@@ -64,8 +64,5 @@ class ScoredBenchmark(Protocol):
         ...
 
 
-Adapter = Callable[[Path], list[BenchmarkPrompt]]
-
 BENCHMARKS: Registry[type] = Registry("benchmark")
 SCORED: Registry[type] = Registry("scored benchmark")
-ADAPTERS: Registry[Adapter] = Registry("benchmark prompt adapter")

@@ -39,7 +39,7 @@ from synrank.scorer_weights import SCORERS
 
 from .common import BenchmarkPrompt, Weights
 from .geneval import Detector, relative_position
-from .registries import ADAPTERS, SCORED
+from .registries import SCORED
 from .relations import related_boxes, split_relation
 from .t2i_numeracy_3d import NumeracyScorer, Spatial3dScorer
 
@@ -81,7 +81,6 @@ class ImageTextSimilarity(Protocol):
 CategoryScorer = Callable[[Image.Image, str], float]
 
 
-@ADAPTERS.register("t2i-compbench")
 def read_t2i_compbench(path: Path) -> list[BenchmarkPrompt]:
     """One prompt file (`<category>[_train|_val[_<variant>]].txt`), or a folder of `<category>_val.txt`
     files, read by synrank.prompt_formats' t2i-compbench reader: a cleaned prompt a line, blank lines
