@@ -32,7 +32,7 @@ export MLFLOW_TRACKING_URI := http://127.0.0.1:$(MLFLOW_PORT)
 export AWS_ENDPOINT_URL_S3 := http://127.0.0.1:$(S3_PORT)
 endif
 
-.PHONY: run test lint env data repro clean
+.PHONY: run test test-fast lint env data repro clean
 
 # Optional extras: `make test EXTRAS=ray` (what .ci/run does) also installs prefect-ray and ray, pinned in uv.lock.
 # --inexact: a later plain `make run` keeps an extra installed before (the default run never imports it).
@@ -71,6 +71,11 @@ repro: data
 
 test: env
 	$(RUN) pytest
+
+# The fast tier: the tests that need no Prefect server, no subprocess and no training run (`-m 'not slow'`;
+# tests/conftest.py starts the session's Prefect server only for a test marked slow). About 2 minutes.
+test-fast: env
+	$(RUN) pytest -m "not slow"
 
 # Format and lint (rules in pyproject.toml's [tool.ruff]); .ci/run runs it before the tests.
 lint: env

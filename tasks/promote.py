@@ -95,7 +95,7 @@ def promote(
         if k.startswith("overall")
     }
     decided = verdict(client, name, version, report, judged, benchmark, tasks)
-    for key, value in {**tags, RUN_TAG: run_id, MODEL_TAG: report["tuned"], VERDICT_TAG: decided.reason}.items():
+    for key, value in {**tags, RUN_TAG: run_id, MODEL_TAG: report.tuned, VERDICT_TAG: decided.reason}.items():
         client.set_model_version_tag(name, version, key, value)
     client.set_registered_model_alias(name, CANDIDATE, version)
     if decided.champion:

@@ -2,29 +2,52 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 
 import pytest
 
 
 @pytest.fixture(autouse=True, scope="session")
-def prefect_harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """One throwaway Prefect server and home for the whole session, so tests never touch ~/.prefect."""
-    from prefect.settings import PREFECT_HOME, PREFECT_LOGGING_LEVEL, temporary_settings
-    from prefect.testing.utilities import prefect_test_harness
-
+def prefect_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """A throwaway Prefect home for the whole session, so no test touches ~/.prefect; no server (cheap)."""
     home = tmp_path_factory.mktemp("prefect_home")
     with pytest.MonkeyPatch.context() as mp:
-        # The env reaches the harness's server subprocess; the settings reach this already-imported Prefect.
+        # The env reaches the harness's server subprocess; the settings reach an already-imported Prefect.
         mp.setenv("PREFECT_HOME", str(home))
         mp.setenv("PREFECT_LOGGING_LEVEL", "WARNING")
         mp.setenv("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no telemetry calls from a sandbox
+        if "prefect.settings" not in sys.modules:  # a fast-tier run may never import Prefect
+            yield
+            return
+        from prefect.settings import PREFECT_HOME, PREFECT_LOGGING_LEVEL, temporary_settings
+
         with temporary_settings(updates={PREFECT_HOME: home, PREFECT_LOGGING_LEVEL: "WARNING"}):
-            with prefect_test_harness(server_startup_timeout=180):  # a busy 2-core machine needs more than 30 s
-                yield
+            yield
+
+
+@pytest.fixture(scope="session")
+def prefect_harness(prefect_home: None) -> Iterator[None]:
+    """One throwaway Prefect server for the session, started by the first test marked `slow` (the opt-in:
+    `make test-fast` runs none, so it starts no server)."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=180):  # a busy 2-core machine needs more than 30 s
+        yield
+
+
+@pytest.fixture(autouse=True)
+def _server_for_slow_tests(request: pytest.FixtureRequest) -> None:
+    if request.node.get_closest_marker("slow") is not None:
+        request.getfixturevalue("prefect_harness")
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "slow: needs a Prefect server, a subprocess or a training run; `make test-fast` leaves it out "
+        "(-m 'not slow'), and only these tests start the session's Prefect server",
+    )
     config.addinivalue_line(
         "markers",
         "integration: starts real Prefect/MLflow servers and workers (about a minute); "

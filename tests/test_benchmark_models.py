@@ -51,6 +51,7 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory, clip_tok) -> dict[str,
     }
 
 
+@pytest.mark.slow
 def test_geneval_owlv2_and_clip_end_to_end(tiny_models: dict[str, str]) -> None:
     from models.benchmarks.vision import ClipColorClassifier, ClipEncoder, Owlv2Detector
 
@@ -133,6 +134,7 @@ def write_image_shards(prompts: pd.DataFrame, folder: Path) -> tuple[list[dict[s
     return manifest, images
 
 
+@pytest.mark.slow
 def test_t2i_compbench_from_the_config_on_tiny_weights(
     tiny_models: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

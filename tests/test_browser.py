@@ -32,6 +32,8 @@ from synrank.config import ROOT, TrackingConfig, params_yaml
 from tests.test_pipeline import tiny_config
 from tests.test_services import Services, get_json, needs_tools, running_services, wait_for
 
+pytestmark = pytest.mark.slow  # needs a Prefect server, a subprocess or a training run
+
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 SCREENSHOTS = ROOT / "screenshots"
 PIPELINE_TIMEOUT = 900  # seconds: every stage of the tiny world through two workers on a busy 2-core box

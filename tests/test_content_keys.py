@@ -69,6 +69,7 @@ def _shards(out: Path) -> set[str]:
     return {p.relative_to(out).as_posix() for p in (out / "shards").rglob("*.tar")}
 
 
+@pytest.mark.slow
 def test_generation_reruns_exactly_what_changed(models: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     out = tmp_path / "images"
     manifest, stale, rendered = _generate(out, _specs(models), PROMPTS, monkeypatch)
@@ -95,6 +96,7 @@ def test_generation_reruns_exactly_what_changed(models: Path, tmp_path: Path, mo
     assert len(manifest) == 16 and len(rendered) == 14 and _shards(out) == set(manifest["shard"])
 
 
+@pytest.mark.slow
 def test_new_weights_under_the_same_name_regenerate(
     models: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -113,6 +115,7 @@ def test_new_weights_under_the_same_name_regenerate(
     assert list(second[~a_rows]["sha256"]) != list(first[~a_rows]["sha256"])  # and the images did change
 
 
+@pytest.mark.slow
 def test_scores_are_keyed_by_reward_weights_and_image_content(
     models: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -154,6 +157,7 @@ def test_scores_are_keyed_by_reward_weights_and_image_content(
     assert removed == 6 and len(list((scores / "cache" / "clip").glob("*.parquet"))) == 4
 
 
+@pytest.mark.slow
 def test_changed_prompt_file_never_meets_old_images(models: Path, tmp_path: Path) -> None:
     """The reported case: sample a.txt, generate, sample b.txt, generate into the same folder."""
     from flows.generate import generate_flow

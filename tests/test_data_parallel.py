@@ -19,6 +19,8 @@ from safetensors.numpy import load_file
 from synrank.config import Config, ConfigError, load_config
 from tests.test_pipeline import tiny_config
 
+pytestmark = pytest.mark.slow  # needs a Prefect server, a subprocess or a training run
+
 
 def _train(cfg: Config, processes: int, folder: str, **train: int) -> Path:
     from flows.train import train_flow

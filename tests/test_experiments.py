@@ -21,6 +21,8 @@ import yaml
 
 from tests.fixtures.tiny_models import build_tiny_clip, build_tiny_sd
 
+pytestmark = pytest.mark.slow  # needs a Prefect server, a subprocess or a training run
+
 BIN = Path(sys.executable).parent
 PROMPTS = ["a red circle", "two blue squares", "a star", "a green ring", "three triangles", "a white square"]
 # The stages of synrank's own dvc.yaml without the code deps (the package is not in this repository).

@@ -294,6 +294,7 @@ def test_all_tied_groups_stop_before_training(tiny_model: str, tmp_path: Path) -
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").rglob("*"))
 
 
+@pytest.mark.slow
 def test_a_mix_of_tied_and_ordered_groups_trains_on_the_ordered_ones(tiny_model: str, tmp_path: Path) -> None:
     ranked, images = ranked_table(n_prompts=8)
     ranked = _tie(ranked, ["p0", "p3", "p6"])
@@ -310,6 +311,7 @@ def test_a_mix_of_tied_and_ordered_groups_trains_on_the_ordered_ones(tiny_model:
     assert (tmp_path / "pytorch_lora_weights.safetensors").exists()
 
 
+@pytest.mark.slow
 def test_sd3_trains_with_and_reports_the_sd3_density(tmp_path: Path) -> None:
     from tests.fixtures.tiny_pipelines import build_tiny_sd3
 

@@ -66,6 +66,7 @@ def _env() -> dict[str, str]:
     return {**os.environ, "PREFECT_API_URL": str(get_current_settings().api.url), "PYTHONPATH": str(ROOT)}
 
 
+@pytest.mark.slow
 def test_missing_model_fails_before_generating(world: Path) -> None:
     params = _params(world, world / "missing", world / "no-such-model")
     res = subprocess.run(_cmd(params), cwd=ROOT, env=_env(), capture_output=True, text=True)

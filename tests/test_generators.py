@@ -115,6 +115,7 @@ def test_missing_path_is_one_clear_error_before_loading(
         load_generator(tiny_spec(backend, missing))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["sd15", "sdxl", "sd3"])  # UNet and transformer LoRA keys
 def test_lora_is_loaded_on_top(backend: str, tiny: Callable[[str], Path], tmp_path: Path) -> None:
     base_dir = tiny(backend)
@@ -202,6 +203,7 @@ def test_an_entry_without_a_preset_or_its_size_is_refused_in_one_line() -> None:
     assert "\n" not in str(err.value)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend, window", [("sd15", 77), ("sd3", 256)])
 def test_long_prompts_are_cut_at_a_whole_word_and_counted(
     backend: str, window: int, tiny: Callable[[str], Path], tmp_path: Path
@@ -210,8 +212,9 @@ def test_long_prompts_are_cut_at_a_whole_word_and_counted(
     (SD3: T5's 256 tokens, not CLIP's 77), and the stage's report counts it."""
     import pandas as pd
 
+    from synrank.cluster_config import ClusterConfig, FanOut
     from synrank.shards import load_images
-    from tasks.generate import plan_images, render_plan, truncation_report
+    from tasks.generate import plan_images, render_plans, truncation_report
 
     spec = tiny_spec(backend, tiny(backend))
     gen = load_generator(spec)
@@ -225,8 +228,7 @@ def test_long_prompts_are_cut_at_a_whole_word_and_counted(
     long = " ".join(words)
     prompts = pd.DataFrame({"prompt_id": ["short", "long"], "prompt": [PROMPTS[0], long]})
     plan = plan_images(prompts, spec.name, 1, 0, 8)
-    plan.to_parquet(tmp_path / "plan.parquet")
-    render_plan(spec, str(tmp_path / "plan.parquet"), str(tmp_path), 2, "cpu")
+    render_plans({spec.name: (spec, plan)}, tmp_path, 2, "cpu", FanOut(), ClusterConfig())
     report = truncation_report(tmp_path)[spec.name]
     assert (report["n_prompts"], report["n_truncated"], report["max_tokens"]) == (2, 1, size)
     assert report["tokens_dropped"] == n_tokens[-1] - n_tokens[keep] and report["examples"] == [excerpt(long)]

@@ -63,6 +63,7 @@ def as_mask2former_output(found: list[Detection]) -> SimpleNamespace:
     return SimpleNamespace(class_queries_logits=logits, masks_queries_logits=masks)
 
 
+@pytest.mark.slow
 def test_every_real_spec_is_judged_alike_through_mask2formers_output() -> None:
     from transformers import Mask2FormerImageProcessor
 

@@ -11,7 +11,10 @@ import sys
 from pathlib import Path
 from types import SimpleNamespace
 
+import pytest
 import torch
+
+pytestmark = pytest.mark.slow  # needs a Prefect server, a subprocess or a training run
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -58,6 +58,7 @@ def config(root: Path, source: Path) -> Config:
     )
 
 
+@pytest.mark.slow
 def test_pairs_become_rankings_and_train_runs_on_them(pairs: Path, tmp_path: Path) -> None:
     from flows.ingest import ingest_flow
     from flows.train import train_flow

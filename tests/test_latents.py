@@ -22,6 +22,8 @@ from synrank.fingerprint import generator_id
 from synrank.shards import LATENT_SUFFIX, load_arrays, load_images, load_members, png_bytes, read_shard
 from tests.fixtures.tiny_models import build_tiny_sd
 
+pytestmark = pytest.mark.slow  # renders through the fan-out engine (a Prefect server) and trains
+
 K, BATCH, SHARD = 3, 2, 6  # the shard size is a multiple of the batch: generation batches are BATCH-row chunks
 PROMPTS = [f"a photo of {i} red circles" for i in range(4)]
 
@@ -30,7 +32,8 @@ PROMPTS = [f"a photo of {i} red circles" for i in range(4)]
 def world(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
     """A tiny SD pipeline's images of PROMPTS (K each) in shards, the manifest, and a second pipeline
     whose VAE has other weights."""
-    from tasks.generate import plan_images, render_plan, write_manifest
+    from synrank.cluster_config import ClusterConfig, FanOut
+    from tasks.generate import plan_images, render_plans, write_manifest
 
     root = tmp_path_factory.mktemp("latents")
     model = build_tiny_sd(root / "model", seed=4, channels=(16, 32))
@@ -42,7 +45,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
     plan_path = images / "plans" / "g.parquet"
     plan_path.parent.mkdir(parents=True)
     plan.to_parquet(plan_path, index=False)
-    render_plan(spec, str(plan_path), str(images), BATCH, "cpu")
+    render_plans({"g": (spec, plan)}, images, BATCH, "cpu", FanOut(), ClusterConfig())
     manifest = pd.read_parquet(write_manifest.fn([str(plan_path)], str(images)))
     return SimpleNamespace(root=root, spec=spec, other=str(other), images=images, manifest=manifest)
 
@@ -71,6 +74,7 @@ def test_manifest_records_the_latents_and_their_vae(world: SimpleNamespace) -> N
     assert names == [n for i in m[m["shard"] == first]["image_id"] for n in (f"{i}.png", f"{i}{LATENT_SUFFIX}")]
 
 
+@pytest.mark.slow
 @torch.no_grad()
 def test_stored_latents_are_the_pipelines_own_and_decode_to_the_stored_png(world: SimpleNamespace) -> None:
     pipe, spec = _pipe(world.spec.path), world.spec

@@ -192,6 +192,7 @@ def test_oracle_reward_is_refused_next_to_its_benchmark() -> None:
     assert "shapes-verifier" not in [r.kind for r in load_config().score.rewards]
 
 
+@pytest.mark.slow
 def test_learning_rate_schedule_warmup_and_scaling(tmp_path: Path) -> None:
     from tests.fixtures.tiny_models import build_tiny_sd
     from tests.fixtures.trainer import run
@@ -213,6 +214,7 @@ def test_learning_rate_schedule_warmup_and_scaling(tmp_path: Path) -> None:
     assert [round(lr, 9) for _, lr in rows] == [0.0, 0.0015, 0.003, 0.0015]
 
 
+@pytest.mark.slow
 def test_bf16_keeps_frozen_weights_in_bf16_and_the_lora_in_float32(tmp_path: Path, fresh_accelerate) -> None:
     from models.trainer import load_for_training
     from synrank.config import GeneratorSpec, TrainConfig
@@ -233,6 +235,7 @@ def test_bf16_keeps_frozen_weights_in_bf16_and_the_lora_in_float32(tmp_path: Pat
     assert math.isfinite(final.metrics["loss"]) and final.settings["mixed_precision"] == "bf16"
 
 
+@pytest.mark.slow
 def test_ema_saves_the_moving_average_of_the_steps_weights(tmp_path: Path) -> None:
     """diffusers' EMAModel: after update 1 the average is the weights (decay 0), after update 2 it is
     2/11 of them plus 9/11 of the new ones (decay min(0.9, (1 + 1) / (10 + 1))). The runs of 1 and 2 steps
@@ -251,6 +254,7 @@ def test_ema_saves_the_moving_average_of_the_steps_weights(tmp_path: Path) -> No
         torch.testing.assert_close(ema[key], 2 / 11 * w1[key] + 9 / 11 * w2[key], rtol=1e-5, atol=1e-7)
 
 
+@pytest.mark.slow
 def test_validation_images_are_what_the_tuned_model_renders(tmp_path: Path) -> None:
     """Every validation_every steps the main process renders the prompts (seeds seed + i) with the model as it
     is; the last step's images are the saved model's own renders (loaded as any generator, LoRA fused)."""

@@ -18,6 +18,8 @@ from flows.pipeline import headline_metrics
 from synrank import tracking
 from synrank.progress import progress
 
+pytestmark = pytest.mark.slow  # flow runs against a Prefect server
+
 
 @pytest.fixture
 def tracking_uri() -> Iterator[None]:

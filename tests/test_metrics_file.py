@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from synrank.config import Paths
 from synrank.eval_report import EvalReport
 from synrank.metrics_file import headline, write_evaluate_metrics
@@ -49,6 +51,7 @@ def test_the_headline_is_keyed_by_role_never_by_model_name() -> None:
     assert headline(other_base) == headline(report)
 
 
+@pytest.mark.slow
 def test_dvc_compares_two_commits_headline_metrics(tmp_path: Path) -> None:
     bin_dir = Path(sys.executable).parent
 

@@ -13,6 +13,8 @@ import pytest
 from synrank.config import validate
 from tasks.online import rounds_markdown, rounds_summary
 
+pytestmark = pytest.mark.slow  # needs a Prefect server, a subprocess or a training run
+
 KEY = ["prompt_id", "index", "task"]
 
 

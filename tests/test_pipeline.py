@@ -16,6 +16,8 @@ from synrank.eval_report import EvalReport
 from synrank.shards import read_shard
 from tests.fixtures.tiny_models import build_tiny_clip, build_tiny_sd
 
+pytestmark = pytest.mark.slow  # needs a Prefect server, a subprocess or a training run
+
 PROMPTS = [
     "a photo of a red circle",
     "a photo of two blue squares",

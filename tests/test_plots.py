@@ -12,6 +12,8 @@ import pytest
 
 from synrank.plots import benchmark_tasks_svg, training_curve_svg
 
+pytestmark = pytest.mark.slow  # needs a Prefect server, a subprocess or a training run
+
 CURVE = pd.DataFrame({"step": [1, 2, 3], "loss": [0.7, 0.6, 0.5], "implicit_acc": [0.5, 0.6, 0.75]})
 TASKS = pd.DataFrame(
     [

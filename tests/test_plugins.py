@@ -17,6 +17,8 @@ from synrank.config import CODE_ROOT
 from synrank.plugins import PLUGIN_FOLDERS, plugin_names
 from synrank.registry import import_all
 
+pytestmark = pytest.mark.slow  # subprocesses in a copy of the code
+
 CODE = ("flows", "tasks", "models", "synrank")
 
 TOY_REWARD = '''"""Toy reward: the mean brightness of the image."""

@@ -12,6 +12,7 @@ import mlflow
 import pandas as pd
 import pytest
 
+from synrank.eval_report import EvalReport
 from tasks.promote import CANDIDATE, CHAMPION, VERDICT_TAG, promote
 
 NAME, BENCH, TASKS = "synrank-a", "geneval-shapes", ["counting"]
@@ -27,14 +28,14 @@ def _judged(model: str, passed_per_prompt: int) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _report(tuned_acc: float, vs_base: float) -> dict:
+def _report(tuned_acc: float, vs_base: float) -> EvalReport:
     acc = {"overall": {"accuracy": tuned_acc, "ci95": [tuned_acc, tuned_acc]}, "tasks": {}}
-    return {
-        "base": "a",
-        "tuned": "a-tuned",
-        "benchmarks": {BENCH: {"a": {"overall": {"accuracy": 0.0, "ci95": [0.0, 0.0]}, "tasks": {}}, "a-tuned": acc}},
-        "paired": {BENCH: {"delta": vs_base, "ci95": [vs_base, vs_base], "tasks": {}}},
-    }
+    return EvalReport(
+        base="a",
+        tuned="a-tuned",
+        benchmarks={BENCH: {"a": {"overall": {"accuracy": 0.0, "ci95": [0.0, 0.0]}, "tasks": {}}, "a-tuned": acc}},
+        paired={BENCH: {"delta": vs_base, "ci95": [vs_base, vs_base], "tasks": {}}},
+    )
 
 
 @pytest.fixture
@@ -62,6 +63,7 @@ def _evaluate(client: mlflow.MlflowClient, tmp_path: Path, passed: int) -> tuple
     return str(version), decided.reason
 
 
+@pytest.mark.slow
 def test_champion_moves_only_on_a_paired_ci_above_zero(registry: mlflow.MlflowClient, tmp_path: Path) -> None:
     alias = lambda a: str(registry.get_model_version_by_alias(NAME, a).version)  # noqa: E731
     v1, why1 = _evaluate(registry, tmp_path, 2)  # 0.5 over the base, no champion yet
@@ -78,6 +80,7 @@ def test_champion_moves_only_on_a_paired_ci_above_zero(registry: mlflow.MlflowCl
     assert tags[f"{BENCH}.tuned_minus_base.overall_ci_lo"] == "1.0000"
 
 
+@pytest.mark.slow
 def test_a_first_version_no_better_than_its_base_is_only_the_candidate(
     registry: mlflow.MlflowClient, tmp_path: Path
 ) -> None:

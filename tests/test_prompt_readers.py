@@ -160,6 +160,7 @@ def assert_rows_are_clean(rows: list[dict]) -> None:
         assert pd.read_parquet(out)["prompt"].tolist() == prompts
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("auto", [False, True], ids=["named", "auto"])
 @pytest.mark.parametrize("fmt", FORMATS)
 @PROPS
@@ -287,6 +288,7 @@ def test_partiprompts_without_a_prompt_column_is_malformed_not_a_crash() -> None
     assert res.rows == [] and counts(res.report) == {"bad_utf8": 1, "empty": 1, "malformed": 2}
 
 
+@pytest.mark.slow
 def test_stage_passes_the_limit_and_reports_every_reason(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -38,6 +38,8 @@ from synrank.config import (  # noqa: E402
 from synrank.fingerprint import tree_files  # noqa: E402
 from tests.fixtures.tiny_models import build_tiny_clip, build_tiny_sd  # noqa: E402
 
+pytestmark = pytest.mark.slow  # needs a Prefect server, a subprocess or a training run
+
 N_SHARDS = 6  # 6 prompts x 2 images, 2 per shard
 
 

@@ -15,6 +15,8 @@ from synrank.config import Config, validate
 from synrank.fingerprint import STAMP
 from synrank.stamp import fingerprint, output_id, sample_identity
 
+pytestmark = pytest.mark.slow  # needs a Prefect server, a subprocess or a training run
+
 CFG = Config()
 
 # A one-stage DVC project whose stage writes the Prefect API it was given (or '-' for none) to api.txt.

@@ -24,6 +24,8 @@ from synrank.config import ROOT, STAGE_OUTPUT, STAGES
 from synrank.fingerprint import tree_files
 from tests.test_pipeline import tiny_config
 
+pytestmark = pytest.mark.slow  # needs a Prefect server, a subprocess or a training run
+
 OUTS = [*(STAGE_OUTPUT[s] for s in STAGES), "metrics"]  # the pipeline's outputs (export is its own command)
 
 

@@ -166,6 +166,7 @@ def test_split_sizes_and_determinism() -> None:
     assert split([], 0.2, seed=0) == []
 
 
+@pytest.mark.slow
 def test_flow_end_to_end_and_skip(
     tmp_path: Path, messy: list[PromptSource], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -39,6 +39,8 @@ from synrank import services as synrank_services
 from synrank.config import ROOT, PromptSource, SampleConfig, TrackingConfig, load_config, params_yaml
 from tests.test_supervisor import group_members
 
+pytestmark = pytest.mark.slow  # needs a Prefect server, a subprocess or a training run
+
 SERVICES = [sys.executable, "-m", "synrank.services"]
 needs_tools = pytest.mark.skipif(
     not (shutil.which("weed") or (Path(sys.executable).parent / "weed").exists()),

@@ -53,6 +53,7 @@ def _key_shapes(spec: dict) -> tuple:
 # --- verifier exactness ------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("size", [32, 64])
 def test_verifier_exact_on_clean_renders(size: int) -> None:
     rng = np.random.default_rng(100 + size)
@@ -165,6 +166,7 @@ def test_grammar_has_hundreds_of_prompts_and_a_prompt_level_holdout() -> None:
     assert not {s["prompt"] for s in probe} & ({s["prompt"] for s in train} | {s["prompt"] for s in evals})
 
 
+@pytest.mark.slow
 def test_zoo_captions_never_hold_an_eval_prompt_and_see_every_eval_pairing() -> None:
     from models.shapes_zoo.data import build_pool
 

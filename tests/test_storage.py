@@ -25,6 +25,8 @@ from PIL import Image
 from synrank import s3server, services, storage
 from synrank.shards import load_images, png_bytes, read_shard, write_shard
 
+pytestmark = pytest.mark.slow  # needs a Prefect server, a subprocess or a training run
+
 BUCKET = "synrank-test"
 AWS_VARS = (
     "AWS_ENDPOINT_URL_S3",

@@ -19,6 +19,8 @@ from synrank.eval_report import EvalReport
 from synrank.tracking import metric_key
 from tasks.evaluate import summary_markdown
 
+pytestmark = pytest.mark.slow  # needs a Prefect server, a subprocess or a training run
+
 
 def test_seeds_and_units_bootstrap_by_hand() -> None:
     a = np.array([[1, 0, 1, 1], [0, 0, 1, 1]])  # 2 seeds; per unit over seeds: .5 0 1 1

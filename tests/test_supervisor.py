@@ -33,6 +33,7 @@ def wait_for_log(log: Path, text: str, timeout: float = 60) -> None:
         time.sleep(0.05)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("ignore_term", [False, True], ids=["plain", "ignores-sigterm"])
 def test_stop_ends_the_whole_process_group(tmp_path: Path, ignore_term: bool) -> None:
     """A shell with two background children: all three go, by SIGTERM, or by SIGKILL when they ignore it."""
@@ -53,6 +54,7 @@ def test_stop_ends_the_whole_process_group(tmp_path: Path, ignore_term: bool) ->
     assert not pidfile.exists()
 
 
+@pytest.mark.slow
 def test_readiness_timeout_names_the_service_its_command_and_the_log_tail(tmp_path: Path) -> None:
     command = ["sh", "-c", "echo booting; echo last-words-42; exec sleep 300"]
     pidfile = tmp_path / "slowpoke.pid"
@@ -71,6 +73,7 @@ def test_readiness_timeout_names_the_service_its_command_and_the_log_tail(tmp_pa
     assert not supervisor.group_alive(proc.pid) and not pidfile.exists()  # stopped again
 
 
+@pytest.mark.slow
 def test_a_service_that_exits_while_starting_fails_with_its_status(tmp_path: Path) -> None:
     proc = supervisor.launch("quitter", ["sh", "-c", "echo cannot bind; exit 3"], tmp_path / "q.log", cwd=tmp_path)
     with pytest.raises(ServiceError, match=r"(?s)^quitter exited while starting \(exit status 3\).*cannot bind"):

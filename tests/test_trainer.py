@@ -27,6 +27,8 @@ from synrank.config import ROOT
 from tests.fixtures.tiny_models import build_tiny_sd
 from tests.fixtures.trainer import run
 
+pytestmark = pytest.mark.slow  # training runs
+
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> str:
@@ -42,6 +44,7 @@ def test_every_objective_trains_without_nan(objective: str, tiny_model: str, tmp
     assert lora and all(torch.isfinite(v).all() for v in lora.values())
 
 
+@pytest.mark.slow
 def test_steps_count_optimizer_updates(tiny_model: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """train.steps counts updates, as diffusers' max_train_steps: with grad_accum 3, 2 steps draw 6
     micro-batches and step AdamW twice (accelerate skips the wrapped optimizer between syncs)."""
@@ -70,6 +73,7 @@ def test_full_fine_tune_saves_a_loadable_pipeline(tiny_model: str, tmp_path: Pat
     assert images[0].size == (32, 32)
 
 
+@pytest.mark.slow
 def test_sigkill_and_resume_reach_the_same_weights(tiny_model: str, tmp_path: Path) -> None:
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
     run(tiny_model, straight, steps=6, checkpoint_every=3)
@@ -92,6 +96,7 @@ def test_sigkill_and_resume_reach_the_same_weights(tiny_model: str, tmp_path: Pa
         torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["sdxl", "sd3"])
 def test_sdxl_and_sd3_train_through_the_same_loop(kind: str, tmp_path: Path) -> None:
     """SDXL's UNet needs its pooled text and size/crop time ids; SD3's transformer is flow matching

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from synrank.config import GenerateConfig, Paths, SampleConfig, TrackingConfig
 from tests.fixtures.tiny_models import build_tiny_sd
@@ -46,6 +47,7 @@ def generated(tmp_path: Path, n_prompts: int, shard_size: int) -> tuple[Callable
     return rerun, tmp_path / "images"
 
 
+@pytest.mark.slow
 def test_weights_replaced_in_place_with_the_old_size_and_mtime_rerender_every_image(tmp_path: Path) -> None:
     rerun, images = generated(tmp_path, n_prompts=3, shard_size=3)
     build_tiny_sd(tmp_path / "other", seed=5, channels=(16, 32))  # same shapes, other weights
@@ -58,6 +60,7 @@ def test_weights_replaced_in_place_with_the_old_size_and_mtime_rerender_every_im
     assert len(after) == 6 and not (after.reindex(before.index) == before).any()  # all 6 rendered again
 
 
+@pytest.mark.slow
 def test_a_1_mib_prompt_leaves_a_small_stamp_and_report(tmp_path: Path) -> None:
     from flows.generate import generate_flow
     from flows.sample import sample_flow
@@ -149,6 +152,7 @@ def test_names_that_would_escape_their_folder_exit_2_before_compute(capsys) -> N
         assert "one path segment of letters, digits" in err and err.count("\n") == 1
 
 
+@pytest.mark.slow
 def test_odd_categories_log_to_mlflow_and_a_failed_logging_leaves_no_stamp(tmp_path: Path, monkeypatch) -> None:
     import mlflow
     import pytest
@@ -230,6 +234,7 @@ def test_a_truncated_or_disguised_weights_file_is_named_with_its_generator_and_c
         load_generator(spec)
 
 
+@pytest.mark.slow
 def test_a_flipped_or_truncated_shard_is_rendered_again_and_score_names_it(tmp_path: Path) -> None:
     import pytest
 

@@ -122,6 +122,7 @@ def tiny_zoo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
         torch.set_num_threads(threads)
 
 
+@pytest.mark.slow
 def test_tiny_zoo_summary_and_cards(tiny_zoo: tuple[Path, dict]) -> None:
     out, summary = tiny_zoo
     assert [g["name"] for g in summary["generators"]] == ["shapes-sd-xs", "shapes-sd-s", "shapes-sd-m", "shapes-sd-l"]
@@ -136,6 +137,7 @@ def test_tiny_zoo_summary_and_cards(tiny_zoo: tuple[Path, dict]) -> None:
     assert summary["bytes"] < 30e6
 
 
+@pytest.mark.slow
 def test_tiny_zoo_generators_load_through_diffusers_and_the_backend(tiny_zoo: tuple[Path, dict]) -> None:
     from diffusers import DiffusionPipeline, StableDiffusionPipeline
     from safetensors import safe_open
@@ -162,6 +164,7 @@ def test_tiny_zoo_generators_load_through_diffusers_and_the_backend(tiny_zoo: tu
         assert np.abs(alone - np.asarray(images[0]).astype(int)).max() <= 2
 
 
+@pytest.mark.slow
 def test_tiny_zoo_rewards_load_through_open_clip_and_the_registry(tiny_zoo: tuple[Path, dict]) -> None:
     import open_clip
     from PIL import Image
