@@ -67,9 +67,7 @@ def load_runs(
         manifest = pd.read_parquet(ev / "images" / "manifest.parquet")
         scores = pd.concat([pd.read_parquet(ev / f"{r}.parquet") for r in rewards], ignore_index=True)
         per_prompt = (
-            win_outcomes(scores, manifest, report["base"], report["tuned"])
-            .groupby(["reward", "prompt_id"])["win"]
-            .mean()
+            win_outcomes(scores, manifest, report.base, report.tuned).groupby(["reward", "prompt_id"])["win"].mean()
         )
         data.values[arm] = np.vstack([data.values.get(arm, np.empty((0, len(base)))), tuned["value"].to_numpy()])
         wins = data.wins.setdefault(arm, {})

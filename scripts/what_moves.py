@@ -34,7 +34,7 @@ import pandas as pd
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "outputs" / "arms"
-SYNRANK = [sys.executable, "-m", "synrank"]
+SYNRANK = [sys.executable, "-m", "cli"]  # the `synrank` command
 LEARNED = ["clip-p4", "clip-p8", "clip-norel", "detector"]
 ORACLE = {"name": "oracle", "kind": "shapes-verifier"}
 SELECTION_PER_TASK, SELECTION_SEED, SELECTION_IMAGES, EVAL_SEED = 30, 7, 8, 4321

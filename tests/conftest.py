@@ -26,20 +26,18 @@ def prefect_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
             yield
 
 
-@pytest.fixture(scope="session")
-def prefect_harness(prefect_home: None) -> Iterator[None]:
-    """One throwaway Prefect server for the session, started by the first test marked `slow` (the opt-in:
-    `make test-fast` runs none, so it starts no server)."""
+@pytest.fixture(autouse=True, scope="session")
+def prefect_harness(request: pytest.FixtureRequest, prefect_home: None) -> Iterator[None]:
+    """One throwaway Prefect server for the whole session when a selected test is marked `slow` (the opt-in:
+    `make test-fast` selects none, so it starts no server). Session-wide and first, so that module fixtures
+    that run flows (a whole pipeline) have it too."""
+    if not any(item.get_closest_marker("slow") for item in request.session.items):
+        yield
+        return
     from prefect.testing.utilities import prefect_test_harness
 
     with prefect_test_harness(server_startup_timeout=180):  # a busy 2-core machine needs more than 30 s
         yield
-
-
-@pytest.fixture(autouse=True)
-def _server_for_slow_tests(request: pytest.FixtureRequest) -> None:
-    if request.node.get_closest_marker("slow") is not None:
-        request.getfixturevalue("prefect_harness")
 
 
 def pytest_configure(config: pytest.Config) -> None:

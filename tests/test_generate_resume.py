@@ -56,7 +56,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _cmd(params: Path) -> list[str]:
-    return [sys.executable, "-m", "synrank", "generate", "--params", str(params)]
+    return [sys.executable, "-m", "cli", "generate", "--params", str(params)]
 
 
 def _env() -> dict[str, str]:

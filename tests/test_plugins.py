@@ -19,7 +19,7 @@ from synrank.registry import import_all
 
 pytestmark = pytest.mark.slow  # subprocesses in a copy of the code
 
-CODE = ("flows", "tasks", "models", "synrank")
+CODE = ("cli", "flows", "tasks", "models", "synrank")
 
 TOY_REWARD = '''"""Toy reward: the mean brightness of the image."""
 import numpy as np

@@ -62,7 +62,7 @@ def _params(world: tuple[Path, dict], name: str) -> Path:
 
 def _pipeline(params: Path, *extra: str, kill: tuple[str, int] | None = None) -> subprocess.CompletedProcess:
     pre = ["-m", "tests.killpoint", kill[0], str(kill[1])] if kill else ["-m"]
-    cmd = [sys.executable, *pre, "synrank", "pipeline", "--params", str(params), *extra]
+    cmd = [sys.executable, *pre, "cli", "pipeline", "--params", str(params), *extra]
     return subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True)
 
 
@@ -84,7 +84,7 @@ def straight(world: tuple[Path, dict]) -> Path:
     params = _params(world, "straight")
     lock = world[0] / "straight" / ".synrank-locks" / "prompts.lock"
     first = subprocess.Popen(
-        [sys.executable, "-m", "synrank", "pipeline", "--params", str(params)],
+        [sys.executable, "-m", "cli", "pipeline", "--params", str(params)],
         cwd=ROOT,
         env=_env(),
         stdout=subprocess.PIPE,
