@@ -44,7 +44,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
         "slow: needs a Prefect server, a subprocess or a training run; `make test-fast` leaves it out "
-        "(-m 'not slow'), and only these tests start the session's Prefect server",
+        "(-m 'not slow'); a session that selects none starts no Prefect server",
     )
     config.addinivalue_line(
         "markers",
