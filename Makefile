@@ -73,7 +73,7 @@ test: env
 	$(RUN) pytest
 
 # The fast tier: the tests that need no Prefect server, no subprocess and no training run (`-m 'not slow'`;
-# tests/conftest.py starts the session's Prefect server only for a test marked slow). About 2 minutes.
+# tests/conftest.py starts no Prefect server when no selected test is slow). About 1 minute.
 test-fast: env
 	$(RUN) pytest -m "not slow"
 

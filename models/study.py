@@ -45,6 +45,8 @@ def load_runs(
     data, base_units = None, None
     for arm, seed, ev in runs:
         report = EvalReport.of_stage(ev)
+        if not report.base:  # no stamp: that evaluation did not finish
+            raise ValueError(f"{ev}: no evaluate stamp (_stage.json with a report); run that evaluation again")
         judged = pd.read_parquet(ev / f"judged_{benchmark}.parquet")
         base = judged[judged["model"] == report.base].sort_values(KEY).reset_index(drop=True)
         tuned = base[KEY].merge(judged[judged["model"] == report.tuned], on=KEY, how="left")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import types
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Literal, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -123,9 +123,12 @@ def _members(tp: Any) -> tuple[list[Any], bool]:
 
 
 def _string_typed(tp: Any) -> bool:
-    """True for str, a Literal of strings, and lists of those (optionally `| None`)."""
+    """True for str, a Literal of strings, and lists of those (optionally `| None`); `Annotated[str, ...]` (a
+    plugin name, synrank.plugins) is a str."""
     members, _ = _members(tp)
     for m in members:
+        if get_origin(m) is Annotated:
+            m = get_args(m)[0]
         if get_origin(m) is Literal:
             ok = all(isinstance(a, str) for a in get_args(m))
         elif get_origin(m) is list:

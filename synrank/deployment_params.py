@@ -14,7 +14,7 @@ outputs of its stage, or for the pipeline of the first changed stage and every s
 run's outputs go (`paths`), where it logs (`tracking`) and where it computes (`cluster`) are not settings
 that make it an experiment. A run that names its own output folders keeps them.
 
-Kept apart from synrank.deploy so that a stage's code (synrank.codehash) does not grow by the registries."""
+Kept apart from cli.deploy so that a stage's code (synrank.codehash) does not grow by the registries."""
 
 from __future__ import annotations
 

@@ -100,6 +100,8 @@ def test_override_values_by_field_type() -> None:
     assert parse_override("train.mixed_precision=no") == (["train", "mixed_precision"], "no")
     assert parse_override("train.base=[") == (["train", "base"], "[")  # a string field takes any text
     assert parse_override("rank.rewards=[no, 1]")[1] == ["no", "1"]
+    assert parse_override("evaluate.benchmarks=[no, 1]")[1] == ["no", "1"]  # plugin names are text too
+    assert parse_override("train.objective=no")[1] == "no"
     assert parse_override("train.gradient_checkpointing=no")[1] is False  # a bool field: YAML's bool
     assert parse_override("sample.sources.0.limit=null")[1] is None
     assert parse_override("generate.generators.0.steps=3")[1] == 3

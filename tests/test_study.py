@@ -147,6 +147,13 @@ def _eval_dir(root: Path, base: list[float], tuned: list[float], rewards: list[f
     return root
 
 
+def test_an_evaluation_without_its_stamp_is_named(tmp_path: Path) -> None:
+    """An evaluate run that died before its stamp leaves judged rows but no report: refused, naming the folder."""
+    (tmp_path / "ev").mkdir()
+    with pytest.raises(ValueError, match=f"^{tmp_path / 'ev'}: no evaluate stamp"):
+        load_runs([("dpo", 0, tmp_path / "ev")], "bench", ["r"])
+
+
 def test_load_runs_lines_up_images_and_prompts(tmp_path: Path) -> None:
     base = [0.0, 1.0, 0.0, 0.0]
     # Reward: base images score 0; tuned seed 0 wins p1 twice and ties p2, seed 1 loses everything.

@@ -1,6 +1,6 @@
 """PartiPrompts (Yu et al. 2022): 1632 prompts in 12 categories and 11 challenge aspects, no reference
 scorer. It is evaluated with reward models, as per-category win-rates of a tuned model over its base,
-so it registers a prompt adapter only (there is no per-image pass/fail to `judge`).
+so it registers no scorer (there is no per-image pass/fail to `judge`); `read_partiprompts` reads its file.
 
 `category_winrates` compares tuned and base images of the same prompt and seed index (win 1, tie 0.5,
 loss 0), averages per prompt first, then per category, with a bootstrap CI over the category's
