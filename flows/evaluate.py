@@ -61,7 +61,7 @@ def evaluate_flow(
                 first = rewards.rewards[0].name  # each image's score under the first reward, under it
                 _log_grid(st, pair, manifest, scores, prompts, out, cfg.grid_prompts, first, verdicts)
             _write_summary(report, results, out)
-            _promote(st, cfg.benchmarks, model_dir, out)
+            _promote(st, report, cfg.benchmarks, model_dir, out)
         write_evaluate_metrics(paths, EvalReport.from_dict(st.report))
     return finished(st, out)
 
@@ -135,7 +135,7 @@ def _benchmarks(
     return benches, paired, verdicts
 
 
-def _promote(st: Stage, benchmarks: list[str], model_dir: Path, out: Path) -> None:
+def _promote(st: Stage, report: EvalReport, benchmarks: list[str], model_dir: Path, out: Path) -> None:
     """The evaluated registry version (the train stage's stamp names it; none with tracking.register_model
     off): tagged, the candidate, and the champion on evidence on the first benchmark (tasks.promote). Its
     judged rows go to this run, so that a later candidate can be paired with it."""
@@ -150,7 +150,6 @@ def _promote(st: Stage, benchmarks: list[str], model_dir: Path, out: Path) -> No
     mlflow.log_artifact(str(judged))
     name, version = trained["registered_model"], trained["version"]
     tasks = list(load_benchmark(bench).tasks)
-    report = EvalReport.from_dict(st.report)
     decided = promote(name, version, report, pd.read_parquet(judged), st.run_id, bench, tasks)
     print(f"registry: {name} version {version} is the candidate; {decided.reason}")
 

@@ -42,7 +42,10 @@ def _constants(tree: ast.Module) -> dict[str, str]:
 
 def registered_in(path: Path, registries: tuple[str, ...]) -> list[str]:
     """The names one file registers in `registries` (`X.register("name")` with X one of them)."""
-    tree = ast.parse(path.read_text(), filename=str(path))
+    text = path.read_text()
+    if ".register(" not in text:  # most files of a folder are helpers: nothing to parse
+        return []
+    tree = ast.parse(text, filename=str(path))
     constants = _constants(tree)
     names: list[str] = []
     for node in ast.walk(tree):

@@ -37,7 +37,7 @@ class Stage:
 
 
 RANKINGS, IMAGES = Need("rankings", "rankings.parquet", "rank"), Need("images", "manifest.parquet", "generate")
-SIX = ("sample", "generate", "score", "rank", "train", "evaluate")  # what `synrank pipeline` runs, in order
+PIPELINE = ("sample", "generate", "score", "rank", "train", "evaluate")  # what `synrank pipeline` runs, in order
 
 ALL: tuple[Stage, ...] = (
     Stage("sample", "read prompt corpora, dedupe, split train/eval", ("sample",), {"cfg": "sample"}, "prompts",
@@ -61,14 +61,13 @@ ALL: tuple[Stage, ...] = (
           (RANKINGS, Need("scores", "scores.parquet", "score")), dvc=True),
     Stage("ingest", "preference data made elsewhere (Pick-a-Pic-style pairs, synrank's export) as prompts, "
           "images and rankings to train on", ("ingest",), {"cfg": "ingest"}, "ingested"),
-    Stage("pipeline", "all six stages in order under one MLflow parent run", SIX),
+    Stage("pipeline", "all six stages in order under one MLflow parent run", PIPELINE),
     Stage("study", "the ablation study: base/SFT/DPO/RankDPO/GPO/SUDO x seeds, one table with CIs (docs/study.md)",
-          (*SIX, "study")),
+          (*PIPELINE, "study")),
     Stage("online", "GPO-style online self-improvement: rounds of generate, score, rank, train, evaluate",
-          (*SIX, "online")),
+          (*PIPELINE, "online")),
 )  # fmt: skip
 
 STAGES: dict[str, Stage] = {s.name: s for s in ALL}
-PIPELINE = SIX
 DVC_STAGES = tuple(s.name for s in ALL if s.dvc)
 STAGE_OUTPUT = {s.name: s.output for s in ALL if s.output}  # the `Paths` field each single stage writes
